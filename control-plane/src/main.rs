@@ -1,0 +1,2 @@
+//! trustmesh control plane
+fn main() {}

@@ -1,0 +1,2 @@
+//! proxy
+fn main() {}
