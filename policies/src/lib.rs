@@ -1,1 +1,34 @@
-//! placeholder
+//! trustmesh-policies: what the mesh allows, as data.
+//!
+//! The policy folder (usually a git checkout) holds `mesh.yaml` ([`MeshConfig`]), the service
+//! registry (`kind: Service`, [`ServiceEntry`], collected in a [`Registry`]) and
+//! `kind: AuthorizationPolicy` documents ([`AuthorizationPolicy`], Istio's form). [`load_dir`]
+//! reads and validates the whole folder and reports every problem as a [`Diagnostic`]
+//! (`FILE:LINE:COL: message`); only a fully valid folder becomes a [`PolicySet`].
+//!
+//! This crate is pure: no sockets, no clocks. Reading the policy folder from disk is its one
+//! piece of I/O.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+mod check;
+pub mod diagnostic;
+mod document;
+pub mod load;
+pub mod mesh;
+pub mod model;
+pub mod registry;
+pub mod service;
+pub mod snapshot;
+mod walk;
+mod yaml_error;
+
+pub use diagnostic::{Diagnostic, Severity};
+pub use load::{load_dir, PolicySet};
+pub use mesh::{DefaultAction, Enforcement, MeshConfig};
+pub use model::{
+    Action, AuthorizationPolicy, Condition, Mode, Operation, PolicySpec, Rule, RuleFrom, RuleTo,
+    Selector, Source,
+};
+pub use registry::Registry;
+pub use service::{Protocol, ServiceEntry, ServicePort};

@@ -1,0 +1,248 @@
+//! The checks that need more than one document or more than serde's shape checks: names,
+//! API versions, identities, endpoints, duplicates across the folder, and (through
+//! [`crate::compile`]) every pattern of every policy. Each problem is placed in its document by
+//! [`crate::document::Document::locate`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+
+use trustmesh_certs::SpiffeId;
+
+use crate::diagnostic::Diagnostic;
+use crate::load::{Located, Metadata, Parsed};
+use crate::mesh::MeshConfig;
+use crate::model::{AuthorizationPolicy, POLICY_API_VERSIONS};
+use crate::service::{validate_endpoint, ServiceEntry};
+
+/// The `apiVersion` of a `Service`.
+pub const SERVICE_API_VERSION: &str = "trustmesh.io/v1";
+
+/// Checks everything that parsed and returns the valid services and policies (sorted by
+/// namespace and name); problems go to `diagnostics`.
+pub(crate) fn check(
+    mesh: &MeshConfig,
+    parsed: &Parsed,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> (Vec<ServiceEntry>, Vec<AuthorizationPolicy>) {
+    let mut services = Vec::new();
+    let mut seen: HashMap<(&str, &str, &str), String> = HashMap::new();
+    let mut identities: HashMap<SpiffeId, String> = HashMap::new();
+    let mut endpoints: HashMap<SocketAddr, String> = HashMap::new();
+
+    for s in &parsed.services {
+        let d = &s.doc;
+        if d.api_version != SERVICE_API_VERSION {
+            diagnostics.push(s.error(
+                "apiVersion",
+                Some(&d.api_version),
+                format!(
+                    "unsupported apiVersion `{}` for Service; expected {SERVICE_API_VERSION}",
+                    d.api_version
+                ),
+            ));
+        }
+        check_metadata(s, &d.metadata, diagnostics);
+        check_duplicate(s, "Service", &d.metadata, &mut seen, diagnostics);
+        let here = || format!("{}/{}", d.metadata.namespace, d.metadata.name);
+        let Some(spec) = &d.spec else {
+            diagnostics.push(s.error(
+                "kind",
+                None,
+                "missing field `spec` (a Service needs spec.identity)",
+            ));
+            continue;
+        };
+
+        let identity = match SpiffeId::parse(&spec.identity) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                diagnostics.push(s.error(
+                    "identity",
+                    Some(&spec.identity),
+                    format!("bad identity {:?}: {e}", spec.identity),
+                ));
+                None
+            }
+        };
+        if let Some(id) = &identity {
+            if id.trust_domain_str() != mesh.trust_domain.as_str() {
+                diagnostics.push(s.error(
+                    "identity",
+                    Some(&spec.identity),
+                    format!(
+                        "identity {id} is not in the mesh's trust domain {} (mesh.yaml trust_domain)",
+                        mesh.trust_domain
+                    ),
+                ));
+            } else if let Some(other) = identities.insert(id.clone(), here()) {
+                diagnostics.push(s.error(
+                    "identity",
+                    Some(&spec.identity),
+                    format!("identity {id} is already the identity of Service {other}; one Service per identity"),
+                ));
+            }
+        }
+        for ep in &spec.endpoints {
+            if let Err(e) = validate_endpoint(ep) {
+                diagnostics.push(s.error("endpoints", Some(ep), e.to_string()));
+            } else if let Ok(addr) = ep.parse::<SocketAddr>() {
+                if let Some(other) = endpoints.insert(addr, here()) {
+                    diagnostics.push(s.error(
+                        "endpoints",
+                        Some(ep),
+                        format!("endpoint {ep} is already an endpoint of Service {other}"),
+                    ));
+                }
+            }
+        }
+        let mut ports = BTreeMap::new();
+        for p in &spec.ports {
+            if p.port == 0 {
+                diagnostics.push(s.error("port", Some("0"), "port 0 is not a valid port"));
+            } else if ports.insert(p.port, p.protocol).is_some() {
+                diagnostics.push(s.error(
+                    "port",
+                    Some(&p.port.to_string()),
+                    format!("port {} is listed twice", p.port),
+                ));
+            }
+        }
+        if let Some(identity) = identity {
+            services.push(ServiceEntry {
+                name: d.metadata.name.clone(),
+                namespace: d.metadata.namespace.clone(),
+                labels: d.metadata.labels.clone(),
+                identity,
+                endpoints: spec.endpoints.clone(),
+                ports: spec.ports.clone(),
+            });
+        }
+    }
+
+    let mut policies = Vec::new();
+    for p in &parsed.policies {
+        let d = &p.doc;
+        if !POLICY_API_VERSIONS.contains(&d.api_version.as_str()) {
+            diagnostics.push(p.error(
+                "apiVersion",
+                Some(&d.api_version),
+                format!(
+                    "unsupported apiVersion `{}` for AuthorizationPolicy; expected one of {}",
+                    d.api_version,
+                    POLICY_API_VERSIONS.join(", ")
+                ),
+            ));
+        }
+        check_metadata(p, &d.metadata, diagnostics);
+        check_duplicate(
+            p,
+            "AuthorizationPolicy",
+            &d.metadata,
+            &mut seen,
+            diagnostics,
+        );
+        policies.push(AuthorizationPolicy {
+            name: d.metadata.name.clone(),
+            namespace: d.metadata.namespace.clone(),
+            spec: d.spec.clone().unwrap_or_default(),
+        });
+    }
+    for (p, policy) in parsed.policies.iter().zip(&policies) {
+        if let Some(warning) = selector_warning(p, policy, mesh, &services) {
+            diagnostics.push(warning);
+        }
+    }
+    policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    (services, policies)
+}
+
+/// A warning when a policy's selector matches no Service it could apply to (a typo in a label
+/// would otherwise leave a workload unprotected without a word).
+fn selector_warning<T>(
+    doc: &Located<T>,
+    policy: &AuthorizationPolicy,
+    mesh: &MeshConfig,
+    services: &[ServiceEntry],
+) -> Option<Diagnostic> {
+    let selector = policy.spec.selector.as_ref()?;
+    let mesh_wide = policy.namespace == mesh.root_namespace;
+    let selects_some = services.iter().any(|s| {
+        (mesh_wide || s.namespace == policy.namespace)
+            && selector
+                .match_labels
+                .iter()
+                .all(|(k, v)| s.labels.get(k) == Some(v))
+    });
+    if selects_some {
+        return None;
+    }
+    let scope = if mesh_wide {
+        "the mesh".to_string()
+    } else {
+        format!("namespace {}", policy.namespace)
+    };
+    Some(doc.warning(
+        "matchLabels",
+        None,
+        format!(
+            "selector of AuthorizationPolicy {} selects no Service in {scope}",
+            policy.key()
+        ),
+    ))
+}
+
+fn check_metadata<T>(doc: &Located<T>, m: &Metadata, diagnostics: &mut Vec<Diagnostic>) {
+    if !is_dns_subdomain(&m.name) {
+        diagnostics.push(doc.error(
+            "name",
+            Some(&m.name),
+            format!("bad name {:?}: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters", m.name),
+        ));
+    }
+    if !is_dns_label(&m.namespace) {
+        diagnostics.push(doc.error(
+            "namespace",
+            Some(&m.namespace),
+            format!("bad namespace {:?}: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters", m.namespace),
+        ));
+    }
+}
+
+fn check_duplicate<'a, T>(
+    doc: &'a Located<T>,
+    kind: &'a str,
+    m: &'a Metadata,
+    seen: &mut HashMap<(&'a str, &'a str, &'a str), String>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let (line, col) = doc.document().locate("name", Some(&m.name));
+    let here = format!("{}:{line}:{col}", doc.file.display());
+    if let Some(first) = seen.get(&(kind, m.namespace.as_str(), m.name.as_str())) {
+        diagnostics.push(Diagnostic::error(
+            &doc.file,
+            line,
+            col,
+            format!(
+                "duplicate {kind} {}/{} (first defined at {first})",
+                m.namespace, m.name
+            ),
+        ));
+    } else {
+        seen.insert((kind, &m.namespace, &m.name), here);
+    }
+}
+
+/// A Kubernetes DNS-1123 label: `[a-z0-9-]`, 1 to 63, alphanumeric at both ends.
+pub(crate) fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A Kubernetes DNS-1123 subdomain: DNS-1123 labels joined by `.`, at most 253.
+pub(crate) fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}

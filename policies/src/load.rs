@@ -1,0 +1,346 @@
+//! Loading the policy folder: find the files, parse every YAML document into the model, check
+//! everything that can be checked, and hand back either a [`PolicySet`] or every problem found.
+//!
+//! A folder is all or nothing: one error anywhere and no `PolicySet` is made, so the last good
+//! set stays in force (see ARCHITECTURE.md, "Policy source"). Shape errors (YAML syntax,
+//! unknown keys, wrong types) stop the parsing of their own document only; every other
+//! document, and every semantic check of the documents that parsed, still runs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use aws_lc_rs::digest;
+use serde::{Deserialize, Serialize};
+use trustmesh_certs::TrustDomain;
+
+use crate::check;
+use crate::diagnostic::Diagnostic;
+use crate::document::{split_documents, Document};
+use crate::mesh::{DefaultAction, Enforcement, MeshConfig, MESH_FILE};
+use crate::model::{AuthorizationPolicy, PolicySpec};
+use crate::registry::Registry;
+use crate::service::ServicePort;
+use crate::walk::yaml_files;
+use crate::yaml_error;
+
+/// A fully valid policy folder: the only input from which policies are put in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicySet {
+    /// `mesh.yaml` (defaults when the file is absent).
+    pub mesh: MeshConfig,
+    /// Every `Service` entry.
+    pub registry: Registry,
+    /// Every `AuthorizationPolicy`, sorted by (namespace, name).
+    pub policies: Vec<AuthorizationPolicy>,
+    /// Warnings found while loading (the set is valid despite them).
+    pub warnings: Vec<Diagnostic>,
+    /// Hex SHA-256 over every YAML file's relative path and bytes, in sorted order: the
+    /// version of a folder that is not a git checkout.
+    pub content_hash: String,
+}
+
+/// Loads and validates the policy folder `dir`.
+///
+/// Reads every `*.yaml`/`*.yml` file under `dir` (sorted; hidden entries such as `.git` are
+/// skipped; `dir` itself may be a symlink). `mesh.yaml` at the root is the [`MeshConfig`];
+/// every other file holds YAML documents of kind `Service` or `AuthorizationPolicy`.
+/// Returns every diagnostic, errors and warnings, sorted by file and position, when any error
+/// was found; otherwise the set, with its warnings inside.
+pub fn load_dir(dir: &Path) -> Result<PolicySet, Vec<Diagnostic>> {
+    let (files, mut diagnostics) = yaml_files(dir);
+    let mut hasher = digest::Context::new(&digest::SHA256);
+    let mut parsed = Parsed::default();
+    for file in &files {
+        let bytes = match std::fs::read(&file.path) {
+            Ok(b) => b,
+            Err(e) => {
+                diagnostics.push(Diagnostic::error(
+                    &file.path,
+                    1,
+                    1,
+                    format!("cannot read: {e}"),
+                ));
+                continue;
+            }
+        };
+        hasher.update(file.rel.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(&(bytes.len() as u64).to_be_bytes());
+        hasher.update(&bytes);
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                let (line, col) = line_col(e.as_bytes(), e.utf8_error().valid_up_to());
+                diagnostics.push(Diagnostic::error(
+                    &file.path,
+                    line,
+                    col,
+                    "file is not valid UTF-8",
+                ));
+                continue;
+            }
+        };
+        if file.rel == MESH_FILE {
+            parsed.mesh = parse_mesh(&file.path, &text, &mut diagnostics);
+        } else {
+            parse_file(&file.path, &text, &mut parsed, &mut diagnostics);
+        }
+    }
+    let mesh = parsed.mesh.clone().unwrap_or_default();
+    let (services, policies) = check::check(&mesh, &parsed, &mut diagnostics);
+    diagnostics.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
+    if diagnostics.iter().any(Diagnostic::is_error) {
+        return Err(diagnostics);
+    }
+    Ok(PolicySet {
+        mesh,
+        registry: Registry::new(services),
+        policies,
+        warnings: diagnostics,
+        content_hash: hex(hasher.finish().as_ref()),
+    })
+}
+
+/// Everything that parsed, with where it came from.
+#[derive(Debug, Default)]
+pub(crate) struct Parsed {
+    /// `mesh.yaml`, if present and valid.
+    pub mesh: Option<MeshConfig>,
+    /// `Service` documents.
+    pub services: Vec<Located<ServiceDoc>>,
+    /// `AuthorizationPolicy` documents.
+    pub policies: Vec<Located<PolicyDoc>>,
+}
+
+/// A parsed document and the text it came from (to place later errors).
+#[derive(Debug)]
+pub(crate) struct Located<T> {
+    /// The parsed document.
+    pub doc: T,
+    /// The file it is in.
+    pub file: PathBuf,
+    /// Its text.
+    pub text: String,
+    /// The 1-based line of the file where `text` starts.
+    pub first_line: usize,
+}
+
+impl<T> Located<T> {
+    fn new(doc: T, file: &Path, from: &Document<'_>) -> Self {
+        Self {
+            doc,
+            file: file.to_path_buf(),
+            text: from.text.to_string(),
+            first_line: from.first_line,
+        }
+    }
+
+    /// The document, for [`Document::locate`].
+    pub fn document(&self) -> Document<'_> {
+        Document {
+            text: &self.text,
+            first_line: self.first_line,
+        }
+    }
+
+    /// An error at `key` (or its `value`) in this document.
+    pub fn error(&self, key: &str, value: Option<&str>, message: impl Into<String>) -> Diagnostic {
+        let (line, col) = self.document().locate(key, value);
+        Diagnostic::error(&self.file, line, col, message)
+    }
+
+    /// A warning at `key` (or its `value`) in this document.
+    pub fn warning(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        let (line, col) = self.document().locate(key, value);
+        Diagnostic::warning(&self.file, line, col, message)
+    }
+}
+
+/// `metadata` of a document.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Metadata {
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Accepted so that Kubernetes manifests load; not used.
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+fn default_namespace() -> String {
+    "default".to_string()
+}
+
+/// A whole document: the envelope common to both kinds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct Envelope<S> {
+    pub api_version: String,
+    #[allow(dead_code)]
+    pub kind: String,
+    pub metadata: Metadata,
+    /// Optional in the YAML (serde reads a missing `Option` as `None`): a policy without `spec`
+    /// is `spec: {}`; a Service needs one.
+    pub spec: Option<S>,
+}
+
+/// `spec` of a `Service`; values are checked in `check`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServiceSpec {
+    pub identity: String,
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    #[serde(default)]
+    pub ports: Vec<ServicePort>,
+}
+
+/// A `Service` document.
+pub(crate) type ServiceDoc = Envelope<ServiceSpec>;
+/// An `AuthorizationPolicy` document.
+pub(crate) type PolicyDoc = Envelope<PolicySpec>;
+
+/// Only `apiVersion` and `kind`, to choose the typed parse.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Header {
+    #[serde(default)]
+    kind: Option<String>,
+}
+
+/// `mesh.yaml` as written; the trust domain is parsed afterwards so that a bad one is placed
+/// on its value (serde_yaml places errors raised after a scalar was read at the mapping's start).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct MeshFile {
+    trust_domain: Option<String>,
+    default_action: DefaultAction,
+    root_namespace: Option<String>,
+    enforcement: Enforcement,
+}
+
+fn parse_mesh(path: &Path, text: &str, diagnostics: &mut Vec<Diagnostic>) -> Option<MeshConfig> {
+    let Some(doc) = split_documents(text).into_iter().next() else {
+        return Some(MeshConfig::default());
+    };
+    let raw = match serde_yaml::from_str::<MeshFile>(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let (line, col, message) = yaml_error::describe(&e);
+            diagnostics.push(Diagnostic::error(path, line, col, message));
+            return None;
+        }
+    };
+    let mut mesh = MeshConfig {
+        default_action: raw.default_action,
+        enforcement: raw.enforcement,
+        ..MeshConfig::default()
+    };
+    let mut ok = true;
+    if let Some(td) = raw.trust_domain {
+        match TrustDomain::parse(&td) {
+            Ok(td) => mesh.trust_domain = td,
+            Err(e) => {
+                let (line, col) = doc.locate("trust_domain", Some(&td));
+                diagnostics.push(Diagnostic::error(
+                    path,
+                    line,
+                    col,
+                    format!("bad trust_domain: {e}"),
+                ));
+                ok = false;
+            }
+        }
+    }
+    if let Some(ns) = raw.root_namespace {
+        if !check::is_dns_label(&ns) {
+            let (line, col) = doc.locate("root_namespace", Some(&ns));
+            diagnostics.push(Diagnostic::error(
+                path,
+                line,
+                col,
+                format!("bad root_namespace {ns:?}: lowercase letters, digits and '-', at most 63 characters"),
+            ));
+            ok = false;
+        }
+        mesh.root_namespace = ns;
+    }
+    ok.then_some(mesh)
+}
+
+fn parse_file(path: &Path, text: &str, parsed: &mut Parsed, diagnostics: &mut Vec<Diagnostic>) {
+    for doc in split_documents(text) {
+        let fail = |e: &serde_yaml::Error| {
+            let (line, col, message) = yaml_error::describe(e);
+            let (line, col) = doc.shift(line, col);
+            Diagnostic::error(path, line, col, message)
+        };
+        let header = match serde_yaml::from_str::<Header>(doc.text) {
+            Ok(h) => h,
+            Err(e) => {
+                diagnostics.push(fail(&e));
+                continue;
+            }
+        };
+        match header.kind.as_deref() {
+            Some("Service") => match serde_yaml::from_str::<ServiceDoc>(doc.text) {
+                Ok(d) => parsed.services.push(Located::new(d, path, &doc)),
+                Err(e) => diagnostics.push(fail(&e)),
+            },
+            Some("AuthorizationPolicy") => match serde_yaml::from_str::<PolicyDoc>(doc.text) {
+                Ok(d) => parsed.policies.push(Located::new(d, path, &doc)),
+                Err(e) => diagnostics.push(fail(&e)),
+            },
+            Some(other) => {
+                let (line, col) = doc.locate("kind", Some(other));
+                diagnostics.push(Diagnostic::error(
+                    path,
+                    line,
+                    col,
+                    format!("unknown kind `{other}`; expected Service or AuthorizationPolicy"),
+                ));
+            }
+            None => {
+                let (line, col) = doc.shift(1, 1);
+                diagnostics.push(Diagnostic::error(path, line, col, "missing field `kind`"));
+            }
+        }
+    }
+}
+
+/// The 1-based line and column of byte `offset` in `bytes`.
+fn line_col(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let col = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    (line, col)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+mod tests;
