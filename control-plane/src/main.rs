@@ -1,2 +1,44 @@
-//! trustmesh control plane
-fn main() {}
+//! `trustmesh`: the control plane server (`trustmesh serve`) and the operator CLI.
+//!
+//! `main` only parses flags and dispatches; each subcommand lives in its own module.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+mod api;
+mod ca_store;
+mod cli;
+mod demo;
+mod files;
+mod policy_source;
+mod serve;
+mod server_tls;
+mod snapshot;
+mod tokens;
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_tracing(&cli.log_level);
+    match cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("trustmesh: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` wins over `--log-level` when set.
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

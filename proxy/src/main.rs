@@ -1,2 +1,56 @@
-//! proxy
-fn main() {}
+//! `trustmesh-proxy`: the sidecar. `main` parses flags and starts [`run::run`], which reads top
+//! to bottom: identity → snapshot → listeners (admin, inbound, outbound).
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+mod admin;
+mod body;
+mod config;
+mod control;
+mod error;
+mod headers;
+mod identity;
+mod inbound;
+mod metrics;
+mod outbound;
+mod pool;
+mod run;
+mod state;
+mod watch;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = config::Args::parse();
+    init_tracing(&args.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("trustmesh-proxy: error: starting the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("trustmesh-proxy: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` wins over `--log-level` when set.
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

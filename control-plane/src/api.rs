@@ -1,0 +1,431 @@
+//! The control-plane HTTP API (see `control-plane/openapi.yaml`): routing, authentication of
+//! the caller (bootstrap token or mesh client certificate), and the one place where errors
+//! become JSON `{"error", "message"}` responses with a 4xx status.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+use trustmesh_certs::{CertError, CertificateAuthority, SpiffeId};
+
+use crate::policy_source::PolicySource;
+use crate::snapshot::{self, ProxyBook};
+use crate::tokens::{self, TokenError, UsedTokens};
+
+/// Largest request body accepted (a CSR is well under 2 KiB).
+const MAX_BODY: usize = 64 * 1024;
+/// Default and longest wait of a snapshot long poll.
+const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+const MAX_WAIT: Duration = Duration::from_secs(120);
+
+/// Everything the handlers share.
+pub struct AppState {
+    /// The mesh CA.
+    pub ca: CertificateAuthority,
+    /// The trust bundle as PEM.
+    pub bundle_pem: String,
+    /// The bootstrap token MAC key.
+    pub token_key: aws_lc_rs::hmac::Key,
+    /// Used bootstrap tokens.
+    pub used_tokens: UsedTokens,
+    /// The policy source.
+    pub policies: Arc<PolicySource>,
+    /// Lifetime of issued workload certificates.
+    pub cert_ttl: Duration,
+    /// Proxies seen.
+    pub proxies: ProxyBook,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+/// The caller of one connection, as the TLS handshake proved it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The SPIFFE ID of a verified client certificate.
+    pub identity: Option<SpiffeId>,
+    /// Its expiry.
+    pub cert_expiry: Option<SystemTime>,
+    /// The peer address.
+    pub addr: SocketAddr,
+}
+
+/// Control-plane metrics (prefixed `trustmesh_cp_`).
+pub struct Metrics {
+    registry: prometheus::Registry,
+    issued: prometheus::IntCounterVec,
+    proxies: prometheus::IntGauge,
+}
+
+impl Metrics {
+    /// Registers the control plane's metrics.
+    pub fn new() -> anyhow::Result<Self> {
+        let registry = prometheus::Registry::new();
+        let issued = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "trustmesh_cp_certificates_issued_total",
+                "Certificate requests by result (issued, or the reason for refusal).",
+            ),
+            &["result"],
+        )?;
+        let proxies = prometheus::IntGauge::new(
+            "trustmesh_cp_proxies_connected",
+            "Distinct proxies (identity and address) seen by this replica.",
+        )?;
+        registry.register(Box::new(issued.clone()))?;
+        registry.register(Box::new(proxies.clone()))?;
+        Ok(Self {
+            registry,
+            issued,
+            proxies,
+        })
+    }
+}
+
+/// An API error: status, stable code, human message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        let code = match e {
+            TokenError::Malformed => "token_malformed",
+            TokenError::BadSignature => "token_invalid",
+            TokenError::Expired => "token_expired",
+            TokenError::AlreadyUsed => "token_used",
+            TokenError::Store => "token_unavailable",
+        };
+        let status = if e == TokenError::Store {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
+type Resp = Response<Full<Bytes>>;
+
+/// Handles one request. Never fails: every error is a JSON response.
+pub async fn handle(
+    state: Arc<AppState>,
+    caller: Arc<Caller>,
+    req: Request<Incoming>,
+) -> Result<Resp, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let result = match (&method, path.as_str()) {
+        (&Method::GET, "/healthz") => Ok(healthz(&state)),
+        (&Method::GET, "/metrics") => metrics(&state),
+        (&Method::GET, "/v1/trust-bundle") => Ok(text(
+            StatusCode::OK,
+            "application/x-pem-file",
+            state.bundle_pem.clone(),
+        )),
+        (&Method::POST, "/v1/certificates") => certificates(&state, &caller, req).await,
+        (&Method::GET, "/v1/snapshot") => snapshot(&state, &caller, req.uri().query()).await,
+        (_, "/healthz" | "/metrics" | "/v1/trust-bundle" | "/v1/certificates" | "/v1/snapshot") => {
+            Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not allowed on {path}"),
+            ))
+        }
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such endpoint: {path}"),
+        )),
+    };
+    Ok(result.unwrap_or_else(error_response))
+}
+
+/// The one place an error becomes a response.
+fn error_response(e: ApiError) -> Resp {
+    if e.status.is_server_error() {
+        tracing::warn!(code = e.code, "{}", e.message);
+    } else {
+        tracing::debug!(code = e.code, status = e.status.as_u16(), "{}", e.message);
+    }
+    json(
+        e.status,
+        &serde_json::json!({"error": e.code, "message": e.message}),
+    )
+}
+
+fn healthz(state: &AppState) -> Resp {
+    let current = state.policies.current();
+    let last_error = state.policies.last_error();
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "status": "ok",
+            "policy_version": current.version,
+            "policy_error": last_error,
+            "ca_expires_at": rfc3339(state.ca.not_after()),
+        }),
+    )
+}
+
+fn metrics(state: &AppState) -> Result<Resp, ApiError> {
+    state.metrics.proxies.set(state.proxies.len() as i64);
+    let mut out = String::new();
+    prometheus::TextEncoder::new()
+        .encode_utf8(&state.metrics.registry.gather(), &mut out)
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "metrics", e.to_string())
+        })?;
+    Ok(text(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        out,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertificateRequest {
+    csr: String,
+}
+
+#[derive(Serialize)]
+struct CertificateResponse {
+    certificate_chain: String,
+    expires_at: String,
+    trust_bundle: String,
+}
+
+/// `POST /v1/certificates`: the identity comes from the bearer token or from the caller's
+/// current certificate, never from the CSR. A token is spent only once a certificate has been
+/// signed, so a malformed CSR does not burn it.
+async fn certificates(
+    state: &AppState,
+    caller: &Caller,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let bearer = bearer_token(&req)?;
+    let claims = match &bearer {
+        Some(t) => Some(tokens::verify(&state.token_key, t, SystemTime::now()).inspect_err(
+            |e| state.metrics.issued.with_label_values(&[refusal_label(e)]).inc(),
+        )?),
+        None => None,
+    };
+    let identity = match (&claims, &caller.identity) {
+        (Some(c), _) => c.identity.clone(),
+        (None, Some(id)) => id.clone(),
+        (None, None) => {
+            state.metrics.issued.with_label_values(&["unauthenticated"]).inc();
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "a bootstrap token (Authorization: Bearer) or a mesh client certificate is required",
+            ));
+        }
+    };
+    let body: CertificateRequest = read_json(req).await?;
+    let issued = state
+        .ca
+        .sign_csr(&body.csr, &identity, state.cert_ttl, SystemTime::now())
+        .map_err(|e| {
+            let (status, code) = match e {
+                CertError::CsrIdentityMismatch { .. } | CertError::TrustDomainMismatch { .. } => {
+                    (StatusCode::FORBIDDEN, "csr_identity_mismatch")
+                }
+                _ => (StatusCode::BAD_REQUEST, "bad_csr"),
+            };
+            state.metrics.issued.with_label_values(&[code]).inc();
+            ApiError::new(status, code, e.to_string())
+        })?;
+    if let Some(c) = &claims {
+        state.used_tokens.consume(c).inspect_err(|e| {
+            state.metrics.issued.with_label_values(&[refusal_label(e)]).inc()
+        })?;
+    }
+    state.metrics.issued.with_label_values(&["issued"]).inc();
+    let via = if claims.is_some() { "token" } else { "certificate" };
+    tracing::info!(
+        client.id = %identity,
+        via,
+        serial = %issued.serial_hex,
+        "issued a certificate"
+    );
+    Ok(json(
+        StatusCode::OK,
+        &CertificateResponse {
+            certificate_chain: issued.chain_pem,
+            expires_at: rfc3339(issued.not_after),
+            trust_bundle: state.bundle_pem.clone(),
+        },
+    ))
+}
+
+fn refusal_label(e: &TokenError) -> &'static str {
+    match e {
+        TokenError::Malformed | TokenError::BadSignature => "token_invalid",
+        TokenError::Expired => "token_expired",
+        TokenError::AlreadyUsed => "token_used",
+        TokenError::Store => "token_unavailable",
+    }
+}
+
+fn bearer_token(req: &Request<Incoming>) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| TokenError::Malformed)?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "the Authorization header must be `Bearer <token>`",
+            )
+        })?;
+    Ok(Some(token.trim().to_string()))
+}
+
+/// `GET /v1/snapshot?version=V[&wait=30s]`: answers at once when the caller's version is not
+/// the current one, otherwise waits until it changes; `304` when the wait ends with no change.
+async fn snapshot(state: &AppState, caller: &Caller, query: Option<&str>) -> Result<Resp, ApiError> {
+    let identity = caller.identity.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "a mesh client certificate is required",
+        )
+    })?;
+    let mut have = None;
+    let mut wait = DEFAULT_WAIT;
+    for (k, v) in query.unwrap_or("").split('&').filter_map(|kv| kv.split_once('=')) {
+        match k {
+            "version" => have = Some(percent_decode(v)),
+            "wait" => {
+                wait = humantime::parse_duration(v)
+                    .map_err(|_| {
+                        ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "bad_wait",
+                            format!("wait={v} is not a duration"),
+                        )
+                    })?
+                    .min(MAX_WAIT)
+            }
+            _ => {}
+        }
+    }
+    state.proxies.record(
+        &identity,
+        caller.addr.ip().to_string(),
+        have.clone(),
+        caller.cert_expiry,
+    );
+    let mut rx = state.policies.subscribe();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let current = rx.borrow_and_update().clone();
+        if have.as_deref() != Some(current.version.as_str()) {
+            let snap = snapshot::build(&current, &identity, &state.bundle_pem);
+            return Ok(json(StatusCode::OK, &snap));
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => continue,
+            // Timed out, or the source went away: tell the caller nothing changed.
+            _ => {
+                return Ok(Response::builder()
+                    .status(StatusCode::NOT_MODIFIED)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap_or_default())
+            }
+        }
+    }
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
+    let bytes = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body is larger than {MAX_BODY} bytes or was cut off"),
+            )
+        })?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            format!("the request body is not the expected JSON: {e}"),
+        )
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = (bytes[i] == b'%')
+            .then(|| s.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match decoded {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Resp {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    text(status, "application/json", body)
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    resp
+}
+
+/// Formats a time as RFC 3339 (UTC, seconds).
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
+}

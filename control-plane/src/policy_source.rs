@@ -1,0 +1,188 @@
+//! The policy source: the policy folder (usually a git checkout) is loaded at start and then
+//! watched. A new version is put in force only when the whole folder validates; otherwise the
+//! errors are logged, kept for `/healthz`, and the last good set stays in force.
+//!
+//! The version is `git:<HEAD commit>` for a clean git checkout, else `sha256:<content hash>`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use trustmesh_policies::PolicySet;
+
+/// How often the folder is checked for changes.
+const RESCAN: Duration = Duration::from_millis(500);
+
+/// A policy set in force, with its version.
+#[derive(Debug)]
+pub struct PolicyState {
+    /// `git:<commit>` or `sha256:<hash>`.
+    pub version: String,
+    /// The validated set.
+    pub set: PolicySet,
+}
+
+/// Watches the policy folder and publishes every valid version.
+pub struct PolicySource {
+    dir: PathBuf,
+    tx: watch::Sender<Arc<PolicyState>>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl PolicySource {
+    /// Loads the folder once; fails (with every error) when it is not valid, since there is no
+    /// last good set to fall back on at start.
+    pub fn load(dir: &Path) -> anyhow::Result<Arc<Self>> {
+        let state = load_state(dir).map_err(|errors| {
+            anyhow::anyhow!(
+                "the policy folder {} is not valid:\n{}",
+                dir.display(),
+                errors.join("\n")
+            )
+        })?;
+        for w in &state.set.warnings {
+            tracing::warn!(target: "policy", "{w}");
+        }
+        tracing::info!(target: "policy", version = %state.version, dir = %dir.display(), "policies loaded");
+        let (tx, _) = watch::channel(Arc::new(state));
+        Ok(Arc::new(Self {
+            dir: dir.to_path_buf(),
+            tx,
+            last_error: Mutex::new(None),
+        }))
+    }
+
+    /// A receiver that sees every new version.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<PolicyState>> {
+        self.tx.subscribe()
+    }
+
+    /// The set in force.
+    pub fn current(&self) -> Arc<PolicyState> {
+        self.tx.borrow().clone()
+    }
+
+    /// The errors of the last rejected version, if the newest version on disk is bad.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Watches the folder until the process ends.
+    pub async fn watch(self: Arc<Self>) {
+        let mut last_fp = fingerprint(&self.dir);
+        let mut ticker = tokio::time::interval(RESCAN);
+        loop {
+            ticker.tick().await;
+            let fp = fingerprint(&self.dir);
+            if fp == last_fp {
+                continue;
+            }
+            last_fp = fp;
+            let dir = self.dir.clone();
+            let loaded = tokio::task::spawn_blocking(move || load_state(&dir)).await;
+            match loaded {
+                Ok(Ok(state)) => {
+                    if let Ok(mut e) = self.last_error.lock() {
+                        *e = None;
+                    }
+                    if state.version == self.current().version {
+                        continue;
+                    }
+                    for w in &state.set.warnings {
+                        tracing::warn!(target: "policy", "{w}");
+                    }
+                    tracing::info!(target: "policy", version = %state.version, "new policy version in force");
+                    self.tx.send_replace(Arc::new(state));
+                }
+                Ok(Err(errors)) => {
+                    for e in &errors {
+                        tracing::warn!(target: "policy", "{e}");
+                    }
+                    tracing::warn!(
+                        target: "policy",
+                        kept = %self.current().version,
+                        "the policy folder has errors; the last good version stays in force"
+                    );
+                    if let Ok(mut last) = self.last_error.lock() {
+                        *last = Some(errors.join("\n"));
+                    }
+                }
+                Err(e) => tracing::warn!(target: "policy", "policy load task failed: {e}"),
+            }
+        }
+    }
+}
+
+fn load_state(dir: &Path) -> Result<PolicyState, Vec<String>> {
+    let set = trustmesh_policies::load_dir(dir)
+        .map_err(|diags| diags.iter().map(|d| d.to_string()).collect::<Vec<_>>())?;
+    let version = git_head(dir).unwrap_or_else(|| format!("sha256:{}", set.content_hash));
+    Ok(PolicyState { version, set })
+}
+
+/// The HEAD commit when `dir` is a clean git checkout (so a version names exactly what is
+/// deployed); `None` otherwise.
+fn git_head(dir: &Path) -> Option<String> {
+    let run = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let head = run(&["rev-parse", "HEAD"])?;
+    let dirty = run(&["status", "--porcelain", "--", "."])?;
+    (dirty.is_empty() && !head.is_empty()).then(|| format!("git:{head}"))
+}
+
+/// A cheap summary of the folder (names, sizes, modification times, link targets) to decide
+/// whether it must be loaded again.
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    if let Ok(target) = std::fs::read_link(dir) {
+        out.push((target, 0, None));
+    }
+    let mut budget = 10_000usize;
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            budget = budget.saturating_sub(1);
+            if budget == 0 {
+                return out;
+            }
+            let path = entry.path();
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with('.') && name != ".git" {
+                continue;
+            }
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if name == ".git" {
+                // HEAD moves on a commit even when no policy file changes.
+                if let Ok(m) = std::fs::metadata(path.join("HEAD")) {
+                    out.push((path.join("HEAD"), m.len(), m.modified().ok()));
+                }
+                if let Ok(m) = std::fs::metadata(path.join("refs/heads")) {
+                    out.push((path.join("refs/heads"), m.len(), m.modified().ok()));
+                }
+                continue;
+            }
+            if meta.is_dir() {
+                stack.push(path);
+            } else {
+                out.push((path, meta.len(), meta.modified().ok()));
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,259 @@
+//! Bootstrap tokens: `tm1.<claims>.<mac>`, where the claims are base64url JSON (token id,
+//! identity, labels, expiry) and the MAC is HMAC-SHA256 under a key kept in the data folder
+//! (`token-key`, mode 0600). A token is single use: the ids of used tokens are appended to
+//! `used-tokens` (fsynced before a certificate is returned) and reloaded at start, so a token
+//! stays used across restarts. Tokens are never logged: [`Token`] prints `<redacted>`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use aws_lc_rs::{hmac, rand::SecureRandom as _};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use trustmesh_certs::SpiffeId;
+
+use crate::files;
+
+const PREFIX: &str = "tm1";
+const KEY_FILE: &str = "token-key";
+const USED_FILE: &str = "used-tokens";
+
+/// A bootstrap token. Its `Debug` never shows the secret.
+pub struct Token(String);
+
+impl Token {
+    /// The token text, for printing to the operator who asked for it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// What a valid token proves.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// Unique token id (128 random bits, hex).
+    pub jti: String,
+    /// The identity the bearer may get a certificate for.
+    pub identity: SpiffeId,
+    /// Attested labels bound to the identity.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+}
+
+/// Why a token was refused. Every variant maps to 401.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not of the `tm1.<claims>.<mac>` form.
+    #[error("the bootstrap token is malformed")]
+    Malformed,
+    /// The MAC does not verify: forged or altered, or made by another control plane.
+    #[error("the bootstrap token's signature is not valid")]
+    BadSignature,
+    /// Past its expiry.
+    #[error("the bootstrap token has expired")]
+    Expired,
+    /// Already used once.
+    #[error("the bootstrap token has already been used")]
+    AlreadyUsed,
+    /// Recording its use failed; refusing is the safe answer.
+    #[error("the bootstrap token's use could not be recorded")]
+    Store,
+}
+
+/// Loads the token MAC key, creating it (mode 0600) on first use.
+pub fn load_or_create_key(dir: &Path) -> anyhow::Result<hmac::Key> {
+    files::ensure_private_dir(dir)?;
+    let path = dir.join(KEY_FILE);
+    let bytes = if path.exists() {
+        let text = files::read_private(&path)?;
+        hex_decode(text.trim()).with_context(|| format!("{} is not a hex key", path.display()))?
+    } else {
+        let mut key = vec![0u8; 32];
+        aws_lc_rs::rand::SystemRandom::new()
+            .fill(&mut key)
+            .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+        files::write_atomic(&path, hex_encode(&key).as_bytes(), 0o600)?;
+        key
+    };
+    Ok(hmac::Key::new(hmac::HMAC_SHA256, &bytes))
+}
+
+/// Creates a token for `identity` valid for `ttl` from now.
+pub fn create(
+    key: &hmac::Key,
+    identity: &SpiffeId,
+    labels: BTreeMap<String, String>,
+    ttl: Duration,
+) -> anyhow::Result<Token> {
+    let mut jti = [0u8; 16];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut jti)
+        .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    let exp = unix(SystemTime::now() + ttl);
+    let claims = Claims {
+        jti: hex_encode(&jti),
+        identity: identity.clone(),
+        labels,
+        exp,
+    };
+    let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims)?);
+    let signed = format!("{PREFIX}.{body}");
+    let tag = hmac::sign(key, signed.as_bytes());
+    Ok(Token(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))))
+}
+
+/// Checks a token's form, signature and expiry (not whether it was used).
+pub fn verify(key: &hmac::Key, token: &str, now: SystemTime) -> Result<Claims, TokenError> {
+    let (signed, tag) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
+    let body = signed
+        .strip_prefix(PREFIX)
+        .and_then(|r| r.strip_prefix('.'))
+        .ok_or(TokenError::Malformed)?;
+    let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| TokenError::Malformed)?;
+    // Constant-time comparison inside aws-lc.
+    hmac::verify(key, signed.as_bytes(), &tag).map_err(|_| TokenError::BadSignature)?;
+    let json = URL_SAFE_NO_PAD.decode(body).map_err(|_| TokenError::Malformed)?;
+    let claims: Claims = serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
+    if unix(now) >= claims.exp {
+        return Err(TokenError::Expired);
+    }
+    Ok(claims)
+}
+
+/// The ids of used tokens, kept in memory and appended to a file.
+pub struct UsedTokens {
+    path: PathBuf,
+    used: Mutex<HashMap<String, u64>>,
+}
+
+impl UsedTokens {
+    /// Loads the used-token list from `dir`, dropping entries whose tokens have expired anyway.
+    pub fn load(dir: &Path, now: SystemTime) -> anyhow::Result<Self> {
+        let path = dir.join(USED_FILE);
+        let mut used = HashMap::new();
+        if path.exists() {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            for line in text.lines() {
+                let mut parts = line.split_whitespace();
+                if let (Some(jti), Some(exp)) = (parts.next(), parts.next()) {
+                    if let Ok(exp) = exp.parse::<u64>() {
+                        if exp > unix(now) {
+                            used.insert(jti.to_string(), exp);
+                        }
+                    }
+                }
+            }
+            // Compact the file to what is still relevant.
+            let mut compact = String::new();
+            for (jti, exp) in &used {
+                compact.push_str(&format!("{jti} {exp}\n"));
+            }
+            files::write_atomic(&path, compact.as_bytes(), 0o600)?;
+        }
+        Ok(Self {
+            path,
+            used: Mutex::new(used),
+        })
+    }
+
+    /// Marks a token used; fails if it already was. The use is on disk before this returns.
+    pub fn consume(&self, claims: &Claims) -> Result<(), TokenError> {
+        let mut used = self.used.lock().map_err(|_| TokenError::Store)?;
+        if used.contains_key(&claims.jti) {
+            return Err(TokenError::AlreadyUsed);
+        }
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&self.path)
+            .map_err(|_| TokenError::Store)?;
+        f.write_all(format!("{} {}\n", claims.jti, claims.exp).as_bytes())
+            .and_then(|_| f.sync_data())
+            .map_err(|_| TokenError::Store)?;
+        used.insert(claims.jti.clone(), claims.exp);
+        Ok(())
+    }
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> SpiffeId {
+        SpiffeId::parse("spiffe://cluster.local/ns/a/sa/b").unwrap()
+    }
+
+    #[test]
+    fn token_verifies_once_and_survives_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = load_or_create_key(dir.path()).unwrap();
+        let t = create(&key, &id(), BTreeMap::new(), Duration::from_secs(60)).unwrap();
+        let claims = verify(&key, t.expose(), SystemTime::now()).unwrap();
+        assert_eq!(claims.identity, id());
+        let used = UsedTokens::load(dir.path(), SystemTime::now()).unwrap();
+        used.consume(&claims).unwrap();
+        assert_eq!(used.consume(&claims), Err(TokenError::AlreadyUsed));
+        let reloaded = UsedTokens::load(dir.path(), SystemTime::now()).unwrap();
+        assert_eq!(reloaded.consume(&claims), Err(TokenError::AlreadyUsed));
+        // The key is stable across loads, so old tokens still verify.
+        let key2 = load_or_create_key(dir.path()).unwrap();
+        assert!(verify(&key2, t.expose(), SystemTime::now()).is_ok());
+    }
+
+    #[test]
+    fn refuses_forged_expired_and_malformed_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = load_or_create_key(dir.path()).unwrap();
+        let t = create(&key, &id(), BTreeMap::new(), Duration::from_secs(60)).unwrap();
+        let text = t.expose().to_string();
+        let later = SystemTime::now() + Duration::from_secs(61);
+        assert_eq!(verify(&key, &text, later), Err(TokenError::Expired));
+        let mut forged = text.clone().into_bytes();
+        let i = forged.len() / 2;
+        forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        assert!(matches!(
+            verify(&key, &forged, SystemTime::now()),
+            Err(TokenError::BadSignature | TokenError::Malformed)
+        ));
+        let other = hmac::Key::new(hmac::HMAC_SHA256, b"another key entirely, 32 bytes!!");
+        assert_eq!(verify(&other, &text, SystemTime::now()), Err(TokenError::BadSignature));
+        assert_eq!(verify(&key, "nonsense", SystemTime::now()), Err(TokenError::Malformed));
+        assert!(!format!("{t:?}").contains(&text[4..20]));
+    }
+}

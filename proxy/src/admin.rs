@@ -1,0 +1,108 @@
+//! The admin listener (127.0.0.1:15000): `/live`, `/ready` (200 only with an unexpired
+//! certificate and a snapshot), `/config` (JSON) and `/metrics` (Prometheus text).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{header, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::body::{self, Body};
+use crate::error::text_response;
+use crate::state::Shared;
+
+/// What `/config` reports besides the state.
+pub struct AdminInfo {
+    /// The control plane's URL.
+    pub control_plane: String,
+}
+
+/// Serves the admin endpoints until the process ends.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, info: Arc<AdminInfo>) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        let info = info.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let resp = handle(&shared, &info, &req);
+                async move { Ok::<_, std::convert::Infallible>(resp) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+fn handle(shared: &Shared, info: &AdminInfo, req: &Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::GET {
+        return text_response(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
+    }
+    match req.uri().path() {
+        "/live" => text_response(StatusCode::OK, "live\n".into()),
+        "/ready" => match shared.readiness() {
+            Ok(()) => text_response(StatusCode::OK, "ready\n".into()),
+            Err(why) => text_response(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        },
+        "/config" => json(&config(shared, info)),
+        "/metrics" => {
+            let mut resp = Response::new(body::full(shared.metrics.encode()));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            resp
+        }
+        _ => text_response(StatusCode::NOT_FOUND, "not found\n".into()),
+    }
+}
+
+fn config(shared: &Shared, info: &AdminInfo) -> serde_json::Value {
+    let cert = shared.cert.load_full();
+    let mesh = shared.mesh.load_full();
+    let a = &shared.args;
+    serde_json::json!({
+        "identity": shared.identity.as_str(),
+        "certificate": cert.as_ref().map(|c| serde_json::json!({
+            "serial": c.serial,
+            "not_before": rfc3339(c.not_before),
+            "expires_at": rfc3339(c.not_after),
+        })),
+        "policy_version": mesh.as_ref().map(|m| m.snapshot.version.clone()),
+        "services_known": mesh.as_ref().map(|m| m.snapshot.registry.entries().len()),
+        "ready": shared.readiness().is_ok(),
+        "control_plane": info.control_plane,
+        "app": a.app.to_string(),
+        "listeners": {
+            "inbound": a.inbound.to_string(),
+            "outbound": a.outbound.to_string(),
+            "admin": a.admin.to_string(),
+        },
+    })
+}
+
+fn json(v: &serde_json::Value) -> Response<Body> {
+    let mut resp = Response::new(body::full(v.to_string()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}

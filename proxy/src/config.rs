@@ -1,0 +1,68 @@
+//! Flags of `trustmesh-proxy`. Every flag also reads `TRUSTMESH_<FLAG>` from the environment;
+//! a flag on the command line wins.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use trustmesh_certs::SpiffeId;
+
+/// trustmesh-proxy: the trustmesh sidecar. Gets its identity from the control plane, carries
+/// the app's outbound HTTP over mutual TLS and terminates mutual TLS for the app.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "trustmesh-proxy", version, about)]
+pub struct Args {
+    /// The control plane's API, e.g. https://127.0.0.1:15012.
+    #[arg(long, env = "TRUSTMESH_CONTROL_PLANE")]
+    pub control_plane: http::Uri,
+    /// PEM file with the mesh's trust bundle (the control plane's trust-bundle.pem).
+    #[arg(long, env = "TRUSTMESH_TRUST_BUNDLE")]
+    pub trust_bundle: PathBuf,
+    /// File with the single-use bootstrap token (`trustmesh token create`).
+    #[arg(long, env = "TRUSTMESH_TOKEN_FILE")]
+    pub token_file: PathBuf,
+    /// This workload's SPIFFE ID.
+    #[arg(long, env = "TRUSTMESH_IDENTITY")]
+    pub identity: SpiffeId,
+    /// The app this sidecar fronts (plain HTTP on loopback).
+    #[arg(long, env = "TRUSTMESH_APP", default_value = "127.0.0.1:8080")]
+    pub app: SocketAddr,
+    /// Inbound mTLS listener.
+    #[arg(long, env = "TRUSTMESH_INBOUND", default_value = "0.0.0.0:15006")]
+    pub inbound: SocketAddr,
+    /// Outbound listener for the app's plain HTTP (HTTP/1.1 or h2c).
+    #[arg(long, env = "TRUSTMESH_OUTBOUND", default_value = "127.0.0.1:15001")]
+    pub outbound: SocketAddr,
+    /// Admin listener (/live, /ready, /config, /metrics).
+    #[arg(long, env = "TRUSTMESH_ADMIN", default_value = "127.0.0.1:15000")]
+    pub admin: SocketAddr,
+    /// How long to wait for an upstream's response headers before answering 504.
+    #[arg(long, env = "TRUSTMESH_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub upstream_timeout: Duration,
+    /// How long to wait for a TCP connection to an upstream before answering 502.
+    #[arg(long, env = "TRUSTMESH_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Renew the certificate once this fraction of its lifetime has passed (0.1 to 0.9).
+    #[arg(long, env = "TRUSTMESH_RENEW_FRACTION", default_value = "0.5", value_parser = parse_fraction)]
+    pub renew_fraction: f64,
+    /// Log filter; RUST_LOG wins when set.
+    #[arg(long, env = "TRUSTMESH_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration ({e})"))?;
+    if d.is_zero() {
+        return Err(format!("{s:?} is zero; a positive duration is needed"));
+    }
+    Ok(d)
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let f: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if !(0.1..=0.9).contains(&f) {
+        return Err(format!("{s} is outside 0.1..0.9"));
+    }
+    Ok(f)
+}

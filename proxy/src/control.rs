@@ -1,0 +1,159 @@
+//! The client of the control-plane API: one short HTTPS/1.1 exchange per call, verifying the
+//! control plane's SPIFFE ID against the trust bundle and presenting our certificate once we
+//! have one. Used for bootstrap, renewal and the snapshot long poll.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use trustmesh_certs::{control_plane_identity, RotatingResolver, TrustBundle};
+
+/// The largest response accepted from the control plane.
+const MAX_RESPONSE: usize = 32 * 1024 * 1024;
+
+/// A control-plane endpoint and the TLS configuration to reach it.
+pub struct ControlClient {
+    uri: Uri,
+    host: String,
+    port: u16,
+    tls: ArcSwap<rustls::ClientConfig>,
+    resolver: Arc<RotatingResolver>,
+}
+
+/// One answer from the control plane.
+pub struct Answer {
+    /// The status.
+    pub status: StatusCode,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+impl ControlClient {
+    /// A client for `uri` (https://host:port) that trusts `bundle`.
+    pub fn new(
+        uri: &Uri,
+        bundle: &TrustBundle,
+        resolver: Arc<RotatingResolver>,
+        td: &trustmesh_certs::TrustDomain,
+    ) -> anyhow::Result<Self> {
+        if uri.scheme_str() != Some("https") {
+            anyhow::bail!("--control-plane {uri} must be an https:// URL");
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| anyhow::anyhow!("--control-plane {uri} has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(15012);
+        let tls = cp_client_config(bundle, td, &resolver)?;
+        Ok(Self {
+            uri: uri.clone(),
+            host,
+            port,
+            tls: ArcSwap::from_pointee(tls),
+            resolver,
+        })
+    }
+
+    /// Trusts a new bundle (pushed in a snapshot) from now on.
+    pub fn set_bundle(&self, bundle: &TrustBundle, td: &trustmesh_certs::TrustDomain) {
+        match cp_client_config(bundle, td, &self.resolver) {
+            Ok(c) => self.tls.store(Arc::new(c)),
+            Err(e) => tracing::warn!("ignoring an unusable trust bundle: {e}"),
+        }
+    }
+
+    /// The control plane's URL, for /config.
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
+
+    /// Makes one request; `timeout` bounds the whole exchange.
+    pub async fn call(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        bearer: Option<&str>,
+        body: Option<Bytes>,
+        timeout: Duration,
+    ) -> anyhow::Result<Answer> {
+        tokio::time::timeout(timeout, self.call_inner(method, path_and_query, bearer, body))
+            .await
+            .map_err(|_| anyhow::anyhow!("the control plane did not answer within {timeout:?}"))?
+    }
+
+    async fn call_inner(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        bearer: Option<&str>,
+        body: Option<Bytes>,
+    ) -> anyhow::Result<Answer> {
+        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .with_context(|| format!("connecting to the control plane at {}", self.uri))?;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(self.host.clone())
+            .context("the control plane's host is not a valid server name")?;
+        let tls = tokio_rustls::TlsConnector::from(self.tls.load_full())
+            .connect(name, tcp)
+            .await
+            .with_context(|| format!("TLS to the control plane at {}", self.uri))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .context("HTTP handshake with the control plane")?;
+        let conn = tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header(header::HOST, format!("{}:{}", self.host, self.port));
+        if let Some(t) = bearer {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if body.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = req.body(Full::new(body.unwrap_or_default()))?;
+        let resp = sender.send_request(req).await.context("request to the control plane")?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), MAX_RESPONSE)
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the control plane's answer: {e}"))?
+            .to_bytes();
+        conn.abort();
+        Ok(Answer { status, body })
+    }
+}
+
+/// TLS to the control plane, with session resumption off: a resumed TLS 1.3 session carries
+/// the client authentication of the handshake it resumes, so after bootstrap (no certificate)
+/// or a renewal (a newer one) the control plane would see a stale identity.
+fn cp_client_config(
+    bundle: &TrustBundle,
+    td: &trustmesh_certs::TrustDomain,
+    resolver: &Arc<RotatingResolver>,
+) -> anyhow::Result<rustls::ClientConfig> {
+    let mut c = trustmesh_certs::tls::control_plane_client_config(
+        bundle,
+        control_plane_identity(td),
+        Some(resolver.clone()),
+    )?;
+    c.resumption = rustls::client::Resumption::disabled();
+    Ok(c)
+}
+
+/// The error message in a control-plane JSON error body, or the body itself.
+pub fn error_message(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect())
+}

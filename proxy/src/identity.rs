@@ -1,0 +1,222 @@
+//! Our identity: the key pair is made here and never leaves this process; only a CSR goes to
+//! the control plane. Bootstrap spends the single-use token; renewal, past a fraction of the
+//! certificate's life, authenticates with the current certificate. A new certificate is
+//! swapped into the resolver atomically: new handshakes use it, open connections carry on.
+//! When the control plane is away we keep the certificate we have and retry with jittered,
+//! capped exponential backoff.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use rustls::pki_types::{pem::PemObject as _, CertificateDer};
+use serde::Deserialize;
+use trustmesh_certs::{csr::generate_csr, identity as certid};
+
+use crate::control::{error_message, ControlClient};
+use crate::state::{CertInfo, Shared};
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+#[derive(Deserialize)]
+struct CertificateResponse {
+    certificate_chain: String,
+}
+
+/// Why a certificate request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The control plane refused (4xx): retrying with the same credentials will not help.
+    #[error("the control plane refused the certificate request ({status}): {message}")]
+    Refused {
+        /// The status.
+        status: StatusCode,
+        /// Its message.
+        message: String,
+    },
+    /// The control plane could not be reached or failed.
+    #[error("{0:#}")]
+    Unavailable(anyhow::Error),
+}
+
+/// Gets our first certificate with the bootstrap token. Retries while the control plane is
+/// unreachable; gives up at once when it refuses the token.
+pub async fn bootstrap(shared: &Shared, control: &ControlClient, token: &str) -> anyhow::Result<()> {
+    let mut backoff = Backoff::new();
+    loop {
+        match request(shared, control, Some(token)).await {
+            Ok(()) => return Ok(()),
+            Err(IssueError::Refused { status, message }) => {
+                anyhow::bail!("bootstrap refused by the control plane ({status}): {message}")
+            }
+            Err(IssueError::Unavailable(e)) => {
+                let wait = backoff.next();
+                tracing::warn!(target: "identity", "bootstrap failed, retrying in {wait:?}: {e:#}");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Renews past `renew_fraction` of each certificate's life, until the process ends.
+pub async fn renew_forever(shared: Arc<Shared>, control: Arc<ControlClient>) {
+    let mut warned = false;
+    loop {
+        let Some(cert) = shared.cert.load_full() else {
+            tokio::time::sleep(BACKOFF_MIN).await;
+            continue;
+        };
+        let life = cert
+            .not_after
+            .duration_since(cert.not_before)
+            .unwrap_or(Duration::from_secs(60));
+        // Up to 10% of the lifetime earlier, so that a fleet started together spreads out.
+        let jitter = life.mul_f64(0.1 * random_fraction());
+        let due = cert.not_before + life.mul_f64(shared.args.renew_fraction);
+        let due = due.checked_sub(jitter).unwrap_or(due);
+        if let Ok(wait) = due.duration_since(SystemTime::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        let mut backoff = Backoff::new();
+        loop {
+            match request(&shared, &control, None).await {
+                Ok(()) => {
+                    shared.metrics.renewals.with_label_values(&["ok"]).inc();
+                    warned = false;
+                    break;
+                }
+                Err(e) => {
+                    shared.metrics.renewals.with_label_values(&["error"]).inc();
+                    let now = SystemTime::now();
+                    let used = now
+                        .duration_since(cert.not_before)
+                        .unwrap_or_default()
+                        .as_secs_f64()
+                        / life.as_secs_f64().max(1.0);
+                    if used >= 0.8 && !warned {
+                        tracing::warn!(
+                            target: "identity",
+                            expires_in = ?cert.not_after.duration_since(now).unwrap_or_default(),
+                            "certificate is past 80% of its life and could not be renewed: {e}"
+                        );
+                        warned = true;
+                    } else {
+                        tracing::info!(target: "identity", "renewal failed, will retry: {e}");
+                    }
+                    tokio::time::sleep(backoff.next()).await;
+                    // A newer certificate may have arrived meanwhile (not today, but cheap).
+                    if shared
+                        .cert
+                        .load()
+                        .as_ref()
+                        .is_some_and(|c| c.serial != cert.serial)
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One certificate request: new key, CSR, POST, install.
+async fn request(
+    shared: &Shared,
+    control: &ControlClient,
+    token: Option<&str>,
+) -> Result<(), IssueError> {
+    let kc = generate_csr(&shared.identity)
+        .map_err(|e| IssueError::Unavailable(anyhow::anyhow!("making a CSR: {e}")))?;
+    let body = serde_json::to_vec(&serde_json::json!({ "csr": kc.csr_pem }))
+        .map_err(|e| IssueError::Unavailable(e.into()))?;
+    let answer = control
+        .call(
+            Method::POST,
+            "/v1/certificates",
+            token,
+            Some(Bytes::from(body)),
+            CALL_TIMEOUT,
+        )
+        .await
+        .map_err(IssueError::Unavailable)?;
+    if answer.status.is_client_error() {
+        return Err(IssueError::Refused {
+            status: answer.status,
+            message: error_message(&answer.body),
+        });
+    }
+    if !answer.status.is_success() {
+        return Err(IssueError::Unavailable(anyhow::anyhow!(
+            "the control plane answered {}: {}",
+            answer.status,
+            error_message(&answer.body)
+        )));
+    }
+    let resp: CertificateResponse = serde_json::from_slice(&answer.body)
+        .context("the control plane's certificate response is not valid JSON")
+        .map_err(IssueError::Unavailable)?;
+    install(shared, &resp.certificate_chain, &kc.key).map_err(IssueError::Unavailable)
+}
+
+fn install(
+    shared: &Shared,
+    chain_pem: &str,
+    key: &trustmesh_certs::PrivateKey,
+) -> anyhow::Result<()> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .context("the issued certificate chain is not valid PEM")?;
+    let leaf = chain.first().context("the issued certificate chain is empty")?;
+    let id = certid::identity_from_cert(leaf)?;
+    if id != shared.identity {
+        anyhow::bail!("the control plane issued a certificate for {id}, not for {}", shared.identity);
+    }
+    let info = CertInfo {
+        not_before: certid::cert_not_before(leaf)?,
+        not_after: certid::cert_not_after(leaf)?,
+        serial: certid::cert_serial_hex(leaf)?,
+    };
+    shared.resolver.set(chain, key)?;
+    let expiry = info
+        .not_after
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    shared.metrics.cert_expiry.set(expiry);
+    tracing::info!(client.id = %id, serial = %info.serial, "certificate installed");
+    shared.cert.store(Some(Arc::new(info)));
+    Ok(())
+}
+
+/// Capped exponential backoff with full jitter.
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    /// Starts at the minimum.
+    pub fn new() -> Self {
+        Self { next: BACKOFF_MIN }
+    }
+
+    /// The next wait: uniform in [base/2, base], base doubling up to the cap.
+    pub fn next(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        base.mul_f64(0.5 + 0.5 * random_fraction())
+    }
+}
+
+/// A random number in [0, 1).
+pub fn random_fraction() -> f64 {
+    use aws_lc_rs::rand::SecureRandom as _;
+    let mut b = [0u8; 4];
+    if aws_lc_rs::rand::SystemRandom::new().fill(&mut b).is_err() {
+        return 0.5;
+    }
+    f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
+}

@@ -1,0 +1,229 @@
+//! Inbound: mutual TLS on 0.0.0.0:15006. A client without a certificate that chains to the
+//! trust bundle never gets past the handshake. Each request then carries the caller's verified
+//! SPIFFE ID to the app in `x-trustmesh-peer-identity` (any header of that name that arrived
+//! is replaced) and goes to the app in the HTTP version the calling app used.
+//!
+//! Data path: accept → TLS (client cert required) → peer identity → HTTP → forward to app.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{header, HeaderValue, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use trustmesh_certs::SpiffeId;
+
+use crate::body::{self, Body};
+use crate::error::ProxyError;
+use crate::headers::{self, ORIG_PROTO, PEER_IDENTITY};
+use crate::metrics::ConnGuard;
+use crate::state::Shared;
+
+/// A TLS handshake that takes longer than this is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The inbound side: clients to the app over HTTP/1.1 and h2c.
+pub struct Inbound {
+    shared: Arc<Shared>,
+    http1: Client<HttpConnector, Body>,
+    h2c: Client<HttpConnector, Body>,
+    app_authority: String,
+}
+
+impl Inbound {
+    /// Creates the inbound side.
+    pub fn new(shared: Arc<Shared>) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(shared.args.connect_timeout));
+        let http1 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector.clone());
+        let h2c = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .http2_adaptive_window(true)
+            .build(connector);
+        Arc::new(Self {
+            app_authority: shared.args.app.to_string(),
+            shared,
+            http1,
+            h2c,
+        })
+    }
+
+    /// Serves mTLS connections until the process ends.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (tcp, addr) = match listener.accept().await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(target: "inbound", "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let this = self.clone();
+            tokio::spawn(async move { this.connection(tcp, addr).await });
+        }
+    }
+
+    async fn connection(self: Arc<Self>, tcp: tokio::net::TcpStream, addr: SocketAddr) {
+        let Some(mesh) = self.shared.mesh.load_full() else {
+            // Not ready: no trust bundle from the control plane yet.
+            return;
+        };
+        let _guard = ConnGuard::new(&self.shared.metrics, "inbound");
+        let acceptor = tokio_rustls::TlsAcceptor::from(mesh.server_config.clone());
+        drop(mesh);
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                let reason = handshake_reason(&e);
+                self.shared
+                    .metrics
+                    .handshake_errors
+                    .with_label_values(&[reason])
+                    .inc();
+                tracing::info!(client.addr = %addr, reason, "TLS handshake refused: {e}");
+                return;
+            }
+            Err(_) => {
+                self.shared
+                    .metrics
+                    .handshake_errors
+                    .with_label_values(&["timeout"])
+                    .inc();
+                return;
+            }
+        };
+        // The verifier only lets a valid SPIFFE certificate through, so this is always Some.
+        let Some(peer) = trustmesh_certs::verify::peer_identity(tls.get_ref().1.peer_certificates())
+        else {
+            return;
+        };
+        let peer = Arc::new(peer);
+        tracing::debug!(client.id = %peer, client.addr = %addr, "mTLS connection");
+        let this = self.clone();
+        let svc = service_fn(move |req| {
+            let this = this.clone();
+            let peer = peer.clone();
+            async move { Ok::<_, std::convert::Infallible>(this.handle(req, &peer).await) }
+        });
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder.http2().adaptive_window(true);
+        if let Err(e) = builder.serve_connection(TokioIo::new(tls), svc).await {
+            tracing::debug!(client.addr = %addr, "connection ended: {e}");
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>, peer: &SpiffeId) -> Response<Body> {
+        let start = Instant::now();
+        let resp = match self.forward(req, peer).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+        let m = &self.shared.metrics;
+        m.duration_inbound.observe(start.elapsed().as_secs_f64());
+        m.requests
+            .with_label_values(&["inbound", resp.status().as_str()])
+            .inc();
+        resp
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        peer: &SpiffeId,
+    ) -> Result<Response<Body>, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        let authority = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            });
+        let app_speaks_http1 = match parts.headers.remove(ORIG_PROTO) {
+            Some(_) => true,
+            // A caller that reached us over HTTP/1.1 directly is forwarded as HTTP/1.1 too.
+            None => parts.version != Version::HTTP_2,
+        };
+        headers::strip_hop_by_hop(&mut parts.headers);
+        let peer_value = HeaderValue::from_str(peer.as_str())
+            .map_err(|_| ProxyError::BadRequest("peer identity is not a header value".into()))?;
+        // Replaces every header of that name that arrived: only we can vouch for the caller.
+        parts.headers.insert(PEER_IDENTITY, peer_value);
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
+        parts.uri = Uri::builder()
+            .scheme("http")
+            .authority(self.app_authority.as_str())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| ProxyError::BadRequest(format!("cannot rebuild the request URI: {e}")))?;
+        let client = if app_speaks_http1 {
+            parts.version = Version::HTTP_11;
+            if let Some(a) = authority.as_deref().and_then(|a| HeaderValue::from_str(a).ok()) {
+                parts.headers.insert(header::HOST, a);
+            }
+            &self.http1
+        } else {
+            parts.version = Version::HTTP_2;
+            parts.headers.remove(header::HOST);
+            &self.h2c
+        };
+        let req = Request::from_parts(parts, body::stream(body));
+        let target = format!("the app at {}", self.app_authority);
+        let timeout = self.shared.args.upstream_timeout;
+        let resp = tokio::time::timeout(timeout, client.request(req))
+            .await
+            .map_err(|_| ProxyError::Timeout {
+                target: target.clone(),
+                secs: timeout.as_secs(),
+            })?
+            .map_err(|e| {
+                if e.is_connect() {
+                    ProxyError::Connect {
+                        target: target.clone(),
+                        reason: "connection refused or unreachable".to_string(),
+                    }
+                } else {
+                    ProxyError::Upstream {
+                        target: target.clone(),
+                        reason: e.to_string(),
+                    }
+                }
+            })?;
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, body::stream(body)))
+    }
+}
+
+/// A bounded label for why an inbound handshake failed.
+fn handshake_reason(e: &std::io::Error) -> &'static str {
+    use rustls::{CertificateError, Error};
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+        Some(Error::NoCertificatesPresented) => "no_client_certificate",
+        Some(Error::InvalidCertificate(CertificateError::Expired))
+        | Some(Error::InvalidCertificate(CertificateError::ExpiredContext { .. })) => "expired",
+        Some(Error::InvalidCertificate(CertificateError::UnknownIssuer)) => "unknown_issuer",
+        Some(Error::InvalidCertificate(_)) => "bad_certificate",
+        Some(Error::PeerIncompatible(_)) => "incompatible",
+        Some(_) => "protocol",
+        None => "io",
+    }
+}

@@ -1,0 +1,133 @@
+//! The proxy's Prometheus metrics (all prefixed `trustmesh_`), in a registry of its own.
+//! Labels are bounded: direction, status code, reason, result, version. Never raw paths.
+
+use std::sync::Mutex;
+
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric the proxy exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by direction and status code.
+    pub requests: IntCounterVec,
+    /// Inbound request duration.
+    pub duration_inbound: Histogram,
+    /// Outbound request duration.
+    pub duration_outbound: Histogram,
+    /// Failed inbound TLS handshakes by reason.
+    pub handshake_errors: IntCounterVec,
+    /// Expiry of the certificate in use, Unix seconds.
+    pub cert_expiry: Gauge,
+    /// Certificate renewals by result.
+    pub renewals: IntCounterVec,
+    /// Open connections by direction.
+    pub connections: IntGaugeVec,
+    policy_version: IntGaugeVec,
+    current_version: Mutex<Option<String>>,
+}
+
+impl Metrics {
+    /// Registers the metrics.
+    pub fn new() -> anyhow::Result<Self> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("trustmesh_requests_total", "HTTP requests handled, by direction and status."),
+            &["direction", "status"],
+        )?;
+        let duration = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "trustmesh_request_duration_seconds",
+                "Time from request headers to response headers, by direction.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["direction"],
+        )?;
+        let handshake_errors = IntCounterVec::new(
+            Opts::new(
+                "trustmesh_tls_handshake_errors_total",
+                "Inbound TLS handshakes that failed, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let cert_expiry = Gauge::new(
+            "trustmesh_certificate_expiry_timestamp_seconds",
+            "When the certificate in use expires (Unix time).",
+        )?;
+        let renewals = IntCounterVec::new(
+            Opts::new("trustmesh_certificate_renewals_total", "Certificate renewals by result."),
+            &["result"],
+        )?;
+        let connections = IntGaugeVec::new(
+            Opts::new("trustmesh_connections_open", "Open connections by direction."),
+            &["direction"],
+        )?;
+        let policy_version = IntGaugeVec::new(
+            Opts::new(
+                "trustmesh_policy_version_info",
+                "The policy version in force (value 1).",
+            ),
+            &["version"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(handshake_errors.clone()))?;
+        registry.register(Box::new(cert_expiry.clone()))?;
+        registry.register(Box::new(renewals.clone()))?;
+        registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(policy_version.clone()))?;
+        Ok(Self {
+            registry,
+            requests,
+            duration_inbound: duration.with_label_values(&["inbound"]),
+            duration_outbound: duration.with_label_values(&["outbound"]),
+            handshake_errors,
+            cert_expiry,
+            renewals,
+            connections,
+            policy_version,
+            current_version: Mutex::new(None),
+        })
+    }
+
+    /// Marks `version` as the one in force.
+    pub fn set_policy_version(&self, version: &str) {
+        if let Ok(mut cur) = self.current_version.lock() {
+            if let Some(old) = cur.take() {
+                let _ = self.policy_version.remove_label_values(&[&old]);
+            }
+            self.policy_version.with_label_values(&[version]).set(1);
+            *cur = Some(version.to_string());
+        }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {
+            tracing::warn!("encoding metrics: {e}");
+        }
+        out
+    }
+}
+
+/// Counts an open connection while alive.
+pub struct ConnGuard(prometheus::IntGauge);
+
+impl ConnGuard {
+    /// Increments the gauge for `direction`.
+    pub fn new(m: &Metrics, direction: &str) -> Self {
+        let g = m.connections.with_label_values(&[direction]);
+        g.inc();
+        Self(g)
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,187 @@
+//! Outbound: the app's plain HTTP (HTTP/1.1 or h2c) on 127.0.0.1:15001 is carried to the
+//! destination's sidecar over mutual TLS. The destination is the registry `Service` that the
+//! request's Host (or absolute-form URI) names; a Host outside the registry is answered here
+//! and nothing leaves the pod in plaintext.
+//!
+//! Data path: accept → detect HTTP version → resolve Host → mTLS h2 pool → forward.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{header, uri, HeaderValue, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::body::{self, Body};
+use crate::error::ProxyError;
+use crate::headers::{self, ORIG_PROTO, PEER_IDENTITY};
+use crate::metrics::ConnGuard;
+use crate::pool::Pool;
+use crate::state::Shared;
+
+/// The outbound side: its pool and a round-robin counter over endpoints.
+pub struct Outbound {
+    shared: Arc<Shared>,
+    pool: Pool,
+    next: AtomicUsize,
+}
+
+impl Outbound {
+    /// Creates the outbound side.
+    pub fn new(shared: Arc<Shared>) -> Arc<Self> {
+        Arc::new(Self {
+            shared,
+            pool: Pool::default(),
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Serves the app's connections until the listener fails.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (tcp, addr) = match listener.accept().await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(target: "outbound", "accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let this = self.clone();
+            tokio::spawn(async move {
+                let _guard = ConnGuard::new(&this.shared.metrics, "outbound");
+                let svc = service_fn(move |req| {
+                    let this = this.clone();
+                    async move { Ok::<_, std::convert::Infallible>(this.handle(req, addr).await) }
+                });
+                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder.http2().adaptive_window(true);
+                if let Err(e) = builder.serve_connection(TokioIo::new(tcp), svc).await {
+                    tracing::debug!(client.addr = %addr, "connection ended: {e}");
+                }
+            });
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>, _addr: SocketAddr) -> Response<Body> {
+        let start = Instant::now();
+        let resp = match self.forward(req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+        let m = &self.shared.metrics;
+        m.duration_outbound.observe(start.elapsed().as_secs_f64());
+        m.requests
+            .with_label_values(&["outbound", resp.status().as_str()])
+            .inc();
+        resp
+    }
+
+    async fn forward(&self, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+        let mesh = self
+            .shared
+            .mesh
+            .load_full()
+            .ok_or(ProxyError::NotReady("no policy snapshot yet"))?;
+        if req.method() == http::Method::CONNECT {
+            return Err(ProxyError::BadRequest(
+                "CONNECT is not supported through the mesh".to_string(),
+            ));
+        }
+        let host = request_host(&req).ok_or(ProxyError::NoHost)?;
+        let service = mesh
+            .snapshot
+            .registry
+            .find_by_host(&host, self.shared.identity.namespace())
+            .ok_or_else(|| ProxyError::UnknownService { host: host.clone() })?;
+        let target = format!("{}.{}", service.name, service.namespace);
+        if service.endpoints.is_empty() {
+            return Err(ProxyError::NoEndpoints(target));
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % service.endpoints.len();
+        let endpoint = &service.endpoints[i];
+        let config = mesh
+            .client_config(&self.shared.resolver, &service.identity)
+            .map_err(|e| ProxyError::Tls {
+                target: target.clone(),
+                reason: e.to_string(),
+            })?;
+        let sni = format!("{}.{}.svc.cluster.local", service.name, service.namespace);
+        let target_addr = format!("{target} ({endpoint})");
+        let mut sender = self
+            .pool
+            .get(
+                endpoint,
+                &service.identity,
+                &sni,
+                config,
+                self.shared.args.connect_timeout,
+                &target_addr,
+            )
+            .await?;
+        let upstream = to_mesh_request(req, &host)?;
+        let timeout = self.shared.args.upstream_timeout;
+        let resp = tokio::time::timeout(timeout, async {
+            sender.ready().await?;
+            sender.send_request(upstream).await
+        })
+        .await
+        .map_err(|_| ProxyError::Timeout {
+            target: target_addr.clone(),
+            secs: timeout.as_secs(),
+        })?
+        .map_err(|e| ProxyError::Upstream {
+            target: target_addr,
+            reason: e.to_string(),
+        })?;
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, body::stream(body)))
+    }
+}
+
+/// The host the app asked for: the absolute-form URI's authority, else the Host header.
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_string());
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Rewrites the app's request for the hop between sidecars: HTTP/2 with `:authority` set to
+/// the host the app named, hop-by-hop headers gone, the original version recorded.
+fn to_mesh_request(req: Request<Incoming>, host: &str) -> Result<Request<Body>, ProxyError> {
+    let (mut parts, body) = req.into_parts();
+    let orig_version = parts.version;
+    headers::strip_hop_by_hop(&mut parts.headers);
+    // Only an inbound sidecar may vouch for a caller; whatever the app wrote is dropped.
+    parts.headers.remove(PEER_IDENTITY);
+    parts.headers.remove(ORIG_PROTO);
+    parts.headers.remove(header::HOST);
+    if orig_version != Version::HTTP_2 {
+        parts
+            .headers
+            .insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
+    }
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| uri::PathAndQuery::from_static("/"));
+    parts.uri = Uri::builder()
+        .scheme("https")
+        .authority(host)
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|e| ProxyError::BadRequest(format!("cannot rebuild the request URI: {e}")))?;
+    parts.version = Version::HTTP_2;
+    Ok(Request::from_parts(parts, body::stream(body)))
+}

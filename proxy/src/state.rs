@@ -1,0 +1,109 @@
+//! What the data path reads: this sidecar's identity and certificate, and the mesh view built
+//! from the newest snapshot (registry, trust bundle, TLS configurations). Both are swapped
+//! atomically; a request reads them once and keeps what it read.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+use trustmesh_certs::{RotatingResolver, SpiffeId, TrustBundle};
+use trustmesh_policies::snapshot::Snapshot;
+
+use crate::config::Args;
+use crate::metrics::Metrics;
+
+/// The certificate in use.
+#[derive(Debug, Clone)]
+pub struct CertInfo {
+    /// Start of validity.
+    pub not_before: SystemTime,
+    /// End of validity.
+    pub not_after: SystemTime,
+    /// Serial, hex.
+    pub serial: String,
+}
+
+/// The mesh as the newest snapshot describes it.
+pub struct MeshView {
+    /// The snapshot itself.
+    pub snapshot: Snapshot,
+    /// Its trust bundle, parsed.
+    pub bundle: TrustBundle,
+    /// The inbound TLS configuration (client certificate required, TLS 1.3).
+    pub server_config: Arc<rustls::ServerConfig>,
+    client_configs: Mutex<HashMap<SpiffeId, Arc<rustls::ClientConfig>>>,
+}
+
+impl MeshView {
+    /// Builds the view for a snapshot; fails when its trust bundle is unusable.
+    pub fn new(snapshot: Snapshot, resolver: &Arc<RotatingResolver>) -> anyhow::Result<Self> {
+        let bundle = TrustBundle::from_pem(&snapshot.trust_bundle)?;
+        let td = snapshot.identity.trust_domain();
+        let server_config = Arc::new(trustmesh_certs::tls::sidecar_server_config(
+            &bundle,
+            &td,
+            resolver.clone(),
+        )?);
+        Ok(Self {
+            snapshot,
+            bundle,
+            server_config,
+            client_configs: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The client configuration that verifies a peer as `expected` (cached per identity).
+    pub fn client_config(
+        &self,
+        resolver: &Arc<RotatingResolver>,
+        expected: &SpiffeId,
+    ) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+        let mut cache = self
+            .client_configs
+            .lock()
+            .map_err(|_| anyhow::anyhow!("client config cache poisoned"))?;
+        if let Some(c) = cache.get(expected) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(trustmesh_certs::tls::sidecar_client_config(
+            &self.bundle,
+            resolver.clone(),
+            expected.clone(),
+        )?);
+        cache.insert(expected.clone(), c.clone());
+        Ok(c)
+    }
+}
+
+/// State shared by every task of the proxy.
+pub struct Shared {
+    /// The flags.
+    pub args: Args,
+    /// Our SPIFFE ID.
+    pub identity: SpiffeId,
+    /// Hands our current certificate to rustls.
+    pub resolver: Arc<RotatingResolver>,
+    /// The certificate in use, once we have one.
+    pub cert: ArcSwapOption<CertInfo>,
+    /// The mesh view, once a snapshot has arrived.
+    pub mesh: ArcSwapOption<MeshView>,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+impl Shared {
+    /// Ready means: a certificate that has not expired, and a snapshot.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        let cert = self.cert.load();
+        match cert.as_ref() {
+            None => return Err("no certificate yet"),
+            Some(c) if c.not_after <= SystemTime::now() => return Err("certificate expired"),
+            Some(_) => {}
+        }
+        if self.mesh.load().is_none() {
+            return Err("no policy snapshot yet");
+        }
+        Ok(())
+    }
+}

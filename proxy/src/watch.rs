@@ -1,0 +1,81 @@
+//! The snapshot watch: a long poll to the control plane that returns as soon as the policy
+//! version differs from ours. A new snapshot replaces the mesh view atomically; when the
+//! control plane is away we keep the last snapshot and retry with backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use trustmesh_policies::snapshot::Snapshot;
+
+use crate::control::{error_message, ControlClient};
+use crate::identity::Backoff;
+use crate::state::{MeshView, Shared};
+
+/// How long the control plane may hold a poll.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Fetches one snapshot newer than `have` (or the first one). `Ok(false)` means no change.
+pub async fn poll_once(shared: &Shared, control: &ControlClient) -> anyhow::Result<bool> {
+    let have = shared
+        .mesh
+        .load()
+        .as_ref()
+        .map(|m| m.snapshot.version.clone());
+    let path = match &have {
+        Some(v) => format!("/v1/snapshot?version={}&wait=30s", encode(v)),
+        None => "/v1/snapshot?wait=0s".to_string(),
+    };
+    let answer = control
+        .call(Method::GET, &path, None, None, WAIT + Duration::from_secs(10))
+        .await?;
+    match answer.status {
+        StatusCode::NOT_MODIFIED => Ok(false),
+        StatusCode::OK => {
+            let snap: Snapshot = serde_json::from_slice(&answer.body)
+                .map_err(|e| anyhow::anyhow!("the snapshot is not valid JSON: {e}"))?;
+            let view = MeshView::new(snap, &shared.resolver)?;
+            control.set_bundle(&view.bundle, &shared.identity.trust_domain());
+            let version = view.snapshot.version.clone();
+            shared.metrics.set_policy_version(&version);
+            tracing::info!(
+                target: "policy",
+                version = %version,
+                services = view.snapshot.registry.entries().len(),
+                "snapshot in force"
+            );
+            shared.mesh.store(Some(Arc::new(view)));
+            Ok(true)
+        }
+        s => anyhow::bail!(
+            "the control plane answered {s} to the snapshot poll: {}",
+            error_message(&answer.body)
+        ),
+    }
+}
+
+/// Keeps the snapshot current until the process ends.
+pub async fn watch_forever(shared: Arc<Shared>, control: Arc<ControlClient>) {
+    let mut backoff = Backoff::new();
+    loop {
+        match poll_once(&shared, &control).await {
+            Ok(_) => backoff = Backoff::new(),
+            Err(e) => {
+                let wait = backoff.next();
+                tracing::warn!(target: "policy", "snapshot watch failed, keeping the last snapshot; retry in {wait:?}: {e:#}");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
