@@ -17,6 +17,7 @@ mod document;
 pub mod load;
 pub mod mesh;
 pub mod model;
+pub mod normalize;
 pub mod registry;
 pub mod service;
 pub mod snapshot;
@@ -30,5 +31,6 @@ pub use model::{
     Action, AuthorizationPolicy, Condition, Mode, Operation, PolicySpec, Rule, RuleFrom, RuleTo,
     Selector, Source,
 };
+pub use normalize::{normalize_path, PathError, RoutePath};
 pub use registry::Registry;
 pub use service::{Protocol, ServiceEntry, ServicePort};
