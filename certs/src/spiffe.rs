@@ -181,7 +181,11 @@ impl SpiffeId {
     }
 
     /// The Kubernetes form, `spiffe://<td>/ns/<ns>/sa/<sa>`.
-    pub fn from_service_account(td: &TrustDomain, ns: &str, sa: &str) -> Result<Self, SpiffeIdError> {
+    pub fn from_service_account(
+        td: &TrustDomain,
+        ns: &str,
+        sa: &str,
+    ) -> Result<Self, SpiffeIdError> {
         Self::new(td, &format!("/ns/{ns}/sa/{sa}"))
     }
 

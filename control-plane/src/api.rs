@@ -191,9 +191,7 @@ fn metrics(state: &AppState) -> Result<Resp, ApiError> {
     let mut out = String::new();
     prometheus::TextEncoder::new()
         .encode_utf8(&state.metrics.registry.gather(), &mut out)
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "metrics", e.to_string())
-        })?;
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "metrics", e.to_string()))?;
     Ok(text(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
@@ -224,16 +222,26 @@ async fn certificates(
 ) -> Result<Resp, ApiError> {
     let bearer = bearer_token(&req)?;
     let claims = match &bearer {
-        Some(t) => Some(tokens::verify(&state.token_key, t, SystemTime::now()).inspect_err(
-            |e| state.metrics.issued.with_label_values(&[refusal_label(e)]).inc(),
-        )?),
+        Some(t) => Some(
+            tokens::verify(&state.token_key, t, SystemTime::now()).inspect_err(|e| {
+                state
+                    .metrics
+                    .issued
+                    .with_label_values(&[refusal_label(e)])
+                    .inc()
+            })?,
+        ),
         None => None,
     };
     let identity = match (&claims, &caller.identity) {
         (Some(c), _) => c.identity.clone(),
         (None, Some(id)) => id.clone(),
         (None, None) => {
-            state.metrics.issued.with_label_values(&["unauthenticated"]).inc();
+            state
+                .metrics
+                .issued
+                .with_label_values(&["unauthenticated"])
+                .inc();
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
@@ -257,11 +265,19 @@ async fn certificates(
         })?;
     if let Some(c) = &claims {
         state.used_tokens.consume(c).inspect_err(|e| {
-            state.metrics.issued.with_label_values(&[refusal_label(e)]).inc()
+            state
+                .metrics
+                .issued
+                .with_label_values(&[refusal_label(e)])
+                .inc()
         })?;
     }
     state.metrics.issued.with_label_values(&["issued"]).inc();
-    let via = if claims.is_some() { "token" } else { "certificate" };
+    let via = if claims.is_some() {
+        "token"
+    } else {
+        "certificate"
+    };
     tracing::info!(
         client.id = %identity,
         via,
@@ -307,7 +323,11 @@ fn bearer_token(req: &Request<Incoming>) -> Result<Option<String>, ApiError> {
 
 /// `GET /v1/snapshot?version=V[&wait=30s]`: answers at once when the caller's version is not
 /// the current one, otherwise waits until it changes; `304` when the wait ends with no change.
-async fn snapshot(state: &AppState, caller: &Caller, query: Option<&str>) -> Result<Resp, ApiError> {
+async fn snapshot(
+    state: &AppState,
+    caller: &Caller,
+    query: Option<&str>,
+) -> Result<Resp, ApiError> {
     let identity = caller.identity.clone().ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -317,7 +337,11 @@ async fn snapshot(state: &AppState, caller: &Caller, query: Option<&str>) -> Res
     })?;
     let mut have = None;
     let mut wait = DEFAULT_WAIT;
-    for (k, v) in query.unwrap_or("").split('&').filter_map(|kv| kv.split_once('=')) {
+    for (k, v) in query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+    {
         match k {
             "version" => have = Some(percent_decode(v)),
             "wait" => {
@@ -413,8 +437,10 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Resp {
 fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     resp
 }
 
@@ -426,6 +452,9 @@ pub fn rfc3339(t: SystemTime) -> String {
         .unwrap_or(0);
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
 }

@@ -38,8 +38,8 @@ pub fn load_or_create(dir: &Path, td: &TrustDomain) -> anyhow::Result<Certificat
         }
         ca
     } else {
-        let ca = CertificateAuthority::generate(td, SystemTime::now())
-            .context("generating the CA")?;
+        let ca =
+            CertificateAuthority::generate(td, SystemTime::now()).context("generating the CA")?;
         files::write_atomic(&key_path, ca.key_pem().as_bytes(), 0o600)?;
         files::write_atomic(&cert_path, ca.cert_pem().as_bytes(), 0o644)?;
         tracing::info!(dir = %dir.display(), trust_domain = %td, "created a new mesh CA");
@@ -76,7 +76,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let td = TrustDomain::parse("cluster.local").unwrap();
         let ca = load_or_create(dir.path(), &td).unwrap();
-        let mode = std::fs::metadata(dir.path().join(CA_KEY)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join(CA_KEY))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(dir.path().join(TRUST_BUNDLE).exists());
         let again = load_or_create(dir.path(), &td).unwrap();

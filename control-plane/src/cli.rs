@@ -16,7 +16,12 @@ use trustmesh_certs::{SpiffeId, TrustDomain};
 #[command(name = "trustmesh", version, about)]
 pub struct Cli {
     /// Log filter (`info`, `debug`, `trustmesh=debug,hyper=warn`); RUST_LOG wins when set.
-    #[arg(long, global = true, env = "TRUSTMESH_LOG_LEVEL", default_value = "info")]
+    #[arg(
+        long,
+        global = true,
+        env = "TRUSTMESH_LOG_LEVEL",
+        default_value = "info"
+    )]
     pub log_level: String,
     #[command(subcommand)]
     command: Command,
@@ -75,7 +80,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TRUSTMESH_CERT_TTL", default_value = "1h", value_parser = parse_duration)]
     pub cert_ttl: Duration,
     /// Extra DNS names for the control plane's own serving certificate (besides localhost).
-    #[arg(long = "server-name", env = "TRUSTMESH_SERVER_NAMES", value_delimiter = ',')]
+    #[arg(
+        long = "server-name",
+        env = "TRUSTMESH_SERVER_NAMES",
+        value_delimiter = ','
+    )]
     pub server_names: Vec<String>,
 }
 

@@ -37,9 +37,27 @@ struct Workload {
 
 /// The inbound ports match the endpoints in `policies/examples/production/services.yaml`.
 const WORKLOADS: [Workload; 3] = [
-    Workload { name: "order-service", inbound: 15106, outbound: 15101, admin: 15100, app: 18081 },
-    Workload { name: "api-gateway", inbound: 15206, outbound: 15201, admin: 15200, app: 18082 },
-    Workload { name: "checkout-service", inbound: 15306, outbound: 15301, admin: 15300, app: 18083 },
+    Workload {
+        name: "order-service",
+        inbound: 15106,
+        outbound: 15101,
+        admin: 15100,
+        app: 18081,
+    },
+    Workload {
+        name: "api-gateway",
+        inbound: 15206,
+        outbound: 15201,
+        admin: 15200,
+        app: 18082,
+    },
+    Workload {
+        name: "checkout-service",
+        inbound: 15306,
+        outbound: 15301,
+        admin: 15300,
+        app: 18083,
+    },
 ];
 
 /// Runs the demo until Ctrl-C.
@@ -53,7 +71,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
 async fn run_in(tmp: &Path, data_dir: &Path) -> anyhow::Result<ExitCode> {
     let policies = tmp.join("policies");
-    std::fs::create_dir_all(&policies).with_context(|| format!("creating {}", policies.display()))?;
+    std::fs::create_dir_all(&policies)
+        .with_context(|| format!("creating {}", policies.display()))?;
     std::fs::write(policies.join("mesh.yaml"), EXAMPLE_MESH)?;
     std::fs::write(policies.join("services.yaml"), EXAMPLE_SERVICES)?;
     std::fs::write(policies.join("orders-policy.yaml"), EXAMPLE_POLICY)?;
@@ -81,12 +100,17 @@ async fn run_in(tmp: &Path, data_dir: &Path) -> anyhow::Result<ExitCode> {
             .arg(&policies),
         &logs.join("control-plane.log"),
     )?);
-    wait_for(|| async { tokio::net::TcpStream::connect(cp_addr).await.is_ok() }, "the control plane")
-        .await
-        .with_context(|| format!("see {}", logs.join("control-plane.log").display()))?;
+    wait_for(
+        || async { tokio::net::TcpStream::connect(cp_addr).await.is_ok() },
+        "the control plane",
+    )
+    .await
+    .with_context(|| format!("see {}", logs.join("control-plane.log").display()))?;
 
     let key = crate::tokens::load_or_create_key(data_dir)?;
-    let td = crate::ca_store::load_existing(data_dir)?.trust_domain().clone();
+    let td = crate::ca_store::load_existing(data_dir)?
+        .trust_domain()
+        .clone();
     for w in &WORKLOADS {
         tokio::spawn(serve_app(w.name, ([127, 0, 0, 1], w.app).into()));
         let id = SpiffeId::from_service_account(&td, "production", w.name)?;
@@ -116,18 +140,41 @@ async fn run_in(tmp: &Path, data_dir: &Path) -> anyhow::Result<ExitCode> {
     }
     for w in &WORKLOADS {
         let url = format!("http://127.0.0.1:{}/ready", w.admin);
-        wait_for(|| async { get(&url, None).await.map(|(s, _)| s == 200).unwrap_or(false) }, w.name)
-            .await
-            .with_context(|| format!("see {}", logs.join(format!("{}.log", w.name)).display()))?;
+        wait_for(
+            || async {
+                get(&url, None)
+                    .await
+                    .map(|(s, _)| s == 200)
+                    .unwrap_or(false)
+            },
+            w.name,
+        )
+        .await
+        .with_context(|| format!("see {}", logs.join(format!("{}.log", w.name)).display()))?;
     }
 
     println!("trustmesh demo: a control plane on https://{cp_addr} and three services, each with its sidecar.");
     println!("Logs: {}", logs.display());
     println!();
     let tries = [
-        ("api-gateway calls order-service", 15201, "order-service.production", "/orders/42"),
-        ("checkout-service calls order-service", 15301, "order-service", "/orders/7"),
-        ("order-service calls api-gateway", 15101, "api-gateway.production.svc.cluster.local", "/health"),
+        (
+            "api-gateway calls order-service",
+            15201,
+            "order-service.production",
+            "/orders/42",
+        ),
+        (
+            "checkout-service calls order-service",
+            15301,
+            "order-service",
+            "/orders/7",
+        ),
+        (
+            "order-service calls api-gateway",
+            15101,
+            "api-gateway.production.svc.cluster.local",
+            "/health",
+        ),
     ];
     for (what, port, host, path) in tries {
         let url = format!("http://127.0.0.1:{port}{path}");
@@ -191,9 +238,12 @@ async fn get(url: &str, host: Option<&str>) -> anyhow::Result<(u16, String)> {
     if let Some(h) = host {
         req = req.header(http::header::HOST, h);
     }
-    let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req.body(Empty::new())?))
-        .await
-        .context("timed out")??;
+    let resp = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.request(req.body(Empty::new())?),
+    )
+    .await
+    .context("timed out")??;
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await?.to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))

@@ -37,7 +37,8 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<(
     f.write_all(contents)
         .and_then(|_| f.sync_all())
         .with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 /// Refuses a secret file that group or others may read or write.
@@ -71,7 +72,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k.pem");
         write_atomic(&p, b"secret", 0o600).unwrap();
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(read_private(&p).unwrap(), "secret");
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
         let err = read_private(&p).unwrap_err().to_string();

@@ -54,8 +54,15 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let listen = listener.local_addr()?;
-    let config = Arc::new(ArcSwap::from_pointee(server_config(&state.ca, listen, &names)?));
-    tokio::spawn(renew_serving_cert(state.clone(), config.clone(), listen, names));
+    let config = Arc::new(ArcSwap::from_pointee(server_config(
+        &state.ca, listen, &names,
+    )?));
+    tokio::spawn(renew_serving_cert(
+        state.clone(),
+        config.clone(),
+        listen,
+        names,
+    ));
     tokio::pin!(shutdown);
     loop {
         let (tcp, addr) = tokio::select! {

@@ -114,7 +114,10 @@ pub fn create(
     let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims)?);
     let signed = format!("{PREFIX}.{body}");
     let tag = hmac::sign(key, signed.as_bytes());
-    Ok(Token(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))))
+    Ok(Token(format!(
+        "{signed}.{}",
+        URL_SAFE_NO_PAD.encode(tag.as_ref())
+    )))
 }
 
 /// Checks a token's form, signature and expiry (not whether it was used).
@@ -124,10 +127,14 @@ pub fn verify(key: &hmac::Key, token: &str, now: SystemTime) -> Result<Claims, T
         .strip_prefix(PREFIX)
         .and_then(|r| r.strip_prefix('.'))
         .ok_or(TokenError::Malformed)?;
-    let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| TokenError::Malformed)?;
+    let tag = URL_SAFE_NO_PAD
+        .decode(tag)
+        .map_err(|_| TokenError::Malformed)?;
     // Constant-time comparison inside aws-lc.
     hmac::verify(key, signed.as_bytes(), &tag).map_err(|_| TokenError::BadSignature)?;
-    let json = URL_SAFE_NO_PAD.decode(body).map_err(|_| TokenError::Malformed)?;
+    let json = URL_SAFE_NO_PAD
+        .decode(body)
+        .map_err(|_| TokenError::Malformed)?;
     let claims: Claims = serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
     if unix(now) >= claims.exp {
         return Err(TokenError::Expired);
@@ -193,7 +200,9 @@ impl UsedTokens {
 }
 
 fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn hex_encode(bytes: &[u8]) -> String {
@@ -201,7 +210,7 @@ fn hex_encode(bytes: &[u8]) -> String {
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -252,8 +261,14 @@ mod tests {
             Err(TokenError::BadSignature | TokenError::Malformed)
         ));
         let other = hmac::Key::new(hmac::HMAC_SHA256, b"another key entirely, 32 bytes!!");
-        assert_eq!(verify(&other, &text, SystemTime::now()), Err(TokenError::BadSignature));
-        assert_eq!(verify(&key, "nonsense", SystemTime::now()), Err(TokenError::Malformed));
+        assert_eq!(
+            verify(&other, &text, SystemTime::now()),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            verify(&key, "nonsense", SystemTime::now()),
+            Err(TokenError::Malformed)
+        );
         assert!(!format!("{t:?}").contains(&text[4..20]));
     }
 }

@@ -48,7 +48,10 @@ fn handle(shared: &Shared, info: &AdminInfo, req: &Request<Incoming>) -> Respons
         "/live" => text_response(StatusCode::OK, "live\n".into()),
         "/ready" => match shared.readiness() {
             Ok(()) => text_response(StatusCode::OK, "ready\n".into()),
-            Err(why) => text_response(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+            Err(why) => text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
         },
         "/config" => json(&config(shared, info)),
         "/metrics" => {
@@ -103,6 +106,9 @@ fn rfc3339(t: SystemTime) -> String {
         .unwrap_or(0);
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }

@@ -84,9 +84,12 @@ impl ControlClient {
         body: Option<Bytes>,
         timeout: Duration,
     ) -> anyhow::Result<Answer> {
-        tokio::time::timeout(timeout, self.call_inner(method, path_and_query, bearer, body))
-            .await
-            .map_err(|_| anyhow::anyhow!("the control plane did not answer within {timeout:?}"))?
+        tokio::time::timeout(
+            timeout,
+            self.call_inner(method, path_and_query, bearer, body),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("the control plane did not answer within {timeout:?}"))?
     }
 
     async fn call_inner(
@@ -121,7 +124,10 @@ impl ControlClient {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
         let req = req.body(Full::new(body.unwrap_or_default()))?;
-        let resp = sender.send_request(req).await.context("request to the control plane")?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .context("request to the control plane")?;
         let status = resp.status();
         let body = Limited::new(resp.into_body(), MAX_RESPONSE)
             .collect()
@@ -154,6 +160,10 @@ fn cp_client_config(
 pub fn error_message(body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+        .and_then(|v| {
+            v.get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect())
 }

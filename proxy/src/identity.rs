@@ -45,7 +45,11 @@ pub enum IssueError {
 
 /// Gets our first certificate with the bootstrap token. Retries while the control plane is
 /// unreachable; gives up at once when it refuses the token.
-pub async fn bootstrap(shared: &Shared, control: &ControlClient, token: &str) -> anyhow::Result<()> {
+pub async fn bootstrap(
+    shared: &Shared,
+    control: &ControlClient,
+    token: &str,
+) -> anyhow::Result<()> {
     let mut backoff = Backoff::new();
     loop {
         match request(shared, control, Some(token)).await {
@@ -170,10 +174,15 @@ fn install(
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
         .collect::<Result<_, _>>()
         .context("the issued certificate chain is not valid PEM")?;
-    let leaf = chain.first().context("the issued certificate chain is empty")?;
+    let leaf = chain
+        .first()
+        .context("the issued certificate chain is empty")?;
     let id = certid::identity_from_cert(leaf)?;
     if id != shared.identity {
-        anyhow::bail!("the control plane issued a certificate for {id}, not for {}", shared.identity);
+        anyhow::bail!(
+            "the control plane issued a certificate for {id}, not for {}",
+            shared.identity
+        );
     }
     let info = CertInfo {
         not_before: certid::cert_not_before(leaf)?,

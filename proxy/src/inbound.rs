@@ -102,7 +102,8 @@ impl Inbound {
             }
         };
         // The verifier only lets a valid SPIFFE certificate through, so this is always Some.
-        let Some(peer) = trustmesh_certs::verify::peer_identity(tls.get_ref().1.peer_certificates())
+        let Some(peer) =
+            trustmesh_certs::verify::peer_identity(tls.get_ref().1.peer_certificates())
         else {
             return;
         };
@@ -176,7 +177,10 @@ impl Inbound {
             .map_err(|e| ProxyError::BadRequest(format!("cannot rebuild the request URI: {e}")))?;
         let client = if app_speaks_http1 {
             parts.version = Version::HTTP_11;
-            if let Some(a) = authority.as_deref().and_then(|a| HeaderValue::from_str(a).ok()) {
+            if let Some(a) = authority
+                .as_deref()
+                .and_then(|a| HeaderValue::from_str(a).ok())
+            {
                 parts.headers.insert(header::HOST, a);
             }
             &self.http1

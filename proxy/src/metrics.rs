@@ -33,7 +33,10 @@ impl Metrics {
     pub fn new() -> anyhow::Result<Self> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("trustmesh_requests_total", "HTTP requests handled, by direction and status."),
+            Opts::new(
+                "trustmesh_requests_total",
+                "HTTP requests handled, by direction and status.",
+            ),
             &["direction", "status"],
         )?;
         let duration = prometheus::HistogramVec::new(
@@ -42,7 +45,8 @@ impl Metrics {
                 "Time from request headers to response headers, by direction.",
             )
             .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
             ]),
             &["direction"],
         )?;
@@ -58,11 +62,17 @@ impl Metrics {
             "When the certificate in use expires (Unix time).",
         )?;
         let renewals = IntCounterVec::new(
-            Opts::new("trustmesh_certificate_renewals_total", "Certificate renewals by result."),
+            Opts::new(
+                "trustmesh_certificate_renewals_total",
+                "Certificate renewals by result.",
+            ),
             &["result"],
         )?;
         let connections = IntGaugeVec::new(
-            Opts::new("trustmesh_connections_open", "Open connections by direction."),
+            Opts::new(
+                "trustmesh_connections_open",
+                "Open connections by direction.",
+            ),
             &["direction"],
         )?;
         let policy_version = IntGaugeVec::new(

@@ -59,7 +59,8 @@ impl Outbound {
                     let this = this.clone();
                     async move { Ok::<_, std::convert::Infallible>(this.handle(req, addr).await) }
                 });
-                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 builder.http2().adaptive_window(true);
                 if let Err(e) = builder.serve_connection(TokioIo::new(tcp), svc).await {
                     tracing::debug!(client.addr = %addr, "connection ended: {e}");

@@ -27,7 +27,13 @@ pub async fn poll_once(shared: &Shared, control: &ControlClient) -> anyhow::Resu
         None => "/v1/snapshot?wait=0s".to_string(),
     };
     let answer = control
-        .call(Method::GET, &path, None, None, WAIT + Duration::from_secs(10))
+        .call(
+            Method::GET,
+            &path,
+            None,
+            None,
+            WAIT + Duration::from_secs(10),
+        )
         .await?;
     match answer.status {
         StatusCode::NOT_MODIFIED => Ok(false),

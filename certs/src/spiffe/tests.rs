@@ -4,7 +4,11 @@ use proptest::prelude::*;
 #[test]
 fn parses_valid_ids() {
     let cases = [
-        ("spiffe://cluster.local/ns/prod/sa/api", "cluster.local", "/ns/prod/sa/api"),
+        (
+            "spiffe://cluster.local/ns/prod/sa/api",
+            "cluster.local",
+            "/ns/prod/sa/api",
+        ),
         ("spiffe://example.org/a", "example.org", "/a"),
         ("spiffe://a-b_c.9/x.y-z_A/B", "a-b_c.9", "/x.y-z_A/B"),
         ("spiffe://td/...x/..a", "td", "/...x/..a"),
@@ -40,8 +44,20 @@ fn rejects_invalid_ids() {
         ("spiffe://user@td/a", UserInfo),
         ("spiffe://td/a?x=1", Query),
         ("spiffe://td/a#frag", Fragment),
-        ("spiffe://Cluster.local/a", BadTrustDomainChar { domain: "Cluster.local".into(), ch: 'C' }),
-        ("spiffe://td!/a", BadTrustDomainChar { domain: "td!".into(), ch: '!' }),
+        (
+            "spiffe://Cluster.local/a",
+            BadTrustDomainChar {
+                domain: "Cluster.local".into(),
+                ch: 'C',
+            },
+        ),
+        (
+            "spiffe://td!/a",
+            BadTrustDomainChar {
+                domain: "td!".into(),
+                ch: '!',
+            },
+        ),
         (long.as_str(), TooLong(long.len())),
     ];
     for (input, want) in cases {
