@@ -1,1 +1,31 @@
-//! placeholder
+//! End-to-end test harness for trustmesh: the real `trustmesh` and `trustmesh-proxy` binaries
+//! on real loopback sockets, with certificates from the mesh's own CA.
+//!
+//! Each test owns a [`workdir::WorkDir`] (policies, control plane data, tokens, logs), picks
+//! ephemeral loopback ports ([`ports`]), and starts processes through [`process::Process`],
+//! which kills and reaps them when dropped, also when the test panics. The binaries are built
+//! once per test process by [`bins::binaries`].
+//!
+//! - [`control_plane::ControlPlane`]: `trustmesh serve`, ready once `/healthz` answers over TLS
+//!   verified with the trust bundle.
+//! - [`proxy::Proxy`]: a sidecar bootstrapped with a fresh token, ready once `/ready` is 200.
+//! - [`app::App`]: an HTTP/1.1 + h2c app that answers with JSON of what it received.
+//! - [`mesh::Mesh`]: the usual A → B topology.
+//! - [`client`], [`https`], [`mtls`]: the clients the tests drive it with.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod app;
+pub mod bins;
+pub mod body;
+pub mod client;
+pub mod control_plane;
+pub mod https;
+pub mod mesh;
+pub mod mtls;
+pub mod policies;
+pub mod ports;
+pub mod process;
+pub mod proxy;
+pub mod wait;
+pub mod workdir;

@@ -1,0 +1,87 @@
+//! The usual topology: a control plane and two sidecars, A and B, each in front of a test app,
+//! with B in the registry as service `b` in namespace `test`.
+//!
+//! ```text
+//! test (as A's app) --HTTP--> A outbound --mTLS--> B inbound --HTTP--> B's app
+//! ```
+
+use std::net::SocketAddr;
+
+use crate::app::App;
+use crate::control_plane::ControlPlane;
+use crate::policies::{spiffe_id, write_policies, ServiceEntry};
+use crate::ports::ProxyPorts;
+use crate::proxy::Proxy;
+use crate::workdir::WorkDir;
+
+/// The namespace of the test services.
+pub const NAMESPACE: &str = "test";
+
+/// A running two-sidecar mesh. Fields drop in order: sidecars, control plane, apps, folder.
+#[derive(Debug)]
+pub struct Mesh {
+    /// Sidecar of the caller, `spiffe://cluster.local/ns/test/sa/a`.
+    pub a: Proxy,
+    /// Sidecar of the callee, `spiffe://cluster.local/ns/test/sa/b`, registered as service `b`.
+    pub b: Proxy,
+    /// The control plane.
+    pub cp: ControlPlane,
+    /// The app behind A (the test itself plays A's app as a client).
+    pub app_a: App,
+    /// The app behind B: what it saw is what the mesh delivered.
+    pub app_b: App,
+    /// Policies, data, tokens and logs.
+    pub dir: WorkDir,
+}
+
+/// Variations on B's sidecar for the tests that need a broken or lying B.
+#[derive(Debug, Default, Clone)]
+pub struct MeshOptions {
+    /// B's `--app` instead of B's test app (e.g. a closed port).
+    pub b_app: Option<SocketAddr>,
+    /// The identity B's sidecar bootstraps as, instead of the registry's
+    /// `spiffe://cluster.local/ns/test/sa/b`.
+    pub b_identity: Option<String>,
+    /// Extra flags for B's sidecar.
+    pub b_extra: Vec<String>,
+}
+
+impl Mesh {
+    /// Starts the control plane, then B and A, and waits until both sidecars are ready.
+    pub async fn a_to_b(test: &str) -> anyhow::Result<Self> {
+        Self::start(test, MeshOptions::default()).await
+    }
+
+    /// [`Mesh::a_to_b`] with B changed as `opts` says.
+    pub async fn start(test: &str, opts: MeshOptions) -> anyhow::Result<Self> {
+        let dir = WorkDir::new(test)?;
+        let a_ports = ProxyPorts::allocate()?;
+        let b_ports = ProxyPorts::allocate()?;
+        let policies = write_policies(
+            &dir.path().join("policies"),
+            &[
+                ServiceEntry::new("a", NAMESPACE, a_ports.inbound),
+                ServiceEntry::new("b", NAMESPACE, b_ports.inbound),
+            ],
+        )?;
+        let app_a = App::start().await?;
+        let app_b = App::start().await?;
+        let cp = ControlPlane::start(dir.path(), &policies).await?;
+        let id_a = spiffe_id(NAMESPACE, "a");
+        let id_b = opts.b_identity.unwrap_or_else(|| spiffe_id(NAMESPACE, "b"));
+        let b_app = opts.b_app.unwrap_or(app_b.addr());
+        let b_extra: Vec<&str> = opts.b_extra.iter().map(String::as_str).collect();
+        let (b, a) = tokio::try_join!(
+            Proxy::start_with(&cp, "b", &id_b, b_app, b_ports, &b_extra),
+            Proxy::start(&cp, "a", &id_a, app_a.addr(), a_ports),
+        )?;
+        Ok(Self {
+            a,
+            b,
+            cp,
+            app_a,
+            app_b,
+            dir,
+        })
+    }
+}

@@ -1,0 +1,161 @@
+//! A real sidecar (`trustmesh-proxy`) bootstrapped against a [`ControlPlane`] with a fresh token.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::bins::binaries;
+use crate::client::admin_get;
+use crate::control_plane::ControlPlane;
+use crate::ports::ProxyPorts;
+use crate::process::Process;
+use crate::wait::POLL_STEP;
+
+/// How long a sidecar may take to bootstrap and report ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running sidecar; killed when dropped.
+#[derive(Debug)]
+pub struct Proxy {
+    process: Process,
+    identity: String,
+    ports: ProxyPorts,
+    app: SocketAddr,
+}
+
+impl Proxy {
+    /// Creates a token for `identity`, starts the sidecar on `ports` in front of `app` and waits
+    /// until `/ready` answers 200. `name` labels its log file (`<work>/proxy-<name>.log`).
+    pub async fn start(
+        cp: &ControlPlane,
+        name: &str,
+        identity: &str,
+        app: SocketAddr,
+        ports: ProxyPorts,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(cp, name, identity, app, ports, &[]).await
+    }
+
+    /// [`Proxy::start`] with extra flags (e.g. `["--upstream-timeout", "1s"]`).
+    pub async fn start_with(
+        cp: &ControlPlane,
+        name: &str,
+        identity: &str,
+        app: SocketAddr,
+        ports: ProxyPorts,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let token = cp.token(identity).await?;
+        let token_file = cp.work_dir().join(format!("{name}.token"));
+        std::fs::write(&token_file, format!("{token}\n"))
+            .with_context(|| format!("writing {}", token_file.display()))?;
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))?;
+
+        let bins = binaries()?;
+        let mut cmd = Command::new(&bins.proxy);
+        cmd.arg("--control-plane")
+            .arg(cp.url())
+            .arg("--trust-bundle")
+            .arg(cp.trust_bundle_path())
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--identity")
+            .arg(identity)
+            .arg("--app")
+            .arg(app.to_string())
+            .arg("--inbound")
+            .arg(ports.inbound.to_string())
+            .arg("--outbound")
+            .arg(ports.outbound.to_string())
+            .arg("--admin")
+            .arg(ports.admin.to_string())
+            .args(extra)
+            .current_dir(cp.work_dir());
+        let log = cp.work_dir().join(format!("proxy-{name}.log"));
+        let process = Process::spawn(&format!("proxy {name}"), cmd, &log)?;
+        let mut proxy = Self {
+            process,
+            identity: identity.to_string(),
+            ports,
+            app,
+        };
+        proxy.wait_ready().await?;
+        Ok(proxy)
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            self.process.ensure_running()?;
+            let last = match admin_get(self.ports.admin, "/ready").await {
+                Ok(r) if r.status == 200 => return Ok(()),
+                Ok(r) => format!("/ready answered {}: {}", r.status, r.text()),
+                Err(e) => format!("/ready: {e:#}"),
+            };
+            if Instant::now() >= deadline {
+                anyhow::bail!(
+                    "{} was not ready after {READY_TIMEOUT:?} (last: {last})\n{}",
+                    self.process.name(),
+                    self.process.tail()
+                );
+            }
+            tokio::time::sleep(POLL_STEP).await;
+        }
+    }
+
+    /// The SPIFFE ID it bootstrapped as.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// Its listeners.
+    pub fn ports(&self) -> ProxyPorts {
+        self.ports
+    }
+
+    /// Where the app sends plain HTTP.
+    pub fn outbound(&self) -> SocketAddr {
+        self.ports.outbound
+    }
+
+    /// Where other sidecars connect with mTLS.
+    pub fn inbound(&self) -> SocketAddr {
+        self.ports.inbound
+    }
+
+    /// The admin listener.
+    pub fn admin(&self) -> SocketAddr {
+        self.ports.admin
+    }
+
+    /// Its `--app`.
+    pub fn app(&self) -> SocketAddr {
+        self.app
+    }
+
+    /// The process (log, pid).
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+
+    /// Resident set size in KiB (`VmRSS` in `/proc/PID/status`).
+    pub fn rss_kib(&self) -> anyhow::Result<u64> {
+        let pid = self.process.pid().context("the proxy is not running")?;
+        rss_kib(pid)
+    }
+}
+
+/// `VmRSS` of `pid` in KiB, from `/proc/PID/status`.
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
+}
