@@ -1,0 +1,197 @@
+//! The table: direct, trustmesh and nginx side by side, with trustmesh/nginx ratios.
+
+use std::fmt::Write;
+
+use crate::run::{CaseResult, RunResult};
+
+/// Reads a figure from a case, given the direct case (None where it does not apply).
+type Getter = fn(&CaseResult, &CaseResult) -> Option<f64>;
+
+/// One row: a label and how to read the figure from a case.
+struct Row {
+    label: &'static str,
+    value: Getter,
+    decimals: usize,
+    /// Whether the direct column has a value for this row.
+    direct: bool,
+}
+
+fn row(label: &'static str, decimals: usize, direct: bool, value: Getter) -> Row {
+    Row {
+        label,
+        value,
+        decimals,
+        direct,
+    }
+}
+
+const MIB: f64 = 1024.0;
+
+fn rows() -> Vec<Row> {
+    vec![
+        row("latency p50 @ fixed rate (us)", 1, true, |c, _| {
+            Some(c.latency.p50_us)
+        }),
+        row("latency p99 @ fixed rate (us)", 1, true, |c, _| {
+            Some(c.latency.p99_us)
+        }),
+        row("latency p99.9 @ fixed rate (us)", 1, true, |c, _| {
+            Some(c.latency.p999_us)
+        }),
+        row("added p50 over direct (us)", 1, false, |c, d| {
+            Some(c.latency.p50_us - d.latency.p50_us)
+        }),
+        row("added p99 over direct (us)", 1, false, |c, d| {
+            Some(c.latency.p99_us - d.latency.p99_us)
+        }),
+        row("max rate, closed loop (req/s)", 0, true, |c, _| {
+            Some(c.max_rps)
+        }),
+        row("  p50 latency at max rate (us)", 1, true, |c, _| {
+            Some(c.max_p50_us)
+        }),
+        row("CPU per request, sidecar A (us)", 1, false, |c, _| {
+            c.cpu_us_per_req.map(|v| v[0])
+        }),
+        row("CPU per request, sidecar B (us)", 1, false, |c, _| {
+            c.cpu_us_per_req.map(|v| v[1])
+        }),
+        row("CPU per request, both hops (us)", 1, false, |c, _| {
+            c.cpu_us_per_req.map(|v| v[0] + v[1])
+        }),
+        row("RSS idle, sidecar A (MiB)", 1, false, |c, _| {
+            c.rss_idle_kib.map(|v| v[0] as f64 / MIB)
+        }),
+        row("RSS idle, sidecar B (MiB)", 1, false, |c, _| {
+            c.rss_idle_kib.map(|v| v[1] as f64 / MIB)
+        }),
+        row("RSS under load, sidecar A (MiB)", 1, false, |c, _| {
+            c.rss_load_kib.map(|v| v[0] as f64 / MIB)
+        }),
+        row("RSS under load, sidecar B (MiB)", 1, false, |c, _| {
+            c.rss_load_kib.map(|v| v[1] as f64 / MIB)
+        }),
+        row("full mTLS handshakes/s (wall)", 0, false, |c, _| {
+            c.handshake.as_ref().map(|h| h.per_second)
+        }),
+        row("  server CPU-seconds used", 2, false, |c, _| {
+            c.handshake.as_ref().map(|h| h.server_cpu_s)
+        }),
+        row("full mTLS handshakes/s per core", 0, false, |c, _| {
+            c.handshake.as_ref().map(|h| h.per_core_second)
+        }),
+        row("threads, sidecar A", 0, false, |c, _| {
+            c.threads.map(|v| v[0] as f64)
+        }),
+        row("threads, sidecar B", 0, false, |c, _| {
+            c.threads.map(|v| v[1] as f64)
+        }),
+        row("requests measured @ fixed rate", 0, true, |c, _| {
+            Some(c.latency.completed as f64)
+        }),
+        row("errors @ fixed rate", 0, true, |c, _| {
+            Some(c.latency.errors as f64)
+        }),
+        row("errors @ max rate", 0, true, |c, _| {
+            Some(c.max_errors as f64)
+        }),
+        row("handshake failures", 0, false, |c, _| {
+            c.handshake.as_ref().map(|h| h.failures as f64)
+        }),
+    ]
+}
+
+fn cell(v: Option<f64>, decimals: usize) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{v:.decimals$}"),
+        _ => "-".to_owned(),
+    }
+}
+
+/// Renders the whole report as text.
+pub fn render(r: &RunResult) -> String {
+    let s = &r.settings;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "trustmesh-bench: {} cores, one backend, one load generator",
+        cores()
+    );
+    let _ = writeln!(
+        out,
+        "  fixed rate: {} req/s open loop, {} keep-alive connections, {:?} measured after {:?} warm-up",
+        s.rate, s.open_connections, s.duration, s.warmup
+    );
+    let _ = writeln!(
+        out,
+        "  max rate: closed loop, {} keep-alive connections, {:?} measured after {:?} warm-up",
+        s.closed_connections, s.duration, s.warmup
+    );
+    let _ = writeln!(
+        out,
+        "  handshakes: {} clients, {:?}, TLS 1.3 with client certificate, no resumption",
+        s.handshake_concurrency, s.handshake_duration
+    );
+    let _ = writeln!(out);
+
+    let tm = r.trustmesh.as_ref().and_then(|x| x.as_ref().ok());
+    let ng = r.nginx.as_ref().and_then(|x| x.as_ref().ok());
+    let _ = writeln!(
+        out,
+        "{:<34}{:>12}{:>12}{:>12}{:>18}",
+        "", "direct", "trustmesh", "nginx", "trustmesh/nginx"
+    );
+    let _ = writeln!(out, "{}", "-".repeat(34 + 12 * 3 + 18));
+    for row in rows() {
+        let d = &r.direct;
+        let dv = if row.direct { (row.value)(d, d) } else { None };
+        let tv = tm.and_then(|c| (row.value)(c, d));
+        let nv = ng.and_then(|c| (row.value)(c, d));
+        let ratio = match (tv, nv) {
+            (Some(t), Some(n)) if n != 0.0 => Some(t / n),
+            _ => None,
+        };
+        let _ = writeln!(
+            out,
+            "{:<34}{:>12}{:>12}{:>12}{:>18}",
+            row.label,
+            cell(dv, row.decimals),
+            cell(tv, row.decimals),
+            cell(nv, row.decimals),
+            cell(ratio, 2)
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "pacer lateness p99 (us, part of every latency): direct {}, trustmesh {}, nginx {}",
+        cell(Some(r.direct.latency.pacer_late_p99_us), 1),
+        cell(tm.map(|c| c.latency.pacer_late_p99_us), 1),
+        cell(ng.map(|c| c.latency.pacer_late_p99_us), 1)
+    );
+    for (name, case) in [("trustmesh", &r.trustmesh), ("nginx", &r.nginx)] {
+        match case {
+            None => {
+                let _ = writeln!(out, "{name}: skipped");
+            }
+            Some(Err(e)) => {
+                let _ = writeln!(out, "{name}: NOT MEASURED: {e}");
+            }
+            Some(Ok(c)) => {
+                if let Some(h) = &c.handshake {
+                    let _ = writeln!(out, "{name}: handshake negotiated {}", h.negotiated);
+                }
+                for n in &c.notes {
+                    let _ = writeln!(out, "{name}: {n}");
+                }
+            }
+        }
+    }
+    out
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
