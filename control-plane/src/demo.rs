@@ -65,8 +65,28 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let tmp = std::env::temp_dir().join(format!("trustmesh-demo-{}", std::process::id()));
     let data_dir = args.data_dir.unwrap_or_else(|| tmp.join("data"));
     let result = run_in(&tmp, &data_dir).await;
+    if result.is_err() {
+        print_log_tails(&tmp.join("logs"));
+    }
     let _ = std::fs::remove_dir_all(&tmp);
     result
+}
+
+/// The last lines of every demo log, so that a failed start says why before its folder goes.
+fn print_log_tails(logs: &Path) {
+    let Ok(entries) = std::fs::read_dir(logs) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        eprintln!("--- {} (last lines)", entry.path().display());
+        for line in &lines[lines.len().saturating_sub(15)..] {
+            eprintln!("{line}");
+        }
+    }
 }
 
 async fn run_in(tmp: &Path, data_dir: &Path) -> anyhow::Result<ExitCode> {

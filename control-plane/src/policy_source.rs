@@ -68,12 +68,22 @@ impl PolicySource {
         self.last_error.lock().ok().and_then(|e| e.clone())
     }
 
-    /// Watches the folder until the process ends.
+    /// Watches the folder until the process ends: file events (inotify) trigger a rescan at
+    /// once, and a periodic rescan catches whatever events miss (network filesystems, a
+    /// watcher that could not start).
     pub async fn watch(self: Arc<Self>) {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let _watcher = self.file_events(wake.clone());
         let mut last_fp = fingerprint(&self.dir);
         let mut ticker = tokio::time::interval(RESCAN);
         loop {
-            ticker.tick().await;
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = wake.notified() => {
+                    // Let a burst of writes (a git checkout) settle before reading.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
             let fp = fingerprint(&self.dir);
             if fp == last_fp {
                 continue;
@@ -111,6 +121,31 @@ impl PolicySource {
                 Err(e) => tracing::warn!(target: "policy", "policy load task failed: {e}"),
             }
         }
+    }
+}
+
+impl PolicySource {
+    /// Starts an inotify watcher on the folder and on its parent (so that a folder swapped
+    /// through a symlink, as git-sync does, is seen). `None` when it cannot start; the
+    /// periodic rescan still runs.
+    fn file_events(&self, wake: Arc<tokio::sync::Notify>) -> Option<notify::RecommendedWatcher> {
+        use notify::Watcher as _;
+        let mut watcher = notify::recommended_watcher(
+            move |_event: notify::Result<notify::Event>| {
+                wake.notify_one();
+            },
+        )
+        .map_err(
+            |e| tracing::warn!(target: "policy", "file events unavailable, rescanning only: {e}"),
+        )
+        .ok()?;
+        if let Err(e) = watcher.watch(&self.dir, notify::RecursiveMode::Recursive) {
+            tracing::warn!(target: "policy", "cannot watch {}: {e}", self.dir.display());
+        }
+        if let Some(parent) = self.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = watcher.watch(parent, notify::RecursiveMode::NonRecursive);
+        }
+        Some(watcher)
     }
 }
 
