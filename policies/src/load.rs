@@ -16,7 +16,7 @@ use trustmesh_certs::TrustDomain;
 use crate::check;
 use crate::diagnostic::Diagnostic;
 use crate::document::{split_documents, Document};
-use crate::mesh::{DefaultAction, Enforcement, MeshConfig, MESH_FILE};
+use crate::mesh::{DefaultAction, Enforcement, MeshConfig, OutboundPolicy, MESH_FILE};
 use crate::model::{AuthorizationPolicy, PolicySpec};
 use crate::registry::Registry;
 use crate::service::ServicePort;
@@ -226,6 +226,7 @@ struct MeshFile {
     default_action: DefaultAction,
     root_namespace: Option<String>,
     enforcement: Enforcement,
+    outbound_policy: OutboundPolicy,
 }
 
 fn parse_mesh(path: &Path, text: &str, diagnostics: &mut Vec<Diagnostic>) -> Option<MeshConfig> {
@@ -243,6 +244,7 @@ fn parse_mesh(path: &Path, text: &str, diagnostics: &mut Vec<Diagnostic>) -> Opt
     let mut mesh = MeshConfig {
         default_action: raw.default_action,
         enforcement: raw.enforcement,
+        outbound_policy: raw.outbound_policy,
         ..MeshConfig::default()
     };
     let mut ok = true;

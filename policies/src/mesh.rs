@@ -35,6 +35,18 @@ pub enum Enforcement {
     Audit,
 }
 
+/// What an outbound sidecar does with a connection that iptables redirected to it when its
+/// original destination is in no registry `Service` (and its Host names none either).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboundPolicy {
+    /// Refuse it (the zero-trust default): nothing leaves the pod unverified.
+    #[default]
+    Deny,
+    /// Forward it in plaintext to its original destination, logged and counted.
+    Passthrough,
+}
+
 /// The contents of `mesh.yaml`. Every key is optional; unknown keys are errors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -47,6 +59,9 @@ pub struct MeshConfig {
     pub root_namespace: String,
     /// Enforce, or audit (dry run) for the whole mesh (default enforce).
     pub enforcement: Enforcement,
+    /// Traffic to an address outside the registry: deny (default) or passthrough.
+    #[serde(default)]
+    pub outbound_policy: OutboundPolicy,
 }
 
 impl Default for MeshConfig {
@@ -56,6 +71,7 @@ impl Default for MeshConfig {
             default_action: DefaultAction::Deny,
             root_namespace: DEFAULT_ROOT_NAMESPACE.to_string(),
             enforcement: Enforcement::Enforce,
+            outbound_policy: OutboundPolicy::Deny,
         }
     }
 }
@@ -65,5 +81,39 @@ fn default_trust_domain() -> TrustDomain {
         Ok(td) => td,
         // A constant the tests prove valid (`default_mesh_config_is_valid`).
         Err(e) => unreachable!("{DEFAULT_TRUST_DOMAIN} is a valid trust domain: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbound_policy_defaults_to_deny_and_reads_passthrough() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(MESH_FILE), "trust_domain: cluster.local\n").unwrap();
+        let set = crate::load_dir(dir.path()).unwrap();
+        assert_eq!(set.mesh.outbound_policy, OutboundPolicy::Deny);
+        std::fs::write(
+            dir.path().join(MESH_FILE),
+            "trust_domain: cluster.local\noutbound_policy: passthrough\n",
+        )
+        .unwrap();
+        let set = crate::load_dir(dir.path()).unwrap();
+        assert_eq!(set.mesh.outbound_policy, OutboundPolicy::Passthrough);
+        // The snapshot carries it as JSON; an older snapshot without the key still reads.
+        let json = serde_json::to_value(&set.mesh).unwrap();
+        assert_eq!(json["outbound_policy"], "passthrough");
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("outbound_policy");
+        let back: MeshConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(back.outbound_policy, OutboundPolicy::Deny);
+    }
+
+    #[test]
+    fn unknown_outbound_policy_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(MESH_FILE), "outbound_policy: allow\n").unwrap();
+        assert!(crate::load_dir(dir.path()).is_err());
     }
 }
