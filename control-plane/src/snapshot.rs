@@ -6,18 +6,29 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use trustmesh_certs::SpiffeId;
-use trustmesh_policies::snapshot::Snapshot;
+use trustmesh_policies::snapshot::{workload_entry, Snapshot};
 
 use crate::policy_source::PolicyState;
 
 /// Builds the snapshot that concerns `identity`.
+/// Only the policies that apply to the caller's workload travel; the registry travels whole
+/// (the caller needs every destination's identity to verify it).
 pub fn build(state: &PolicyState, identity: &SpiffeId, trust_bundle: &str) -> Snapshot {
+    let set = &state.set;
+    let workload = workload_entry(&set.registry, identity);
+    let policies = set
+        .policies
+        .iter()
+        .filter(|p| p.applies_to(&workload, &set.mesh.root_namespace))
+        .cloned()
+        .collect();
     Snapshot {
         version: state.version.clone(),
         identity: identity.clone(),
-        mesh: state.set.mesh.clone(),
-        registry: state.set.registry.clone(),
+        mesh: set.mesh.clone(),
+        registry: set.registry.clone(),
         trust_bundle: trust_bundle.to_string(),
+        policies,
     }
 }
 

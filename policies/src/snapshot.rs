@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use trustmesh_certs::SpiffeId;
 
-use crate::{MeshConfig, Registry};
+use crate::{AuthorizationPolicy, MeshConfig, Registry, ServiceEntry};
 
 /// What one proxy needs to serve, at one version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,4 +20,32 @@ pub struct Snapshot {
     pub registry: Registry,
     /// The trust bundle (PEM): the roots a peer's certificate must chain to.
     pub trust_bundle: String,
+    /// The authorization policies that apply to the workload (its namespace's, selected by its
+    /// labels, and the root namespace's).
+    #[serde(default)]
+    pub policies: Vec<AuthorizationPolicy>,
+}
+
+impl Snapshot {
+    /// The workload's own registry entry; a workload missing from the registry is taken as an
+    /// entry with no labels in the namespace its SPIFFE ID names (so that namespace-wide and
+    /// mesh-wide policies still apply to it).
+    pub fn workload(&self) -> ServiceEntry {
+        workload_entry(&self.registry, &self.identity)
+    }
+}
+
+/// The registry entry for `identity`, or a label-less stand-in in its SPIFFE namespace.
+pub fn workload_entry(registry: &Registry, identity: &SpiffeId) -> ServiceEntry {
+    registry
+        .find_by_identity(identity)
+        .cloned()
+        .unwrap_or_else(|| ServiceEntry {
+            name: identity.service_account().unwrap_or("unknown").to_string(),
+            namespace: identity.namespace().unwrap_or("default").to_string(),
+            labels: Default::default(),
+            identity: identity.clone(),
+            endpoints: Vec::new(),
+            ports: Vec::new(),
+        })
 }
