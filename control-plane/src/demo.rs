@@ -178,19 +178,25 @@ async fn run_in(tmp: &Path, data_dir: &Path) -> anyhow::Result<ExitCode> {
     println!();
     let tries = [
         (
-            "api-gateway calls order-service",
+            "api-gateway reads an order: allowed by production/orders-api",
             15201,
             "order-service.production",
             "/orders/42",
         ),
         (
-            "checkout-service calls order-service",
+            "checkout-service reads an order: allowed",
             15301,
             "order-service",
             "/orders/7",
         ),
         (
-            "order-service calls api-gateway",
+            "api-gateway asks for /admin: no rule allows it, denied",
+            15201,
+            "order-service",
+            "/admin",
+        ),
+        (
+            "order-service calls api-gateway: no policy selects it, default deny",
             15101,
             "api-gateway.production.svc.cluster.local",
             "/health",
@@ -202,7 +208,7 @@ async fn run_in(tmp: &Path, data_dir: &Path) -> anyhow::Result<ExitCode> {
             Ok((status, body)) => format!("{status} {}", body.trim()),
             Err(e) => format!("failed: {e:#}"),
         };
-        println!("# {what}, through its sidecar, over mTLS");
+        println!("# {what} (through the caller's sidecar, over mTLS)");
         println!("curl -s -H 'Host: {host}' {url}");
         println!("#  -> {outcome}");
         println!();

@@ -17,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use trustmesh_certs::SpiffeId;
 
+use crate::authorize::{authorize, Peer};
 use crate::body::{self, Body};
 use crate::error::ProxyError;
 use crate::headers::{self, ORIG_PROTO, PEER_IDENTITY};
@@ -107,13 +108,14 @@ impl Inbound {
         else {
             return;
         };
-        let peer = Arc::new(peer);
+        let sni = tls.get_ref().1.server_name().map(str::to_string);
         tracing::debug!(client.id = %peer, client.addr = %addr, "mTLS connection");
+        let conn = Arc::new(ConnInfo { peer, addr, sni });
         let this = self.clone();
         let svc = service_fn(move |req| {
             let this = this.clone();
-            let peer = peer.clone();
-            async move { Ok::<_, std::convert::Infallible>(this.handle(req, &peer).await) }
+            let conn = conn.clone();
+            async move { Ok::<_, std::convert::Infallible>(this.handle(req, &conn).await) }
         });
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder.http2().adaptive_window(true);
@@ -122,9 +124,9 @@ impl Inbound {
         }
     }
 
-    async fn handle(&self, req: Request<Incoming>, peer: &SpiffeId) -> Response<Body> {
+    async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         let start = Instant::now();
-        let resp = match self.forward(req, peer).await {
+        let resp = match self.forward(req, conn).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
         };
@@ -139,9 +141,32 @@ impl Inbound {
     async fn forward(
         &self,
         req: Request<Incoming>,
-        peer: &SpiffeId,
+        conn: &ConnInfo,
     ) -> Result<Response<Body>, ProxyError> {
+        let peer = &conn.peer;
         let (mut parts, body) = req.into_parts();
+        let mesh = self
+            .shared
+            .mesh
+            .load_full()
+            .ok_or(ProxyError::NotReady("no policy snapshot yet"))?;
+        let port = request_port(&parts).unwrap_or(mesh.default_port);
+        let authz_peer = Peer {
+            id: peer,
+            ip: conn.addr.ip(),
+            sni: conn.sni.as_deref(),
+        };
+        let path = match authorize(
+            &mesh.policies,
+            &parts,
+            &authz_peer,
+            port,
+            &self.shared.metrics,
+        ) {
+            Ok(path) => path,
+            Err(resp) => return Ok(*resp),
+        };
+        drop(mesh);
         let authority = parts
             .uri
             .authority()
@@ -163,16 +188,11 @@ impl Inbound {
             .map_err(|_| ProxyError::BadRequest("peer identity is not a header value".into()))?;
         // Replaces every header of that name that arrived: only we can vouch for the caller.
         parts.headers.insert(PEER_IDENTITY, peer_value);
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-            .to_string();
+        // The app gets exactly the path that was authorized.
         parts.uri = Uri::builder()
             .scheme("http")
             .authority(self.app_authority.as_str())
-            .path_and_query(path_and_query)
+            .path_and_query(path.path_and_query())
             .build()
             .map_err(|e| ProxyError::BadRequest(format!("cannot rebuild the request URI: {e}")))?;
         let client = if app_speaks_http1 {
@@ -215,6 +235,22 @@ impl Inbound {
         headers::strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body::stream(body)))
     }
+}
+
+/// What one mTLS connection proved about its caller.
+struct ConnInfo {
+    peer: SpiffeId,
+    addr: SocketAddr,
+    sni: Option<String>,
+}
+
+/// The port the caller addressed, from the authority or Host header.
+fn request_port(parts: &http::request::Parts) -> Option<u16> {
+    if let Some(p) = parts.uri.authority().and_then(|a| a.port_u16()) {
+        return Some(p);
+    }
+    let host = parts.headers.get(header::HOST)?.to_str().ok()?;
+    host.parse::<http::uri::Authority>().ok()?.port_u16()
 }
 
 /// A bounded label for why an inbound handshake failed.

@@ -4,6 +4,7 @@
 #![deny(rust_2018_idioms)]
 
 mod admin;
+mod authorize;
 mod body;
 mod config;
 mod control;

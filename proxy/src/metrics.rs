@@ -24,6 +24,8 @@ pub struct Metrics {
     pub renewals: IntCounterVec,
     /// Open connections by direction.
     pub connections: IntGaugeVec,
+    /// Authorization decisions by decision and deciding policy.
+    pub authz_decisions: IntCounterVec,
     policy_version: IntGaugeVec,
     current_version: Mutex<Option<String>>,
 }
@@ -75,6 +77,13 @@ impl Metrics {
             ),
             &["direction"],
         )?;
+        let authz_decisions = IntCounterVec::new(
+            Opts::new(
+                "trustmesh_authz_decisions_total",
+                "Inbound authorization decisions (allow, deny, would_deny, bad_request) by deciding policy.",
+            ),
+            &["decision", "policy"],
+        )?;
         let policy_version = IntGaugeVec::new(
             Opts::new(
                 "trustmesh_policy_version_info",
@@ -89,6 +98,7 @@ impl Metrics {
         registry.register(Box::new(renewals.clone()))?;
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(policy_version.clone()))?;
+        registry.register(Box::new(authz_decisions.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -98,6 +108,7 @@ impl Metrics {
             cert_expiry,
             renewals,
             connections,
+            authz_decisions,
             policy_version,
             current_version: Mutex::new(None),
         })

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwapOption;
 use trustmesh_certs::{RotatingResolver, SpiffeId, TrustBundle};
 use trustmesh_policies::snapshot::Snapshot;
+use trustmesh_policies::{CompiledPolicies, WorkloadPolicies};
 
 use crate::config::Args;
 use crate::metrics::Metrics;
@@ -32,6 +33,10 @@ pub struct MeshView {
     pub bundle: TrustBundle,
     /// The inbound TLS configuration (client certificate required, TLS 1.3).
     pub server_config: Arc<rustls::ServerConfig>,
+    /// The policies that apply to this workload, compiled.
+    pub policies: WorkloadPolicies,
+    /// The port callers address this workload on when the Host names none.
+    pub default_port: u16,
     client_configs: Mutex<HashMap<SpiffeId, Arc<rustls::ClientConfig>>>,
 }
 
@@ -39,6 +44,18 @@ impl MeshView {
     /// Builds the view for a snapshot; fails when its trust bundle is unusable.
     pub fn new(snapshot: Snapshot, resolver: &Arc<RotatingResolver>) -> anyhow::Result<Self> {
         let bundle = TrustBundle::from_pem(&snapshot.trust_bundle)?;
+        let compiled =
+            CompiledPolicies::compile(&snapshot.mesh, &snapshot.registry, &snapshot.policies)
+                .map_err(|errors| {
+                    let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+                    anyhow::anyhow!(
+                        "the snapshot's policies do not compile: {}",
+                        list.join("; ")
+                    )
+                })?;
+        let workload = snapshot.workload();
+        let policies = compiled.policies_for(&workload);
+        let default_port = workload.ports.first().map(|p| p.port).unwrap_or(80);
         let td = snapshot.identity.trust_domain();
         let server_config = Arc::new(trustmesh_certs::tls::sidecar_server_config(
             &bundle,
@@ -49,6 +66,8 @@ impl MeshView {
             snapshot,
             bundle,
             server_config,
+            policies,
+            default_port,
             client_configs: Mutex::new(HashMap::new()),
         })
     }
