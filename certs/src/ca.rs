@@ -1,7 +1,12 @@
-//! The mesh's certificate authority: a self-signed ECDSA P-256 root that signs X.509-SVIDs
+//! The mesh's certificate authority: an ECDSA P-256 signing certificate that issues X.509-SVIDs
 //! (SPIFFE X.509-SVID §4) for workloads whose identity the control plane has established
 //! (bootstrap token or current certificate). The CA decides the identity; a CSR only proves
 //! possession of the key and is refused when it asks for anything else.
+//!
+//! The signing certificate is either a self-signed root made here ([`CertificateAuthority::generate`])
+//! or an intermediate signed by an offline root that the operator brings (the plug-in CA of
+//! Istio): then every issued chain carries the intermediates, so that peers which trust only
+//! the root can build the path (RFC 5280 §6.1), and the trust bundle holds the root alone.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -41,7 +46,8 @@ pub fn control_plane_identity(td: &TrustDomain) -> SpiffeId {
 /// A certificate chain the CA issued, ready to hand to rustls or to send to a workload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuedCert {
-    /// The leaf first, then intermediates (none today); never the root.
+    /// The leaf first, then the intermediates up to (not including) the root: none for a CA
+    /// that is itself the root.
     pub chain: Vec<CertificateDer<'static>>,
     /// `chain` as PEM.
     pub chain_pem: String,
@@ -51,11 +57,16 @@ pub struct IssuedCert {
     pub serial_hex: String,
 }
 
-/// The mesh CA: its signing key, its certificate and its trust domain.
+/// The mesh CA: its signing key, its certificate, the chain above it and its trust domain.
 pub struct CertificateAuthority {
     issuer: Issuer<'static, KeyPair>,
     cert_der: CertificateDer<'static>,
     cert_pem: String,
+    /// What follows a leaf in an issued chain: the signing certificate and the intermediates
+    /// above it, without the root. Empty when the signing certificate is the root.
+    issuer_chain: Vec<CertificateDer<'static>>,
+    /// The signing certificate, its intermediates and its root, as PEM (the `ca-cert.pem` form).
+    chain_pem: String,
     trust_domain: TrustDomain,
     not_after: SystemTime,
     bundle: TrustBundle,
@@ -92,19 +103,48 @@ impl CertificateAuthority {
             bundle: TrustBundle::from_roots(vec![cert_der.clone()])?,
             not_after: identity::cert_not_after(&cert_der)?,
             cert_pem: cert.pem(),
+            chain_pem: cert.pem(),
+            issuer_chain: Vec::new(),
             cert_der,
             trust_domain: td.clone(),
             issuer: Issuer::new(params, key),
         })
     }
 
-    /// Loads a CA from its certificate PEM (the first `CERTIFICATE` block) and its PKCS#8 P-256
-    /// key PEM. Refuses a certificate that is not a CA, a key that does not match the
-    /// certificate's public key, and a certificate without a `spiffe://<td>` URI SAN.
+    /// Loads a CA from its certificate PEM and its PKCS#8 P-256 key PEM; the trust domain comes
+    /// from the signing certificate's `spiffe://<td>` URI SAN. See
+    /// [`Self::from_pem_for_trust_domain`] for the chain rules.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, CertError> {
-        let cert_der = pem::decode_certs(cert_pem)?
-            .into_iter()
-            .next()
+        Self::from_pem_for_trust_domain(cert_pem, key_pem, None)
+    }
+
+    /// Loads a CA from `cert_pem` and its PKCS#8 P-256 key PEM.
+    ///
+    /// `cert_pem` holds the signing certificate first. Alone, it is its own trust anchor (a
+    /// root made by [`Self::generate`]). Followed by more certificates, those are its issuers
+    /// in order, and the last must be the self-signed root: an intermediate signed by an
+    /// offline root (RFC 5280 §6.1). The root alone goes into the trust bundle, and every
+    /// chain issued carries the signing certificate and the intermediates between it and the
+    /// root.
+    ///
+    /// The trust domain is the signing certificate's `spiffe://<td>` URI SAN (SPIFFE
+    /// X.509-SVID §3), which must equal `td` when both are there; a signing certificate without
+    /// one takes `td`, and fails with [`CertError::CaTrustDomain`] when `td` is `None`.
+    ///
+    /// Refuses a signing certificate that is not a CA, a key that does not match it, a chain
+    /// whose last certificate is not self-signed, and a chain that webpki cannot build: a
+    /// probe leaf is signed and verified against the root with the intermediates, at a time
+    /// inside every certificate's validity, so a chain out of order, with a missing link or
+    /// with constraints that forbid our leaves fails here rather than at the first handshake.
+    pub fn from_pem_for_trust_domain(
+        cert_pem: &str,
+        key_pem: &str,
+        td: Option<&TrustDomain>,
+    ) -> Result<Self, CertError> {
+        let chain = pem::decode_certs(cert_pem)?;
+        let cert_der = chain
+            .first()
+            .cloned()
             .ok_or_else(|| CertError::Pem("CA certificate: no CERTIFICATE block".into()))?;
         let x509 = identity::parse(&cert_der)?;
         if !x509.is_ca() {
@@ -112,30 +152,115 @@ impl CertificateAuthority {
                 subject: x509.subject().to_string(),
             });
         }
-        let trust_domain = identity::ca_trust_domain(&x509)?;
-        let not_after = identity::to_system_time(x509.validity().not_after)?;
+        let trust_domain = match (identity::ca_trust_domain(&x509), td) {
+            (Ok(own), Some(td)) if own != *td => {
+                return Err(CertError::CaTrustDomain(format!(
+                    "the CA certificate is for trust domain {own}, expected {td}"
+                )))
+            }
+            (Ok(own), _) => own,
+            (Err(_), Some(td)) if identity::uri_sans(&x509)?.is_empty() => td.clone(),
+            (Err(e), _) => return Err(e),
+        };
         let key = PrivateKey::from_pem(key_pem)?.key_pair()?;
         if key.subject_public_key_info() != x509.public_key().raw {
             return Err(CertError::KeyMismatch);
         }
+        let mut not_after = identity::to_system_time(x509.validity().not_after)?;
+        let mut not_before = identity::to_system_time(x509.validity().not_before)?;
+        for (i, c) in chain.iter().enumerate().skip(1) {
+            let x = identity::parse(c)?;
+            if !x.is_ca() {
+                return Err(CertError::BadCaChain(format!(
+                    "certificate #{} ({}) is not a CA certificate",
+                    i + 1,
+                    x.subject()
+                )));
+            }
+            not_after = not_after.min(identity::to_system_time(x.validity().not_after)?);
+            not_before = not_before.max(identity::to_system_time(x.validity().not_before)?);
+        }
+        // `chain` holds at least the signing certificate (checked above).
+        let (root, above_leaf) = chain.split_last().unwrap_or((&cert_der, &[]));
+        if !above_leaf.is_empty() && !is_self_signed(root)? {
+            return Err(CertError::BadCaChain(
+                "the last certificate of a CA chain must be its self-signed root".into(),
+            ));
+        }
+        let (issuer_chain, root) = (above_leaf.to_vec(), root.clone());
         let issuer = Issuer::from_ca_cert_der(&cert_der, key)
             .map_err(CertError::rcgen("reading the CA certificate"))?;
-        Ok(Self {
+        let ca = Self {
             issuer,
-            bundle: TrustBundle::from_roots(vec![cert_der.clone()])?,
+            bundle: TrustBundle::from_roots(vec![root])?,
             cert_pem: pem::encode("CERTIFICATE", &cert_der),
+            chain_pem: pem::encode_certs(&chain),
+            issuer_chain,
             cert_der,
             trust_domain,
             not_after,
-        })
+        };
+        ca.probe(not_before, not_after)?;
+        Ok(ca)
     }
 
-    /// The CA certificate as PEM.
+    /// Makes a new intermediate CA signed by this one (the way an offline root signs the
+    /// mesh's online CA): ECDSA P-256, CA:true with path length 0, keyUsage keyCertSign +
+    /// cRLSign + digitalSignature, URI SAN `spiffe://<td>`, valid from `now` - 1 min for
+    /// `validity` (capped at this CA's own expiry). Its chain ends with this CA's root.
+    pub fn new_intermediate(
+        &self,
+        now: SystemTime,
+        validity: Duration,
+    ) -> Result<CertificateAuthority, CertError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+            .map_err(CertError::rcgen("generating the intermediate key"))?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "trustmesh");
+        dn.push(
+            DnType::CommonName,
+            format!("trustmesh intermediate CA ({})", self.trust_domain),
+        );
+        params.distinguished_name = dn;
+        params.subject_alt_names = vec![uri_san(&self.trust_domain.id_string())?];
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = to_offset(sub(whole_seconds(now)?, CLOCK_SKEW)?)?;
+        params.not_after = to_offset(add(whole_seconds(now)?, validity)?.min(self.not_after))?;
+        params.serial_number = Some(random_serial()?);
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(CertError::rcgen("signing the intermediate certificate"))?;
+        let mut chain = vec![cert.der().clone()];
+        chain.extend(self.issuer_chain.iter().cloned());
+        chain.extend(self.bundle.roots().iter().cloned());
+        let key_pem = pem::encode("PRIVATE KEY", key.serialized_der());
+        Self::from_pem_for_trust_domain(&pem::encode_certs(&chain), &key_pem, None)
+    }
+
+    /// The signing certificate as PEM.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
     }
 
-    /// The CA certificate as DER.
+    /// The signing certificate followed by its intermediates and its root (when it is not the
+    /// root itself), as PEM: what [`Self::from_pem`] reads back.
+    pub fn chain_pem(&self) -> &str {
+        &self.chain_pem
+    }
+
+    /// Whether the signing certificate is an intermediate below an offline root.
+    pub fn is_intermediate(&self) -> bool {
+        !self.issuer_chain.is_empty()
+    }
+
+    /// The signing certificate as DER.
     pub fn cert_der(&self) -> &CertificateDer<'static> {
         &self.cert_der
     }
@@ -150,12 +275,13 @@ impl CertificateAuthority {
         &self.trust_domain
     }
 
-    /// When the CA certificate expires; no leaf it signs outlives it.
+    /// When the CA (its signing certificate or a certificate above it) expires; no leaf it
+    /// signs outlives it.
     pub fn not_after(&self) -> SystemTime {
         self.not_after
     }
 
-    /// A bundle holding this CA's certificate.
+    /// A bundle holding this CA's root.
     pub fn trust_bundle(&self) -> TrustBundle {
         self.bundle.clone()
     }
@@ -193,7 +319,7 @@ impl CertificateAuthority {
         let cert = params
             .signed_by(&csr.public_key, &self.issuer)
             .map_err(CertError::rcgen("signing the leaf certificate"))?;
-        IssuedCert::from_leaf(cert)
+        IssuedCert::from_leaf(cert, &self.issuer_chain)
     }
 
     /// Makes a key and an X.509-SVID for `id` in this process, with the DNS and IP SANs given
@@ -221,7 +347,42 @@ impl CertificateAuthority {
         let cert = params
             .signed_by(&key.key_pair()?, &self.issuer)
             .map_err(CertError::rcgen("signing the leaf certificate"))?;
-        Ok((IssuedCert::from_leaf(cert)?, key))
+        Ok((IssuedCert::from_leaf(cert, &self.issuer_chain)?, key))
+    }
+
+    /// Signs a throw-away leaf at a time inside the chain's validity and verifies it with
+    /// webpki against the root, as a peer would.
+    fn probe(&self, not_before: SystemTime, not_after: SystemTime) -> Result<(), CertError> {
+        let at = add(not_before, CLOCK_SKEW + Duration::from_secs(1))?;
+        if at >= not_after {
+            return Err(CertError::BadCaChain(
+                "the certificates of the CA chain have no validity period in common".into(),
+            ));
+        }
+        let probe = SpiffeId::parse(&format!(
+            "{}/trustmesh/ca-probe",
+            self.trust_domain.id_string()
+        ))?;
+        let (issued, _) = self
+            .issue(&probe, &[], &[], Duration::from_secs(1), at)
+            .map_err(|e| CertError::BadCaChain(format!("signing a probe certificate: {e}")))?;
+        let leaf = rustls::server::ParsedCertificate::try_from(&issued.chain[0])
+            .map_err(|e| CertError::BadCaChain(format!("the probe certificate: {e}")))?;
+        let secs = at
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| CertError::Time("time is before 1970".into()))?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &leaf,
+            &self.bundle.root_store(),
+            &issued.chain[1..],
+            rustls::pki_types::UnixTime::since_unix_epoch(secs),
+            crate::tls::provider().signature_verification_algorithms.all,
+        )
+        .map_err(|e| {
+            CertError::BadCaChain(format!(
+                "a certificate signed by this CA does not verify against its root: {e}"
+            ))
+        })
     }
 
     fn check_trust_domain(&self, id: &SpiffeId) -> Result<(), CertError> {
@@ -280,15 +441,28 @@ impl fmt::Debug for CertificateAuthority {
 }
 
 impl IssuedCert {
-    fn from_leaf(cert: rcgen::Certificate) -> Result<Self, CertError> {
+    fn from_leaf(
+        cert: rcgen::Certificate,
+        issuer_chain: &[CertificateDer<'static>],
+    ) -> Result<Self, CertError> {
         let der = cert.der().clone();
+        let mut chain = Vec::with_capacity(1 + issuer_chain.len());
+        chain.push(der);
+        chain.extend(issuer_chain.iter().cloned());
         Ok(Self {
-            not_after: identity::cert_not_after(&der)?,
-            serial_hex: identity::cert_serial_hex(&der)?,
-            chain_pem: cert.pem(),
-            chain: vec![der],
+            not_after: identity::cert_not_after(&chain[0])?,
+            serial_hex: identity::cert_serial_hex(&chain[0])?,
+            chain_pem: pem::encode_certs(&chain),
+            chain,
         })
     }
+}
+
+/// Whether `cert` is self-signed: its issuer is its subject and its signature verifies with
+/// its own key.
+fn is_self_signed(cert: &CertificateDer<'_>) -> Result<bool, CertError> {
+    let x = identity::parse(cert)?;
+    Ok(x.subject().as_raw() == x.issuer().as_raw() && x.verify_signature(None).is_ok())
 }
 
 /// A positive 16-byte serial with 126 random bits from aws-lc-rs (CA/B BR §7.1 asks for at

@@ -67,6 +67,9 @@ pub enum CertError {
     /// The CA certificate carries no `spiffe://<trust-domain>` URI SAN.
     #[error("CA certificate has no URI SAN of the form spiffe://<trust-domain>: {0}")]
     CaTrustDomain(String),
+    /// A CA certificate chain (an intermediate and its issuers) cannot be used.
+    #[error("bad CA chain: {0}")]
+    BadCaChain(String),
     /// The CA's validity ends before the certificate asked for could begin.
     #[error("the CA certificate expired or expires before the certificate's validity begins")]
     CaExpired,

@@ -420,3 +420,157 @@ fn the_ca_can_be_shared_across_threads() {
     assert_send_sync::<crate::RotatingResolver>();
     assert_send_sync::<PrivateKey>();
 }
+
+/// A root (the operator's offline root) and an intermediate it signed (the mesh's online CA).
+fn root_and_intermediate() -> (CertificateAuthority, CertificateAuthority) {
+    let root = ca();
+    let inter = root
+        .new_intermediate(SystemTime::now(), Duration::from_secs(365 * 86400))
+        .unwrap();
+    (root, inter)
+}
+
+#[test]
+fn intermediate_ca_issues_chains_that_carry_the_intermediate() {
+    let (root, inter) = root_and_intermediate();
+    assert!(inter.is_intermediate() && !root.is_intermediate());
+    assert_eq!(
+        inter.trust_bundle(),
+        root.trust_bundle(),
+        "the root alone is trusted"
+    );
+    let x = x509(inter.cert_der());
+    assert!(x.is_ca());
+    assert_eq!(x.issuer(), x509(root.cert_der()).subject());
+    let bc = x.basic_constraints().unwrap().unwrap();
+    assert_eq!(bc.value.path_len_constraint, Some(0));
+
+    let now = SystemTime::now();
+    let api = id(API);
+    let req = generate_csr(&api).unwrap();
+    let issued = inter.sign_csr(&req.csr_pem, &api, HOUR, now).unwrap();
+    assert_eq!(
+        issued.chain.len(),
+        2,
+        "leaf and intermediate, never the root"
+    );
+    assert_eq!(&issued.chain[1], inter.cert_der());
+    assert_eq!(issued.chain_pem, crate::pem::encode_certs(&issued.chain));
+    assert_eq!(x509(&issued.chain[0]).issuer(), x.subject());
+
+    // A peer that trusts only the root verifies the leaf with the intermediate sent beside it,
+    // and cannot without it.
+    let parsed = ParsedCertificate::try_from(&issued.chain[0]).unwrap();
+    let at = UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap());
+    let algs = crate::tls::provider().signature_verification_algorithms.all;
+    let roots = root.trust_bundle().root_store();
+    assert!(rustls::client::verify_server_cert_signed_by_trust_anchor(
+        &parsed,
+        &roots,
+        &issued.chain[1..],
+        at,
+        algs
+    )
+    .is_ok());
+    assert!(!chains_to(&issued.chain[0], &root.trust_bundle(), now));
+
+    // The control plane's own certificate is served with the intermediate too.
+    let (own, _) = inter
+        .issue(&control_plane_identity(&td()), &[], &[], HOUR, now)
+        .unwrap();
+    assert_eq!(own.chain.len(), 2);
+}
+
+#[test]
+fn intermediate_chain_round_trips_through_pem() {
+    let (root, inter) = root_and_intermediate();
+    assert_eq!(
+        crate::pem::decode_certs(inter.chain_pem()).unwrap().len(),
+        2
+    );
+    let loaded = CertificateAuthority::from_pem(inter.chain_pem(), &inter.key_pem()).unwrap();
+    assert_eq!(loaded.cert_der(), inter.cert_der());
+    assert_eq!(loaded.chain_pem(), inter.chain_pem());
+    assert_eq!(loaded.trust_bundle(), root.trust_bundle());
+    assert!(loaded.is_intermediate());
+    assert!(loaded.not_after() <= root.not_after());
+    let (issued, _) = loaded
+        .issue(&id(API), &[], &[], HOUR, SystemTime::now())
+        .unwrap();
+    assert_eq!(issued.chain[1], *inter.cert_der());
+    // A two-level chain (root → intermediate → intermediate) is served in full.
+    let deeper_parent = root
+        .new_intermediate(SystemTime::now(), Duration::from_secs(86400))
+        .unwrap();
+    // Path length 0 forbids another CA below the intermediate: refused at load time.
+    assert!(matches!(
+        deeper_parent.new_intermediate(SystemTime::now(), Duration::from_secs(3600)),
+        Err(CertError::BadCaChain(_))
+    ));
+}
+
+#[test]
+fn from_pem_refuses_broken_chains() {
+    let (root, inter) = root_and_intermediate();
+    let other_root = ca();
+    // Not ending with a self-signed root.
+    let no_root = format!("{}{}", inter.cert_pem(), inter.cert_pem());
+    assert!(matches!(
+        CertificateAuthority::from_pem(&no_root, &inter.key_pem()),
+        Err(CertError::BadCaChain(_))
+    ));
+    // Ending with a root that did not sign it.
+    let wrong_root = format!("{}{}", inter.cert_pem(), other_root.cert_pem());
+    assert!(matches!(
+        CertificateAuthority::from_pem(&wrong_root, &inter.key_pem()),
+        Err(CertError::BadCaChain(_))
+    ));
+    // The root's key does not sign for the intermediate.
+    assert_eq!(
+        CertificateAuthority::from_pem(inter.chain_pem(), &root.key_pem()).unwrap_err(),
+        CertError::KeyMismatch
+    );
+    // A leaf in the chain.
+    let (leaf, _) = root
+        .issue(&id(API), &[], &[], HOUR, SystemTime::now())
+        .unwrap();
+    let with_leaf = format!("{}{}{}", inter.cert_pem(), leaf.chain_pem, root.cert_pem());
+    assert!(matches!(
+        CertificateAuthority::from_pem(&with_leaf, &inter.key_pem()),
+        Err(CertError::BadCaChain(_))
+    ));
+}
+
+#[test]
+fn trust_domain_comes_from_the_ca_or_from_the_caller() {
+    let (_, inter) = root_and_intermediate();
+    let other = TrustDomain::parse("other.local").unwrap();
+    assert!(matches!(
+        CertificateAuthority::from_pem_for_trust_domain(
+            inter.chain_pem(),
+            &inter.key_pem(),
+            Some(&other)
+        ),
+        Err(CertError::CaTrustDomain(_))
+    ));
+    // An operator's root without any URI SAN takes the trust domain it is given.
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::default();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let root = params.self_signed(&key).unwrap();
+    let key_pem = crate::pem::encode("PRIVATE KEY", key.serialized_der());
+    assert!(matches!(
+        CertificateAuthority::from_pem(&root.pem(), &key_pem),
+        Err(CertError::CaTrustDomain(_))
+    ));
+    let ca = CertificateAuthority::from_pem_for_trust_domain(&root.pem(), &key_pem, Some(&td()))
+        .unwrap();
+    assert_eq!(ca.trust_domain(), &td());
+    assert!(ca
+        .issue(&id(API), &[], &[], HOUR, SystemTime::now())
+        .is_ok());
+}

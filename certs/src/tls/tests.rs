@@ -372,3 +372,24 @@ fn configs_never_resume_sessions() {
     assert_eq!(c1.handshake_kind(), Some(rustls::HandshakeKind::Full));
     assert_eq!(c2.handshake_kind(), Some(rustls::HandshakeKind::Full));
 }
+
+#[test]
+fn mutual_tls_with_an_intermediate_ca_needs_only_the_root() {
+    let root = ca();
+    let inter = root
+        .new_intermediate(SystemTime::now(), std::time::Duration::from_secs(86400))
+        .unwrap();
+    let now = SystemTime::now();
+    let client = resolver_for(&inter, &id(CLIENT), now, HOUR);
+    let server = resolver_for(&inter, &id(SERVER), now, HOUR);
+    // Both sides trust the root alone; the intermediate travels in each chain.
+    let bundle = root.trust_bundle();
+    let (c, s) = handshake(
+        Arc::new(sidecar_client_config(&bundle, client, id(SERVER)).unwrap()),
+        Arc::new(sidecar_server_config(&bundle, &td(), server).unwrap()),
+    )
+    .unwrap();
+    assert_eq!(c.peer_certificates().unwrap().len(), 2);
+    assert_eq!(s.peer_certificates().unwrap().len(), 2);
+    assert_eq!(peer_identity(s.peer_certificates()), Some(id(CLIENT)));
+}
