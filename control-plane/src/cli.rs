@@ -41,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Authorization questions answered from a policy folder.
+    Authz {
+        #[command(subcommand)]
+        command: AuthzCommand,
+    },
     /// Run a whole mesh on loopback with the example policies: a control plane, three example
     /// services and their sidecars. Ctrl-C stops everything.
     Demo(DemoArgs),
@@ -50,6 +55,13 @@ enum Command {
 enum TokenCommand {
     /// Create a single-use bootstrap token bound to one identity; prints the token.
     Create(TokenCreateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuthzCommand {
+    /// What would a sidecar decide for this request? Prints ALLOW or DENY with the deciding
+    /// policy and rule; exit 0 allow, 3 deny.
+    Check(crate::authz_check::AuthzCheckArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,6 +171,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy {
             command: PolicyCommand::Validate { dir },
         } => Ok(crate::validate::run(&dir)),
+        Command::Authz {
+            command: AuthzCommand::Check(args),
+        } => crate::authz_check::run(args),
         Command::Demo(args) => runtime()?.block_on(crate::demo::run(args)),
     }
 }

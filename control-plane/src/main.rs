@@ -5,6 +5,7 @@
 #![deny(rust_2018_idioms)]
 
 mod api;
+mod authz_check;
 mod ca_store;
 mod cli;
 mod demo;
