@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 
 use trustmesh_certs::SpiffeId;
 
+use crate::compile::compile_policy;
 use crate::diagnostic::Diagnostic;
 use crate::load::{Located, Metadata, Parsed};
 use crate::mesh::MeshConfig;
@@ -141,12 +142,23 @@ pub(crate) fn check(
             &mut seen,
             diagnostics,
         );
-        policies.push(AuthorizationPolicy {
+        let policy = AuthorizationPolicy {
             name: d.metadata.name.clone(),
             namespace: d.metadata.namespace.clone(),
             spec: d.spec.clone().unwrap_or_default(),
-        });
+        };
+        if let Err(errors) = compile_policy(&policy) {
+            for e in errors {
+                diagnostics.push(p.error(
+                    e.field,
+                    Some(&e.value),
+                    format!("{} {:?}: {}", e.field, e.value, e.message),
+                ));
+            }
+        }
+        policies.push(policy);
     }
+    // `policies` is still in `parsed.policies` order here.
     for (p, policy) in parsed.policies.iter().zip(&policies) {
         if let Some(warning) = selector_warning(p, policy, mesh, &services) {
             diagnostics.push(warning);

@@ -11,19 +11,26 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod authorize;
 mod check;
+pub mod compile;
 pub mod diagnostic;
 mod document;
+mod evaluate;
 pub mod load;
 pub mod mesh;
 pub mod model;
 pub mod normalize;
+mod pattern;
 pub mod registry;
+pub mod request;
 pub mod service;
 pub mod snapshot;
 mod walk;
 mod yaml_error;
 
+pub use authorize::{CompiledPolicies, Decision, Reason, WorkloadPolicies};
+pub use compile::CompileError;
 pub use diagnostic::{Diagnostic, Severity};
 pub use load::{load_dir, PolicySet};
 pub use mesh::{DefaultAction, Enforcement, MeshConfig};
@@ -33,4 +40,5 @@ pub use model::{
 };
 pub use normalize::{normalize_path, PathError, RoutePath};
 pub use registry::Registry;
+pub use request::{Headers, NoHeaders, Request};
 pub use service::{Protocol, ServiceEntry, ServicePort};

@@ -1,0 +1,345 @@
+//! The authorization decision, the step the inbound sidecar runs on every request after path
+//! normalization and before anything reaches the app (and the one `trustmesh authz check`
+//! runs, so the CLI and the proxy cannot disagree).
+//!
+//! Order, as Istio's: DENY policies first (any match denies); then, if the workload has no
+//! ALLOW policy, the mesh's `default_action`; otherwise the request is allowed only if an
+//! ALLOW policy matches. AUDIT policies change nothing; the first one that matches is named in
+//! the decision for the log. A policy applies to a workload when it is in the workload's
+//! namespace or in the mesh's root namespace, and its selector (if any) matches the labels of
+//! the workload's `Service` entry.
+//!
+//! Dry run: a policy with `mode: audit` is evaluated as if enforced, and if it alone turns an
+//! allow into a deny, the request passes with `would_deny` set. With `enforcement: audit` in
+//! `mesh.yaml` every denial becomes a `would_deny`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use trustmesh_certs::SpiffeId;
+
+use crate::compile::{compile_policy, CompileError, CompiledPolicy};
+use crate::load::PolicySet;
+use crate::mesh::{DefaultAction, Enforcement, MeshConfig};
+use crate::model::{Action, AuthorizationPolicy};
+use crate::registry::Registry;
+use crate::request::Request;
+use crate::service::ServiceEntry;
+
+/// Why a decision came out the way it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// A DENY policy matched.
+    DenyPolicy,
+    /// An ALLOW policy matched.
+    AllowPolicy,
+    /// The workload has ALLOW policies and none matched.
+    NoAllowMatched,
+    /// No ALLOW policy applies to the workload; `default_action: allow`.
+    DefaultAllow,
+    /// No ALLOW policy applies to the workload; `default_action: deny`.
+    DefaultDeny,
+}
+
+impl Reason {
+    /// A stable snake_case name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::DenyPolicy => "deny_policy",
+            Reason::AllowPolicy => "allow_policy",
+            Reason::NoAllowMatched => "no_allow_matched",
+            Reason::DefaultAllow => "default_allow",
+            Reason::DefaultDeny => "default_deny",
+        }
+    }
+}
+
+/// The outcome of [`CompiledPolicies::authorize`].
+///
+/// Cloning is cheap (policy names are shared `Arc<str>`s, not copies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request may pass.
+    pub allowed: bool,
+    /// Dry run: the request passes (`allowed`) but enforcing every policy would deny it.
+    pub would_deny: bool,
+    /// The deciding policy, `namespace/name` (for a `would_deny`, the one that would deny).
+    pub policy: Option<Arc<str>>,
+    /// The 0-based index of the deciding rule in that policy's `rules`.
+    pub rule: Option<usize>,
+    /// Why.
+    pub reason: Reason,
+    /// The first AUDIT policy that matched, if any (`namespace/name`), for the log.
+    pub audit: Option<Arc<str>>,
+}
+
+impl Decision {
+    /// `allow`, `deny` or `would_deny`: the `decision` label of `trustmesh_authz_decisions_total`.
+    pub fn label(&self) -> &'static str {
+        match (self.allowed, self.would_deny) {
+            (true, true) => "would_deny",
+            (true, false) => "allow",
+            (false, _) => "deny",
+        }
+    }
+}
+
+/// A validated, compiled policy set: the only thing an enforcement point authorizes with.
+/// Cheap to clone (one `Arc`).
+#[derive(Debug, Clone)]
+pub struct CompiledPolicies {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    mesh: MeshConfig,
+    registry: Registry,
+    policies: Vec<Arc<CompiledPolicy>>,
+    /// The policies of every registry entry, computed once.
+    by_identity: HashMap<SpiffeId, WorkloadPolicies>,
+}
+
+impl CompiledPolicies {
+    /// Compiles a loaded policy set. A set from [`crate::load_dir`] always compiles; one that
+    /// came over the wire may not, and then every error is returned.
+    pub fn from_set(set: &PolicySet) -> Result<Self, Vec<CompileError>> {
+        Self::compile(&set.mesh, &set.registry, &set.policies)
+    }
+
+    /// Compiles `policies` for the mesh `mesh` with the registry `registry` (for a proxy, the
+    /// parts of its snapshot).
+    pub fn compile(
+        mesh: &MeshConfig,
+        registry: &Registry,
+        policies: &[AuthorizationPolicy],
+    ) -> Result<Self, Vec<CompileError>> {
+        let mut compiled = Vec::with_capacity(policies.len());
+        let mut errors = Vec::new();
+        for p in policies {
+            match compile_policy(p) {
+                Ok(c) => compiled.push(Arc::new(c)),
+                Err(e) => errors.extend(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let mut inner = Inner {
+            mesh: mesh.clone(),
+            registry: registry.clone(),
+            policies: compiled,
+            by_identity: HashMap::new(),
+        };
+        for entry in registry.entries() {
+            let wp = select(&inner.mesh, &inner.policies, entry);
+            inner.by_identity.insert(entry.identity.clone(), wp);
+        }
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The mesh settings the set was compiled with.
+    pub fn mesh(&self) -> &MeshConfig {
+        &self.inner.mesh
+    }
+
+    /// The registry the set was compiled with.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The policies that apply to `workload`, ready to evaluate. For an entry of the registry
+    /// this is a cheap clone of a precomputed value.
+    pub fn policies_for(&self, workload: &ServiceEntry) -> WorkloadPolicies {
+        match self.inner.by_identity.get(&workload.identity) {
+            Some(wp) if wp.inner.matches_entry(workload) => wp.clone(),
+            _ => select(&self.inner.mesh, &self.inner.policies, workload),
+        }
+    }
+
+    /// Decides whether `request` to `workload` may pass. Allocates nothing for a workload of
+    /// the registry.
+    pub fn authorize(&self, workload: &ServiceEntry, request: &Request<'_>) -> Decision {
+        match self.inner.by_identity.get(&workload.identity) {
+            Some(wp) if wp.inner.matches_entry(workload) => wp.authorize(request),
+            _ => select(&self.inner.mesh, &self.inner.policies, workload).authorize(request),
+        }
+    }
+}
+
+/// The policies that apply to one workload, split by action: a per-workload evaluator that
+/// a sidecar can hold and call directly. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WorkloadPolicies {
+    inner: Arc<WorkloadInner>,
+}
+
+#[derive(Debug)]
+struct WorkloadInner {
+    namespace: String,
+    labels: std::collections::BTreeMap<String, String>,
+    default_action: DefaultAction,
+    enforcement: Enforcement,
+    deny: Vec<Arc<CompiledPolicy>>,
+    allow: Vec<Arc<CompiledPolicy>>,
+    audit: Vec<Arc<CompiledPolicy>>,
+    has_dry_run: bool,
+}
+
+impl WorkloadInner {
+    fn matches_entry(&self, e: &ServiceEntry) -> bool {
+        self.namespace == e.namespace && self.labels == e.labels
+    }
+}
+
+fn select(
+    mesh: &MeshConfig,
+    policies: &[Arc<CompiledPolicy>],
+    w: &ServiceEntry,
+) -> WorkloadPolicies {
+    let mut inner = WorkloadInner {
+        namespace: w.namespace.clone(),
+        labels: w.labels.clone(),
+        default_action: mesh.default_action,
+        enforcement: mesh.enforcement,
+        deny: Vec::new(),
+        allow: Vec::new(),
+        audit: Vec::new(),
+        has_dry_run: false,
+    };
+    for p in policies.iter().filter(|p| applies_to(p, mesh, w)) {
+        inner.has_dry_run |= p.dry_run;
+        match p.action {
+            Action::Deny => inner.deny.push(p.clone()),
+            Action::Allow => inner.allow.push(p.clone()),
+            Action::Audit => inner.audit.push(p.clone()),
+        }
+    }
+    WorkloadPolicies {
+        inner: Arc::new(inner),
+    }
+}
+
+fn applies_to(p: &CompiledPolicy, mesh: &MeshConfig, w: &ServiceEntry) -> bool {
+    (p.namespace == w.namespace || p.namespace == mesh.root_namespace)
+        && p.selector
+            .as_ref()
+            .is_none_or(|labels| labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
+}
+
+/// What one pass over the policies found.
+struct Outcome<'a> {
+    allowed: bool,
+    policy: Option<&'a CompiledPolicy>,
+    rule: Option<usize>,
+    reason: Reason,
+}
+
+impl WorkloadPolicies {
+    /// The `namespace/name` of every policy that applies, DENY first, then ALLOW, then AUDIT.
+    pub fn policy_names(&self) -> impl Iterator<Item = &str> + '_ {
+        let i = &self.inner;
+        i.deny
+            .iter()
+            .chain(&i.allow)
+            .chain(&i.audit)
+            .map(|p| &*p.key)
+    }
+
+    /// Decides whether `request` may pass; see the module docs. Allocates nothing.
+    pub fn authorize(&self, request: &Request<'_>) -> Decision {
+        let i = &self.inner;
+        let full = self.evaluate(request, true);
+        let audit = i
+            .audit
+            .iter()
+            .find(|p| p.first_matching_rule(request).is_some())
+            .map(|p| p.key.clone());
+        let decision = |o: &Outcome<'_>, allowed: bool, would_deny: bool| Decision {
+            allowed,
+            would_deny,
+            policy: o.policy.map(|p| p.key.clone()),
+            rule: o.rule,
+            reason: o.reason,
+            audit: audit.clone(),
+        };
+        if i.enforcement == Enforcement::Audit {
+            return decision(&full, true, !full.allowed);
+        }
+        if full.allowed || !i.has_dry_run {
+            return decision(&full, full.allowed, false);
+        }
+        let enforced = self.evaluate(request, false);
+        if enforced.allowed {
+            decision(&full, true, true)
+        } else {
+            decision(&enforced, false, false)
+        }
+    }
+
+    /// One pass: DENY, then ALLOW, then the default. `with_dry_run` includes `mode: audit`
+    /// policies as if they were enforced.
+    fn evaluate(&self, req: &Request<'_>, with_dry_run: bool) -> Outcome<'_> {
+        let i = &self.inner;
+        let in_force = |p: &&Arc<CompiledPolicy>| with_dry_run || !p.dry_run;
+        for p in i.deny.iter().filter(in_force) {
+            if let Some(rule) = p.first_matching_rule(req) {
+                return Outcome {
+                    allowed: false,
+                    policy: Some(p),
+                    rule: Some(rule),
+                    reason: Reason::DenyPolicy,
+                };
+            }
+        }
+        let mut allows = i.allow.iter().filter(in_force).peekable();
+        if allows.peek().is_none() {
+            let allowed = i.default_action == DefaultAction::Allow;
+            let reason = if allowed {
+                Reason::DefaultAllow
+            } else {
+                Reason::DefaultDeny
+            };
+            return Outcome {
+                allowed,
+                policy: None,
+                rule: None,
+                reason,
+            };
+        }
+        for p in allows {
+            if let Some(rule) = p.first_matching_rule(req) {
+                return Outcome {
+                    allowed: true,
+                    policy: Some(p),
+                    rule: Some(rule),
+                    reason: Reason::AllowPolicy,
+                };
+            }
+        }
+        Outcome {
+            allowed: false,
+            policy: None,
+            rule: None,
+            reason: Reason::NoAllowMatched,
+        }
+    }
+}
+
+impl AuthorizationPolicy {
+    /// Whether this policy applies to `workload` in a mesh whose root namespace is
+    /// `root_namespace` (for sending each proxy only the policies that concern it).
+    pub fn applies_to(&self, workload: &ServiceEntry, root_namespace: &str) -> bool {
+        (self.namespace == workload.namespace || self.namespace == root_namespace)
+            && self.spec.selector.as_ref().is_none_or(|s| {
+                s.match_labels
+                    .iter()
+                    .all(|(k, v)| workload.labels.get(k) == Some(v))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests;
