@@ -52,6 +52,10 @@ struct Cli {
     /// Folder of `trustmesh` and `trustmesh-proxy` (default: this binary's folder).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Worker threads of each trustmesh proxy (sets TOKIO_WORKER_THREADS; default: the
+    /// proxy's own default, one per core). nginx runs one worker process per sidecar.
+    #[arg(long)]
+    proxy_threads: Option<usize>,
     /// Skip the nginx pair.
     #[arg(long)]
     skip_nginx: bool,
@@ -120,6 +124,9 @@ fn settings(cli: Cli) -> Result<run::Settings> {
     if !(1..=1024).contains(&cli.open_connections) || !(1..=1024).contains(&cli.connections) {
         bail!("connection counts must be between 1 and 1024");
     }
+    if cli.proxy_threads.is_some_and(|t| !(1..=64).contains(&t)) {
+        bail!("--proxy-threads must be between 1 and 64");
+    }
     if !(1..=64).contains(&cli.handshake_clients) {
         bail!("--handshake-clients must be between 1 and 64");
     }
@@ -132,6 +139,7 @@ fn settings(cli: Cli) -> Result<run::Settings> {
         handshake_duration: secs("handshake-duration", cli.handshake_duration, 60.0)?,
         handshake_concurrency: cli.handshake_clients,
         bin_dir,
+        proxy_threads: cli.proxy_threads,
         skip_nginx: cli.skip_nginx,
         skip_trustmesh: cli.skip_trustmesh,
     })

@@ -57,7 +57,11 @@ pub struct MeshPair {
 impl MeshPair {
     /// Starts the control plane, mints two tokens, starts B then A, and waits until both
     /// proxies report ready.
-    pub async fn start(bin_dir: &Path, backend: SocketAddr) -> Result<Self> {
+    pub async fn start(
+        bin_dir: &Path,
+        backend: SocketAddr,
+        threads: Option<usize>,
+    ) -> Result<Self> {
         let trustmesh = binary(bin_dir, "trustmesh")?;
         let proxy = binary(bin_dir, "trustmesh-proxy")?;
         let dir = tempfile::Builder::new()
@@ -124,6 +128,9 @@ impl MeshPair {
                 .arg(admin.to_string())
                 .args(&extra)
                 .env("RUST_LOG", "warn");
+            if let Some(t) = threads {
+                cmd.env("TOKIO_WORKER_THREADS", t.to_string());
+            }
             let log = dir.path().join(format!("proxy-{name}.log"));
             let mut guard = ChildGuard::spawn(&format!("trustmesh-proxy {name}"), cmd, Some(&log))?;
             let ready = wait_ready(admin, &mut guard).await;

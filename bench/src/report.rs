@@ -169,6 +169,20 @@ pub fn render(r: &RunResult) -> String {
         cell(tm.map(|c| c.latency.pacer_late_p99_us), 1),
         cell(ng.map(|c| c.latency.pacer_late_p99_us), 1)
     );
+    let worst_pacer = [
+        Some(r.direct.latency.pacer_late_p99_us),
+        tm.map(|c| c.latency.pacer_late_p99_us),
+        ng.map(|c| c.latency.pacer_late_p99_us),
+    ]
+    .into_iter()
+    .flatten()
+    .fold(0.0, f64::max);
+    if worst_pacer > 200.0 {
+        let _ = writeln!(
+            out,
+            "WARNING: the pacer ran up to {worst_pacer:.0} us late (p99): the machine was busy; latency figures are inflated"
+        );
+    }
     for (name, case) in [("trustmesh", &r.trustmesh), ("nginx", &r.nginx)] {
         match case {
             None => {

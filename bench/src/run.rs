@@ -34,6 +34,8 @@ pub struct Settings {
     pub handshake_concurrency: usize,
     /// Where `trustmesh` and `trustmesh-proxy` are.
     pub bin_dir: PathBuf,
+    /// TOKIO_WORKER_THREADS for the trustmesh proxies (None: their default).
+    pub proxy_threads: Option<usize>,
     /// Skip the nginx pair.
     pub skip_nginx: bool,
     /// Skip the trustmesh pair.
@@ -168,7 +170,7 @@ async fn nginx_case(settings: &Settings, backend: SocketAddr) -> Result<CaseResu
 }
 
 async fn mesh_case(settings: &Settings, backend: SocketAddr) -> Result<CaseResult> {
-    let pair = MeshPair::start(&settings.bin_dir, backend).await?;
+    let pair = MeshPair::start(&settings.bin_dir, backend, settings.proxy_threads).await?;
     let target = Target {
         addr: pair.outbound,
         host: mesh::SERVER_HOST.into(),
@@ -183,8 +185,12 @@ async fn mesh_case(settings: &Settings, backend: SocketAddr) -> Result<CaseResul
     } else {
         pair.proxy_flags.join(" ")
     };
+    let threads = match settings.proxy_threads {
+        Some(t) => format!("TOKIO_WORKER_THREADS={t}"),
+        None => "the proxy's default tokio worker threads (one per core)".to_owned(),
+    };
     result.notes.push(format!(
-        "trustmesh-proxy extra flags: {flags}; RUST_LOG=warn"
+        "trustmesh-proxy extra flags: {flags}; RUST_LOG=warn; {threads}"
     ));
     Ok(result)
 }

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs the trustmesh vs nginx benchmark: installs nginx if missing, builds the release
+# binaries, runs the harness. Extra arguments go to trustmesh-bench (see --help).
+# Takes about 2 minutes; everything listens on 127.0.0.1 only.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+    echo "[run.sh] installing nginx from Debian" >&2
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y nginx
+    # The package may start a system nginx on port 80; the benchmark does not use it.
+    $SUDO systemctl stop nginx >/dev/null 2>&1 || $SUDO service nginx stop >/dev/null 2>&1 || true
+fi
+
+echo "[run.sh] building release binaries" >&2
+cargo build --release -p trustmesh-control-plane -p trustmesh-proxy -p trustmesh-bench
+
+exec target/release/trustmesh-bench "$@"
