@@ -11,7 +11,12 @@ use trustmesh_certs::SpiffeId;
 /// trustmesh-proxy: the trustmesh sidecar. Gets its identity from the control plane, carries
 /// the app's outbound HTTP over mutual TLS and terminates mutual TLS for the app.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "trustmesh-proxy", version, about)]
+#[command(
+    name = "trustmesh-proxy",
+    version,
+    about,
+    after_help = "Transparent interception (the pod's init container): trustmesh-proxy init --help"
+)]
 pub struct Args {
     /// The control plane's API, e.g. https://127.0.0.1:15012.
     #[arg(long, env = "TRUSTMESH_CONTROL_PLANE")]
@@ -46,6 +51,15 @@ pub struct Args {
     /// Renew the certificate once this fraction of its lifetime has passed (0.1 to 0.9).
     #[arg(long, env = "TRUSTMESH_RENEW_FRACTION", default_value = "0.5", value_parser = parse_fraction)]
     pub renew_fraction: f64,
+    /// Plaintext listener for the kubelet's rewritten probes (`/app-health/<container>/<probe>`,
+    /// see --app-probes); off unless set. The injector sets 0.0.0.0:15020.
+    #[arg(long, env = "TRUSTMESH_PROBE_LISTEN")]
+    pub probe_listen: Option<SocketAddr>,
+    /// The app's original probes as JSON, keyed by rewritten path (Istio's
+    /// ISTIO_KUBE_APP_PROBERS format): {"/app-health/app/livez": {"httpGet": {"port": 8080,
+    /// "path": "/healthz"}}}. Only these reach the app through --probe-listen.
+    #[arg(long, env = "TRUSTMESH_APP_PROBES", value_parser = crate::probes::parse_app_probes)]
+    pub app_probes: Option<crate::probes::AppProbes>,
     /// Log filter; RUST_LOG wins when set.
     #[arg(long, env = "TRUSTMESH_LOG_LEVEL", default_value = "info")]
     pub log_level: String,

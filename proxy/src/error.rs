@@ -22,6 +22,13 @@ pub enum ProxyError {
         /// The host as the app sent it.
         host: String,
     },
+    /// A redirected connection's original destination is outside the registry and
+    /// `mesh.yaml` has `outbound_policy: deny`.
+    #[error("{addr} is not in the mesh registry and mesh.yaml has outbound_policy: deny; nothing was sent")]
+    OutsideMesh {
+        /// The original destination.
+        addr: std::net::SocketAddr,
+    },
     /// The service has no endpoint.
     #[error("service {0} has no endpoints in the registry")]
     NoEndpoints(String),
@@ -69,9 +76,10 @@ impl ProxyError {
             Self::NoHost | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::UnknownService { .. } => StatusCode::NOT_FOUND,
             Self::NotReady(_) | Self::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Connect { .. } | Self::Tls { .. } | Self::Upstream { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::Connect { .. }
+            | Self::Tls { .. }
+            | Self::Upstream { .. }
+            | Self::OutsideMesh { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }

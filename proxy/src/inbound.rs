@@ -79,6 +79,11 @@ impl Inbound {
             return;
         };
         let _guard = ConnGuard::new(&self.shared.metrics, "inbound");
+        // Redirected by iptables: the app port the caller dialled, on the app's address.
+        let app = match crate::original_dst::redirected(&tcp) {
+            Some(orig) => SocketAddr::new(self.shared.args.app.ip(), orig.port()).to_string(),
+            None => self.app_authority.clone(),
+        };
         let acceptor = tokio_rustls::TlsAcceptor::from(mesh.server_config.clone());
         drop(mesh);
         let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -110,7 +115,12 @@ impl Inbound {
         };
         let sni = tls.get_ref().1.server_name().map(str::to_string);
         tracing::debug!(client.id = %peer, client.addr = %addr, "mTLS connection");
-        let conn = Arc::new(ConnInfo { peer, addr, sni });
+        let conn = Arc::new(ConnInfo {
+            peer,
+            addr,
+            sni,
+            app,
+        });
         let this = self.clone();
         let svc = service_fn(move |req| {
             let this = this.clone();
@@ -191,7 +201,7 @@ impl Inbound {
         // The app gets exactly the path that was authorized.
         parts.uri = Uri::builder()
             .scheme("http")
-            .authority(self.app_authority.as_str())
+            .authority(conn.app.as_str())
             .path_and_query(path.path_and_query())
             .build()
             .map_err(|e| ProxyError::BadRequest(format!("cannot rebuild the request URI: {e}")))?;
@@ -210,7 +220,7 @@ impl Inbound {
             &self.h2c
         };
         let req = Request::from_parts(parts, body::stream(body));
-        let target = format!("the app at {}", self.app_authority);
+        let target = format!("the app at {}", conn.app);
         let timeout = self.shared.args.upstream_timeout;
         let resp = tokio::time::timeout(timeout, client.request(req))
             .await
@@ -242,6 +252,8 @@ struct ConnInfo {
     peer: SpiffeId,
     addr: SocketAddr,
     sni: Option<String>,
+    /// Where the app is: `--app`, or its port the caller dialled when iptables redirected.
+    app: String,
 }
 
 /// The port the caller addressed, from the authority or Host header.

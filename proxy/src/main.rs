@@ -1,5 +1,6 @@
 //! `trustmesh-proxy`: the sidecar. `main` parses flags and starts [`run::run`], which reads top
-//! to bottom: identity → snapshot → listeners (admin, inbound, outbound).
+//! to bottom: identity → snapshot → listeners (admin, inbound, outbound, probes).
+//! `trustmesh-proxy init` ([`init`]) is the pod's init container: it writes the iptables rules.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
@@ -12,9 +13,15 @@ mod error;
 mod headers;
 mod identity;
 mod inbound;
+mod init;
+mod intercept;
+mod listen;
 mod metrics;
+mod original_dst;
 mod outbound;
+mod passthrough;
 mod pool;
+mod probes;
 mod run;
 mod state;
 mod watch;
@@ -24,6 +31,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // `trustmesh-proxy init ...` sets up interception and exits; anything else is the sidecar.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "init") {
+        return init::main(std::env::args_os().skip(1));
+    }
     let args = config::Args::parse();
     init_tracing(&args.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub renewals: IntCounterVec,
     /// Open connections by direction.
     pub connections: IntGaugeVec,
+    /// Intercepted traffic to addresses outside the registry, by decision (deny, passthrough).
+    pub outbound_passthrough: IntCounterVec,
     /// Authorization decisions by decision and deciding policy.
     pub authz_decisions: IntCounterVec,
     policy_version: IntGaugeVec,
@@ -98,6 +100,14 @@ impl Metrics {
         registry.register(Box::new(renewals.clone()))?;
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(policy_version.clone()))?;
+        let outbound_passthrough = IntCounterVec::new(
+            Opts::new(
+                "trustmesh_outbound_passthrough_total",
+                "Intercepted outbound traffic to addresses outside the registry, by decision.",
+            ),
+            &["decision"],
+        )?;
+        registry.register(Box::new(outbound_passthrough.clone()))?;
         registry.register(Box::new(authz_decisions.clone()))?;
         Ok(Self {
             registry,
@@ -108,6 +118,7 @@ impl Metrics {
             cert_expiry,
             renewals,
             connections,
+            outbound_passthrough,
             authz_decisions,
             policy_version,
             current_version: Mutex::new(None),

@@ -3,7 +3,12 @@
 //! request's Host (or absolute-form URI) names; a Host outside the registry is answered here
 //! and nothing leaves the pod in plaintext.
 //!
-//! Data path: accept → detect HTTP version → resolve Host → mTLS h2 pool → forward.
+//! With interception (`trustmesh-proxy init`), a connection iptables redirected here also has
+//! its original destination, which routes a request whose Host names no service, and
+//! `outbound_policy` decides for addresses outside the registry ([`crate::intercept`]).
+//!
+//! Data path: accept → original destination → detect HTTP version → route (Host, then
+//! original destination) → mTLS h2 pool → forward.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,7 +24,9 @@ use tokio::net::TcpListener;
 use crate::body::{self, Body};
 use crate::error::ProxyError;
 use crate::headers::{self, ORIG_PROTO, PEER_IDENTITY};
+use crate::intercept::{self, Route};
 use crate::metrics::ConnGuard;
+use crate::passthrough::Passthrough;
 use crate::pool::Pool;
 use crate::state::Shared;
 
@@ -28,15 +35,17 @@ pub struct Outbound {
     shared: Arc<Shared>,
     pool: Pool,
     next: AtomicUsize,
+    passthrough: Passthrough,
 }
 
 impl Outbound {
     /// Creates the outbound side.
     pub fn new(shared: Arc<Shared>) -> Arc<Self> {
         Arc::new(Self {
-            shared,
             pool: Pool::default(),
             next: AtomicUsize::new(0),
+            passthrough: Passthrough::new(shared.args.connect_timeout),
+            shared,
         })
     }
 
@@ -55,9 +64,15 @@ impl Outbound {
             let this = self.clone();
             tokio::spawn(async move {
                 let _guard = ConnGuard::new(&this.shared.metrics, "outbound");
+                let orig = crate::original_dst::redirected(&tcp);
+                if let Some(orig) = orig {
+                    if !intercept::sniff_http(&tcp).await {
+                        return intercept::opaque(&this.shared, tcp, orig).await;
+                    }
+                }
                 let svc = service_fn(move |req| {
                     let this = this.clone();
-                    async move { Ok::<_, std::convert::Infallible>(this.handle(req, addr).await) }
+                    async move { Ok::<_, std::convert::Infallible>(this.handle(req, orig).await) }
                 });
                 let mut builder =
                     hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -69,9 +84,9 @@ impl Outbound {
         }
     }
 
-    async fn handle(&self, req: Request<Incoming>, _addr: SocketAddr) -> Response<Body> {
+    async fn handle(&self, req: Request<Incoming>, orig: Option<SocketAddr>) -> Response<Body> {
         let start = Instant::now();
-        let resp = match self.forward(req).await {
+        let resp = match self.forward(req, orig).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
         };
@@ -83,7 +98,11 @@ impl Outbound {
         resp
     }
 
-    async fn forward(&self, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        orig: Option<SocketAddr>,
+    ) -> Result<Response<Body>, ProxyError> {
         let mesh = self
             .shared
             .mesh
@@ -94,18 +113,28 @@ impl Outbound {
                 "CONNECT is not supported through the mesh".to_string(),
             ));
         }
-        let host = request_host(&req).ok_or(ProxyError::NoHost)?;
-        let service = mesh
-            .snapshot
-            .registry
-            .find_by_host(&host, self.shared.identity.namespace())
-            .ok_or_else(|| ProxyError::UnknownService { host: host.clone() })?;
+        let host = request_host(&req);
+        let route = intercept::decide(
+            &self.shared,
+            &mesh.snapshot.registry,
+            host.as_deref(),
+            orig,
+            mesh.snapshot.mesh.outbound_policy,
+            self.next.fetch_add(1, Ordering::Relaxed),
+        )?;
+        let (service, endpoint) = match route {
+            Route::Mesh { service, dial } => (service, dial),
+            Route::Passthrough(addr) => {
+                let timeout = self.shared.args.upstream_timeout;
+                return self.passthrough.forward(req, addr, timeout).await;
+            }
+        };
+        // A redirected request without Host is named by the address the app dialled.
+        let host = host
+            .or_else(|| orig.map(|o| o.to_string()))
+            .ok_or(ProxyError::NoHost)?;
         let target = format!("{}.{}", service.name, service.namespace);
-        if service.endpoints.is_empty() {
-            return Err(ProxyError::NoEndpoints(target));
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % service.endpoints.len();
-        let endpoint = &service.endpoints[i];
+        let endpoint = &endpoint;
         let config = mesh
             .client_config(&self.shared.resolver, &service.identity)
             .map_err(|e| ProxyError::Tls {

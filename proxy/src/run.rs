@@ -16,7 +16,7 @@ use crate::inbound::Inbound;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::state::Shared;
-use crate::{identity, watch};
+use crate::{identity, listen, watch};
 
 /// Runs the sidecar until SIGTERM or Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -39,6 +39,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let admin_l = bind(args.admin, "--admin").await?;
     let inbound_l = bind(args.inbound, "--inbound").await?;
     let outbound_l = bind(args.outbound, "--outbound").await?;
+    let probe_l = match args.probe_listen {
+        Some(addr) => Some(bind(addr, "--probe-listen").await?),
+        None => None,
+    };
 
     let resolver = Arc::new(RotatingResolver::new());
     let shared = Arc::new(Shared {
@@ -70,8 +74,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     tokio::spawn(identity::renew_forever(shared.clone(), control.clone()));
     tokio::spawn(watch::watch_forever(shared.clone(), control.clone()));
-    tokio::spawn(Inbound::new(shared.clone()).serve(inbound_l));
-    tokio::spawn(Outbound::new(shared.clone()).serve(outbound_l));
+    let (inbound, outbound) = (Inbound::new(shared.clone()), Outbound::new(shared.clone()));
+    // IPv6 twins of the inbound and outbound listeners, for traffic ip6tables redirects.
+    if let Some(l) = listen::ipv6_twin(args.inbound).await {
+        tokio::spawn(inbound.clone().serve(l));
+    }
+    if let Some(l) = listen::ipv6_twin(args.outbound).await {
+        tokio::spawn(outbound.clone().serve(l));
+    }
+    tokio::spawn(inbound.serve(inbound_l));
+    tokio::spawn(outbound.serve(outbound_l));
+    if let Some(l) = probe_l {
+        let probes = args.app_probes.clone().unwrap_or_default();
+        tokio::spawn(crate::probes::serve(l, args.app.ip(), probes));
+    }
     tracing::info!(
         identity = %args.identity,
         inbound = %args.inbound,

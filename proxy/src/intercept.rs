@@ -1,0 +1,218 @@
+//! Outbound routing when iptables redirected the app's connection to us
+//! (`trustmesh-proxy init`): which mesh service a request goes to, or what happens to traffic
+//! for an address outside the registry.
+//!
+//! A request is routed, in this order:
+//! 1. by its `Host` (or absolute-form authority), through [`Registry::find_by_host`], exactly as
+//!    without interception; the sidecar dials the service's registry endpoint;
+//! 2. when the connection was redirected, by its original destination `IP:PORT`:
+//!    - a `Service` with that exact endpoint: dial it;
+//!    - a `Service` with an endpoint on that IP whose `ports` list that port (the app dialled a
+//!      meshed pod's app port, e.g. `http://10.0.0.12:8080`): dial the original `IP:PORT`
+//!      itself over mTLS. The destination pod's own interception takes it to its inbound
+//!      listener, which forwards to that same port of its app, so a pod with several app
+//!      ports works;
+//! 3. otherwise `outbound_policy` in `mesh.yaml` decides: `deny` (the default) answers `502`
+//!    and sends nothing; `passthrough` forwards in plaintext to the original destination.
+//!    Both are logged and counted in `trustmesh_outbound_passthrough_total{decision}`.
+//!
+//! A connection that was not redirected (the app dialled `127.0.0.1:15001`) never reaches
+//! step 2 or 3: an unknown Host stays a `404`, and nothing leaves in plaintext.
+//!
+//! Redirected connections that do not start like HTTP (TLS to an external API, a database
+//! protocol) cannot be routed by Host; [`opaque`] applies steps 2 and 3 to them at the TCP
+//! level. Opaque TCP between sidecars is not carried yet, so such a connection to a mesh
+//! address is closed and logged.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use trustmesh_policies::mesh::OutboundPolicy;
+use trustmesh_policies::{Registry, ServiceEntry};
+
+use crate::error::ProxyError;
+use crate::state::Shared;
+
+/// How long a redirected connection may stay silent before it is taken as non-HTTP (a
+/// server-speaks-first protocol).
+pub const SNIFF_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// Where an outbound request goes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// Over mTLS to a mesh service's sidecar at `dial`.
+    Mesh {
+        /// The registry entry (its identity is what the peer must present).
+        service: &'a ServiceEntry,
+        /// The address to connect to (`host:port`).
+        dial: String,
+    },
+    /// In plaintext to the original destination (`outbound_policy: passthrough`).
+    Passthrough(SocketAddr),
+}
+
+/// Routes one request (see the module docs); `rr` picks among a service's endpoints.
+pub fn route<'a>(
+    registry: &'a Registry,
+    host: Option<&str>,
+    caller_namespace: Option<&str>,
+    orig: Option<SocketAddr>,
+    policy: OutboundPolicy,
+    rr: usize,
+) -> Result<Route<'a>, ProxyError> {
+    if let Some(service) = host.and_then(|h| registry.find_by_host(h, caller_namespace)) {
+        if service.endpoints.is_empty() {
+            return Err(ProxyError::NoEndpoints(format!(
+                "{}.{}",
+                service.name, service.namespace
+            )));
+        }
+        let dial = service.endpoints[rr % service.endpoints.len()].clone();
+        return Ok(Route::Mesh { service, dial });
+    }
+    let Some(orig) = orig else {
+        return Err(match host {
+            Some(h) => ProxyError::UnknownService {
+                host: h.to_string(),
+            },
+            None => ProxyError::NoHost,
+        });
+    };
+    if let Some((service, dial)) = by_address(registry, orig) {
+        return Ok(Route::Mesh { service, dial });
+    }
+    match policy {
+        OutboundPolicy::Passthrough => Ok(Route::Passthrough(orig)),
+        OutboundPolicy::Deny => Err(ProxyError::OutsideMesh { addr: orig }),
+    }
+}
+
+/// The service at an original destination, and the address to dial for it.
+pub fn by_address(registry: &Registry, orig: SocketAddr) -> Option<(&ServiceEntry, String)> {
+    if let Some(s) = registry.find_by_endpoint(&orig) {
+        return Some((s, orig.to_string()));
+    }
+    registry
+        .entries()
+        .iter()
+        .find(|s| {
+            s.ports.iter().any(|p| p.port == orig.port())
+                && s.socket_addrs().any(|a| a.ip() == orig.ip())
+        })
+        .map(|s| (s, orig.to_string()))
+}
+
+/// [`route`] with the mesh in force, logging and counting what left the mesh's control.
+pub fn decide<'a>(
+    shared: &Shared,
+    registry: &'a Registry,
+    host: Option<&str>,
+    orig: Option<SocketAddr>,
+    policy: OutboundPolicy,
+    rr: usize,
+) -> Result<Route<'a>, ProxyError> {
+    let routed = route(
+        registry,
+        host,
+        shared.identity.namespace(),
+        orig,
+        policy,
+        rr,
+    );
+    match &routed {
+        Ok(Route::Passthrough(addr)) => {
+            count(shared, "passthrough");
+            tracing::info!(dst.addr = %addr, host = host.unwrap_or(""), decision = "passthrough", "outside the registry: forwarded in plaintext");
+        }
+        Err(ProxyError::OutsideMesh { addr }) => {
+            count(shared, "deny");
+            tracing::info!(dst.addr = %addr, host = host.unwrap_or(""), decision = "deny", "outside the registry: refused");
+        }
+        _ => {}
+    }
+    routed
+}
+
+fn count(shared: &Shared, decision: &str) {
+    shared
+        .metrics
+        .outbound_passthrough
+        .with_label_values(&[decision])
+        .inc();
+}
+
+/// Whether a redirected connection opens like HTTP/1 (`METHOD `) or h2c (`PRI * HTTP/2.0`).
+/// Peeks without consuming; gives up after [`SNIFF_TIMEOUT`] of silence.
+pub async fn sniff_http(tcp: &TcpStream) -> bool {
+    let deadline = Instant::now() + SNIFF_TIMEOUT;
+    let mut buf = [0u8; 16];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = match tokio::time::timeout(left, tcp.peek(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return false,
+        };
+        if let Some(http) = classify(&buf[..n]) {
+            return http;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `Some(true)` for an HTTP start, `Some(false)` for anything else, `None` when more bytes
+/// are needed to tell.
+fn classify(b: &[u8]) -> Option<bool> {
+    // An upper-case token of 1 to 7 letters and a space: every HTTP/1 method, and the h2c
+    // preface `PRI * HTTP/2.0`.
+    let token = b.iter().take_while(|c| c.is_ascii_uppercase()).count();
+    match b.get(token) {
+        Some(b' ') => Some((1..=7).contains(&token)),
+        Some(_) => Some(false),
+        None if token < 8 => None,
+        None => Some(false),
+    }
+}
+
+/// A redirected connection that is not HTTP: passthrough copies bytes to the original
+/// destination; a mesh address or `outbound_policy: deny` closes it.
+pub async fn opaque(shared: &Shared, mut tcp: TcpStream, orig: SocketAddr) {
+    let Some(mesh) = shared.mesh.load_full() else {
+        return;
+    };
+    if let Some((service, _)) = by_address(&mesh.snapshot.registry, orig) {
+        tracing::warn!(dst.addr = %orig, service = %format!("{}.{}", service.name, service.namespace), "a non-HTTP connection to a mesh service is not carried yet; closed");
+        return;
+    }
+    let policy = mesh.snapshot.mesh.outbound_policy;
+    drop(mesh);
+    if policy == OutboundPolicy::Deny {
+        count(shared, "deny");
+        tracing::info!(dst.addr = %orig, decision = "deny", "non-HTTP connection outside the registry: closed");
+        return;
+    }
+    count(shared, "passthrough");
+    tracing::info!(dst.addr = %orig, decision = "passthrough", "non-HTTP connection outside the registry: forwarded");
+    let timeout = shared.args.connect_timeout;
+    let mut upstream = match tokio::time::timeout(timeout, TcpStream::connect(orig)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::info!(dst.addr = %orig, "passthrough connect failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(dst.addr = %orig, "passthrough connect timed out");
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await {
+        tracing::debug!(dst.addr = %orig, "passthrough ended: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,229 @@
+//! The kubelet's health probes, rewritten to go through the sidecar as Istio does.
+//!
+//! With interception on, every plaintext connection to an app port is redirected to the mTLS
+//! inbound listener and fails its handshake, kubelet probes included. The injector therefore
+//! rewrites each `httpGet` / `tcpSocket` probe of the pod to
+//! `GET http://POD_IP:15020/app-health/<container>/<livez|readyz|startupz>` and hands the
+//! original probes to the sidecar as JSON (`--app-probes`, env `TRUSTMESH_APP_PROBES`), in the
+//! format of Istio's `ISTIO_KUBE_APP_PROBERS`:
+//!
+//! ```json
+//! {"/app-health/orders/livez": {"httpGet": {"path": "/healthz", "port": 8080}, "timeoutSeconds": 1},
+//!  "/app-health/orders/readyz": {"tcpSocket": {"port": 8080}}}
+//! ```
+//!
+//! The probe listener (`--probe-listen`, 0.0.0.0:15020 when injected; `init` is given
+//! `--exclude-inbound-ports 15020`) answers exactly those paths, `GET` or `HEAD` only, by
+//! making the declared probe against the app on loopback and returning its status (a TCP
+//! probe answers 200 or 503). Any other path gets 404, so the only plaintext that reaches the
+//! app from outside the pod is the probes the pod declares, with their declared paths.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+use crate::body::{self, Body};
+use crate::error::text_response;
+
+/// The path prefix of rewritten probes.
+pub const PREFIX: &str = "/app-health/";
+/// A probe's timeout when it declares none (the Kubernetes default).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The app's probes by rewritten path (`/app-health/<container>/<kind>`).
+pub type AppProbes = BTreeMap<String, Prober>;
+
+/// One original probe of the app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Prober {
+    /// An HTTP GET against the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_get: Option<HttpGet>,
+    /// A TCP connect to the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_socket: Option<TcpSocket>,
+    /// Seconds before the probe counts as failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
+
+/// Kubernetes' `httpGet` probe, with the port resolved to a number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpGet {
+    /// The app's port.
+    pub port: u16,
+    /// The path (default `/`).
+    #[serde(default = "root")]
+    pub path: String,
+    /// Only `HTTP` is rewritten; an HTTPS probe is left to the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// Extra request headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_headers: Vec<HttpHeader>,
+    /// Kubernetes' `host` field; ignored: the probe always goes to the app on loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// A header of an `httpGet` probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpHeader {
+    /// Name.
+    pub name: String,
+    /// Value.
+    pub value: String,
+}
+
+/// Kubernetes' `tcpSocket` probe, with the port resolved to a number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpSocket {
+    /// The app's port.
+    pub port: u16,
+    /// Ignored, as for `httpGet`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+fn root() -> String {
+    "/".to_string()
+}
+
+/// Parses and checks `--app-probes`: keys under `/app-health/`, exactly one probe kind each,
+/// a path that is an origin-form path, scheme HTTP.
+pub fn parse_app_probes(s: &str) -> Result<AppProbes, String> {
+    let probes: AppProbes =
+        serde_json::from_str(s).map_err(|e| format!("--app-probes is not valid JSON: {e}"))?;
+    for (key, p) in &probes {
+        if !key.starts_with(PREFIX) || key.len() == PREFIX.len() {
+            return Err(format!(
+                "--app-probes: {key:?} does not start with {PREFIX}"
+            ));
+        }
+        match (&p.http_get, &p.tcp_socket) {
+            (Some(h), None) => {
+                if !h.path.starts_with('/') || h.path.parse::<Uri>().is_err() {
+                    return Err(format!("--app-probes: {key:?}: bad path {:?}", h.path));
+                }
+                if h.scheme
+                    .as_deref()
+                    .is_some_and(|s| !s.eq_ignore_ascii_case("http"))
+                {
+                    return Err(format!(
+                        "--app-probes: {key:?}: only HTTP probes can be rewritten"
+                    ));
+                }
+            }
+            (None, Some(_)) => {}
+            _ => {
+                return Err(format!(
+                    "--app-probes: {key:?} needs exactly one of httpGet, tcpSocket"
+                ))
+            }
+        }
+    }
+    Ok(probes)
+}
+
+/// Serves rewritten probes until the listener fails; `app_ip` is the app's address (`--app`).
+pub async fn serve(listener: TcpListener, app_ip: IpAddr, probes: AppProbes) {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(DEFAULT_TIMEOUT * 5));
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    let state = Arc::new((app_ip, probes, client));
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let state = state.clone();
+                async move {
+                    let (app_ip, probes, client) = &*state;
+                    Ok::<_, Infallible>(answer(&req, *app_ip, probes, client).await)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+async fn answer(
+    req: &Request<Incoming>,
+    app_ip: IpAddr,
+    probes: &AppProbes,
+    client: &Client<HttpConnector, Empty<Bytes>>,
+) -> Response<Body> {
+    let Some(probe) = probes.get(req.uri().path()) else {
+        return text_response(StatusCode::NOT_FOUND, "trustmesh: no such probe\n".into());
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "trustmesh: GET only\n".into(),
+        );
+    }
+    let timeout = probe
+        .timeout_seconds
+        .filter(|s| *s > 0)
+        .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+    let status = match (&probe.http_get, &probe.tcp_socket) {
+        (Some(h), _) => http_probe(client, app_ip, h, timeout).await,
+        (None, Some(t)) => tcp_probe(SocketAddr::new(app_ip, t.port), timeout).await,
+        (None, None) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let mut resp = Response::new(body::full(Bytes::new()));
+    *resp.status_mut() = status;
+    resp
+}
+
+async fn http_probe(
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    app_ip: IpAddr,
+    h: &HttpGet,
+    timeout: Duration,
+) -> StatusCode {
+    let uri = format!("http://{}{}", SocketAddr::new(app_ip, h.port), h.path);
+    let mut b = Request::get(uri).header(http::header::USER_AGENT, "kube-probe (via trustmesh)");
+    for hdr in &h.http_headers {
+        b = b.header(hdr.name.as_str(), hdr.value.as_str());
+    }
+    let Ok(req) = b.body(Empty::new()) else {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    };
+    match tokio::time::timeout(timeout, client.request(req)).await {
+        Ok(Ok(resp)) => resp.status(),
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+async fn tcp_probe(addr: SocketAddr, timeout: Duration) -> StatusCode {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => StatusCode::OK,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+#[cfg(test)]
+mod tests;
