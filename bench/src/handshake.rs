@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsConnector;
 use trustmesh_certs::{RotatingResolver, TrustBundle};
 
-use crate::pki::{self, Pki};
+use crate::pki::{self, Leaf, Pki};
 use crate::procs::{self, Sidecar};
 
 /// Most handshakes one run attempts, whatever the time says.
@@ -55,10 +55,14 @@ impl Client {
     /// A client with a certificate for `spiffe://cluster.local/ns/bench/sa/<client_sa>` from
     /// `pki`, checking that the server is `server_id`, offering `alpn`, never resuming.
     pub fn new(pki: &Pki, client_sa: &str, server_id: &str, alpn: &[&[u8]]) -> Result<Self> {
-        let leaf = pki.issue(client_sa, &[])?;
+        Self::with_leaf(pki.issue(client_sa, &[])?, pki.ca_pem(), server_id, alpn)
+    }
+
+    /// A client presenting `leaf`, trusting the CA certificates in `trust_pem`.
+    pub fn with_leaf(leaf: Leaf, trust_pem: &str, server_id: &str, alpn: &[&[u8]]) -> Result<Self> {
         let resolver = Arc::new(RotatingResolver::new());
         resolver.set(leaf.chain, &leaf.key)?;
-        let bundle = TrustBundle::from_pem(pki.ca_pem())?;
+        let bundle = TrustBundle::from_pem(trust_pem)?;
         let expected = trustmesh_certs::SpiffeId::parse(server_id)?;
         let mut config = trustmesh_certs::tls::sidecar_client_config(&bundle, resolver, expected)?;
         // Every connection pays for a full handshake: no tickets, no session IDs.
@@ -143,10 +147,20 @@ async fn one(
     tcp.set_nodelay(true)?;
     let mut tls = connector.connect(name, tcp).await.context("handshake")?;
     let (_, conn) = tls.get_ref();
+    let group = conn
+        .negotiated_key_exchange_group()
+        .map(|g| format!("{:?}", g.name()));
+    let suite = conn
+        .negotiated_cipher_suite()
+        .map(|s| format!("{:?}", s.suite()));
+    let alpn = conn
+        .alpn_protocol()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
     let negotiated = format!(
-        "{:?}, {:?}",
-        conn.negotiated_key_exchange_group().map(|g| g.name()),
-        conn.negotiated_cipher_suite().map(|s| s.suite()),
+        "group {}, suite {}, ALPN {}",
+        group.as_deref().unwrap_or("?"),
+        suite.as_deref().unwrap_or("?"),
+        alpn.as_deref().unwrap_or("none"),
     );
     tls.shutdown().await.context("close_notify")?;
     let mut sink = [0u8; 4096];
@@ -169,4 +183,85 @@ pub const CLIENT_SA: &str = "client";
 /// The SPIFFE ID of a bench service account, as a string.
 pub fn id(sa: &str) -> Result<String> {
     Ok(pki::spiffe_id(sa)?.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+    use tokio_rustls::TlsAcceptor;
+    use trustmesh_certs::TrustDomain;
+
+    /// A rustls server with trustmesh's inbound config, serving `spiffe://.../sa/server`.
+    async fn server(pki: &Pki) -> SocketAddr {
+        let leaf = pki.issue("server", &[]).unwrap();
+        let resolver = Arc::new(RotatingResolver::new());
+        resolver.set(leaf.chain, &leaf.key).unwrap();
+        let bundle = TrustBundle::from_pem(pki.ca_pem()).unwrap();
+        let td = TrustDomain::parse(pki::TRUST_DOMAIN).unwrap();
+        let cfg = trustmesh_certs::tls::sidecar_server_config(&bundle, &td, resolver).unwrap();
+        let acceptor = TlsAcceptor::from(Arc::new(cfg));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut tls) = acceptor.accept(tcp).await {
+                        let mut buf = [0u8; 64];
+                        while let Ok(n) = tls.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                        }
+                        let _ = tls.shutdown().await;
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn counts_only_handshakes_the_server_accepts() {
+        let pki = Pki::generate().unwrap();
+        let addr = server(&pki).await;
+        let me = Sidecar {
+            pids: vec![std::process::id()],
+        };
+        let server_id = id("server").unwrap();
+
+        let good = Client::new(&pki, CLIENT_SA, &server_id, &[b"h2"]).unwrap();
+        let r = run(&good, addr, &me, Duration::from_millis(300), 2)
+            .await
+            .unwrap();
+        assert!(r.handshakes > 0, "{r:?}");
+        assert_eq!(r.failures, 0, "{r:?}");
+        assert!(r.negotiated.contains("TLS13"), "{r:?}");
+
+        // A certificate from another CA: the client finishes its side of the TLS 1.3
+        // handshake, but the server refuses the certificate, so nothing may count.
+        let other = Pki::generate().unwrap();
+        let leaf = other.issue(CLIENT_SA, &[]).unwrap();
+        let bad = Client::with_leaf(leaf, pki.ca_pem(), &server_id, &[b"h2"]).unwrap();
+        let r = run(&bad, addr, &me, Duration::from_millis(300), 2)
+            .await
+            .unwrap();
+        assert_eq!(r.handshakes, 0, "{r:?}");
+        assert!(r.failures > 0, "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn refuses_a_server_with_another_identity() {
+        let pki = Pki::generate().unwrap();
+        let addr = server(&pki).await;
+        let me = Sidecar {
+            pids: vec![std::process::id()],
+        };
+        let client = Client::new(&pki, CLIENT_SA, &id("someone-else").unwrap(), &[b"h2"]).unwrap();
+        let r = run(&client, addr, &me, Duration::from_millis(200), 1)
+            .await
+            .unwrap();
+        assert_eq!(r.handshakes, 0, "{r:?}");
+    }
 }

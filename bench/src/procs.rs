@@ -238,3 +238,55 @@ impl Sidecar {
         self.pids.iter().map(|&p| threads(p)).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cpu_rss_and_threads_of_this_process() {
+        let me = Sidecar {
+            pids: vec![std::process::id()],
+        };
+        // Burn a little CPU so that utime moves past zero on a 10 ms tick.
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(50) {
+            x = x.wrapping_mul(31).wrapping_add(7);
+        }
+        assert!(x != 1);
+        assert!(me.cpu_ticks().unwrap() > 0);
+        assert!(me.rss_kib().unwrap() > 100);
+        assert!(me.threads().unwrap() >= 1);
+    }
+
+    #[test]
+    fn guard_kills_its_child_on_drop() {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        let guard = ChildGuard::spawn("sleep", cmd, None).unwrap();
+        let pid = guard.pid();
+        assert!(Path::new(&format!("/proc/{pid}")).exists());
+        drop(guard);
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    }
+
+    #[test]
+    fn finds_children_by_parent_pid() {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        let guard = ChildGuard::spawn("sleep", cmd, None).unwrap();
+        let kids = children_of(std::process::id()).unwrap();
+        assert!(kids.contains(&guard.pid()));
+    }
+
+    #[test]
+    fn free_addrs_are_distinct_loopback_ports() {
+        let addrs = free_addrs(5).unwrap();
+        let mut ports: Vec<u16> = addrs.iter().map(|a| a.port()).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 5);
+        assert!(addrs.iter().all(|a| a.ip().is_loopback()));
+    }
+}
