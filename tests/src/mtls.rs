@@ -126,3 +126,47 @@ pub async fn mtls_get(
         .await
         .with_context(|| format!("timed out: mTLS GET {path} to {addr}"))?
 }
+
+/// How a TLS client fared against a listener that should refuse it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Knock {
+    /// The handshake or the first read failed, or the server closed without sending a byte:
+    /// the reason as the client saw it (for TLS 1.3 usually the server's fatal alert).
+    Refused(String),
+    /// The server sent application data: the connection was accepted.
+    Accepted,
+}
+
+/// Handshakes with `config`, writes an HTTP/2 preface and a tiny HTTP/1.1 request, and reads.
+/// An accepting sidecar answers either with HTTP/2 frames (at least its SETTINGS) or an HTTP/1
+/// response; a refusing one fails the handshake or sends an alert on the first read.
+pub async fn knock(config: Arc<ClientConfig>, addr: SocketAddr) -> anyhow::Result<Knock> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let work = async {
+        let tcp = connect(addr).await?;
+        let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into());
+        let mut tls = match TlsConnector::from(config).connect(name, tcp).await {
+            Ok(tls) => tls,
+            Err(e) => return Ok(Knock::Refused(format!("handshake: {e}"))),
+        };
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let hello: &[u8] = if h2 {
+            // RFC 9113 §3.4: the preface, then an empty SETTINGS frame.
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+        } else {
+            b"GET / HTTP/1.1\r\nhost: knock\r\n\r\n"
+        };
+        if let Err(e) = tls.write_all(hello).await.and(tls.flush().await) {
+            return Ok(Knock::Refused(format!("write: {e}")));
+        }
+        let mut buf = [0u8; 64];
+        Ok(match tls.read(&mut buf).await {
+            Ok(0) => Knock::Refused("closed without a byte".into()),
+            Ok(_) => Knock::Accepted,
+            Err(e) => Knock::Refused(format!("read: {e}")),
+        })
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, work)
+        .await
+        .with_context(|| format!("timed out knocking on {addr}"))?
+}

@@ -11,7 +11,7 @@ use serde_json::json;
 use trustmesh_certs::TrustBundle;
 use trustmesh_e2e::mesh::{Mesh, NAMESPACE};
 use trustmesh_e2e::mtls::{
-    client_with_cert, client_without_cert, foreign_ca, issue, mesh_ca, mtls_get,
+    client_with_cert, client_without_cert, foreign_ca, issue, knock, mesh_ca, mtls_get, Knock,
 };
 use trustmesh_e2e::policies::spiffe_id;
 
@@ -26,6 +26,14 @@ async fn good_client_gets_through(mesh: &Mesh, bundle: &TrustBundle) {
     let ca = mesh_ca(&mesh.cp).expect("mesh CA");
     let (cert, key) = issue(&ca, &tester(), HOUR, SystemTime::now()).expect("cert");
     let config = client_with_cert(bundle, &cert, &key, mesh.b.identity()).expect("config");
+    let knocked = knock(config.clone(), mesh.b.inbound())
+        .await
+        .expect("knock");
+    assert_eq!(
+        knocked,
+        Knock::Accepted,
+        "a good mesh certificate must be accepted"
+    );
     let resp = mtls_get(config, mesh.b.inbound(), "b.test", "/control")
         .await
         .expect("a client with a good mesh certificate gets through");
@@ -37,6 +45,19 @@ async fn good_client_gets_through(mesh: &Mesh, bundle: &TrustBundle) {
 
 fn bundle(mesh: &Mesh) -> TrustBundle {
     TrustBundle::from_pem(&mesh.cp.trust_bundle_pem().expect("bundle")).expect("bundle parses")
+}
+
+/// The TLS handshake or the first read fails; then a full request fails as well.
+async fn assert_refused(mesh: &Mesh, config: std::sync::Arc<rustls::ClientConfig>, what: &str) {
+    match knock(config.clone(), mesh.b.inbound())
+        .await
+        .expect("knock")
+    {
+        Knock::Refused(reason) => eprintln!("{what}: refused ({reason})"),
+        Knock::Accepted => panic!("{what}: B's inbound accepted the connection"),
+    }
+    let result = mtls_get(config, mesh.b.inbound(), "b.test", "/refused").await;
+    assert!(result.is_err(), "{what}: a request got {result:?}");
 }
 
 fn assert_only_control_reached_app(mesh: &Mesh) {
@@ -58,11 +79,7 @@ async fn inbound_refuses_client_without_certificate() {
     let mesh = Mesh::a_to_b("no-cert").await.expect("mesh starts");
     let bundle = bundle(&mesh);
     let config = client_without_cert(&bundle, mesh.b.identity()).expect("config");
-    let result = mtls_get(config, mesh.b.inbound(), "b.test", "/no-cert").await;
-    assert!(
-        result.is_err(),
-        "a client without a certificate got {result:?}"
-    );
+    assert_refused(&mesh, config, "a client without a certificate").await;
     good_client_gets_through(&mesh, &bundle).await;
     assert_only_control_reached_app(&mesh);
 }
@@ -75,11 +92,7 @@ async fn inbound_refuses_certificate_from_another_ca() {
     // Same trust domain and identity shape: only the signer differs.
     let (cert, key) = issue(&other, &tester(), HOUR, SystemTime::now()).expect("cert");
     let config = client_with_cert(&bundle, &cert, &key, mesh.b.identity()).expect("config");
-    let result = mtls_get(config, mesh.b.inbound(), "b.test", "/other-ca").await;
-    assert!(
-        result.is_err(),
-        "a certificate from another CA got {result:?}"
-    );
+    assert_refused(&mesh, config, "a certificate from another CA").await;
     good_client_gets_through(&mesh, &bundle).await;
     assert_only_control_reached_app(&mesh);
 }
@@ -97,8 +110,7 @@ async fn inbound_refuses_expired_certificate() {
         "the certificate should be expired"
     );
     let config = client_with_cert(&bundle, &cert, &key, mesh.b.identity()).expect("config");
-    let result = mtls_get(config, mesh.b.inbound(), "b.test", "/expired").await;
-    assert!(result.is_err(), "an expired certificate got {result:?}");
+    assert_refused(&mesh, config, "an expired certificate").await;
     good_client_gets_through(&mesh, &bundle).await;
     assert_only_control_reached_app(&mesh);
 }
