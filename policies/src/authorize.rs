@@ -19,6 +19,7 @@ use std::sync::Arc;
 use trustmesh_certs::SpiffeId;
 
 use crate::compile::{compile_policy, CompileError, CompiledPolicy};
+use crate::evaluate::Attrs;
 use crate::load::PolicySet;
 use crate::mesh::{DefaultAction, Enforcement, MeshConfig};
 use crate::model::{Action, AuthorizationPolicy};
@@ -251,11 +252,12 @@ impl WorkloadPolicies {
     /// Decides whether `request` may pass; see the module docs. Allocates nothing.
     pub fn authorize(&self, request: &Request<'_>) -> Decision {
         let i = &self.inner;
-        let full = self.evaluate(request, true);
+        let attrs = Attrs::new(request);
+        let full = self.evaluate(&attrs, true);
         let audit = i
             .audit
             .iter()
-            .find(|p| p.first_matching_rule(request).is_some())
+            .find(|p| p.first_matching_rule(&attrs).is_some())
             .map(|p| p.key.clone());
         let decision = |o: &Outcome<'_>, allowed: bool, would_deny: bool| Decision {
             allowed,
@@ -271,7 +273,7 @@ impl WorkloadPolicies {
         if full.allowed || !i.has_dry_run {
             return decision(&full, full.allowed, false);
         }
-        let enforced = self.evaluate(request, false);
+        let enforced = self.evaluate(&attrs, false);
         if enforced.allowed {
             decision(&full, true, true)
         } else {
@@ -281,7 +283,7 @@ impl WorkloadPolicies {
 
     /// One pass: DENY, then ALLOW, then the default. `with_dry_run` includes `mode: audit`
     /// policies as if they were enforced.
-    fn evaluate(&self, req: &Request<'_>, with_dry_run: bool) -> Outcome<'_> {
+    fn evaluate(&self, req: &Attrs<'_>, with_dry_run: bool) -> Outcome<'_> {
         let i = &self.inner;
         let in_force = |p: &&Arc<CompiledPolicy>| with_dry_run || !p.dry_run;
         for p in i.deny.iter().filter(in_force) {

@@ -23,15 +23,44 @@ use crate::pattern::{IpBlock, StrMatch};
 use crate::registry::strip_port;
 use crate::request::Request;
 
-impl CompiledPolicy {
-    /// The index of the first rule that matches `req`, if any.
-    pub(crate) fn first_matching_rule(&self, req: &Request<'_>) -> Option<usize> {
-        let deny = self.action == Action::Deny;
-        self.rules.iter().position(|r| rule_matches(r, req, deny))
+/// The request's attributes that every rule may look at, derived once per request rather
+/// than once per rule.
+pub(crate) struct Attrs<'a> {
+    pub req: &'a Request<'a>,
+    /// The peer ID without `spiffe://`.
+    pub principal: Option<&'a str>,
+    /// The peer's `ns` segment.
+    pub namespace: Option<&'a str>,
+    /// The host without its port or a trailing dot.
+    pub host: Option<&'a str>,
+    /// The normalized path without the query.
+    pub path: Option<&'a str>,
+}
+
+impl<'a> Attrs<'a> {
+    pub(crate) fn new(req: &'a Request<'a>) -> Self {
+        Self {
+            req,
+            principal: req.source.map(|id| id.principal()),
+            namespace: req.source.and_then(|id| id.namespace()),
+            host: req.host.map(|h| {
+                let h = strip_port(h);
+                h.strip_suffix('.').unwrap_or(h)
+            }),
+            path: req.path.map(|p| p.as_str()),
+        }
     }
 }
 
-fn rule_matches(rule: &CompiledRule, req: &Request<'_>, deny: bool) -> bool {
+impl CompiledPolicy {
+    /// The index of the first rule that matches the request, if any.
+    pub(crate) fn first_matching_rule(&self, a: &Attrs<'_>) -> Option<usize> {
+        let deny = self.action == Action::Deny;
+        self.rules.iter().position(|r| rule_matches(r, a, deny))
+    }
+}
+
+fn rule_matches(rule: &CompiledRule, req: &Attrs<'_>, deny: bool) -> bool {
     (rule.from.is_empty() || rule.from.iter().any(|s| source_matches(s, req, deny)))
         && (rule.to.is_empty() || rule.to.iter().any(|o| operation_matches(o, req, deny)))
         && rule.when.iter().all(|c| condition_matches(c, req, deny))
@@ -76,25 +105,23 @@ fn absent_ok<T: Copy>(
     }
 }
 
-fn source_matches(s: &CompiledSource, req: &Request<'_>, deny: bool) -> bool {
-    let principal = req.source.map(|id| id.principal());
-    let namespace = req.source.and_then(|id| id.namespace());
+fn source_matches(s: &CompiledSource, a: &Attrs<'_>, deny: bool) -> bool {
     peer_attr(
-        principal,
+        a.principal,
         s.principals.is_empty(),
         s.not_principals.is_empty(),
         deny,
         |p| any_str(&s.principals, p),
         |p| any_str(&s.not_principals, p),
     ) && peer_attr(
-        namespace,
+        a.namespace,
         s.namespaces.is_empty(),
         s.not_namespaces.is_empty(),
         deny,
         |n| any_str(&s.namespaces, n),
         |n| any_str(&s.not_namespaces, n),
     ) && peer_attr(
-        req.source_ip,
+        a.req.source_ip,
         s.ip_blocks.is_empty(),
         s.not_ip_blocks.is_empty(),
         deny,
@@ -103,7 +130,8 @@ fn source_matches(s: &CompiledSource, req: &Request<'_>, deny: bool) -> bool {
     )
 }
 
-fn operation_matches(o: &CompiledOperation, req: &Request<'_>, deny: bool) -> bool {
+fn operation_matches(o: &CompiledOperation, a: &Attrs<'_>, deny: bool) -> bool {
+    let req = a.req;
     let ports_ok =
         (o.ports.is_empty() || o.ports.contains(&req.port)) && !o.not_ports.contains(&req.port);
     if !ports_ok {
@@ -112,12 +140,8 @@ fn operation_matches(o: &CompiledOperation, req: &Request<'_>, deny: bool) -> bo
     if req.is_tcp && o.has_http_fields() {
         return deny;
     }
-    let host = req.host.map(|h| {
-        let h = strip_port(h);
-        h.strip_suffix('.').unwrap_or(h)
-    });
     absent_ok(
-        host,
+        a.host,
         o.hosts.is_empty(),
         o.not_hosts.is_empty(),
         |h| o.hosts.iter().any(|p| p.matches_ignore_case(h)),
@@ -129,7 +153,7 @@ fn operation_matches(o: &CompiledOperation, req: &Request<'_>, deny: bool) -> bo
         |m| any_str(&o.methods, m),
         |m| any_str(&o.not_methods, m),
     ) && absent_ok(
-        req.path.map(|p| p.as_str()),
+        a.path,
         o.paths.is_empty(),
         o.not_paths.is_empty(),
         |p| o.paths.iter().any(|pat| pat.matches(p)),
@@ -137,7 +161,8 @@ fn operation_matches(o: &CompiledOperation, req: &Request<'_>, deny: bool) -> bo
     )
 }
 
-fn condition_matches(c: &CompiledCondition, req: &Request<'_>, deny: bool) -> bool {
+fn condition_matches(c: &CompiledCondition, a: &Attrs<'_>, deny: bool) -> bool {
+    let req = a.req;
     match c {
         CompiledCondition::Header(name, v, n) => {
             if req.is_tcp {
@@ -160,7 +185,7 @@ fn condition_matches(c: &CompiledCondition, req: &Request<'_>, deny: bool) -> bo
             |ip| any_ip(n, ip),
         ),
         CompiledCondition::SourceNamespace(v, n) => peer_attr(
-            req.source.and_then(|id| id.namespace()),
+            a.namespace,
             v.is_empty(),
             n.is_empty(),
             deny,
@@ -168,7 +193,7 @@ fn condition_matches(c: &CompiledCondition, req: &Request<'_>, deny: bool) -> bo
             |ns| any_str(n, ns),
         ),
         CompiledCondition::SourcePrincipal(v, n) => peer_attr(
-            req.source.map(|id| id.principal()),
+            a.principal,
             v.is_empty(),
             n.is_empty(),
             deny,

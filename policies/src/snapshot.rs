@@ -10,7 +10,8 @@ use crate::{AuthorizationPolicy, MeshConfig, Registry, ServiceEntry};
 /// What one proxy needs to serve, at one version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
-    /// The policy version: `git:<commit>` for a git checkout, else `sha256:<content hash>`.
+    /// The snapshot version: the policy version (`git:<commit>` for a git checkout, else
+    /// `sha256:<content hash>`), then `+b` and a hash of the trust bundle and the blocklist.
     pub version: String,
     /// The workload this snapshot is for (the caller's verified identity).
     pub identity: SpiffeId,
@@ -24,6 +25,10 @@ pub struct Snapshot {
     /// labels, and the root namespace's).
     #[serde(default)]
     pub policies: Vec<AuthorizationPolicy>,
+    /// Identities the mesh refuses at once (`trustmesh identity block`): sidecars close their
+    /// new connections after the handshake and answer their requests with 403.
+    #[serde(default)]
+    pub blocked: Vec<SpiffeId>,
 }
 
 impl Snapshot {
