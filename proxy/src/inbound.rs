@@ -113,6 +113,10 @@ impl Inbound {
         else {
             return;
         };
+        if tls.get_ref().1.alpn_protocol() == Some(crate::opaque::ALPN) {
+            crate::opaque::inbound(self.shared.clone(), tls, peer, addr).await;
+            return;
+        }
         let sni = tls.get_ref().1.server_name().map(str::to_string);
         tracing::debug!(client.id = %peer, client.addr = %addr, "mTLS connection");
         let conn = Arc::new(ConnInfo {

@@ -21,8 +21,7 @@
 //!
 //! Redirected connections that do not start like HTTP (TLS to an external API, a database
 //! protocol) cannot be routed by Host; [`opaque`] applies steps 2 and 3 to them at the TCP
-//! level. Opaque TCP between sidecars is not carried yet, so such a connection to a mesh
-//! address is closed and logged.
+//! level: to a mesh address it is carried as opaque TCP over mTLS ([`crate::opaque`]).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -183,8 +182,10 @@ pub async fn opaque(shared: &Shared, mut tcp: TcpStream, orig: SocketAddr) {
     let Some(mesh) = shared.mesh.load_full() else {
         return;
     };
-    if let Some((service, _)) = by_address(&mesh.snapshot.registry, orig) {
-        tracing::warn!(dst.addr = %orig, service = %format!("{}.{}", service.name, service.namespace), "a non-HTTP connection to a mesh service is not carried yet; closed");
+    if let Some((service, dial)) = by_address(&mesh.snapshot.registry, orig) {
+        let service = service.clone();
+        drop(mesh);
+        crate::opaque::outbound(shared, tcp, &service, &dial, orig.port()).await;
         return;
     }
     let policy = mesh.snapshot.mesh.outbound_policy;

@@ -17,6 +17,7 @@ mod init;
 mod intercept;
 mod listen;
 mod metrics;
+mod opaque;
 mod original_dst;
 mod outbound;
 mod passthrough;

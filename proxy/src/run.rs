@@ -51,6 +51,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cert: ArcSwapOption::empty(),
         mesh: ArcSwapOption::empty(),
         metrics: Metrics::new()?,
+        mesh_changes: tokio::sync::watch::channel(0).0,
         args: args.clone(),
     });
     let control = Arc::new(ControlClient::new(

@@ -57,11 +57,12 @@ impl MeshView {
         let policies = compiled.policies_for(&workload);
         let default_port = workload.ports.first().map(|p| p.port).unwrap_or(80);
         let td = snapshot.identity.trust_domain();
-        let server_config = Arc::new(trustmesh_certs::tls::sidecar_server_config(
-            &bundle,
-            &td,
-            resolver.clone(),
-        )?);
+        let mut server_config =
+            trustmesh_certs::tls::sidecar_server_config(&bundle, &td, resolver.clone())?;
+        server_config
+            .alpn_protocols
+            .push(crate::opaque::ALPN.to_vec());
+        let server_config = Arc::new(server_config);
         Ok(Self {
             snapshot,
             bundle,
@@ -109,6 +110,8 @@ pub struct Shared {
     pub mesh: ArcSwapOption<MeshView>,
     /// Metrics.
     pub metrics: Metrics,
+    /// Ticks whenever a new mesh view is in force (open opaque connections re-authorize).
+    pub mesh_changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {

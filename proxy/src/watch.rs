@@ -51,6 +51,9 @@ pub async fn poll_once(shared: &Shared, control: &ControlClient) -> anyhow::Resu
                 "snapshot in force"
             );
             shared.mesh.store(Some(Arc::new(view)));
+            shared
+                .mesh_changes
+                .send_modify(|generation| *generation += 1);
             Ok(true)
         }
         s => anyhow::bail!(
