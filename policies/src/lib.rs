@@ -1,10 +1,15 @@
-//! trustmesh-policies: what the mesh allows, as data.
+//! trustmesh-policies: what the mesh allows, as data, and the decision made from it.
 //!
 //! The policy folder (usually a git checkout) holds `mesh.yaml` ([`MeshConfig`]), the service
 //! registry (`kind: Service`, [`ServiceEntry`], collected in a [`Registry`]) and
 //! `kind: AuthorizationPolicy` documents ([`AuthorizationPolicy`], Istio's form). [`load_dir`]
 //! reads and validates the whole folder and reports every problem as a [`Diagnostic`]
 //! (`FILE:LINE:COL: message`); only a fully valid folder becomes a [`PolicySet`].
+//!
+//! On the data path: [`normalize_path`] turns a request target into a [`RoutePath`] (or a
+//! `400`), and [`CompiledPolicies`] — made only from a valid set — decides each [`Request`]
+//! with Istio's semantics ([`Decision`]). The proxy and `trustmesh authz check` call the same
+//! evaluator.
 //!
 //! This crate is pure: no sockets, no clocks. Reading the policy folder from disk is its one
 //! piece of I/O.
