@@ -343,5 +343,41 @@ impl AuthorizationPolicy {
     }
 }
 
+impl WorkloadPolicies {
+    /// Whether `source` could be allowed any request to this workload at all: what decides
+    /// which registry entries a proxy is sent (least privilege). An over-approximation: IP
+    /// blocks, operations and conditions are taken as "could match", and dry-run policies as
+    /// allowing; `false` only when every request from `source` is certainly denied (no ALLOW
+    /// rule's `from` can match it, or no ALLOW policy and `default_action: deny`).
+    pub fn may_be_called_by(&self, source: &SpiffeId) -> bool {
+        let i = &self.inner;
+        if i.enforcement == Enforcement::Audit || i.allow.iter().any(|p| p.dry_run) {
+            return true;
+        }
+        if i.allow.is_empty() {
+            return i.default_action == DefaultAction::Allow;
+        }
+        let principal = source.principal();
+        let namespace = source.namespace();
+        let any = |patterns: &[crate::pattern::StrMatch], v: &str| patterns.iter().any(|p| p.matches(v));
+        i.allow.iter().any(|p| {
+            p.rules.iter().any(|r| {
+                r.from.is_empty()
+                    || r.from.iter().any(|s| {
+                        (s.principals.is_empty() || any(&s.principals, principal))
+                            && (s.not_principals.is_empty() || !any(&s.not_principals, principal))
+                            && match namespace {
+                                Some(ns) => {
+                                    (s.namespaces.is_empty() || any(&s.namespaces, ns))
+                                        && (s.not_namespaces.is_empty() || !any(&s.not_namespaces, ns))
+                                }
+                                None => s.namespaces.is_empty() && s.not_namespaces.is_empty(),
+                            }
+                    })
+            })
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests;
