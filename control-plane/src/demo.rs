@@ -196,7 +196,7 @@ async fn run_in(tmp: &Path, data_dir: &Path) -> anyhow::Result<ExitCode> {
             "/admin",
         ),
         (
-            "order-service calls api-gateway: no policy selects it, default deny",
+            "order-service calls api-gateway: no policy lets it, so its sidecar is not even told api-gateway exists",
             15101,
             "api-gateway.production.svc.cluster.local",
             "/health",

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
-use trustmesh_policies::PolicySet;
+use trustmesh_policies::{CompiledPolicies, PolicySet};
 
 /// How often the folder is checked for changes.
 const RESCAN: Duration = Duration::from_millis(500);
@@ -21,6 +21,8 @@ pub struct PolicyState {
     pub version: String,
     /// The validated set.
     pub set: PolicySet,
+    /// The same set compiled once (for deciding which registry entries each proxy may call).
+    pub compiled: CompiledPolicies,
 }
 
 /// Watches the policy folder and publishes every valid version.
@@ -152,8 +154,14 @@ impl PolicySource {
 fn load_state(dir: &Path) -> Result<PolicyState, Vec<String>> {
     let set = trustmesh_policies::load_dir(dir)
         .map_err(|diags| diags.iter().map(|d| d.to_string()).collect::<Vec<_>>())?;
+    let compiled = CompiledPolicies::from_set(&set)
+        .map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
     let version = git_head(dir).unwrap_or_else(|| format!("sha256:{}", set.content_hash));
-    Ok(PolicyState { version, set })
+    Ok(PolicyState {
+        version,
+        set,
+        compiled,
+    })
 }
 
 /// The HEAD commit when `dir` is a clean git checkout (so a version names exactly what is
