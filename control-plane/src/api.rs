@@ -12,11 +12,12 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
-use trustmesh_certs::{CertError, CertificateAuthority, SpiffeId};
+use trustmesh_certs::{CertError, SpiffeId};
 
 use crate::policy_source::PolicySource;
 use crate::snapshot::{self, ProxyBook};
-use crate::tokens::{self, TokenError, UsedTokens};
+use crate::tokens::{TokenError, UsedTokens};
+use crate::trust::TrustStore;
 
 /// Largest request body accepted (a CSR is well under 2 KiB).
 const MAX_BODY: usize = 64 * 1024;
@@ -26,10 +27,11 @@ const MAX_WAIT: Duration = Duration::from_secs(120);
 
 /// Everything the handlers share.
 pub struct AppState {
-    /// The mesh CA.
-    pub ca: CertificateAuthority,
-    /// The trust bundle as PEM.
-    pub bundle_pem: String,
+    /// The CA that issues, the trust bundle and the blocked identities, as the data folder
+    /// has them now.
+    pub trust: Arc<TrustStore>,
+    /// Checks Kubernetes ServiceAccount JWTs, with `--k8s-jwks`.
+    pub k8s: Option<crate::k8s_jwt::K8sVerifier>,
     /// The bootstrap token MAC key.
     pub token_key: aws_lc_rs::hmac::Key,
     /// Used bootstrap tokens.
@@ -60,6 +62,7 @@ pub struct Metrics {
     registry: prometheus::Registry,
     issued: prometheus::IntCounterVec,
     proxies: prometheus::IntGauge,
+    trust: crate::trust::TrustMetrics,
 }
 
 impl Metrics {
@@ -80,10 +83,16 @@ impl Metrics {
         registry.register(Box::new(issued.clone()))?;
         registry.register(Box::new(proxies.clone()))?;
         Ok(Self {
+            trust: crate::trust::TrustMetrics::register(&registry)?,
             registry,
             issued,
             proxies,
         })
+    }
+
+    /// Counts a refused certificate request under its reason.
+    pub(crate) fn refused(&self, reason: &str) {
+        self.issued.with_label_values(&[reason]).inc();
     }
 }
 
@@ -96,7 +105,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with its status, stable code and message.
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -139,10 +149,11 @@ pub async fn handle(
         (&Method::GET, "/v1/trust-bundle") => Ok(text(
             StatusCode::OK,
             "application/x-pem-file",
-            state.bundle_pem.clone(),
+            state.trust.current().bundle.pem().to_string(),
         )),
         (&Method::POST, "/v1/certificates") => certificates(&state, &caller, req).await,
         (&Method::GET, "/v1/snapshot") => snapshot(&state, &caller, req.uri().query()).await,
+        (&Method::POST, "/v1/inject") => Ok(crate::inject::handle(req).await),
         (_, "/healthz" | "/metrics" | "/v1/trust-bundle" | "/v1/certificates" | "/v1/snapshot") => {
             Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -181,13 +192,15 @@ fn healthz(state: &AppState) -> Resp {
             "status": "ok",
             "policy_version": current.version,
             "policy_error": last_error,
-            "ca_expires_at": rfc3339(state.ca.not_after()),
+            "ca_expires_at": rfc3339(state.trust.current().signer.not_after()),
+            "trust": crate::trust::health(&state.trust.current()),
         }),
     )
 }
 
 fn metrics(state: &AppState) -> Result<Resp, ApiError> {
     state.metrics.proxies.set(state.proxies.len() as i64);
+    state.metrics.trust.set(&state.trust.current());
     let mut out = String::new();
     prometheus::TextEncoder::new()
         .encode_utf8(&state.metrics.registry.gather(), &mut out)
@@ -221,37 +234,21 @@ async fn certificates(
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
     let bearer = bearer_token(&req)?;
-    let claims = match &bearer {
-        Some(t) => Some(
-            tokens::verify(&state.token_key, t, SystemTime::now()).inspect_err(|e| {
-                state
-                    .metrics
-                    .issued
-                    .with_label_values(&[refusal_label(e)])
-                    .inc()
-            })?,
-        ),
-        None => None,
-    };
-    let identity = match (&claims, &caller.identity) {
-        (Some(c), _) => c.identity.clone(),
-        (None, Some(id)) => id.clone(),
-        (None, None) => {
-            state
-                .metrics
-                .issued
-                .with_label_values(&["unauthenticated"])
-                .inc();
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "a bootstrap token (Authorization: Bearer) or a mesh client certificate is required",
-            ));
-        }
-    };
+    let proof = crate::authn::authenticate(state, caller, bearer.as_deref()).await?;
+    let identity = proof.identity().clone();
+    let trust = state.trust.current();
+    if trust.is_blocked(&identity) {
+        state.metrics.refused("identity_blocked");
+        tracing::info!(client.id = %identity, "refused a certificate to a blocked identity");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "identity_blocked",
+            format!("{identity} is blocked (trustmesh identity block)"),
+        ));
+    }
     let body: CertificateRequest = read_json(req).await?;
-    let issued = state
-        .ca
+    let issued = trust
+        .signer
         .sign_csr(&body.csr, &identity, state.cert_ttl, SystemTime::now())
         .map_err(|e| {
             let (status, code) = match e {
@@ -263,7 +260,7 @@ async fn certificates(
             state.metrics.issued.with_label_values(&[code]).inc();
             ApiError::new(status, code, e.to_string())
         })?;
-    if let Some(c) = &claims {
+    if let crate::authn::Proof::Token(c) = &proof {
         state.used_tokens.consume(c).inspect_err(|e| {
             state
                 .metrics
@@ -273,11 +270,7 @@ async fn certificates(
         })?;
     }
     state.metrics.issued.with_label_values(&["issued"]).inc();
-    let via = if claims.is_some() {
-        "token"
-    } else {
-        "certificate"
-    };
+    let via = proof.via();
     tracing::info!(
         client.id = %identity,
         via,
@@ -289,12 +282,13 @@ async fn certificates(
         &CertificateResponse {
             certificate_chain: issued.chain_pem,
             expires_at: rfc3339(issued.not_after),
-            trust_bundle: state.bundle_pem.clone(),
+            trust_bundle: trust.bundle.pem().to_string(),
         },
     ))
 }
 
-fn refusal_label(e: &TokenError) -> &'static str {
+/// The metrics label of a refused bootstrap token.
+pub(crate) fn refusal_label(e: &TokenError) -> &'static str {
     match e {
         TokenError::Malformed | TokenError::BadSignature => "token_invalid",
         TokenError::Expired => "token_expired",
@@ -365,14 +359,22 @@ async fn snapshot(
         caller.cert_expiry,
     );
     let mut rx = state.policies.subscribe();
+    let mut trust_rx = state.trust.subscribe();
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let current = rx.borrow_and_update().clone();
-        if have.as_deref() != Some(current.version.as_str()) {
-            let snap = snapshot::build(&current, &identity, &state.bundle_pem);
+        let trust = trust_rx.borrow_and_update().clone();
+        if have.as_deref() != Some(snapshot::version(&current.version, &trust).as_str()) {
+            let snap = snapshot::build(&current, &trust, &identity);
             return Ok(json(StatusCode::OK, &snap));
         }
-        match tokio::time::timeout_at(deadline, rx.changed()).await {
+        let changed = async {
+            tokio::select! {
+                r = rx.changed() => r,
+                r = trust_rx.changed() => r,
+            }
+        };
+        match tokio::time::timeout_at(deadline, changed).await {
             Ok(Ok(())) => continue,
             // Timed out, or the source went away: tell the caller nothing changed.
             _ => {

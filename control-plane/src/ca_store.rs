@@ -1,6 +1,12 @@
-//! The CA's files in `--data-dir`: `ca-key.pem` (mode 0600), `ca-cert.pem` and
-//! `trust-bundle.pem`. The CA is made on first start and loaded afterwards; a key that group or
-//! others can read stops the start.
+//! The CA's files in `--data-dir`: `ca-key.pem` (mode 0600), `ca-cert.pem` (the signing
+//! certificate, then, for a CA the operator brings, its intermediates and its root),
+//! `trust-bundle.pem` and `trust-domain`. The CA is made on first start, or imported from
+//! `--ca-cert` / `--ca-key` (an intermediate signed by an offline root, as Istio's plug-in CA),
+//! and loaded afterwards; a key that group or others can read stops the start.
+//!
+//! Everything here happens under the data folder's lock ([`crate::lock`]), so two replicas
+//! starting on an empty folder make one CA, and nobody reads the files halfway through a
+//! rotation's switch ([`crate::rotation`]).
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -9,6 +15,8 @@ use anyhow::Context as _;
 use trustmesh_certs::{CertificateAuthority, TrustDomain};
 
 use crate::files;
+use crate::lock::DataDirLock;
+use crate::rotation;
 
 /// The CA private key file name.
 pub const CA_KEY: &str = "ca-key.pem";
@@ -16,18 +24,48 @@ pub const CA_KEY: &str = "ca-key.pem";
 pub const CA_CERT: &str = "ca-cert.pem";
 /// The trust bundle file name (what proxies are given as `--trust-bundle`).
 pub const TRUST_BUNDLE: &str = "trust-bundle.pem";
+/// The trust domain, for CAs whose certificate does not name it.
+pub const TRUST_DOMAIN: &str = "trust-domain";
+
+/// A CA the operator brings: a certificate chain file and its key file.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportFrom<'a> {
+    /// The signing certificate, its intermediates, and its root last.
+    pub cert: &'a Path,
+    /// Its PKCS#8 P-256 key (mode 0600).
+    pub key: &'a Path,
+}
 
 fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (dir.join(CA_KEY), dir.join(CA_CERT), dir.join(TRUST_BUNDLE))
 }
 
-/// Loads the CA from `dir`, or creates one for `td` if there is none. Refuses a CA of another
-/// trust domain and a key file readable by group or others. Rewrites `trust-bundle.pem`.
-pub fn load_or_create(dir: &Path, td: &TrustDomain) -> anyhow::Result<CertificateAuthority> {
+/// Loads the CA from `dir`, or, when there is none, imports `import` or creates one for `td`.
+/// Refuses a CA of another trust domain, a key file readable by group or others, and an
+/// `import` other than the CA the folder already holds (changing the CA of a running mesh is
+/// `trustmesh ca rotate`). Writes `trust-bundle.pem` when no rotation is under way (a rotation
+/// keeps it in step itself).
+pub fn load_or_create(
+    dir: &Path,
+    td: &TrustDomain,
+    import: Option<ImportFrom<'_>>,
+) -> anyhow::Result<CertificateAuthority> {
     files::ensure_private_dir(dir)?;
+    let _lock = DataDirLock::acquire(dir)?;
+    let td_path = dir.join(TRUST_DOMAIN);
+    match std::fs::read_to_string(&td_path) {
+        Ok(s) if s.trim() != td.as_str() => anyhow::bail!(
+            "the data folder {} belongs to trust domain {}, but --trust-domain is {td}",
+            dir.display(),
+            s.trim()
+        ),
+        Ok(_) => {}
+        Err(_) => files::write_atomic(&td_path, format!("{td}\n").as_bytes(), 0o644)?,
+    }
     let (key_path, cert_path, bundle_path) = paths(dir);
     let ca = if key_path.exists() {
-        let ca = load_existing(dir)?;
+        rotation::recover_locked(dir)?;
+        let ca = load_locked(dir)?;
         if ca.trust_domain() != td {
             anyhow::bail!(
                 "the CA in {} is for trust domain {}, but --trust-domain is {}",
@@ -36,66 +74,177 @@ pub fn load_or_create(dir: &Path, td: &TrustDomain) -> anyhow::Result<Certificat
                 td
             );
         }
+        if let Some(import) = import {
+            let wanted = read_import(import, td)?;
+            if wanted.cert_der() != ca.cert_der() {
+                anyhow::bail!(
+                    "{} already holds another CA than --ca-cert {}; to change the CA of a \
+                     running mesh use `trustmesh ca rotate --ca-cert ... --ca-key ...`",
+                    dir.display(),
+                    import.cert.display()
+                );
+            }
+        }
         ca
     } else {
-        let ca =
-            CertificateAuthority::generate(td, SystemTime::now()).context("generating the CA")?;
+        let (ca, how) = match import {
+            Some(import) => (read_import(import, td)?, "imported the mesh CA"),
+            None => (
+                CertificateAuthority::generate(td, SystemTime::now())
+                    .context("generating the CA")?,
+                "created a new mesh CA",
+            ),
+        };
         files::write_atomic(&key_path, ca.key_pem().as_bytes(), 0o600)?;
-        files::write_atomic(&cert_path, ca.cert_pem().as_bytes(), 0o644)?;
-        tracing::info!(dir = %dir.display(), trust_domain = %td, "created a new mesh CA");
+        files::write_atomic(&cert_path, ca.chain_pem().as_bytes(), 0o644)?;
+        tracing::info!(
+            dir = %dir.display(),
+            trust_domain = %td,
+            intermediate = ca.is_intermediate(),
+            "{how}"
+        );
         ca
     };
-    files::write_atomic(&bundle_path, ca.trust_bundle().pem().as_bytes(), 0o644)?;
+    if rotation::read(dir)?.is_none() {
+        files::write_atomic(&bundle_path, ca.trust_bundle().pem().as_bytes(), 0o644)?;
+    }
     Ok(ca)
+}
+
+/// Reads a CA the operator brings: the key file must be private, the chain must verify (see
+/// [`CertificateAuthority::from_pem_for_trust_domain`]) and be for `td`.
+pub fn read_import(
+    import: ImportFrom<'_>,
+    td: &TrustDomain,
+) -> anyhow::Result<CertificateAuthority> {
+    let key = files::read_private(import.key)
+        .with_context(|| format!("--ca-key {}", import.key.display()))?;
+    let cert = std::fs::read_to_string(import.cert)
+        .with_context(|| format!("reading --ca-cert {}", import.cert.display()))?;
+    CertificateAuthority::from_pem_for_trust_domain(&cert, &key, Some(td)).with_context(|| {
+        format!(
+            "--ca-cert {} / --ca-key {}",
+            import.cert.display(),
+            import.key.display()
+        )
+    })
 }
 
 /// Loads the CA from `dir`; fails when there is none.
 pub fn load_existing(dir: &Path) -> anyhow::Result<CertificateAuthority> {
-    let (key_path, cert_path, _) = paths(dir);
-    if !key_path.exists() {
+    if !dir.join(CA_KEY).exists() {
         anyhow::bail!(
             "no CA in {}: run `trustmesh serve --data-dir {}` once to create it",
             dir.display(),
             dir.display()
         );
     }
-    let key = files::read_private(&key_path)?;
-    let cert = std::fs::read_to_string(&cert_path)
+    let _lock = DataDirLock::acquire(dir)?;
+    load_locked(dir)
+}
+
+/// Loads the CA from `dir`; the caller holds the data folder's lock.
+pub fn load_locked(dir: &Path) -> anyhow::Result<CertificateAuthority> {
+    let (key_path, cert_path, _) = paths(dir);
+    load_pair(dir, &cert_path, &key_path)
+}
+
+/// Loads a CA from a certificate and key file of `dir` (the trust domain from the certificate,
+/// else from `dir/trust-domain`).
+pub fn load_pair(
+    dir: &Path,
+    cert_path: &Path,
+    key_path: &Path,
+) -> anyhow::Result<CertificateAuthority> {
+    let key = files::read_private(key_path)?;
+    let cert = std::fs::read_to_string(cert_path)
         .with_context(|| format!("reading {}", cert_path.display()))?;
-    CertificateAuthority::from_pem(&cert, &key)
-        .with_context(|| format!("loading the CA from {}", dir.display()))
+    let td = std::fs::read_to_string(dir.join(TRUST_DOMAIN))
+        .ok()
+        .and_then(|s| TrustDomain::parse(s.trim()).ok());
+    CertificateAuthority::from_pem_for_trust_domain(&cert, &key, td.as_ref())
+        .with_context(|| format!("loading the CA from {}", cert_path.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+
+    fn td() -> TrustDomain {
+        TrustDomain::parse("cluster.local").unwrap()
+    }
 
     #[test]
     fn creates_ca_with_0600_key_then_loads_it() {
         let dir = tempfile::tempdir().unwrap();
-        let td = TrustDomain::parse("cluster.local").unwrap();
-        let ca = load_or_create(dir.path(), &td).unwrap();
+        let ca = load_or_create(dir.path(), &td(), None).unwrap();
         let mode = std::fs::metadata(dir.path().join(CA_KEY))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(dir.path().join(TRUST_BUNDLE).exists());
-        let again = load_or_create(dir.path(), &td).unwrap();
+        let again = load_or_create(dir.path(), &td(), None).unwrap();
         assert_eq!(again.cert_pem(), ca.cert_pem());
         let other = TrustDomain::parse("other.local").unwrap();
-        assert!(load_or_create(dir.path(), &other).is_err());
+        assert!(load_or_create(dir.path(), &other, None).is_err());
     }
 
     #[test]
     fn refuses_a_key_readable_by_others() {
         let dir = tempfile::tempdir().unwrap();
-        let td = TrustDomain::parse("cluster.local").unwrap();
-        load_or_create(dir.path(), &td).unwrap();
+        load_or_create(dir.path(), &td(), None).unwrap();
         let key = dir.path().join(CA_KEY);
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let err = format!("{:#}", load_or_create(dir.path(), &td).unwrap_err());
+        let err = format!("{:#}", load_or_create(dir.path(), &td(), None).unwrap_err());
         assert!(err.contains(CA_KEY) && err.contains("0640"), "{err}");
+    }
+
+    #[test]
+    fn imports_an_intermediate_and_keeps_it_with_its_chain() {
+        let offline = tempfile::tempdir().unwrap();
+        let root = CertificateAuthority::generate(&td(), SystemTime::now()).unwrap();
+        let inter = root
+            .new_intermediate(SystemTime::now(), Duration::from_secs(86400))
+            .unwrap();
+        let (cert, key) = (offline.path().join("ca.pem"), offline.path().join("ca.key"));
+        std::fs::write(&cert, inter.chain_pem()).unwrap();
+        files::write_atomic(&key, inter.key_pem().as_bytes(), 0o600).unwrap();
+        let import = ImportFrom {
+            cert: &cert,
+            key: &key,
+        };
+
+        let dir = tempfile::tempdir().unwrap();
+        let ca = load_or_create(dir.path(), &td(), Some(import)).unwrap();
+        assert!(ca.is_intermediate());
+        assert_eq!(ca.cert_der(), inter.cert_der());
+        let bundle = std::fs::read_to_string(dir.path().join(TRUST_BUNDLE)).unwrap();
+        assert_eq!(
+            bundle,
+            root.trust_bundle().pem(),
+            "only the offline root is trusted"
+        );
+        // Restarting with the same flags is fine, and so is restarting without them.
+        load_or_create(dir.path(), &td(), Some(import)).unwrap();
+        assert_eq!(
+            load_existing(dir.path()).unwrap().cert_der(),
+            inter.cert_der()
+        );
+        // Another CA over an existing one is refused.
+        let other = CertificateAuthority::generate(&td(), SystemTime::now()).unwrap();
+        std::fs::write(&cert, other.chain_pem()).unwrap();
+        files::write_atomic(&key, other.key_pem().as_bytes(), 0o600).unwrap();
+        let err = format!(
+            "{:#}",
+            load_or_create(dir.path(), &td(), Some(import)).unwrap_err()
+        );
+        assert!(err.contains("ca rotate"), "{err}");
+        // A key file others can read is refused.
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let fresh = tempfile::tempdir().unwrap();
+        assert!(load_or_create(fresh.path(), &td(), Some(import)).is_err());
     }
 }

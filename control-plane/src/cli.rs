@@ -49,6 +49,16 @@ enum Command {
     /// Run a whole mesh on loopback with the example policies: a control plane, three example
     /// services and their sidecars. Ctrl-C stops everything.
     Demo(DemoArgs),
+    /// The mesh CA: rotation without restarts, and its state.
+    Ca {
+        #[command(subcommand)]
+        command: crate::ca_cli::CaCommand,
+    },
+    /// Block and unblock identities (revocation without waiting for certificates to expire).
+    Identity {
+        #[command(subcommand)]
+        command: crate::blocklist::IdentityCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,6 +108,16 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub server_names: Vec<String>,
+    /// Bring your own CA: the signing certificate (an intermediate signed by an offline root),
+    /// then its chain up to the root. Imported into --data-dir on first start; with --ca-key.
+    #[arg(long, env = "TRUSTMESH_CA_CERT", requires = "ca_key")]
+    pub ca_cert: Option<PathBuf>,
+    /// The key of --ca-cert (PKCS#8 P-256 PEM, mode 0600).
+    #[arg(long, env = "TRUSTMESH_CA_KEY", requires = "ca_cert")]
+    pub ca_key: Option<PathBuf>,
+    /// Kubernetes bootstrap with projected ServiceAccount tokens.
+    #[command(flatten)]
+    pub k8s: crate::k8s_jwt::K8sArgs,
 }
 
 /// Flags of `trustmesh token create`.
@@ -175,6 +195,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: AuthzCommand::Check(args),
         } => crate::authz_check::run(args),
         Command::Demo(args) => runtime()?.block_on(crate::demo::run(args)),
+        Command::Ca { command } => crate::ca_cli::run(command),
+        Command::Identity { command } => crate::blocklist::run(command),
     }
 }
 

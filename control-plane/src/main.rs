@@ -5,16 +5,24 @@
 #![deny(rust_2018_idioms)]
 
 mod api;
+mod authn;
 mod authz_check;
+mod blocklist;
+mod ca_cli;
 mod ca_store;
 mod cli;
 mod demo;
 mod files;
+mod inject;
+mod k8s_jwt;
+mod lock;
 mod policy_source;
+mod rotation;
 mod serve;
 mod server_tls;
 mod snapshot;
 mod tokens;
+mod trust;
 mod validate;
 
 use std::process::ExitCode;

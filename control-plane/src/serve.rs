@@ -7,9 +7,12 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 
 use crate::api::{AppState, Metrics};
+use crate::ca_store::ImportFrom;
 use crate::cli::ServeArgs;
+use crate::k8s_jwt::K8sVerifier;
 use crate::policy_source::PolicySource;
-use crate::{ca_store, server_tls, tokens};
+use crate::trust::{self, TrustStore};
+use crate::{server_tls, tokens};
 
 /// Runs the control plane.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -23,18 +26,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             args.policies.display()
         );
     }
-    let ca = ca_store::load_or_create(&args.data_dir, &args.trust_domain)?;
+    let import = match (&args.ca_cert, &args.ca_key) {
+        (Some(cert), Some(key)) => Some(ImportFrom { cert, key }),
+        _ => None,
+    };
+    let trust = TrustStore::open(&args.data_dir, &args.trust_domain, args.cert_ttl, import)?;
     let state = Arc::new(AppState {
-        bundle_pem: ca.trust_bundle().pem().to_string(),
+        trust: trust.clone(),
+        k8s: K8sVerifier::from_args(&args.k8s, &args.trust_domain).await?,
         token_key: tokens::load_or_create_key(&args.data_dir)?,
         used_tokens: tokens::UsedTokens::load(&args.data_dir, SystemTime::now())?,
-        ca,
         policies: policies.clone(),
         cert_ttl: args.cert_ttl,
         proxies: Default::default(),
         metrics: Metrics::new()?,
     });
     tokio::spawn(policies.watch());
+    let book = state.clone();
+    tokio::spawn(trust.watch(move |generation| trust::lagging_in(&book.proxies, generation)));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding --listen {}", args.listen))?;

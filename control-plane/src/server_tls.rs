@@ -1,6 +1,7 @@
 //! The control plane's HTTPS listener: TLS 1.3 with an optional mesh client certificate, then
 //! HTTP/1.1 into [`crate::api::handle`]. Its own certificate is re-issued by the CA before it
-//! expires and swapped in for new handshakes.
+//! expires, and whenever the trust state changes (a CA rotation switches the issuing CA or the
+//! bundle client certificates must chain to), and swapped in for new handshakes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,22 +11,26 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
-use trustmesh_certs::{control_plane_identity, CertificateAuthority};
+use trustmesh_certs::control_plane_identity;
 
 use crate::api::{self, AppState, Caller};
+use crate::trust::TrustView;
 
 /// Lifetime of the control plane's own serving certificate.
 const SERVING_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 /// A TLS handshake that takes longer than this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Issues the control plane's serving certificate: the SPIFFE ID of the control plane, plus
-/// `localhost`, `127.0.0.1`, `::1`, the listen IP and the extra names for operators' tools.
+/// Issues the control plane's serving certificate from the issuing CA of `trust`: the SPIFFE
+/// ID of the control plane, plus `localhost`, `127.0.0.1`, `::1`, the listen IP and the extra
+/// names for operators' tools. Client certificates must chain to `trust`'s bundle (both roots
+/// during a CA rotation).
 pub fn server_config(
-    ca: &CertificateAuthority,
+    trust: &TrustView,
     listen: SocketAddr,
     names: &[String],
 ) -> anyhow::Result<rustls::ServerConfig> {
+    let ca = &trust.signer;
     let td = ca.trust_domain();
     let id = control_plane_identity(td);
     let mut dns = vec!["localhost".to_string()];
@@ -39,7 +44,7 @@ pub fn server_config(
     }
     let (issued, key) = ca.issue(&id, &dns, &ips, SERVING_CERT_TTL, SystemTime::now())?;
     Ok(trustmesh_certs::tls::control_plane_server_config(
-        &ca.trust_bundle(),
+        &trust.bundle,
         td,
         issued.chain,
         &key,
@@ -55,7 +60,9 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let listen = listener.local_addr()?;
     let config = Arc::new(ArcSwap::from_pointee(server_config(
-        &state.ca, listen, &names,
+        &state.trust.current(),
+        listen,
+        &names,
     )?));
     tokio::spawn(renew_serving_cert(
         state.clone(),
@@ -114,9 +121,14 @@ async fn renew_serving_cert(
     listen: SocketAddr,
     names: Vec<String>,
 ) {
+    let mut trust = state.trust.subscribe();
     loop {
-        tokio::time::sleep(SERVING_CERT_TTL / 2).await;
-        match server_config(&state.ca, listen, &names) {
+        tokio::select! {
+            () = tokio::time::sleep(SERVING_CERT_TTL / 2) => {}
+            changed = trust.changed() => if changed.is_err() { return },
+        }
+        let view = trust.borrow_and_update().clone();
+        match server_config(&view, listen, &names) {
             Ok(c) => config.store(Arc::new(c)),
             Err(e) => tracing::warn!("renewing the control plane's serving certificate: {e:#}"),
         }

@@ -7,13 +7,28 @@ use std::time::SystemTime;
 
 use trustmesh_certs::SpiffeId;
 use trustmesh_policies::snapshot::{workload_entry, Snapshot};
+use trustmesh_policies::Registry;
 
 use crate::policy_source::PolicyState;
+use crate::trust::TrustView;
 
-/// Builds the snapshot that concerns `identity`.
-/// Only the policies that apply to the caller's workload travel; the registry travels whole
-/// (the caller needs every destination's identity to verify it).
-pub fn build(state: &PolicyState, identity: &SpiffeId, trust_bundle: &str) -> Snapshot {
+/// The snapshot version: the policy version, then `+b` and the trust generation (a hash of the
+/// trust bundle and the blocklist), e.g. `git:3f2a…+b9c41d07e2b55`. A policy commit, a CA
+/// rotation step and a block each change it, so each is pushed; the policy version stays
+/// readable as the part before `+b`.
+pub fn version(policy_version: &str, trust: &TrustView) -> String {
+    format!("{policy_version}{}", generation_suffix(&trust.generation))
+}
+
+/// The end of every snapshot version made with trust generation `generation`.
+pub fn generation_suffix(generation: &str) -> String {
+    format!("+b{generation}")
+}
+
+/// Builds the snapshot that concerns `identity` (least privilege): the policies that apply
+/// to the caller's workload, the registry entries it could be allowed to call (and its own),
+/// the trust bundle and the blocked identities.
+pub fn build(state: &PolicyState, trust: &TrustView, identity: &SpiffeId) -> Snapshot {
     let set = &state.set;
     let workload = workload_entry(&set.registry, identity);
     let policies = set
@@ -23,13 +38,29 @@ pub fn build(state: &PolicyState, identity: &SpiffeId, trust_bundle: &str) -> Sn
         .cloned()
         .collect();
     Snapshot {
-        version: state.version.clone(),
+        version: version(&state.version, trust),
         identity: identity.clone(),
         mesh: set.mesh.clone(),
-        registry: set.registry.clone(),
-        trust_bundle: trust_bundle.to_string(),
+        registry: callable(state, identity),
+        trust_bundle: trust.bundle.pem().to_string(),
         policies,
+        blocked: trust.blocked_ids(),
     }
+}
+
+/// The registry entries `identity` could be allowed to call, and its own entry.
+fn callable(state: &PolicyState, identity: &SpiffeId) -> Registry {
+    let entries = state
+        .set
+        .registry
+        .entries()
+        .iter()
+        .filter(|e| {
+            e.identity == *identity || state.compiled.policies_for(e).may_be_called_by(identity)
+        })
+        .cloned()
+        .collect();
+    Registry::new(entries)
 }
 
 /// One proxy as last seen by this control plane.
@@ -45,6 +76,8 @@ pub struct ProxyRecord {
     pub certificate_expiry: Option<String>,
     /// When it was last seen, RFC 3339.
     pub last_seen: String,
+    #[serde(skip)]
+    seen_at: SystemTime,
 }
 
 /// Proxies seen by this replica, keyed by identity and address.
@@ -68,10 +101,29 @@ impl ProxyBook {
             policy_version,
             certificate_expiry: certificate_expiry.map(crate::api::rfc3339),
             last_seen: crate::api::rfc3339(SystemTime::now()),
+            seen_at: SystemTime::now(),
         };
         if let Ok(mut seen) = self.seen.lock() {
             seen.insert((identity.clone(), address), rec);
         }
+    }
+
+    /// `identity@address` and the snapshot version of each proxy seen since `since`.
+    pub fn seen_since(&self, since: SystemTime) -> Vec<(String, Option<String>)> {
+        self.seen
+            .lock()
+            .map(|s| {
+                s.values()
+                    .filter(|r| r.seen_at >= since)
+                    .map(|r| {
+                        (
+                            format!("{}@{}", r.identity, r.address),
+                            r.policy_version.clone(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Number of distinct proxies seen.

@@ -1,8 +1,11 @@
 //! Bootstrap tokens: `tm1.<claims>.<mac>`, where the claims are base64url JSON (token id,
 //! identity, labels, expiry) and the MAC is HMAC-SHA256 under a key kept in the data folder
 //! (`token-key`, mode 0600). A token is single use: the ids of used tokens are appended to
-//! `used-tokens` (fsynced before a certificate is returned) and reloaded at start, so a token
-//! stays used across restarts. Tokens are never logged: [`Token`] prints `<redacted>`.
+//! `used-tokens` (fsynced before a certificate is returned), so a token stays used across
+//! restarts. Replicas on one data folder share that file: the check and the append happen
+//! under the data folder's lock ([`crate::lock`]) after reading the file again, so a token
+//! spent on one replica is refused by the other. Tokens are never logged: [`Token`] prints
+//! `<redacted>`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
@@ -20,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use trustmesh_certs::SpiffeId;
 
 use crate::files;
+use crate::lock::DataDirLock;
 
 const PREFIX: &str = "tm1";
 const KEY_FILE: &str = "token-key";
@@ -75,9 +79,11 @@ pub enum TokenError {
     Store,
 }
 
-/// Loads the token MAC key, creating it (mode 0600) on first use.
+/// Loads the token MAC key, creating it (mode 0600) on first use. Under the data folder's
+/// lock, so that two replicas starting together agree on one key.
 pub fn load_or_create_key(dir: &Path) -> anyhow::Result<hmac::Key> {
     files::ensure_private_dir(dir)?;
+    let _lock = DataDirLock::acquire(dir)?;
     let path = dir.join(KEY_FILE);
     let bytes = if path.exists() {
         let text = files::read_private(&path)?;
@@ -142,30 +148,22 @@ pub fn verify(key: &hmac::Key, token: &str, now: SystemTime) -> Result<Claims, T
     Ok(claims)
 }
 
-/// The ids of used tokens, kept in memory and appended to a file.
+/// The ids of used tokens, in a file that every replica on the data folder appends to.
 pub struct UsedTokens {
+    dir: PathBuf,
     path: PathBuf,
-    used: Mutex<HashMap<String, u64>>,
+    // Serializes this process's own callers before they queue on the file lock.
+    local: Mutex<()>,
 }
 
 impl UsedTokens {
-    /// Loads the used-token list from `dir`, dropping entries whose tokens have expired anyway.
+    /// Opens the used-token list of `dir`, dropping entries whose tokens have expired anyway.
     pub fn load(dir: &Path, now: SystemTime) -> anyhow::Result<Self> {
         let path = dir.join(USED_FILE);
-        let mut used = HashMap::new();
         if path.exists() {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            for line in text.lines() {
-                let mut parts = line.split_whitespace();
-                if let (Some(jti), Some(exp)) = (parts.next(), parts.next()) {
-                    if let Ok(exp) = exp.parse::<u64>() {
-                        if exp > unix(now) {
-                            used.insert(jti.to_string(), exp);
-                        }
-                    }
-                }
-            }
+            let _lock = DataDirLock::acquire(dir)?;
+            let used =
+                read_used(&path, now).with_context(|| format!("reading {}", path.display()))?;
             // Compact the file to what is still relevant.
             let mut compact = String::new();
             for (jti, exp) in &used {
@@ -174,14 +172,24 @@ impl UsedTokens {
             files::write_atomic(&path, compact.as_bytes(), 0o600)?;
         }
         Ok(Self {
+            dir: dir.to_path_buf(),
             path,
-            used: Mutex::new(used),
+            local: Mutex::new(()),
         })
     }
 
-    /// Marks a token used; fails if it already was. The use is on disk before this returns.
+    /// Marks a token used; fails if it already was, on this replica or another. The use is on
+    /// disk before this returns.
     pub fn consume(&self, claims: &Claims) -> Result<(), TokenError> {
-        let mut used = self.used.lock().map_err(|_| TokenError::Store)?;
+        let _local = self.local.lock().map_err(|_| TokenError::Store)?;
+        let _lock = DataDirLock::acquire(&self.dir).map_err(|e| {
+            tracing::warn!("locking the data folder for a token: {e:#}");
+            TokenError::Store
+        })?;
+        let used = read_used(&self.path, SystemTime::now()).map_err(|e| {
+            tracing::warn!("reading {}: {e}", self.path.display());
+            TokenError::Store
+        })?;
         if used.contains_key(&claims.jti) {
             return Err(TokenError::AlreadyUsed);
         }
@@ -194,9 +202,27 @@ impl UsedTokens {
         f.write_all(format!("{} {}\n", claims.jti, claims.exp).as_bytes())
             .and_then(|_| f.sync_data())
             .map_err(|_| TokenError::Store)?;
-        used.insert(claims.jti.clone(), claims.exp);
         Ok(())
     }
+}
+
+/// The used-token file as `jti -> exp`, without the entries that have expired by `now`.
+fn read_used(path: &Path, now: SystemTime) -> std::io::Result<HashMap<String, u64>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e),
+    };
+    let mut used = HashMap::new();
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        if let (Some(jti), Some(Ok(exp))) = (parts.next(), parts.next().map(str::parse::<u64>)) {
+            if exp > unix(now) {
+                used.insert(jti.to_string(), exp);
+            }
+        }
+    }
+    Ok(used)
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -242,6 +268,23 @@ mod tests {
         // The key is stable across loads, so old tokens still verify.
         let key2 = load_or_create_key(dir.path()).unwrap();
         assert!(verify(&key2, t.expose(), SystemTime::now()).is_ok());
+    }
+
+    #[test]
+    fn a_token_spent_on_one_replica_is_refused_by_the_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = load_or_create_key(dir.path()).unwrap();
+        // Two replicas opened the list before either spent anything.
+        let one = UsedTokens::load(dir.path(), SystemTime::now()).unwrap();
+        let two = UsedTokens::load(dir.path(), SystemTime::now()).unwrap();
+        let t = create(&key, &id(), BTreeMap::new(), Duration::from_secs(60)).unwrap();
+        let claims = verify(&key, t.expose(), SystemTime::now()).unwrap();
+        one.consume(&claims).unwrap();
+        assert_eq!(two.consume(&claims), Err(TokenError::AlreadyUsed));
+        assert_eq!(one.consume(&claims), Err(TokenError::AlreadyUsed));
+        // And the key both replicas load is the same.
+        let again = load_or_create_key(dir.path()).unwrap();
+        assert!(verify(&again, t.expose(), SystemTime::now()).is_ok());
     }
 
     #[test]

@@ -32,6 +32,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The policy version alone: the snapshot version without its `+b<trust generation>`
+    /// suffix (what `/config` and `trustmesh_policy_version_info` report).
+    pub fn policy_version(&self) -> &str {
+        self.version
+            .rsplit_once("+b")
+            .map_or(self.version.as_str(), |(policy, _)| policy)
+    }
+
     /// The workload's own registry entry; a workload missing from the registry is taken as an
     /// entry with no labels in the namespace its SPIFFE ID names (so that namespace-wide and
     /// mesh-wide policies still apply to it).

@@ -43,10 +43,13 @@ pub async fn poll_once(shared: &Shared, control: &ControlClient) -> anyhow::Resu
             let view = MeshView::new(snap, &shared.resolver)?;
             control.set_bundle(&view.bundle, &shared.identity.trust_domain());
             let version = view.snapshot.version.clone();
-            shared.metrics.set_policy_version(&version);
+            shared
+                .metrics
+                .set_policy_version(view.snapshot.policy_version());
             tracing::info!(
                 target: "policy",
                 version = %version,
+                blocked = view.snapshot.blocked.len(),
                 services = view.snapshot.registry.entries().len(),
                 "snapshot in force"
             );

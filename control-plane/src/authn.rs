@@ -1,0 +1,90 @@
+//! Who may have a certificate, for `POST /v1/certificates`: a `tm1.` bootstrap token
+//! ([`crate::tokens`]), a projected Kubernetes ServiceAccount JWT ([`crate::k8s_jwt`], when
+//! `--k8s-jwks` is set) or the caller's current mesh certificate (renewal). A bearer that is
+//! not a `tm1.` token is tried as a JWT. Every refusal is counted in
+//! `trustmesh_cp_certificates_issued_total{result}` by its reason.
+
+use http::StatusCode;
+use trustmesh_certs::SpiffeId;
+
+use crate::api::{ApiError, AppState, Caller};
+use crate::k8s_jwt::JwtError;
+use crate::tokens::{self, Claims};
+
+/// What proved the caller's identity.
+#[derive(Debug)]
+pub enum Proof {
+    /// A single-use bootstrap token, to be spent once the certificate is signed.
+    Token(Claims),
+    /// A projected ServiceAccount token for this service account's SPIFFE ID.
+    Kubernetes(SpiffeId),
+    /// A valid mesh certificate for this identity.
+    Certificate(SpiffeId),
+}
+
+impl Proof {
+    /// The identity the certificate is for.
+    pub fn identity(&self) -> &SpiffeId {
+        match self {
+            Proof::Token(c) => &c.identity,
+            Proof::Kubernetes(id) | Proof::Certificate(id) => id,
+        }
+    }
+
+    /// How, for the log.
+    pub fn via(&self) -> &'static str {
+        match self {
+            Proof::Token(_) => "token",
+            Proof::Kubernetes(_) => "kubernetes",
+            Proof::Certificate(_) => "certificate",
+        }
+    }
+}
+
+/// Establishes the caller's identity from `bearer` or its certificate; a bearer wins.
+pub async fn authenticate(
+    state: &AppState,
+    caller: &Caller,
+    bearer: Option<&str>,
+) -> Result<Proof, ApiError> {
+    let refused = |label: &'static str| state.metrics.refused(label);
+    match bearer {
+        Some(t) if t.starts_with("tm1.") || state.k8s.is_none() => {
+            tokens::verify(&state.token_key, t, std::time::SystemTime::now())
+                .map(Proof::Token)
+                .map_err(|e| {
+                    refused(crate::api::refusal_label(&e));
+                    e.into()
+                })
+        }
+        Some(t) => {
+            let Some(k8s) = &state.k8s else {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "token_malformed",
+                    "the bootstrap token is malformed",
+                ));
+            };
+            k8s.verify(t).await.map(Proof::Kubernetes).map_err(|e| {
+                refused(e.code());
+                let status = if e == JwtError::KeysUnavailable {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::UNAUTHORIZED
+                };
+                ApiError::new(status, e.code(), e.to_string())
+            })
+        }
+        None => match &caller.identity {
+            Some(id) => Ok(Proof::Certificate(id.clone())),
+            None => {
+                refused("unauthenticated");
+                Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "a bootstrap token (Authorization: Bearer) or a mesh client certificate is required",
+                ))
+            }
+        },
+    }
+}
