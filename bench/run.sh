@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the trustmesh vs nginx benchmark: installs nginx if missing, builds the release
 # binaries, runs the harness. Extra arguments go to trustmesh-bench (see --help).
-# Takes about 2 minutes; everything listens on 127.0.0.1 only.
+# Takes about 90 seconds; everything listens on 127.0.0.1 only.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -19,4 +19,11 @@ fi
 echo "[run.sh] building release binaries" >&2
 cargo build --release -p trustmesh-control-plane -p trustmesh-proxy -p trustmesh-bench
 
+# As root, run the harness (and so every process it starts: load generator, backend, both
+# pairs alike) at a higher priority than anything else on the machine, so that unrelated
+# work such as builds disturbs the measurement less. Set BENCH_NICE=0 to turn this off.
+NICE="${BENCH_NICE:--10}"
+if [ "$(id -u)" -eq 0 ] && [ "$NICE" != "0" ]; then
+    exec nice -n "$NICE" target/release/trustmesh-bench "$@"
+fi
 exec target/release/trustmesh-bench "$@"

@@ -6,6 +6,7 @@
 mod backend;
 mod handshake;
 mod loadgen;
+mod measure;
 mod mesh;
 mod nginx;
 mod pki;
@@ -15,6 +16,7 @@ mod run;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -31,12 +33,15 @@ struct Cli {
     /// Open-loop request rate (requests per second).
     #[arg(long, default_value_t = 1000)]
     rate: u32,
-    /// Seconds measured per run.
+    /// Seconds measured per case and mode (fixed rate, max rate), split over --rounds.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
-    /// Seconds of warm-up before each measured run.
+    /// Seconds of warm-up before each case's first segment of each mode.
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
+    /// Interleaved rounds: every case gets one segment per round, in rotating order.
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
     /// Keep-alive connections of the open-loop client.
     #[arg(long, default_value_t = 8)]
     open_connections: usize,
@@ -74,7 +79,18 @@ enum Cmd {
     },
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The chain once, without a backtrace: the failing step names itself.
+            eprintln!("trustmesh-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
     let cli = Cli::parse();
     if let Some(Cmd::Backend { listen }) = cli.cmd {
         if !listen.ip().is_loopback() {
@@ -124,6 +140,9 @@ fn settings(cli: Cli) -> Result<run::Settings> {
     if !(1..=1024).contains(&cli.open_connections) || !(1..=1024).contains(&cli.connections) {
         bail!("connection counts must be between 1 and 1024");
     }
+    if !(1..=50).contains(&cli.rounds) {
+        bail!("--rounds must be between 1 and 50");
+    }
     if cli.proxy_threads.is_some_and(|t| !(1..=64).contains(&t)) {
         bail!("--proxy-threads must be between 1 and 64");
     }
@@ -134,6 +153,7 @@ fn settings(cli: Cli) -> Result<run::Settings> {
         rate: cli.rate,
         warmup: secs("warmup", cli.warmup, 60.0)?,
         duration: secs("duration", cli.duration, 120.0)?,
+        rounds: cli.rounds,
         open_connections: cli.open_connections,
         closed_connections: cli.connections,
         handshake_duration: secs("handshake-duration", cli.handshake_duration, 60.0)?,

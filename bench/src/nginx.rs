@@ -36,7 +36,7 @@ pub struct NginxPair {
     pub b_identity: String,
     /// The CA that issued both sides' certificates (and can issue more for the handshake client).
     pub pki: Pki,
-    /// The nginx version line.
+    /// The nginx and OpenSSL versions.
     pub version: String,
     _guards: Vec<ChildGuard>,
     _dir: tempfile::TempDir,
@@ -76,10 +76,17 @@ impl NginxPair {
         let b = start_one(&nginx, dir.path(), "b", &b_conf, inbound, &mut guards)?;
         let a = start_one(&nginx, dir.path(), "a", &a_conf, outbound, &mut guards)?;
 
+        // `nginx -V` names the nginx and OpenSSL versions (on stderr).
         let version = Command::new(&nginx)
-            .arg("-v")
+            .arg("-V")
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_owned())
+            .map(|o| {
+                let text = String::from_utf8_lossy(&o.stderr).into_owned();
+                text.lines()
+                    .filter(|l| l.starts_with("nginx version") || l.starts_with("built with"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
             .unwrap_or_default();
         Ok(Self {
             outbound,

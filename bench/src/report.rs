@@ -2,7 +2,8 @@
 
 use std::fmt::Write;
 
-use crate::run::{CaseResult, RunResult};
+use crate::measure::CaseResult;
+use crate::run::RunResult;
 
 /// Reads a figure from a case, given the direct case (None where it does not apply).
 type Getter = fn(&CaseResult, &CaseResult) -> Option<f64>;
@@ -14,6 +15,8 @@ struct Row {
     decimals: usize,
     /// Whether the direct column has a value for this row.
     direct: bool,
+    /// Whether trustmesh/nginx means something for this row (not for counts).
+    ratio: bool,
 }
 
 fn row(label: &'static str, decimals: usize, direct: bool, value: Getter) -> Row {
@@ -22,6 +25,15 @@ fn row(label: &'static str, decimals: usize, direct: bool, value: Getter) -> Row
         value,
         decimals,
         direct,
+        ratio: true,
+    }
+}
+
+/// A row of counts: no ratio.
+fn count(label: &'static str, direct: bool, value: Getter) -> Row {
+    Row {
+        ratio: false,
+        ..row(label, 0, direct, value)
     }
 }
 
@@ -80,22 +92,20 @@ fn rows() -> Vec<Row> {
         row("full mTLS handshakes/s per core", 0, false, |c, _| {
             c.handshake.as_ref().map(|h| h.per_core_second)
         }),
-        row("threads, sidecar A", 0, false, |c, _| {
+        count("threads, sidecar A", false, |c, _| {
             c.threads.map(|v| v[0] as f64)
         }),
-        row("threads, sidecar B", 0, false, |c, _| {
+        count("threads, sidecar B", false, |c, _| {
             c.threads.map(|v| v[1] as f64)
         }),
-        row("requests measured @ fixed rate", 0, true, |c, _| {
+        count("requests measured @ fixed rate", true, |c, _| {
             Some(c.latency.completed as f64)
         }),
-        row("errors @ fixed rate", 0, true, |c, _| {
+        count("errors @ fixed rate", true, |c, _| {
             Some(c.latency.errors as f64)
         }),
-        row("errors @ max rate", 0, true, |c, _| {
-            Some(c.max_errors as f64)
-        }),
-        row("handshake failures", 0, false, |c, _| {
+        count("errors @ max rate", true, |c, _| Some(c.max_errors as f64)),
+        count("handshake failures", false, |c, _| {
             c.handshake.as_ref().map(|h| h.failures as f64)
         }),
     ]
@@ -119,13 +129,23 @@ pub fn render(r: &RunResult) -> String {
     );
     let _ = writeln!(
         out,
-        "  fixed rate: {} req/s open loop, {} keep-alive connections, {:?} measured after {:?} warm-up",
-        s.rate, s.open_connections, s.duration, s.warmup
+        "  fixed rate: {} req/s open loop, {} keep-alive connections; latency from the scheduled send time",
+        s.rate, s.open_connections
     );
     let _ = writeln!(
         out,
-        "  max rate: closed loop, {} keep-alive connections, {:?} measured after {:?} warm-up",
-        s.closed_connections, s.duration, s.warmup
+        "  max rate: closed loop, {} keep-alive connections",
+        s.closed_connections
+    );
+    let _ = writeln!(
+        out,
+        "  each mode: {:?} measured per case, as {} interleaved segments of {:?} (cases in rotating order); \
+         {:?} warm-up before a case's first segment, {:?} before the others",
+        s.duration,
+        s.rounds,
+        s.duration / s.rounds.max(1),
+        s.warmup,
+        crate::run::SEGMENT_WARMUP
     );
     let _ = writeln!(
         out,
@@ -148,7 +168,7 @@ pub fn render(r: &RunResult) -> String {
         let tv = tm.and_then(|c| (row.value)(c, d));
         let nv = ng.and_then(|c| (row.value)(c, d));
         let ratio = match (tv, nv) {
-            (Some(t), Some(n)) if n != 0.0 => Some(t / n),
+            (Some(t), Some(n)) if row.ratio && n != 0.0 => Some(t / n),
             _ => None,
         };
         let _ = writeln!(

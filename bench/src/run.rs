@@ -1,29 +1,36 @@
-//! One benchmark run: the backend, then the direct case, the nginx pair and the trustmesh pair
-//! in turn (one pair alive at a time), each measured the same way.
+//! One benchmark run: the backend, the nginx pair and the trustmesh pair are started together;
+//! then the direct case and both pairs are measured in interleaved rounds (fixed rate, then
+//! max rate), and last the handshakes at each pair's server side.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::handshake::{self, HandshakeResult};
-use crate::loadgen::{self, Edge, Target};
+use crate::loadgen::{self, Target};
+use crate::measure::{Accumulator, CaseResult};
 use crate::mesh::{self, MeshPair};
 use crate::nginx::NginxPair;
 use crate::pki::Pki;
 use crate::procs::{self, ChildGuard, Sidecar};
+
+/// Warm-up of every segment after a case's first one (connections are opened anew).
+pub const SEGMENT_WARMUP: Duration = Duration::from_millis(300);
 
 /// What to run and for how long.
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// Open-loop rate (requests per second).
     pub rate: u32,
-    /// Warm-up before each measured window.
+    /// Warm-up before each case's first segment.
     pub warmup: Duration,
-    /// Length of each measured window.
+    /// Total measured time per case and mode, split over `rounds` segments.
     pub duration: Duration,
+    /// Interleaved rounds.
+    pub rounds: u32,
     /// Keep-alive connections of the open-loop client.
     pub open_connections: usize,
     /// Connections of the closed-loop client.
@@ -42,48 +49,6 @@ pub struct Settings {
     pub skip_trustmesh: bool,
 }
 
-/// Latency of an open-loop run, in microseconds.
-#[derive(Clone, Debug, Default)]
-pub struct Latency {
-    /// Median.
-    pub p50_us: f64,
-    /// 99th percentile.
-    pub p99_us: f64,
-    /// 99.9th percentile.
-    pub p999_us: f64,
-    /// Requests completed in the window.
-    pub completed: u64,
-    /// Requests failed in the window.
-    pub errors: u64,
-    /// How late the pacer itself was (p99), included in every figure.
-    pub pacer_late_p99_us: f64,
-}
-
-/// Every figure for one case (direct has no sidecars, so only latency and rate).
-#[derive(Clone, Debug, Default)]
-pub struct CaseResult {
-    /// Latency at the fixed rate.
-    pub latency: Latency,
-    /// Closed-loop requests per second.
-    pub max_rps: f64,
-    /// Closed-loop failures.
-    pub max_errors: u64,
-    /// Closed-loop median latency (µs), for context.
-    pub max_p50_us: f64,
-    /// CPU µs per request for A and B over the fixed-rate window.
-    pub cpu_us_per_req: Option<[f64; 2]>,
-    /// VmRSS (KiB) of A and B when idle.
-    pub rss_idle_kib: Option<[u64; 2]>,
-    /// Peak VmRSS (KiB) of A and B during the closed-loop run.
-    pub rss_load_kib: Option<[u64; 2]>,
-    /// Threads of A and B (nginx: summed over master and worker).
-    pub threads: Option<[u64; 2]>,
-    /// Full mTLS handshakes at B.
-    pub handshake: Option<HandshakeResult>,
-    /// Free-form facts about the set-up (versions, flags).
-    pub notes: Vec<String>,
-}
-
 /// The whole run.
 pub struct RunResult {
     /// The settings used.
@@ -96,43 +61,192 @@ pub struct RunResult {
     pub nginx: Option<Result<CaseResult, String>>,
 }
 
-/// Runs every case; a pair that cannot start is reported, not fatal.
+/// One case, alive for the whole run.
+struct Case {
+    name: &'static str,
+    target: Target,
+    /// A and B; empty for direct.
+    sidecars: Vec<Sidecar>,
+    /// The handshake client and B's inbound listener.
+    handshake: Option<(handshake::Client, SocketAddr)>,
+    acc: Accumulator,
+    result: CaseResult,
+    /// Set when the case failed; it is then left out of the remaining rounds.
+    failed: Option<String>,
+}
+
+impl Case {
+    fn new(name: &'static str, target: Target) -> Result<Self> {
+        Ok(Self {
+            name,
+            target,
+            sidecars: Vec::new(),
+            handshake: None,
+            acc: Accumulator::new()?,
+            result: CaseResult::default(),
+            failed: None,
+        })
+    }
+
+    fn record<T>(&mut self, what: &str, r: Result<T>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!("[bench] {}: {what} failed: {e:#}", self.name);
+                self.failed = Some(format!("{what}: {e:#}"));
+                None
+            }
+        }
+    }
+}
+
+/// Runs every case; a pair that cannot start or fails midway is reported, not fatal.
 pub async fn run(settings: Settings) -> Result<RunResult> {
     let backend_addr = procs::free_addrs(1)?[0];
     let mut backend = start_backend(backend_addr)?;
     procs::wait_for_tcp(backend_addr, &mut backend, Duration::from_secs(10))?;
+    eprintln!("[bench] backend on {backend_addr}");
 
-    eprintln!("[bench] direct: client -> backend {backend_addr}");
-    let direct_target = Target {
-        addr: backend_addr,
-        host: "backend".into(),
-    };
-    check(&direct_target).await?;
-    let direct = measure(&settings, &direct_target, None).await?;
+    let mut cases = vec![Case::new(
+        "direct",
+        Target {
+            addr: backend_addr,
+            host: "backend".into(),
+        },
+    )?];
+    // The pairs live until the end of this function; dropping them stops their processes.
+    let mut nginx_pair = None;
+    let mut nginx_error = None;
+    if !settings.skip_nginx {
+        eprintln!("[bench] starting the nginx pair");
+        match nginx_case(backend_addr) {
+            Ok((pair, case)) => {
+                nginx_pair = Some(pair);
+                cases.push(case);
+            }
+            Err(e) => nginx_error = Some(format!("{e:#}")),
+        }
+    }
+    let mut mesh_pair = None;
+    let mut mesh_error = None;
+    if !settings.skip_trustmesh {
+        eprintln!("[bench] starting the trustmesh pair");
+        match mesh_case(&settings, backend_addr).await {
+            Ok((pair, case)) => {
+                mesh_pair = Some(pair);
+                cases.push(case);
+            }
+            Err(e) => mesh_error = Some(format!("{e:#}")),
+        }
+    }
 
-    let nginx = if settings.skip_nginx {
-        None
-    } else {
-        eprintln!("[bench] nginx pair");
-        Some(
-            nginx_case(&settings, backend_addr)
-                .await
-                .map_err(|e| format!("{e:#}")),
-        )
-    };
-    let trustmesh = if settings.skip_trustmesh {
-        None
-    } else {
-        eprintln!("[bench] trustmesh pair");
-        Some(
-            mesh_case(&settings, backend_addr)
-                .await
-                .map_err(|e| format!("{e:#}")),
-        )
-    };
+    for case in &mut cases {
+        let r = check(&case.target).await;
+        case.record("sanity check", r);
+        if case.failed.is_none() && !case.sidecars.is_empty() {
+            let rss = pair_of(&case.sidecars, Sidecar::rss_kib);
+            case.result.rss_idle_kib = case.record("reading RSS", rss);
+            let threads = pair_of(&case.sidecars, Sidecar::threads);
+            case.result.threads = case.record("reading threads", threads);
+        }
+    }
+    if let Some(f) = &cases[0].failed {
+        bail!("the direct case failed: {f}");
+    }
+
+    let rounds = settings.rounds.max(1);
+    let window = settings.duration / rounds;
+    eprintln!(
+        "[bench] fixed rate {} req/s: {rounds} rounds of {window:?} per case, interleaved",
+        settings.rate
+    );
+    for round in 0..rounds {
+        let n = cases.len();
+        for k in 0..n {
+            // Rotate the order so that no case always follows the same neighbour.
+            let case = &mut cases[(k + round as usize) % n];
+            if case.failed.is_some() {
+                continue;
+            }
+            let warmup = if round == 0 {
+                settings.warmup
+            } else {
+                SEGMENT_WARMUP
+            };
+            let r = case
+                .acc
+                .fixed_segment(
+                    &case.target,
+                    &case.sidecars,
+                    settings.rate,
+                    settings.open_connections,
+                    warmup,
+                    window,
+                )
+                .await;
+            case.record("fixed-rate segment", r);
+        }
+    }
+    eprintln!(
+        "[bench] max rate, {} connections: {rounds} rounds of {window:?} per case, interleaved",
+        settings.closed_connections
+    );
+    for round in 0..rounds {
+        let n = cases.len();
+        for k in 0..n {
+            let case = &mut cases[(k + round as usize) % n];
+            if case.failed.is_some() {
+                continue;
+            }
+            let warmup = if round == 0 {
+                settings.warmup
+            } else {
+                SEGMENT_WARMUP
+            };
+            let r = case
+                .acc
+                .max_segment(
+                    &case.target,
+                    &case.sidecars,
+                    settings.closed_connections,
+                    warmup,
+                    window,
+                )
+                .await;
+            case.record("max-rate segment", r);
+        }
+    }
+    for case in &mut cases {
+        if case.failed.is_some() {
+            continue;
+        }
+        if let Some((client, inbound)) = &case.handshake {
+            let r = handshake_case(&settings, client, *inbound, &case.sidecars[1]).await;
+            case.result.handshake = case.record("handshakes", r);
+        }
+    }
     backend
         .check_running()
         .context("the backend died during the run")?;
+
+    let mut direct = None;
+    let mut nginx = nginx_error.map(Err);
+    let mut trustmesh = mesh_error.map(Err);
+    for mut case in cases {
+        case.acc.finish(&mut case.result, !case.sidecars.is_empty());
+        let outcome = match case.failed {
+            Some(e) => Err(e),
+            None => Ok(case.result),
+        };
+        match case.name {
+            "nginx" => nginx = Some(outcome),
+            "trustmesh" => trustmesh = Some(outcome),
+            _ => direct = outcome.ok(),
+        }
+    }
+    drop(mesh_pair);
+    drop(nginx_pair);
+    let direct = direct.context("the direct case failed")?;
     Ok(RunResult {
         settings,
         direct,
@@ -148,38 +262,42 @@ fn start_backend(addr: SocketAddr) -> Result<ChildGuard> {
     ChildGuard::spawn("backend", cmd, None)
 }
 
-async fn nginx_case(settings: &Settings, backend: SocketAddr) -> Result<CaseResult> {
+fn nginx_case(backend: SocketAddr) -> Result<(NginxPair, Case)> {
     let pair = NginxPair::start(backend)?;
-    let target = Target {
-        addr: pair.outbound,
-        host: "bench-server.bench".into(),
-    };
-    check(&target).await?;
+    let mut case = Case::new(
+        "nginx",
+        Target {
+            addr: pair.outbound,
+            host: "bench-server.bench".into(),
+        },
+    )?;
     let client = handshake::Client::new(
         &pair.pki,
         handshake::CLIENT_SA,
         &pair.b_identity,
         &[b"http/1.1"],
     )?;
-    let mut result = measure(settings, &target, Some((&pair.a, &pair.b))).await?;
-    result.handshake = Some(handshake_case(settings, &client, pair.inbound, &pair.b).await?);
-    result
+    case.handshake = Some((client, pair.inbound));
+    case.sidecars = vec![pair.a.clone(), pair.b.clone()];
+    case.result
         .notes
         .push(format!("{}, worker_processes 1 per sidecar", pair.version));
-    Ok(result)
+    Ok((pair, case))
 }
 
-async fn mesh_case(settings: &Settings, backend: SocketAddr) -> Result<CaseResult> {
+async fn mesh_case(settings: &Settings, backend: SocketAddr) -> Result<(MeshPair, Case)> {
     let pair = MeshPair::start(&settings.bin_dir, backend, settings.proxy_threads).await?;
-    let target = Target {
-        addr: pair.outbound,
-        host: mesh::SERVER_HOST.into(),
-    };
-    check(&target).await?;
+    let mut case = Case::new(
+        "trustmesh",
+        Target {
+            addr: pair.outbound,
+            host: mesh::SERVER_HOST.into(),
+        },
+    )?;
     let pki = Pki::load(&pair.data_dir)?;
     let client = handshake::Client::new(&pki, handshake::CLIENT_SA, &pair.b_identity, &[b"h2"])?;
-    let mut result = measure(settings, &target, Some((&pair.a, &pair.b))).await?;
-    result.handshake = Some(handshake_case(settings, &client, pair.inbound, &pair.b).await?);
+    case.handshake = Some((client, pair.inbound));
+    case.sidecars = vec![pair.a.clone(), pair.b.clone()];
     let flags = if pair.proxy_flags.is_empty() {
         "none".to_owned()
     } else {
@@ -189,10 +307,10 @@ async fn mesh_case(settings: &Settings, backend: SocketAddr) -> Result<CaseResul
         Some(t) => format!("TOKIO_WORKER_THREADS={t}"),
         None => "the proxy's default tokio worker threads (one per core)".to_owned(),
     };
-    result.notes.push(format!(
+    case.result.notes.push(format!(
         "trustmesh-proxy extra flags: {flags}; RUST_LOG=warn; {threads}"
     ));
-    Ok(result)
+    Ok((pair, case))
 }
 
 /// A few sequential requests that must all answer 200 before anything is measured.
@@ -209,97 +327,6 @@ async fn check(target: &Target) -> Result<()> {
     Ok(())
 }
 
-/// Fixed rate (with CPU metering), then closed loop (with RSS sampling).
-async fn measure(
-    settings: &Settings,
-    target: &Target,
-    pair: Option<(&Sidecar, &Sidecar)>,
-) -> Result<CaseResult> {
-    let mut result = CaseResult::default();
-    let sidecars: Vec<Sidecar> = pair
-        .map(|(a, b)| vec![a.clone(), b.clone()])
-        .unwrap_or_default();
-    if !sidecars.is_empty() {
-        result.rss_idle_kib = Some(pair_of(&sidecars, Sidecar::rss_kib)?);
-        result.threads = Some(pair_of(&sidecars, Sidecar::threads)?);
-    }
-
-    eprintln!(
-        "[bench]   fixed rate {} rps, {:?} + {:?} warm-up",
-        settings.rate, settings.duration, settings.warmup
-    );
-    let mut cpu_start = vec![0u64; sidecars.len()];
-    let mut cpu_end = vec![0u64; sidecars.len()];
-    let mut hook = |edge: Edge| -> Result<()> {
-        let into = if edge == Edge::Start {
-            &mut cpu_start
-        } else {
-            &mut cpu_end
-        };
-        for (slot, s) in into.iter_mut().zip(&sidecars) {
-            *slot = s.cpu_ticks()?;
-        }
-        Ok(())
-    };
-    let fixed = loadgen::fixed_rate(
-        target,
-        settings.rate,
-        settings.warmup,
-        settings.duration,
-        settings.open_connections,
-        &mut hook,
-    )
-    .await?;
-    result.latency = Latency {
-        p50_us: us(fixed.latency.value_at_quantile(0.50)),
-        p99_us: us(fixed.latency.value_at_quantile(0.99)),
-        p999_us: us(fixed.latency.value_at_quantile(0.999)),
-        completed: fixed.completed,
-        errors: fixed.errors,
-        pacer_late_p99_us: us(fixed.pacer_late_p99_ns),
-    };
-    if !sidecars.is_empty() {
-        let per_tick_us = 1e6 / procs::clock_ticks() as f64;
-        let per = |i: usize| {
-            cpu_end[i].saturating_sub(cpu_start[i]) as f64 * per_tick_us
-                / fixed.completed.max(1) as f64
-        };
-        result.cpu_us_per_req = Some([per(0), per(1)]);
-    }
-
-    eprintln!(
-        "[bench]   closed loop, {} connections, {:?}",
-        settings.closed_connections, settings.duration
-    );
-    let sample_for = settings.warmup + settings.duration;
-    let sampler = async {
-        let mut peak = [0u64; 2];
-        let end = Instant::now() + sample_for;
-        while Instant::now() < end && !sidecars.is_empty() {
-            for (p, s) in peak.iter_mut().zip(&sidecars) {
-                *p = (*p).max(s.rss_kib()?);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok::<_, anyhow::Error>(peak)
-    };
-    let closed = loadgen::max_rate(
-        target,
-        settings.warmup,
-        settings.duration,
-        settings.closed_connections,
-    );
-    let (closed, peak) = tokio::join!(closed, sampler);
-    let closed = closed?;
-    result.max_rps = closed.rps;
-    result.max_errors = closed.errors;
-    result.max_p50_us = us(closed.latency.value_at_quantile(0.5));
-    if !sidecars.is_empty() {
-        result.rss_load_kib = Some(peak?);
-    }
-    Ok(result)
-}
-
 async fn handshake_case(
     settings: &Settings,
     client: &handshake::Client,
@@ -307,7 +334,7 @@ async fn handshake_case(
     server: &Sidecar,
 ) -> Result<HandshakeResult> {
     eprintln!(
-        "[bench]   full mTLS handshakes against {inbound}, {} clients, {:?}",
+        "[bench] full mTLS handshakes against {inbound}, {} clients, {:?}",
         settings.handshake_concurrency, settings.handshake_duration
     );
     let r = handshake::run(
@@ -319,18 +346,17 @@ async fn handshake_case(
     )
     .await?;
     if r.handshakes == 0 {
-        return Err(anyhow!(
+        bail!(
             "no handshake succeeded against {inbound} ({} failures)",
             r.failures
-        ));
+        );
     }
     Ok(r)
 }
 
 fn pair_of(s: &[Sidecar], f: fn(&Sidecar) -> Result<u64>) -> Result<[u64; 2]> {
-    Ok([f(&s[0])?, f(&s[1])?])
-}
-
-fn us(ns: u64) -> f64 {
-    ns as f64 / 1000.0
+    match s {
+        [a, b] => Ok([f(a)?, f(b)?]),
+        _ => bail!("a pair has two sidecars, not {}", s.len()),
+    }
 }

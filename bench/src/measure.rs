@@ -1,0 +1,194 @@
+//! Measuring one case for one segment, and adding segments up.
+//!
+//! A case (direct, nginx pair, trustmesh pair) is measured in several short segments that the
+//! run interleaves with the other cases' segments, so that a burst of unrelated load on the
+//! shared machine lands on every case alike instead of on whichever ran at that moment. The
+//! segments of one case add up here: histograms merge, counts and CPU ticks sum, RSS keeps
+//! its peak.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use hdrhistogram::Histogram;
+
+use crate::handshake::HandshakeResult;
+use crate::loadgen::{self, Edge, Target};
+use crate::procs::{self, Sidecar};
+
+/// Latency of the open-loop segments, in microseconds.
+#[derive(Clone, Debug, Default)]
+pub struct Latency {
+    /// Median.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// Requests completed in the measured windows.
+    pub completed: u64,
+    /// Requests failed in the measured windows.
+    pub errors: u64,
+    /// How late the pacer itself was (worst segment's p99), included in every figure.
+    pub pacer_late_p99_us: f64,
+}
+
+/// Every figure for one case (direct has no sidecars, so only latency and rate).
+#[derive(Clone, Debug, Default)]
+pub struct CaseResult {
+    /// Latency at the fixed rate.
+    pub latency: Latency,
+    /// Closed-loop requests per second.
+    pub max_rps: f64,
+    /// Closed-loop failures.
+    pub max_errors: u64,
+    /// Closed-loop median latency (µs), for context.
+    pub max_p50_us: f64,
+    /// CPU µs per request for A and B over the fixed-rate windows.
+    pub cpu_us_per_req: Option<[f64; 2]>,
+    /// VmRSS (KiB) of A and B when idle.
+    pub rss_idle_kib: Option<[u64; 2]>,
+    /// Peak VmRSS (KiB) of A and B during the closed-loop segments.
+    pub rss_load_kib: Option<[u64; 2]>,
+    /// Threads of A and B (nginx: summed over master and worker).
+    pub threads: Option<[u64; 2]>,
+    /// Full mTLS handshakes at B.
+    pub handshake: Option<HandshakeResult>,
+    /// Free-form facts about the set-up (versions, flags).
+    pub notes: Vec<String>,
+}
+
+/// Running totals of one case over its segments.
+pub struct Accumulator {
+    fixed_hist: Histogram<u64>,
+    fixed_ok: u64,
+    fixed_err: u64,
+    pacer_late_ns: u64,
+    cpu_ticks: [u64; 2],
+    max_hist: Histogram<u64>,
+    max_ok: u64,
+    max_err: u64,
+    max_window: Duration,
+    rss_peak: [u64; 2],
+}
+
+impl Accumulator {
+    /// Empty totals.
+    pub fn new() -> Result<Self> {
+        let h = || {
+            Histogram::new_with_bounds(1_000, 60_000_000_000, 3)
+                .map_err(|e| anyhow!("histogram: {e}"))
+        };
+        Ok(Self {
+            fixed_hist: h()?,
+            fixed_ok: 0,
+            fixed_err: 0,
+            pacer_late_ns: 0,
+            cpu_ticks: [0; 2],
+            max_hist: h()?,
+            max_ok: 0,
+            max_err: 0,
+            max_window: Duration::ZERO,
+            rss_peak: [0; 2],
+        })
+    }
+
+    /// One open-loop segment: `warmup` discarded, then `window` measured, with the sidecars'
+    /// CPU ticks read at the window's edges.
+    pub async fn fixed_segment(
+        &mut self,
+        target: &Target,
+        sidecars: &[Sidecar],
+        rate: u32,
+        connections: usize,
+        warmup: Duration,
+        window: Duration,
+    ) -> Result<()> {
+        let mut at_start = [0u64; 2];
+        let mut at_end = [0u64; 2];
+        let mut hook = |edge: Edge| -> Result<()> {
+            let into = if edge == Edge::Start {
+                &mut at_start
+            } else {
+                &mut at_end
+            };
+            for (slot, s) in into.iter_mut().zip(sidecars) {
+                *slot = s.cpu_ticks()?;
+            }
+            Ok(())
+        };
+        let r = loadgen::fixed_rate(target, rate, warmup, window, connections, &mut hook).await?;
+        self.fixed_hist
+            .add(&r.latency)
+            .map_err(|e| anyhow!("merging histograms: {e}"))?;
+        self.fixed_ok += r.completed;
+        self.fixed_err += r.errors;
+        self.pacer_late_ns = self.pacer_late_ns.max(r.pacer_late_p99_ns);
+        for ((sum, end), start) in self.cpu_ticks.iter_mut().zip(at_end).zip(at_start) {
+            *sum += end.saturating_sub(start);
+        }
+        Ok(())
+    }
+
+    /// One closed-loop segment, sampling the sidecars' RSS every 100 ms meanwhile.
+    pub async fn max_segment(
+        &mut self,
+        target: &Target,
+        sidecars: &[Sidecar],
+        connections: usize,
+        warmup: Duration,
+        window: Duration,
+    ) -> Result<()> {
+        let sampler = async {
+            let mut peak = [0u64; 2];
+            let end = Instant::now() + warmup + window;
+            while Instant::now() < end && !sidecars.is_empty() {
+                for (p, s) in peak.iter_mut().zip(sidecars) {
+                    *p = (*p).max(s.rss_kib()?);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok::<_, anyhow::Error>(peak)
+        };
+        let closed = loadgen::max_rate(target, warmup, window, connections);
+        let (closed, peak) = tokio::join!(closed, sampler);
+        let closed = closed?;
+        let peak = peak?;
+        self.max_hist
+            .add(&closed.latency)
+            .map_err(|e| anyhow!("merging histograms: {e}"))?;
+        self.max_ok += closed.completed;
+        self.max_err += closed.errors;
+        self.max_window += window;
+        for (kept, seen) in self.rss_peak.iter_mut().zip(peak) {
+            *kept = (*kept).max(seen);
+        }
+        Ok(())
+    }
+
+    /// Writes the totals into `result` (`pair`: whether there are sidecars to report).
+    pub fn finish(&self, result: &mut CaseResult, pair: bool) {
+        result.latency = Latency {
+            p50_us: us(self.fixed_hist.value_at_quantile(0.50)),
+            p99_us: us(self.fixed_hist.value_at_quantile(0.99)),
+            p999_us: us(self.fixed_hist.value_at_quantile(0.999)),
+            completed: self.fixed_ok,
+            errors: self.fixed_err,
+            pacer_late_p99_us: us(self.pacer_late_ns),
+        };
+        if self.max_window > Duration::ZERO {
+            result.max_rps = self.max_ok as f64 / self.max_window.as_secs_f64();
+        }
+        result.max_errors = self.max_err;
+        result.max_p50_us = us(self.max_hist.value_at_quantile(0.5));
+        if pair {
+            let per_tick_us = 1e6 / procs::clock_ticks() as f64;
+            let per = |t: u64| t as f64 * per_tick_us / self.fixed_ok.max(1) as f64;
+            result.cpu_us_per_req = Some([per(self.cpu_ticks[0]), per(self.cpu_ticks[1])]);
+            result.rss_load_kib = Some(self.rss_peak);
+        }
+    }
+}
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}
