@@ -82,12 +82,14 @@ async fn until_status(mesh: &Mesh, want: u16) -> Duration {
     panic!("still {last}, wanted {want}");
 }
 
+/// B's policy version: the snapshot version up to the trust generation (`+b...`).
 async fn b_policy_version(mesh: &Mesh) -> String {
     let config = admin_get(mesh.b.admin(), "/config").await.expect("/config");
-    config.json().expect("JSON")["policy_version"]
+    let version = config.json().expect("JSON")["policy_version"]
         .as_str()
         .unwrap_or_default()
-        .to_string()
+        .to_string();
+    version.split("+b").next().unwrap_or_default().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
