@@ -18,9 +18,15 @@ use trustmesh_certs::SpiffeId;
     after_help = "Transparent interception (the pod's init container): trustmesh-proxy init --help"
 )]
 pub struct Args {
-    /// The control plane's API, e.g. https://127.0.0.1:15012.
-    #[arg(long, env = "TRUSTMESH_CONTROL_PLANE")]
-    pub control_plane: http::Uri,
+    /// The control plane's API, e.g. https://127.0.0.1:15012. Repeat the flag (or separate
+    /// URLs with commas) for several replicas: calls fail over from one to the next.
+    #[arg(
+        long,
+        env = "TRUSTMESH_CONTROL_PLANE",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub control_plane: Vec<http::Uri>,
     /// PEM file with the mesh's trust bundle (the control plane's trust-bundle.pem).
     #[arg(long, env = "TRUSTMESH_TRUST_BUNDLE")]
     pub trust_bundle: PathBuf,

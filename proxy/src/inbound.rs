@@ -113,6 +113,13 @@ impl Inbound {
         else {
             return;
         };
+        if let Some(mesh) = self.shared.mesh.load_full() {
+            if crate::revocation::refuses(&self.shared, &mesh, &peer, "connection") {
+                let mut tls = tls;
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+                return;
+            }
+        }
         if tls.get_ref().1.alpn_protocol() == Some(crate::opaque::ALPN) {
             crate::opaque::inbound(self.shared.clone(), tls, peer, addr).await;
             return;
@@ -164,6 +171,9 @@ impl Inbound {
             .mesh
             .load_full()
             .ok_or(ProxyError::NotReady("no policy snapshot yet"))?;
+        if crate::revocation::refuses(&self.shared, &mesh, peer, "request") {
+            return Ok(crate::revocation::denied());
+        }
         let port = request_port(&parts).unwrap_or(mesh.default_port);
         let authz_peer = Peer {
             id: peer,

@@ -23,6 +23,7 @@ mod outbound;
 mod passthrough;
 mod pool;
 mod probes;
+mod revocation;
 mod run;
 mod state;
 mod watch;
