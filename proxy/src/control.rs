@@ -1,7 +1,13 @@
 //! The client of the control-plane API: one short HTTPS/1.1 exchange per call, verifying the
 //! control plane's SPIFFE ID against the trust bundle and presenting our certificate once we
 //! have one. Used for bootstrap, renewal and the snapshot long poll.
+//!
+//! Several control planes (`--control-plane` repeated or comma-separated: replicas on one data
+//! folder) are tried in turn: a call goes to the one that answered last, and when it cannot be
+//! reached, fails, answers 5xx or does not answer in time, to the next one, within the same
+//! call. A host name with several addresses is tried address by address as well.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,11 +23,18 @@ use trustmesh_certs::{control_plane_identity, RotatingResolver, TrustBundle};
 /// The largest response accepted from the control plane.
 const MAX_RESPONSE: usize = 32 * 1024 * 1024;
 
-/// A control-plane endpoint and the TLS configuration to reach it.
-pub struct ControlClient {
+/// One control-plane replica.
+struct Endpoint {
     uri: Uri,
     host: String,
     port: u16,
+}
+
+/// The control-plane replicas and the TLS configuration to reach them.
+pub struct ControlClient {
+    endpoints: Vec<Endpoint>,
+    /// The replica that answered last; calls start there.
+    preferred: AtomicUsize,
     tls: ArcSwap<rustls::ClientConfig>,
     resolver: Arc<RotatingResolver>,
 }
@@ -35,28 +48,37 @@ pub struct Answer {
 }
 
 impl ControlClient {
-    /// A client for `uri` (https://host:port) that trusts `bundle`.
+    /// A client for the replicas at `uris` (https://host:port each) that trusts `bundle`.
     pub fn new(
-        uri: &Uri,
+        uris: &[Uri],
         bundle: &TrustBundle,
         resolver: Arc<RotatingResolver>,
         td: &trustmesh_certs::TrustDomain,
     ) -> anyhow::Result<Self> {
-        if uri.scheme_str() != Some("https") {
-            anyhow::bail!("--control-plane {uri} must be an https:// URL");
+        let mut endpoints = Vec::with_capacity(uris.len());
+        for uri in uris {
+            if uri.scheme_str() != Some("https") {
+                anyhow::bail!("--control-plane {uri} must be an https:// URL");
+            }
+            let host = uri
+                .host()
+                .ok_or_else(|| anyhow::anyhow!("--control-plane {uri} has no host"))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            endpoints.push(Endpoint {
+                uri: uri.clone(),
+                host,
+                port: uri.port_u16().unwrap_or(15012),
+            });
         }
-        let host = uri
-            .host()
-            .ok_or_else(|| anyhow::anyhow!("--control-plane {uri} has no host"))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = uri.port_u16().unwrap_or(15012);
+        if endpoints.is_empty() {
+            anyhow::bail!("--control-plane is needed");
+        }
         let tls = cp_client_config(bundle, td, &resolver)?;
         Ok(Self {
-            uri: uri.clone(),
-            host,
-            port,
+            endpoints,
+            preferred: AtomicUsize::new(0),
             tls: ArcSwap::from_pointee(tls),
             resolver,
         })
@@ -70,12 +92,15 @@ impl ControlClient {
         }
     }
 
-    /// The control plane's URL, for /config.
-    pub fn uri(&self) -> &Uri {
-        &self.uri
+    /// The control planes' URLs, comma-separated, for /config.
+    pub fn uris(&self) -> String {
+        let uris: Vec<String> = self.endpoints.iter().map(|e| e.uri.to_string()).collect();
+        uris.join(",")
     }
 
-    /// Makes one request; `timeout` bounds the whole exchange.
+    /// Makes one request, to the replica that answered last and then to each other one in
+    /// turn; `timeout` bounds the exchange with each. A 5xx answer moves on to the next
+    /// replica too, and is returned when it is the last one's.
     pub async fn call(
         &self,
         method: Method,
@@ -84,31 +109,47 @@ impl ControlClient {
         body: Option<Bytes>,
         timeout: Duration,
     ) -> anyhow::Result<Answer> {
-        tokio::time::timeout(
-            timeout,
-            self.call_inner(method, path_and_query, bearer, body),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("the control plane did not answer within {timeout:?}"))?
+        let n = self.endpoints.len();
+        let first = self.preferred.load(Ordering::Relaxed) % n;
+        let mut failures = Vec::new();
+        for i in 0..n {
+            let at = (first + i) % n;
+            let ep = &self.endpoints[at];
+            let exchange = self.call_one(ep, method.clone(), path_and_query, bearer, body.clone());
+            match tokio::time::timeout(timeout, exchange).await {
+                Ok(Ok(answer)) if !answer.status.is_server_error() || i + 1 == n => {
+                    if at != first {
+                        tracing::info!(control_plane = %ep.uri, "failed over to this control plane");
+                    }
+                    self.preferred.store(at, Ordering::Relaxed);
+                    return Ok(answer);
+                }
+                Ok(Ok(answer)) => failures.push(format!("{}: answered {}", ep.uri, answer.status)),
+                Ok(Err(e)) => failures.push(format!("{e:#}")),
+                Err(_) => failures.push(format!("{} did not answer within {timeout:?}", ep.uri)),
+            }
+        }
+        anyhow::bail!("{}", failures.join("; "))
     }
 
-    async fn call_inner(
+    async fn call_one(
         &self,
+        ep: &Endpoint,
         method: Method,
         path_and_query: &str,
         bearer: Option<&str>,
         body: Option<Bytes>,
     ) -> anyhow::Result<Answer> {
-        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+        let tcp = tokio::net::TcpStream::connect((ep.host.as_str(), ep.port))
             .await
-            .with_context(|| format!("connecting to the control plane at {}", self.uri))?;
+            .with_context(|| format!("connecting to the control plane at {}", ep.uri))?;
         let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from(self.host.clone())
+        let name = ServerName::try_from(ep.host.clone())
             .context("the control plane's host is not a valid server name")?;
         let tls = tokio_rustls::TlsConnector::from(self.tls.load_full())
             .connect(name, tcp)
             .await
-            .with_context(|| format!("TLS to the control plane at {}", self.uri))?;
+            .with_context(|| format!("TLS to the control plane at {}", ep.uri))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .context("HTTP handshake with the control plane")?;
@@ -116,7 +157,7 @@ impl ControlClient {
         let mut req = Request::builder()
             .method(method)
             .uri(path_and_query)
-            .header(header::HOST, format!("{}:{}", self.host, self.port));
+            .header(header::HOST, format!("{}:{}", ep.host, ep.port));
         if let Some(t) = bearer {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }

@@ -66,65 +66,100 @@ pub async fn bootstrap(
     }
 }
 
-/// Renews past `renew_fraction` of each certificate's life, until the process ends.
+/// Renews past `renew_fraction` of each certificate's life (counted from when we received it,
+/// up to 10% earlier at random so that a fleet started together spreads out), until the
+/// process ends. On failure the certificate in hand stays in use and the request is retried
+/// with jittered exponential backoff, capped at a tenth of the lifetime so that a control
+/// plane that comes back in time is found in time; past 80% of the lifetime a warning is
+/// logged once. Once the certificate has expired it can no longer authenticate a renewal, so
+/// the bootstrap token file is read again and used: a Kubernetes ServiceAccount token (which
+/// the kubelet keeps fresh) re-bootstraps the proxy; a spent `tm1` token is refused.
 pub async fn renew_forever(shared: Arc<Shared>, control: Arc<ControlClient>) {
-    let mut warned = false;
     loop {
         let Some(cert) = shared.cert.load_full() else {
             tokio::time::sleep(BACKOFF_MIN).await;
             continue;
         };
-        let life = cert
-            .not_after
-            .duration_since(cert.not_before)
-            .unwrap_or(Duration::from_secs(60));
-        // Up to 10% of the lifetime earlier, so that a fleet started together spreads out.
+        let life = lifetime(&cert);
         let jitter = life.mul_f64(0.1 * random_fraction());
-        let due = cert.not_before + life.mul_f64(shared.args.renew_fraction);
+        let due = cert.received_at + life.mul_f64(shared.args.renew_fraction);
         let due = due.checked_sub(jitter).unwrap_or(due);
         if let Ok(wait) = due.duration_since(SystemTime::now()) {
             tokio::time::sleep(wait).await;
         }
-        let mut backoff = Backoff::new();
-        loop {
-            match request(&shared, &control, None).await {
-                Ok(()) => {
-                    shared.metrics.renewals.with_label_values(&["ok"]).inc();
-                    warned = false;
-                    break;
-                }
-                Err(e) => {
-                    shared.metrics.renewals.with_label_values(&["error"]).inc();
-                    let now = SystemTime::now();
-                    let used = now
-                        .duration_since(cert.not_before)
-                        .unwrap_or_default()
-                        .as_secs_f64()
-                        / life.as_secs_f64().max(1.0);
-                    if used >= 0.8 && !warned {
-                        tracing::warn!(
-                            target: "identity",
-                            expires_in = ?cert.not_after.duration_since(now).unwrap_or_default(),
-                            "certificate is past 80% of its life and could not be renewed: {e}"
-                        );
-                        warned = true;
-                    } else {
-                        tracing::info!(target: "identity", "renewal failed, will retry: {e}");
-                    }
-                    tokio::time::sleep(backoff.next()).await;
-                    // A newer certificate may have arrived meanwhile (not today, but cheap).
-                    if shared
-                        .cert
-                        .load()
-                        .as_ref()
-                        .is_some_and(|c| c.serial != cert.serial)
-                    {
-                        break;
-                    }
-                }
-            }
+        renew_once(&shared, &control, &cert, life).await;
+    }
+}
+
+/// Renews `cert` until a new certificate is installed, retrying with capped backoff.
+async fn renew_once(shared: &Shared, control: &ControlClient, cert: &CertInfo, life: Duration) {
+    let mut backoff = Backoff::with_cap(retry_cap(life));
+    let mut warned = false;
+    loop {
+        let now = SystemTime::now();
+        let token = if now >= cert.not_after {
+            read_token(&shared.args.token_file)
+        } else {
+            None
+        };
+        let result = request(shared, control, token.as_deref()).await;
+        let label = match &result {
+            Ok(()) => "ok",
+            Err(IssueError::Refused { .. }) => "refused",
+            Err(IssueError::Unavailable(_)) => "unavailable",
+        };
+        shared.metrics.renewals.with_label_values(&[label]).inc();
+        let Err(e) = result else {
+            return;
+        };
+        let used = now
+            .duration_since(cert.received_at)
+            .unwrap_or_default()
+            .as_secs_f64()
+            / life.as_secs_f64();
+        if now >= cert.not_after {
+            tracing::warn!(target: "identity", "certificate expired and could not be renewed; not ready: {e}");
+        } else if used >= 0.8 && !warned {
+            tracing::warn!(
+                target: "identity",
+                expires_in = ?cert.not_after.duration_since(now).unwrap_or_default(),
+                "certificate is past 80% of its life and could not be renewed: {e}"
+            );
+            warned = true;
+        } else {
+            tracing::info!(target: "identity", "renewal failed, will retry: {e}");
+        }
+        tokio::time::sleep(backoff.next()).await;
+        if shared
+            .cert
+            .load()
+            .as_ref()
+            .is_some_and(|c| c.serial != cert.serial)
+        {
+            return;
         }
     }
+}
+
+/// The lifetime renewal is planned over: from when we received the certificate to its
+/// NotAfter (its NotBefore is back-dated a minute for clock skew, which would otherwise make a
+/// short-lived certificate look due at once).
+fn lifetime(cert: &CertInfo) -> Duration {
+    cert.not_after
+        .duration_since(cert.received_at)
+        .unwrap_or_default()
+        .max(Duration::from_secs(1))
+}
+
+/// The longest wait between two renewal attempts for a certificate living `life`.
+fn retry_cap(life: Duration) -> Duration {
+    (life / 10).clamp(BACKOFF_MIN, BACKOFF_MAX)
+}
+
+/// The bootstrap token file's content, read again (a projected token is rotated in place).
+fn read_token(path: &std::path::Path) -> Option<String> {
+    let token = std::fs::read_to_string(path).ok()?.trim().to_string();
+    (!token.is_empty()).then_some(token)
 }
 
 /// One certificate request: new key, CSR, POST, install.
@@ -188,6 +223,7 @@ fn install(
         not_before: certid::cert_not_before(leaf)?,
         not_after: certid::cert_not_after(leaf)?,
         serial: certid::cert_serial_hex(leaf)?,
+        received_at: SystemTime::now(),
     };
     shared.resolver.set(chain, key)?;
     let expiry = info
@@ -201,21 +237,30 @@ fn install(
     Ok(())
 }
 
-/// Capped exponential backoff with full jitter.
+/// Capped exponential backoff with jitter.
 pub struct Backoff {
     next: Duration,
+    cap: Duration,
 }
 
 impl Backoff {
-    /// Starts at the minimum.
+    /// Starts at the minimum; capped at 30 s.
     pub fn new() -> Self {
-        Self { next: BACKOFF_MIN }
+        Self::with_cap(BACKOFF_MAX)
+    }
+
+    /// Starts at the minimum; capped at `cap`.
+    pub fn with_cap(cap: Duration) -> Self {
+        Self {
+            next: BACKOFF_MIN,
+            cap: cap.max(BACKOFF_MIN),
+        }
     }
 
     /// The next wait: uniform in [base/2, base], base doubling up to the cap.
     pub fn next(&mut self) -> Duration {
         let base = self.next;
-        self.next = (self.next * 2).min(BACKOFF_MAX);
+        self.next = (self.next * 2).min(self.cap);
         base.mul_f64(0.5 + 0.5 * random_fraction())
     }
 }

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub cert_expiry: Gauge,
     /// Certificate renewals by result.
     pub renewals: IntCounterVec,
+    /// Connections and requests refused because their identity is blocked, by stage.
+    pub blocked_refusals: IntCounterVec,
     /// Open connections by direction.
     pub connections: IntGaugeVec,
     /// Intercepted traffic to addresses outside the registry, by decision (deny, passthrough).
@@ -72,6 +74,13 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let blocked_refusals = IntCounterVec::new(
+            Opts::new(
+                "trustmesh_blocked_refusals_total",
+                "Inbound connections and requests refused because the caller's identity is blocked, by stage.",
+            ),
+            &["stage"],
+        )?;
         let connections = IntGaugeVec::new(
             Opts::new(
                 "trustmesh_connections_open",
@@ -98,6 +107,7 @@ impl Metrics {
         registry.register(Box::new(handshake_errors.clone()))?;
         registry.register(Box::new(cert_expiry.clone()))?;
         registry.register(Box::new(renewals.clone()))?;
+        registry.register(Box::new(blocked_refusals.clone()))?;
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(policy_version.clone()))?;
         let outbound_passthrough = IntCounterVec::new(
@@ -117,6 +127,7 @@ impl Metrics {
             handshake_errors,
             cert_expiry,
             renewals,
+            blocked_refusals,
             connections,
             outbound_passthrough,
             authz_decisions,

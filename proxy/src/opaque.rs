@@ -138,6 +138,9 @@ fn allowed(shared: &Shared, peer: &SpiffeId, addr: SocketAddr, port: u16) -> boo
     let Some(mesh) = shared.mesh.load_full() else {
         return false;
     };
+    if crate::revocation::refuses(shared, &mesh, peer, "connection") {
+        return false;
+    }
     let request = AuthzRequest::tcp(Some(peer), Some(addr.ip()), port);
     let decision = mesh.policies.authorize(&request);
     let policy = decision.policy.as_deref().unwrap_or("-");

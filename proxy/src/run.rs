@@ -61,7 +61,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         &args.identity.trust_domain(),
     )?);
     let info = Arc::new(AdminInfo {
-        control_plane: control.uri().to_string(),
+        control_plane: control.uris(),
     });
     tokio::spawn(admin::serve(admin_l, shared.clone(), info));
 

@@ -2,7 +2,7 @@
 //! from the newest snapshot (registry, trust bundle, TLS configurations). Both are swapped
 //! atomically; a request reads them once and keeps what it read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -23,6 +23,9 @@ pub struct CertInfo {
     pub not_after: SystemTime,
     /// Serial, hex.
     pub serial: String,
+    /// When this proxy installed it: renewal is scheduled from here, since NotBefore is
+    /// back-dated for clock skew.
+    pub received_at: SystemTime,
 }
 
 /// The mesh as the newest snapshot describes it.
@@ -37,6 +40,8 @@ pub struct MeshView {
     pub policies: WorkloadPolicies,
     /// The port callers address this workload on when the Host names none.
     pub default_port: u16,
+    /// Identities refused at once (see [`crate::revocation`]).
+    pub blocked: HashSet<SpiffeId>,
     client_configs: Mutex<HashMap<SpiffeId, Arc<rustls::ClientConfig>>>,
 }
 
@@ -64,6 +69,7 @@ impl MeshView {
             .push(crate::opaque::ALPN.to_vec());
         let server_config = Arc::new(server_config);
         Ok(Self {
+            blocked: snapshot.blocked.iter().cloned().collect(),
             snapshot,
             bundle,
             server_config,
