@@ -35,6 +35,7 @@ pub struct ControlPlane {
     policies: PathBuf,
     tls: Option<Arc<ClientConfig>>,
     starts: usize,
+    extra: Vec<String>,
 }
 
 impl ControlPlane {
@@ -50,8 +51,21 @@ impl ControlPlane {
         data_dir: &Path,
         policies: &Path,
     ) -> anyhow::Result<Self> {
+        Self::start_with(work_dir, data_dir, policies, &[]).await
+    }
+
+    /// Like [`ControlPlane::start_in`] with extra `serve` flags (e.g. `["--cert-ttl", "10s"]`),
+    /// kept for [`ControlPlane::restart`]. Several may share one data folder (replicas); each
+    /// logs to `control-plane-<port>.<start>.log`.
+    pub async fn start_with(
+        work_dir: &Path,
+        data_dir: &Path,
+        policies: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let addr = free_addr()?;
-        let process = spawn_serve(work_dir, data_dir, policies, addr, 1)?;
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let process = spawn_serve_with(work_dir, data_dir, policies, addr, 1, &extra)?;
         let mut cp = Self {
             process,
             addr,
@@ -60,6 +74,7 @@ impl ControlPlane {
             policies: policies.to_path_buf(),
             tls: None,
             starts: 1,
+            extra,
         };
         cp.wait_ready().await?;
         Ok(cp)
@@ -70,12 +85,13 @@ impl ControlPlane {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
         self.starts += 1;
-        self.process = spawn_serve(
+        self.process = spawn_serve_with(
             &self.work_dir,
             &self.data_dir,
             &self.policies,
             self.addr,
             self.starts,
+            &self.extra,
         )?;
         self.wait_ready().await
     }
@@ -276,6 +292,18 @@ pub fn spawn_serve(
     addr: SocketAddr,
     generation: usize,
 ) -> anyhow::Result<Process> {
+    spawn_serve_with(work_dir, data_dir, policies, addr, generation, &[])
+}
+
+/// [`spawn_serve`] with extra `serve` flags.
+pub fn spawn_serve_with(
+    work_dir: &Path,
+    data_dir: &Path,
+    policies: &Path,
+    addr: SocketAddr,
+    generation: usize,
+    extra: &[String],
+) -> anyhow::Result<Process> {
     let bins = binaries()?;
     let mut cmd = Command::new(&bins.control_plane);
     cmd.arg("serve")
@@ -287,7 +315,12 @@ pub fn spawn_serve(
         .arg(policies)
         .arg("--trust-domain")
         .arg(TRUST_DOMAIN)
+        .args(extra)
         .current_dir(work_dir);
-    let log = work_dir.join(format!("control-plane.{generation}.log"));
+    let log = if extra.is_empty() {
+        work_dir.join(format!("control-plane.{generation}.log"))
+    } else {
+        work_dir.join(format!("control-plane-{}.{generation}.log", addr.port()))
+    };
     Process::spawn("control plane", cmd, &log)
 }

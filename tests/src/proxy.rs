@@ -49,6 +49,20 @@ impl Proxy {
         extra: &[&str],
     ) -> anyhow::Result<Self> {
         let token = cp.token(identity).await?;
+        Self::start_with_token(cp, name, identity, app, ports, &token, extra).await
+    }
+
+    /// [`Proxy::start_with`] with a bootstrap token of the caller's (e.g. a Kubernetes
+    /// ServiceAccount JWT) instead of a fresh `trustmesh token create`.
+    pub async fn start_with_token(
+        cp: &ControlPlane,
+        name: &str,
+        identity: &str,
+        app: SocketAddr,
+        ports: ProxyPorts,
+        token: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let token_file = cp.work_dir().join(format!("{name}.token"));
         std::fs::write(&token_file, format!("{token}\n"))
             .with_context(|| format!("writing {}", token_file.display()))?;
