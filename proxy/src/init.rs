@@ -6,6 +6,7 @@
 //! ```text
 //! PREROUTING -p tcp -j TRUSTMESH_INBOUND          inbound TCP to the pod
 //!   TRUSTMESH_INBOUND   --dport <inbound port>         RETURN  (sidecars dial it directly)
+//!                       --dport <outbound, admin port> RETURN  (loopback-only: refused)
 //!                       --dport <each excluded port>   RETURN
 //!                       -j TRUSTMESH_IN_REDIRECT       REDIRECT --to-ports 15006
 //! OUTPUT -p tcp -j TRUSTMESH_OUTPUT               TCP the pod's processes open
@@ -58,6 +59,11 @@ pub struct InitArgs {
     /// The sidecar's outbound port: the app's outbound TCP is redirected here.
     #[arg(long, env = "TRUSTMESH_OUTBOUND_PORT", default_value_t = 15001)]
     pub outbound_port: u16,
+    /// The sidecar's admin port. It, like the outbound port, listens on loopback only and is
+    /// never redirected, so a caller from outside the pod cannot reach it through the inbound
+    /// listener (nor make the sidecar call out on its behalf).
+    #[arg(long, env = "TRUSTMESH_ADMIN_PORT", default_value_t = 15000)]
+    pub admin_port: u16,
     /// Inbound ports left alone (comma-separated or repeated), e.g. the probe port 15020.
     #[arg(long, env = "TRUSTMESH_EXCLUDE_INBOUND_PORTS", value_delimiter = ',')]
     pub exclude_inbound_ports: Vec<u16>,
@@ -151,8 +157,9 @@ pub fn install_rules(args: &InitArgs, family: Family) -> Vec<Vec<String>> {
         &outbound,
     ]);
 
-    // Inbound: a sidecar dialling our inbound port directly, then the excluded ports.
-    let mut in_ports = vec![args.inbound_port];
+    // Inbound: a sidecar dialling our inbound port directly, the sidecar's loopback-only
+    // ports (so they stay unreachable from outside), then the excluded ports.
+    let mut in_ports = vec![args.inbound_port, args.outbound_port, args.admin_port];
     in_ports.extend(args.exclude_inbound_ports.iter().copied());
     dedup(&mut in_ports);
     for port in in_ports {

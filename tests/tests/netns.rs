@@ -203,6 +203,11 @@ fn interception_in_network_namespaces() {
         "plaintext from outside got {outsider:?}"
     );
     assert!(!app_b.log().contains("/orders/outsider"), "{}", app_b.log());
+    // Nor the sidecar's loopback-only outbound and admin listeners.
+    for port in [15001, 15000] {
+        let got = get(&topo, "out", &format!("http://{b_ip}:{port}/ready"));
+        assert!(got.is_none(), "port {port} answered from outside: {got:?}");
+    }
 
     // 4. Only the declared probe passes in plaintext, through the probe listener.
     let probe = get(

@@ -23,6 +23,8 @@ fn default_rules_redirect_inbound_and_outbound_and_exempt_the_proxy() {
             "-A TRUSTMESH_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006",
             "-A TRUSTMESH_REDIRECT -p tcp -j REDIRECT --to-ports 15001",
             "-A TRUSTMESH_INBOUND -p tcp --dport 15006 -j RETURN",
+            "-A TRUSTMESH_INBOUND -p tcp --dport 15001 -j RETURN",
+            "-A TRUSTMESH_INBOUND -p tcp --dport 15000 -j RETURN",
             "-A TRUSTMESH_INBOUND -p tcp -j TRUSTMESH_IN_REDIRECT",
             "-A TRUSTMESH_OUTPUT -m owner --uid-owner 1337 -j RETURN",
             "-A TRUSTMESH_OUTPUT -o lo -j RETURN",
@@ -65,6 +67,7 @@ fn exclusions_go_before_the_redirects_and_cidrs_go_to_their_family() {
     let redirect_in = pos(&v4, "-A TRUSTMESH_INBOUND -p tcp -j TRUSTMESH_IN_REDIRECT");
     for r in [
         "-A TRUSTMESH_INBOUND -p tcp --dport 16006 -j RETURN",
+        "-A TRUSTMESH_INBOUND -p tcp --dport 16001 -j RETURN",
         "-A TRUSTMESH_INBOUND -p tcp --dport 15020 -j RETURN",
         "-A TRUSTMESH_INBOUND -p tcp --dport 22 -j RETURN",
     ] {
