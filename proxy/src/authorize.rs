@@ -13,6 +13,7 @@ use trustmesh_policies::normalize::{normalize_path, RoutePath};
 use trustmesh_policies::request::Request as AuthzRequest;
 use trustmesh_policies::WorkloadPolicies;
 
+use crate::access_log::Entry;
 use crate::body::{self, Body};
 use crate::error::text_response;
 use crate::metrics::Metrics;
@@ -28,13 +29,14 @@ pub struct Peer<'a> {
 }
 
 /// Normalizes and authorizes one request. `Ok` carries the normalized path the app must get;
-/// `Err` is the response to send instead.
+/// `Err` is the response to send instead. The path, decision and policy go into `log`.
 pub fn authorize(
     policies: &WorkloadPolicies,
     parts: &Parts,
     peer: &Peer<'_>,
     port: u16,
     metrics: &Metrics,
+    log: &mut Entry,
 ) -> Result<RoutePath, Box<Response<Body>>> {
     let raw = parts
         .uri
@@ -47,6 +49,7 @@ pub fn authorize(
             .authz_decisions
             .with_label_values(&["bad_request", "-"])
             .inc();
+        log.decision = Some("bad_request");
         text_response(
             StatusCode::BAD_REQUEST,
             format!("trustmesh: bad request path: {e}\n"),
@@ -71,6 +74,9 @@ pub fn authorize(
     };
     let decision = policies.authorize(&request);
     let policy = decision.policy.as_deref().unwrap_or("-");
+    log.path = Some(path.as_str().to_string());
+    log.decision = Some(decision.label());
+    log.policy = decision.policy.as_deref().map(str::to_string);
     metrics
         .authz_decisions
         .with_label_values(&[decision.label(), policy])

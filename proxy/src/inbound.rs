@@ -17,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use trustmesh_certs::SpiffeId;
 
+use crate::access_log::{self, Entry};
 use crate::authorize::{authorize, Peer};
 use crate::body::{self, Body};
 use crate::error::ProxyError;
@@ -147,15 +148,27 @@ impl Inbound {
 
     async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         let start = Instant::now();
-        let resp = match self.forward(req, conn).await {
+        let mut log = Entry::from_request(req.method(), req.uri(), req.headers());
+        log.source = Some(conn.peer.as_str().to_string());
+        log.destination = Some(self.shared.identity.as_str().to_string());
+        let resp = match self.forward(req, conn, &mut log).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
         };
+        let elapsed = start.elapsed();
         let m = &self.shared.metrics;
-        m.duration_inbound.observe(start.elapsed().as_secs_f64());
+        m.duration_inbound.observe(elapsed.as_secs_f64());
         m.requests
             .with_label_values(&["inbound", resp.status().as_str()])
             .inc();
+        access_log::write(
+            self.shared.args.access_log,
+            "inbound",
+            &log,
+            resp.status(),
+            resp.headers(),
+            elapsed,
+        );
         resp
     }
 
@@ -163,6 +176,7 @@ impl Inbound {
         &self,
         req: Request<Incoming>,
         conn: &ConnInfo,
+        log: &mut Entry,
     ) -> Result<Response<Body>, ProxyError> {
         let peer = &conn.peer;
         let (mut parts, body) = req.into_parts();
@@ -186,6 +200,7 @@ impl Inbound {
             &authz_peer,
             port,
             &self.shared.metrics,
+            log,
         ) {
             Ok(path) => path,
             Err(resp) => return Ok(*resp),

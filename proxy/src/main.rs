@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+mod access_log;
 mod admin;
 mod authorize;
 mod body;
@@ -26,6 +27,7 @@ mod probes;
 mod revocation;
 mod run;
 mod state;
+mod trace;
 mod watch;
 
 use std::process::ExitCode;

@@ -21,6 +21,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+use crate::access_log::{self, Entry};
 use crate::body::{self, Body};
 use crate::error::ProxyError;
 use crate::headers::{self, ORIG_PROTO, PEER_IDENTITY};
@@ -86,15 +87,34 @@ impl Outbound {
 
     async fn handle(&self, req: Request<Incoming>, orig: Option<SocketAddr>) -> Response<Body> {
         let start = Instant::now();
-        let resp = match self.forward(req, orig).await {
+        let mut log = Entry::from_request(req.method(), req.uri(), req.headers());
+        log.source = Some(self.shared.identity.as_str().to_string());
+        if let Some(pq) = req.uri().path_and_query() {
+            log.set_raw_path(pq.as_str());
+        }
+        let resp = match self.forward(req, orig, &mut log).await {
             Ok(r) => r,
-            Err(e) => e.into_response(),
+            Err(e) => {
+                if matches!(e, ProxyError::OutsideMesh { .. }) {
+                    log.decision = Some("deny");
+                }
+                e.into_response()
+            }
         };
+        let elapsed = start.elapsed();
         let m = &self.shared.metrics;
-        m.duration_outbound.observe(start.elapsed().as_secs_f64());
+        m.duration_outbound.observe(elapsed.as_secs_f64());
         m.requests
             .with_label_values(&["outbound", resp.status().as_str()])
             .inc();
+        access_log::write(
+            self.shared.args.access_log,
+            "outbound",
+            &log,
+            resp.status(),
+            resp.headers(),
+            elapsed,
+        );
         resp
     }
 
@@ -102,6 +122,7 @@ impl Outbound {
         &self,
         req: Request<Incoming>,
         orig: Option<SocketAddr>,
+        log: &mut Entry,
     ) -> Result<Response<Body>, ProxyError> {
         let mesh = self
             .shared
@@ -125,6 +146,7 @@ impl Outbound {
         let (service, endpoint) = match route {
             Route::Mesh { service, dial } => (service, dial),
             Route::Passthrough(addr) => {
+                log.decision = Some("passthrough");
                 let timeout = self.shared.args.upstream_timeout;
                 return self.passthrough.forward(req, addr, timeout).await;
             }
@@ -134,6 +156,7 @@ impl Outbound {
             .or_else(|| orig.map(|o| o.to_string()))
             .ok_or(ProxyError::NoHost)?;
         let target = format!("{}.{}", service.name, service.namespace);
+        log.destination = Some(service.identity.as_str().to_string());
         let endpoint = &endpoint;
         let config = mesh
             .client_config(&self.shared.resolver, &service.identity)

@@ -1,0 +1,66 @@
+//! W3C Trace Context (<https://www.w3.org/TR/trace-context/>): the proxy reads the trace id of
+//! a request's `traceparent` for the access log. `traceparent` and `tracestate` are forwarded
+//! unchanged on both hops.
+
+use http::HeaderMap;
+
+/// The `traceparent` header (W3C Trace Context §3.2).
+pub const TRACEPARENT: &str = "traceparent";
+
+/// The trace id of a valid `traceparent`, as 32 lowercase hex digits.
+pub fn trace_id(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(TRACEPARENT)?.to_str().ok()?;
+    parse(value).map(|(trace, _)| trace.to_string())
+}
+
+/// Splits a `traceparent` into its trace id and parent id, or `None` when it is not valid:
+/// `version-traceid-parentid-flags`, lowercase hex, neither id all zeros, version `ff`
+/// forbidden, and for version `00` nothing after the flags (§3.2.2–§3.2.4).
+fn parse(value: &str) -> Option<(&str, &str)> {
+    let mut parts = value.trim().split('-');
+    let version = parts.next()?;
+    let trace = parts.next()?;
+    let parent = parts.next()?;
+    let flags = parts.next()?;
+    let rest = parts.next();
+    let ok = is_hex(version, 2)
+        && version != "ff"
+        && is_hex(trace, 32)
+        && is_hex(parent, 16)
+        && is_hex(flags, 2)
+        && !trace.bytes().all(|b| b == b'0')
+        && !parent.bytes().all(|b| b == b'0')
+        && (version != "00" || rest.is_none());
+    ok.then_some((trace, parent))
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_only_valid_traceparents() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            parse(good),
+            Some(("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"))
+        );
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+        // A later version may add fields.
+        assert!(parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x").is_some());
+    }
+}
