@@ -66,6 +66,9 @@ pub struct Args {
     /// "path": "/healthz"}}}. Only these reach the app through --probe-listen.
     #[arg(long, env = "TRUSTMESH_APP_PROBES", value_parser = crate::probes::parse_app_probes)]
     pub app_probes: Option<crate::probes::AppProbes>,
+    /// On SIGTERM, how long requests in flight may take to finish before the sidecar exits.
+    #[arg(long, env = "TRUSTMESH_DRAIN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
     /// Access log of every request on stdout: json (one JSON object per line) or off.
     #[arg(long, env = "TRUSTMESH_ACCESS_LOG", value_enum, default_value = "json")]
     pub access_log: crate::access_log::AccessLogFormat,

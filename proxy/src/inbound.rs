@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::Watcher;
 use tokio::net::TcpListener;
 use trustmesh_certs::SpiffeId;
 
@@ -57,10 +58,17 @@ impl Inbound {
         })
     }
 
-    /// Serves mTLS connections until the process ends.
+    /// Serves mTLS connections until the drain begins.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         loop {
-            let (tcp, addr) = match listener.accept().await {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = self.shared.drain.started() => return,
+            };
+            let Some(watcher) = self.shared.drain.watcher() else {
+                return;
+            };
+            let (tcp, addr) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(target: "inbound", "accept failed: {e}");
@@ -70,11 +78,16 @@ impl Inbound {
             };
             let _ = tcp.set_nodelay(true);
             let this = self.clone();
-            tokio::spawn(async move { this.connection(tcp, addr).await });
+            tokio::spawn(async move { this.connection(tcp, addr, watcher).await });
         }
     }
 
-    async fn connection(self: Arc<Self>, tcp: tokio::net::TcpStream, addr: SocketAddr) {
+    async fn connection(
+        self: Arc<Self>,
+        tcp: tokio::net::TcpStream,
+        addr: SocketAddr,
+        watcher: Watcher,
+    ) {
         let Some(mesh) = self.shared.mesh.load_full() else {
             // Not ready: no trust bundle from the control plane yet.
             return;
@@ -141,7 +154,8 @@ impl Inbound {
         });
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder.http2().adaptive_window(true);
-        if let Err(e) = builder.serve_connection(TokioIo::new(tls), svc).await {
+        let conn = builder.serve_connection(TokioIo::new(tls), svc);
+        if let Err(e) = watcher.watch(conn).await {
             tracing::debug!(client.addr = %addr, "connection ended: {e}");
         }
     }

@@ -10,6 +10,7 @@ mod authorize;
 mod body;
 mod config;
 mod control;
+mod drain;
 mod error;
 mod headers;
 mod identity;

@@ -50,10 +50,17 @@ impl Outbound {
         })
     }
 
-    /// Serves the app's connections until the listener fails.
+    /// Serves the app's connections until the drain begins.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         loop {
-            let (tcp, addr) = match listener.accept().await {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = self.shared.drain.started() => return,
+            };
+            let Some(watcher) = self.shared.drain.watcher() else {
+                return;
+            };
+            let (tcp, addr) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(target: "outbound", "accept failed: {e}");
@@ -78,7 +85,8 @@ impl Outbound {
                 let mut builder =
                     hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 builder.http2().adaptive_window(true);
-                if let Err(e) = builder.serve_connection(TokioIo::new(tcp), svc).await {
+                let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+                if let Err(e) = watcher.watch(conn).await {
                     tracing::debug!(client.addr = %addr, "connection ended: {e}");
                 }
             });

@@ -51,6 +51,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cert: ArcSwapOption::empty(),
         mesh: ArcSwapOption::empty(),
         metrics: Metrics::new()?,
+        drain: Default::default(),
         mesh_changes: tokio::sync::watch::channel(0).0,
         args: args.clone(),
     });
@@ -98,6 +99,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "sidecar ready"
     );
     shutdown_signal().await;
+    let left = shared.drain.run(args.drain_timeout).await;
+    if left > 0 {
+        tracing::warn!("--drain-timeout passed with connections still open; closing them");
+    }
     tracing::info!("sidecar stopping");
     Ok(())
 }

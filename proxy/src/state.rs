@@ -116,6 +116,8 @@ pub struct Shared {
     pub mesh: ArcSwapOption<MeshView>,
     /// Metrics.
     pub metrics: Metrics,
+    /// Graceful drain on SIGTERM: not ready, no new connections, in-flight requests finish.
+    pub drain: crate::drain::Drain,
     /// Ticks whenever a new mesh view is in force (open opaque connections re-authorize).
     pub mesh_changes: tokio::sync::watch::Sender<u64>,
 }
@@ -123,6 +125,9 @@ pub struct Shared {
 impl Shared {
     /// Ready means: a certificate that has not expired, and a snapshot.
     pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.drain.is_draining() {
+            return Err("draining");
+        }
         let cert = self.cert.load();
         match cert.as_ref() {
             None => return Err("no certificate yet"),
