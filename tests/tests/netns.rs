@@ -4,7 +4,8 @@
 //! outsider with no sidecar. The apps know nothing of the mesh:
 //!
 //! - A's app calls `http://B_IP:8080/orders/1` and gets 200 over mTLS; B's app sees A's
-//!   verified identity; a second app port (9090) of B is reached on that port;
+//!   verified identity; a second app port (9090) of B is reached on that port; the same
+//!   works over IPv6 (ip6tables, `IP6T_SO_ORIGINAL_DST`);
 //! - a DENY policy on `/admin/*` answers 403;
 //! - the outsider's plaintext to B's app port is refused; only B's declared probe passes
 //!   (through the probe listener, 15020), and nothing else there;
@@ -32,7 +33,7 @@ use trustmesh_e2e::policies::spiffe_id;
 use trustmesh_e2e::process::Process;
 use trustmesh_e2e::workdir::WorkDir;
 
-use topology::{Topology, SUBNET};
+use topology::{Topology, SUBNET, SUBNET6};
 
 const PROXY_UID: &str = "1337";
 const APP: &str = env!("CARGO_BIN_EXE_trustmesh-netns-app");
@@ -196,6 +197,20 @@ fn interception_in_network_namespaces() {
     );
     assert_eq!(seen["peer_identity"], json!([id_a]), "{seen}");
 
+    // 2b. The same over IPv6 (ip6tables, IP6T_SO_ORIGINAL_DST, the [::1]/[::] listeners).
+    let b_ip6 = format!("[{SUBNET6}11]");
+    let (status, body) = get(&topo, "a", &format!("http://{b_ip6}:8080/orders/v6")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["path"], "/orders/v6");
+    assert_eq!(seen["peer_identity"], json!([id_a]), "{seen}");
+    let outsider = get(
+        &topo,
+        "out",
+        &format!("http://{b_ip6}:8080/orders/outsider6"),
+    );
+    assert!(outsider.is_none(), "plaintext over IPv6 got {outsider:?}");
+
     // 3. The outsider's plaintext to B's app port never reaches the app.
     let outsider = get(&topo, "out", &format!("http://{b_ip}:8080/orders/outsider"));
     assert!(
@@ -289,8 +304,10 @@ fn write_policies(dir: &Path, a_ip: &str, b_ip: &str, outbound_policy: &str) {
         format!(
             "apiVersion: trustmesh.io/v1\nkind: Service\n\
              metadata: {{name: {name}, namespace: test, labels: {{app: {name}}}}}\n\
-             spec:\n  identity: {id}\n  endpoints: [\"{ip}:15006\"]\n  ports: [{ports}]\n",
-            id = spiffe_id("test", name)
+             spec:\n  identity: {id}\n  endpoints: [\"{ip}:15006\", \"[{ip6}]:15006\"]\n  \
+             ports: [{ports}]\n",
+            id = spiffe_id("test", name),
+            ip6 = ip6(ip),
         )
     };
     let services = format!(
@@ -311,6 +328,11 @@ fn write_policies(dir: &Path, a_ip: &str, b_ip: &str, outbound_policy: &str) {
          rules:\n    - to: [{operation: {paths: [\"/admin/*\"]}}]\n",
     )
     .unwrap();
+}
+
+/// The IPv6 address of the host whose IPv4 address is `ip`.
+fn ip6(ip: &str) -> String {
+    format!("{SUBNET6}{}", ip.rsplit('.').next().unwrap_or_default())
 }
 
 fn git(dir: &Path, args: &[&str]) {

@@ -11,6 +11,8 @@ use anyhow::{bail, Context as _};
 
 /// The test subnet's first three octets; hosts are `.2`, `.10`, ...
 pub const SUBNET: &str = "10.254.77";
+/// The IPv6 subnet (a unique local /64); hosts are `::2`, `::10`, ... (same numbers).
+pub const SUBNET6: &str = "fd77:77::";
 
 /// The namespaces of one test run, deleted (with their links and iptables rules) on drop.
 pub struct Topology {
@@ -23,7 +25,7 @@ pub struct Topology {
 
 impl Topology {
     /// A hub namespace with a bridge, then one namespace per `(name, host octet)`, each with
-    /// `eth0` on the bridge at `SUBNET.octet/24` and loopback up.
+    /// `eth0` on the bridge at `SUBNET.octet/24` and `SUBNET6octet/64`, and loopback up.
     pub fn new(members: &[(&str, u8)]) -> anyhow::Result<Self> {
         let prefix = format!("tm{}", std::process::id());
         let hub = format!("{prefix}-hub");
@@ -49,6 +51,9 @@ impl Topology {
             ip(&["-n", &hub, "link", "set", &port, "up"])?;
             let addr = format!("{SUBNET}.{octet}/24");
             ip(&["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
+            // nodad: usable at once, without duplicate address detection's delay.
+            let addr6 = format!("{SUBNET6}{octet}/64");
+            ip(&["-n", &ns, "addr", "add", &addr6, "dev", "eth0", "nodad"])?;
             ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         }
