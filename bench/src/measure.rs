@@ -49,6 +49,10 @@ pub struct CaseResult {
     pub rss_idle_kib: Option<[u64; 2]>,
     /// Peak VmRSS (KiB) of A and B during the closed-loop segments.
     pub rss_load_kib: Option<[u64; 2]>,
+    /// PSS (KiB) of A and B when idle.
+    pub pss_idle_kib: Option<[u64; 2]>,
+    /// Peak PSS (KiB) of A and B during the closed-loop segments.
+    pub pss_load_kib: Option<[u64; 2]>,
     /// Threads of A and B (nginx: summed over master and worker).
     pub threads: Option<[u64; 2]>,
     /// Full mTLS handshakes at B.
@@ -69,6 +73,7 @@ pub struct Accumulator {
     max_err: u64,
     max_window: Duration,
     rss_peak: [u64; 2],
+    pss_peak: [u64; 2],
 }
 
 impl Accumulator {
@@ -89,6 +94,7 @@ impl Accumulator {
             max_err: 0,
             max_window: Duration::ZERO,
             rss_peak: [0; 2],
+            pss_peak: [0; 2],
         })
     }
 
@@ -129,7 +135,7 @@ impl Accumulator {
         Ok(())
     }
 
-    /// One closed-loop segment, sampling the sidecars' RSS every 100 ms meanwhile.
+    /// One closed-loop segment, sampling the sidecars' RSS and PSS every 100 ms meanwhile.
     pub async fn max_segment(
         &mut self,
         target: &Target,
@@ -139,27 +145,32 @@ impl Accumulator {
         window: Duration,
     ) -> Result<()> {
         let sampler = async {
-            let mut peak = [0u64; 2];
+            let mut rss = [0u64; 2];
+            let mut pss = [0u64; 2];
             let end = Instant::now() + warmup + window;
             while Instant::now() < end && !sidecars.is_empty() {
-                for (p, s) in peak.iter_mut().zip(sidecars) {
-                    *p = (*p).max(s.rss_kib()?);
+                for ((r, p), s) in rss.iter_mut().zip(pss.iter_mut()).zip(sidecars) {
+                    *r = (*r).max(s.rss_kib()?);
+                    *p = (*p).max(s.pss_kib()?);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Ok::<_, anyhow::Error>(peak)
+            Ok::<_, anyhow::Error>((rss, pss))
         };
         let closed = loadgen::max_rate(target, warmup, window, connections);
         let (closed, peak) = tokio::join!(closed, sampler);
         let closed = closed?;
-        let peak = peak?;
+        let (rss, pss) = peak?;
         self.max_hist
             .add(&closed.latency)
             .map_err(|e| anyhow!("merging histograms: {e}"))?;
         self.max_ok += closed.completed;
         self.max_err += closed.errors;
         self.max_window += window;
-        for (kept, seen) in self.rss_peak.iter_mut().zip(peak) {
+        for (kept, seen) in self.rss_peak.iter_mut().zip(rss) {
+            *kept = (*kept).max(seen);
+        }
+        for (kept, seen) in self.pss_peak.iter_mut().zip(pss) {
             *kept = (*kept).max(seen);
         }
         Ok(())
@@ -185,6 +196,7 @@ impl Accumulator {
             let per = |t: u64| t as f64 * per_tick_us / self.fixed_ok.max(1) as f64;
             result.cpu_us_per_req = Some([per(self.cpu_ticks[0]), per(self.cpu_ticks[1])]);
             result.rss_load_kib = Some(self.rss_peak);
+            result.pss_load_kib = Some(self.pss_peak);
         }
     }
 }

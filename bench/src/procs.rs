@@ -177,6 +177,20 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
     Ok(kib.parse()?)
 }
 
+/// Proportional set size of `pid` in KiB (`Pss` in `/proc/PID/smaps_rollup`): shared pages
+/// count in part, so nginx's master and worker, which share most of their memory after the
+/// fork, are not counted twice as a sum of their VmRSS would.
+pub fn pss_kib(pid: u32) -> Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .with_context(|| format!("reading /proc/{pid}/smaps_rollup"))?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Pss:"))
+        .context("no Pss")?;
+    let kib = line.split_whitespace().nth(1).context("malformed Pss")?;
+    Ok(kib.parse()?)
+}
+
 /// Number of threads of `pid` (`Threads` in `/proc/PID/status`).
 pub fn threads(pid: u32) -> Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -233,6 +247,11 @@ impl Sidecar {
         self.pids.iter().map(|&p| rss_kib(p)).sum()
     }
 
+    /// Summed PSS of all processes, in KiB.
+    pub fn pss_kib(&self) -> Result<u64> {
+        self.pids.iter().map(|&p| pss_kib(p)).sum()
+    }
+
     /// Summed thread count of all processes.
     pub fn threads(&self) -> Result<u64> {
         self.pids.iter().map(|&p| threads(p)).sum()
@@ -257,6 +276,7 @@ mod tests {
         assert!(x != 1);
         assert!(me.cpu_ticks().unwrap() > 0);
         assert!(me.rss_kib().unwrap() > 100);
+        assert!(me.pss_kib().unwrap() > 0);
         assert!(me.threads().unwrap() >= 1);
     }
 

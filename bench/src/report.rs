@@ -83,6 +83,18 @@ fn rows() -> Vec<Row> {
         row("RSS under load, sidecar B (MiB)", 1, false, |c, _| {
             c.rss_load_kib.map(|v| v[1] as f64 / MIB)
         }),
+        row("PSS idle, sidecar A (MiB)", 1, false, |c, _| {
+            c.pss_idle_kib.map(|v| v[0] as f64 / MIB)
+        }),
+        row("PSS idle, sidecar B (MiB)", 1, false, |c, _| {
+            c.pss_idle_kib.map(|v| v[1] as f64 / MIB)
+        }),
+        row("PSS under load, sidecar A (MiB)", 1, false, |c, _| {
+            c.pss_load_kib.map(|v| v[0] as f64 / MIB)
+        }),
+        row("PSS under load, sidecar B (MiB)", 1, false, |c, _| {
+            c.pss_load_kib.map(|v| v[1] as f64 / MIB)
+        }),
         row("full mTLS handshakes/s (wall)", 0, false, |c, _| {
             c.handshake.as_ref().map(|h| h.per_second)
         }),

@@ -146,6 +146,8 @@ pub async fn run(settings: Settings) -> Result<RunResult> {
         if case.failed.is_none() && !case.sidecars.is_empty() {
             let rss = pair_of(&case.sidecars, Sidecar::rss_kib);
             case.result.rss_idle_kib = case.record("reading RSS", rss);
+            let pss = pair_of(&case.sidecars, Sidecar::pss_kib);
+            case.result.pss_idle_kib = case.record("reading PSS", pss);
             let threads = pair_of(&case.sidecars, Sidecar::threads);
             case.result.threads = case.record("reading threads", threads);
         }
