@@ -87,7 +87,9 @@ impl ProxyError {
     /// The response for this error, with a one-line plain-text body.
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
-        if status.is_server_error() {
+        if matches!(self, Self::OutsideMesh { .. }) {
+            // A policy decision, logged at info where it was made (`intercept`).
+        } else if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), "{self}");
         } else {
             tracing::info!(status = status.as_u16(), "{self}");
