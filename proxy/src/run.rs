@@ -88,6 +88,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(outbound.serve(outbound_l));
     if let Some(l) = probe_l {
         let probes = args.app_probes.clone().unwrap_or_default();
+        if let Some(l6) = listen::ipv6_twin(l.local_addr()?).await {
+            tokio::spawn(crate::probes::serve(l6, args.app.ip(), probes.clone()));
+        }
         tokio::spawn(crate::probes::serve(l, args.app.ip(), probes));
     }
     tracing::info!(

@@ -210,6 +210,12 @@ fn interception_in_network_namespaces() {
         &format!("http://{b_ip6}:8080/orders/outsider6"),
     );
     assert!(outsider.is_none(), "plaintext over IPv6 got {outsider:?}");
+    let probe6 = get(
+        &topo,
+        "out",
+        &format!("http://{b_ip6}:15020/app-health/app/livez"),
+    );
+    assert_eq!(probe6.map(|p| p.0), Some(200));
 
     // 3. The outsider's plaintext to B's app port never reaches the app.
     let outsider = get(&topo, "out", &format!("http://{b_ip}:8080/orders/outsider"));
