@@ -44,6 +44,8 @@ pub struct AppState {
     pub proxies: ProxyBook,
     /// Metrics.
     pub metrics: Metrics,
+    /// Graceful drain on SIGTERM.
+    pub drain: crate::drain::Drain,
 }
 
 /// The caller of one connection, as the TLS handshake proved it.
@@ -186,10 +188,14 @@ fn error_response(e: ApiError) -> Resp {
 fn healthz(state: &AppState) -> Resp {
     let current = state.policies.current();
     let last_error = state.policies.last_error();
+    let (status, word) = match state.drain.is_draining() {
+        true => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+        false => (StatusCode::OK, "ok"),
+    };
     json(
-        StatusCode::OK,
+        status,
         &serde_json::json!({
-            "status": "ok",
+            "status": word,
             "policy_version": current.version,
             "policy_error": last_error,
             "ca_expires_at": rfc3339(state.trust.current().signer.not_after()),
@@ -370,13 +376,15 @@ async fn snapshot(
         }
         let changed = async {
             tokio::select! {
-                r = rx.changed() => r,
-                r = trust_rx.changed() => r,
+                r = rx.changed() => r.is_ok(),
+                r = trust_rx.changed() => r.is_ok(),
+                // Draining: end the wait now, so the proxy polls again (elsewhere).
+                () = state.drain.started() => false,
             }
         };
         match tokio::time::timeout_at(deadline, changed).await {
-            Ok(Ok(())) => continue,
-            // Timed out, or the source went away: tell the caller nothing changed.
+            Ok(true) => continue,
+            // Timed out, draining, or the source went away: tell the caller nothing changed.
             _ => {
                 return Ok(Response::builder()
                     .status(StatusCode::NOT_MODIFIED)

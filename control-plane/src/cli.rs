@@ -118,6 +118,10 @@ pub struct ServeArgs {
     /// Kubernetes bootstrap with projected ServiceAccount tokens.
     #[command(flatten)]
     pub k8s: crate::k8s_jwt::K8sArgs,
+    /// On SIGTERM, how long open requests may take to finish before the server exits
+    /// (snapshot long polls are answered at once).
+    #[arg(long, env = "TRUSTMESH_DRAIN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
 }
 
 /// Flags of `trustmesh token create`.

@@ -12,6 +12,7 @@ mod ca_cli;
 mod ca_store;
 mod cli;
 mod demo;
+mod drain;
 mod files;
 mod inject;
 mod k8s_jwt;

@@ -40,6 +40,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         cert_ttl: args.cert_ttl,
         proxies: Default::default(),
         metrics: Metrics::new()?,
+        drain: crate::drain::Drain::new(args.drain_timeout),
     });
     tokio::spawn(policies.watch());
     let book = state.clone();

@@ -51,7 +51,7 @@ pub fn server_config(
     )?)
 }
 
-/// Accepts connections until `shutdown` resolves.
+/// Accepts connections until `shutdown` resolves, then drains them ([`crate::drain`]).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -81,7 +81,10 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => return Ok(()),
+            () = &mut shutdown => break,
+        };
+        let Some(watcher) = state.drain.watcher() else {
+            break;
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = tokio_rustls::TlsAcceptor::from(config.load_full());
@@ -108,11 +111,18 @@ pub async fn serve(
             });
             let svc = service_fn(move |req| api::handle(state.clone(), caller.clone(), req));
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection(TokioIo::new(tls), svc).await {
+            let conn = builder.serve_connection(TokioIo::new(tls), svc);
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(client.addr = %addr, "connection ended: {e}");
             }
         });
     }
+    // Stop accepting, answer the long polls, let requests in flight finish.
+    drop(listener);
+    if !state.drain.run().await {
+        tracing::warn!("--drain-timeout passed with connections still open; closing them");
+    }
+    Ok(())
 }
 
 async fn renew_serving_cert(
