@@ -93,8 +93,9 @@ impl Outbound {
         }
     }
 
-    async fn handle(&self, req: Request<Incoming>, orig: Option<SocketAddr>) -> Response<Body> {
+    async fn handle(&self, mut req: Request<Incoming>, orig: Option<SocketAddr>) -> Response<Body> {
         let start = Instant::now();
+        crate::trace::ensure(req.headers_mut());
         let mut log = Entry::from_request(req.method(), req.uri(), req.headers());
         log.source = Some(self.shared.identity.as_str().to_string());
         if let Some(pq) = req.uri().path_and_query() {

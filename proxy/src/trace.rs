@@ -1,11 +1,44 @@
 //! W3C Trace Context (<https://www.w3.org/TR/trace-context/>): the proxy reads the trace id of
-//! a request's `traceparent` for the access log. `traceparent` and `tracestate` are forwarded
-//! unchanged on both hops.
+//! a request's `traceparent` for the access log. A valid `traceparent` and its `tracestate`
+//! are forwarded unchanged on both hops; a request that leaves the app without a valid one
+//! gets a new trace from the outbound sidecar ([`ensure`]), so that every hop of it shares one
+//! trace id in the access logs.
 
-use http::HeaderMap;
+use aws_lc_rs::rand::SecureRandom as _;
+use http::{HeaderMap, HeaderValue};
 
 /// The `traceparent` header (W3C Trace Context §3.2).
 pub const TRACEPARENT: &str = "traceparent";
+/// The `tracestate` header (W3C Trace Context §3.3).
+pub const TRACESTATE: &str = "tracestate";
+
+/// Starts a trace when `headers` has no valid `traceparent`: random trace and parent ids,
+/// flags `00` (the sidecar records nothing, so it does not ask the callee to sample). Any
+/// `tracestate` without a valid `traceparent` belongs to no trace and is dropped (§3.3.1.1).
+/// A valid `traceparent` is left exactly as it is.
+pub fn ensure(headers: &mut HeaderMap) {
+    if trace_id(headers).is_some() {
+        return;
+    }
+    let Some(value) = new_traceparent() else {
+        return;
+    };
+    headers.remove(TRACESTATE);
+    headers.insert(TRACEPARENT, value);
+}
+
+fn new_traceparent() -> Option<HeaderValue> {
+    let mut bytes = [0u8; 24];
+    aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes).ok()?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let (trace, parent) = hex.split_at(32);
+    // All-zero ids are invalid; with 128 and 64 random bits this is never expected, but a
+    // broken generator must not produce an invalid header.
+    if trace.bytes().all(|b| b == b'0') || parent.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    HeaderValue::from_str(&format!("00-{trace}-{parent}-00")).ok()
+}
 
 /// The trace id of a valid `traceparent`, as 32 lowercase hex digits.
 pub fn trace_id(headers: &HeaderMap) -> Option<String> {
@@ -62,5 +95,26 @@ mod tests {
         }
         // A later version may add fields.
         assert!(parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x").is_some());
+    }
+
+    #[test]
+    fn ensure_starts_a_trace_only_when_there_is_none() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, good.parse().unwrap());
+        h.insert(TRACESTATE, "congo=t61rcWkgMzE".parse().unwrap());
+        ensure(&mut h);
+        assert_eq!(h[TRACEPARENT], good);
+        assert_eq!(h[TRACESTATE], "congo=t61rcWkgMzE");
+
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, "garbage".parse().unwrap());
+        h.insert(TRACESTATE, "congo=t61rcWkgMzE".parse().unwrap());
+        ensure(&mut h);
+        let first = trace_id(&h).expect("a new valid traceparent");
+        assert!(h.get(TRACESTATE).is_none());
+        let mut again = HeaderMap::new();
+        ensure(&mut again);
+        assert_ne!(trace_id(&again).unwrap(), first, "ids are random");
     }
 }
