@@ -12,6 +12,8 @@
 //! - [`app::App`]: an HTTP/1.1 + h2c app that answers with JSON of what it received.
 //! - [`mesh::Mesh`]: the usual A → B topology.
 //! - [`client`], [`https`], [`mtls`]: the clients the tests drive it with.
+//! - [`lifecycle`]: short-lived certificates, replicas, steady load and TLS probes for the
+//!   certificate lifecycle tests.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
@@ -21,6 +23,7 @@ pub mod body;
 pub mod client;
 pub mod control_plane;
 pub mod https;
+pub mod lifecycle;
 pub mod mesh;
 pub mod mtls;
 pub mod policies;
