@@ -338,6 +338,43 @@ mod tests {
     }
 
     #[test]
+    fn rotation_to_an_operators_intermediate_adds_only_its_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let old = ca_store::load_or_create(d, &td(), None).unwrap();
+        let offline = CertificateAuthority::generate(&td(), SystemTime::now()).unwrap();
+        let inter = offline
+            .new_intermediate(SystemTime::now(), Duration::from_secs(86400))
+            .unwrap();
+        let files_dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (
+            files_dir.path().join("c.pem"),
+            files_dir.path().join("k.pem"),
+        );
+        std::fs::write(&cert, inter.chain_pem()).unwrap();
+        files::write_atomic(&key, inter.key_pem().as_bytes(), 0o600).unwrap();
+        let import = ImportFrom {
+            cert: &cert,
+            key: &key,
+        };
+        let next = start(d, Duration::from_secs(1), Some(import), SystemTime::now()).unwrap();
+        assert!(next.is_intermediate());
+        assert_eq!(
+            bundle_file(d),
+            old.trust_bundle().merge(&offline.trust_bundle()),
+            "the offline root joins, never the intermediate"
+        );
+        let _lock = DataDirLock::acquire(d).unwrap();
+        switch_locked(d, SystemTime::now(), Duration::from_secs(10)).unwrap();
+        finish_locked(d).unwrap();
+        assert_eq!(bundle_file(d), offline.trust_bundle());
+        assert_eq!(
+            ca_store::load_locked(d).unwrap().cert_der(),
+            inter.cert_der()
+        );
+    }
+
+    #[test]
     fn a_switch_interrupted_by_a_crash_is_completed() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();

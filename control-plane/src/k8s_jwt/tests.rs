@@ -195,3 +195,56 @@ fn needs_an_issuer_and_https_or_loopback() {
         .unwrap()
         .is_none());
 }
+
+#[tokio::test]
+async fn keys_are_fetched_from_a_loopback_url() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let cluster = Signer::new("url-key");
+    let body = serde_json::to_vec(&JwkSet {
+        keys: vec![cluster.jwk()],
+    })
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("sa-token");
+    std::fs::write(&token_file, "the-cp-token\n").unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut req = vec![0u8; 4096];
+        let n = s.read(&mut req).await.unwrap();
+        let req = String::from_utf8_lossy(&req[..n]).to_string();
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&body).await.unwrap();
+        req
+    });
+    let args = K8sArgs {
+        jwks: Some(format!("http://{addr}/openid/v1/jwks")),
+        issuer: Some(ISSUER.to_string()),
+        audience: "trustmesh".to_string(),
+        jwks_ca: None,
+        jwks_token_file: Some(token_file),
+    };
+    let td = TrustDomain::parse("cluster.local").unwrap();
+    let v = K8sVerifier::from_args(&args, &td).await.unwrap().unwrap();
+    let request = server.await.unwrap();
+    assert!(
+        request.starts_with("GET /openid/v1/jwks HTTP/1.1"),
+        "{request}"
+    );
+    assert!(
+        request
+            .to_ascii_lowercase()
+            .contains("authorization: bearer the-cp-token"),
+        "{request}"
+    );
+    let t = cluster.sign(claims("system:serviceaccount:a:b", "trustmesh", now() + 60));
+    assert_eq!(
+        v.verify(&t).await.unwrap().as_str(),
+        "spiffe://cluster.local/ns/a/sa/b"
+    );
+}
