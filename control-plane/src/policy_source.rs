@@ -76,7 +76,9 @@ impl PolicySource {
     pub async fn watch(self: Arc<Self>) {
         let wake = Arc::new(tokio::sync::Notify::new());
         let _watcher = self.file_events(wake.clone());
-        let mut last_fp = fingerprint(&self.dir);
+        // Empty, so the first pass loads once more: whatever changed between `load` and now
+        // is not missed.
+        let mut last_fp = Vec::new();
         let mut ticker = tokio::time::interval(RESCAN);
         loop {
             tokio::select! {
@@ -228,4 +230,69 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     }
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_set(dir: &Path, extra_service: bool) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("mesh.yaml"), "trust_domain: cluster.local\n").unwrap();
+        let mut services = String::from(
+            "apiVersion: trustmesh.io/v1\nkind: Service\nmetadata: {name: a, namespace: t}\n\
+             spec: {identity: spiffe://cluster.local/ns/t/sa/a, endpoints: [\"127.0.0.1:1\"]}\n",
+        );
+        if extra_service {
+            services.push_str(
+                "---\napiVersion: trustmesh.io/v1\nkind: Service\nmetadata: {name: b, namespace: t}\n\
+                 spec: {identity: spiffe://cluster.local/ns/t/sa/b, endpoints: [\"127.0.0.1:2\"]}\n",
+            );
+        }
+        std::fs::write(dir.join("services.yaml"), services).unwrap();
+    }
+
+    /// git-sync publishes a new revision by atomically replacing a symlink.
+    #[tokio::test]
+    async fn picks_up_a_folder_swapped_through_a_symlink_and_keeps_the_last_good_set() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_set(&tmp.path().join("rev1"), false);
+        write_set(&tmp.path().join("rev2"), true);
+        let current = tmp.path().join("current");
+        std::os::unix::fs::symlink(tmp.path().join("rev1"), &current).unwrap();
+        let source = PolicySource::load(&current).unwrap();
+        let first = source.current().version.clone();
+        assert_eq!(source.current().set.registry.entries().len(), 1);
+        tokio::spawn(source.clone().watch());
+
+        let swap = |target: &str| {
+            let tmp_link = tmp.path().join("current.tmp");
+            let _ = std::fs::remove_file(&tmp_link);
+            std::os::unix::fs::symlink(tmp.path().join(target), &tmp_link).unwrap();
+            std::fs::rename(&tmp_link, &current).unwrap();
+        };
+        swap("rev2");
+        let mut rx = source.subscribe();
+        tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| s.version != first))
+            .await
+            .expect("the swapped folder is picked up within 5 s")
+            .unwrap();
+        assert_eq!(source.current().set.registry.entries().len(), 2);
+
+        // A bad revision keeps the last good set in force and is reported.
+        let bad = tmp.path().join("rev3");
+        write_set(&bad, true);
+        std::fs::write(bad.join("broken.yaml"), "kind: Nonsense\n").unwrap();
+        let good = source.current().version.clone();
+        swap("rev3");
+        for _ in 0..100 {
+            if source.last_error().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let err = source.last_error().expect("the bad revision is reported");
+        assert!(err.contains("broken.yaml:"), "{err}");
+        assert_eq!(source.current().version, good);
+    }
 }
