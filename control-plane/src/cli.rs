@@ -122,6 +122,13 @@ pub struct ServeArgs {
     /// (snapshot long polls are answered at once).
     #[arg(long, env = "TRUSTMESH_DRAIN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// YAML file with any of these flags as keys (`cert_ttl: 30m`); flags and TRUSTMESH_*
+    /// variables win over it.
+    #[arg(long, env = "TRUSTMESH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the merged configuration with the source of each value, and exit.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 /// Flags of `trustmesh token create`.

@@ -11,6 +11,7 @@ mod blocklist;
 mod ca_cli;
 mod ca_store;
 mod cli;
+mod config_file;
 mod demo;
 mod drain;
 mod files;
@@ -28,10 +29,27 @@ mod validate;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::CommandFactory as _;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let (cli, matches, file) = match config_file::parse::<cli::Cli>(argv, Some("serve")) {
+        Ok(parsed) => parsed,
+        Err(config_file::ConfigError::Clap(e)) => e.exit(),
+        Err(config_file::ConfigError::Source(e)) => {
+            eprintln!("trustmesh: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(("serve", serve)) = matches.subcommand() {
+        if serve.get_flag("print_config") {
+            let cmd = cli::Cli::command();
+            if let Some(cmd) = cmd.find_subcommand("serve") {
+                print!("{}", config_file::render(cmd, serve, file.as_ref()));
+            }
+            return ExitCode::SUCCESS;
+        }
+    }
     init_tracing(&cli.log_level);
     match cli::run(cli) {
         Ok(code) => code,

@@ -29,9 +29,16 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, info: Arc<AdminIn
         let shared = shared.clone();
         let info = info.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let resp = handle(&shared, &info, &req);
-                async move { Ok::<_, std::convert::Infallible>(resp) }
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let put_log_level = req.method() == Method::PUT && req.uri().path() == "/log-level";
+                let resp = (!put_log_level).then(|| handle(&shared, &info, &req));
+                async move {
+                    let resp = match resp {
+                        Some(r) => r,
+                        None => put_log_level_handler(req).await,
+                    };
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tcp), svc)
@@ -46,6 +53,10 @@ fn handle(shared: &Shared, info: &AdminInfo, req: &Request<Incoming>) -> Respons
     }
     match req.uri().path() {
         "/live" => text_response(StatusCode::OK, "live\n".into()),
+        "/log-level" => text_response(
+            StatusCode::OK,
+            format!("{}\n", crate::log_level::current().unwrap_or_default()),
+        ),
         "/ready" => match shared.readiness() {
             Ok(()) => text_response(StatusCode::OK, "ready\n".into()),
             Err(why) => text_response(
@@ -63,6 +74,28 @@ fn handle(shared: &Shared, info: &AdminInfo, req: &Request<Incoming>) -> Respons
             resp
         }
         _ => text_response(StatusCode::NOT_FOUND, "not found\n".into()),
+    }
+}
+
+/// `PUT /log-level`: the body (at most 1 KiB) is the new filter.
+async fn put_log_level_handler(req: Request<Incoming>) -> Response<Body> {
+    use http_body_util::BodyExt as _;
+    let body = match http_body_util::Limited::new(req.into_body(), 1024)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return text_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "a log filter is at most 1 KiB\n".into(),
+            )
+        }
+    };
+    let text = String::from_utf8_lossy(&body);
+    match crate::log_level::set(&text) {
+        Ok(now) => text_response(StatusCode::OK, format!("{now}\n")),
+        Err(e) => text_response(StatusCode::BAD_REQUEST, format!("{e}\n")),
     }
 }
 

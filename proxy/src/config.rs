@@ -72,7 +72,15 @@ pub struct Args {
     /// Access log of every request on stdout: json (one JSON object per line) or off.
     #[arg(long, env = "TRUSTMESH_ACCESS_LOG", value_enum, default_value = "json")]
     pub access_log: crate::access_log::AccessLogFormat,
-    /// Log filter; RUST_LOG wins when set.
+    /// YAML file with any of these flags as keys (`upstream_timeout: 10s`); flags and
+    /// TRUSTMESH_* variables win over it.
+    #[arg(long, env = "TRUSTMESH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the merged configuration (flags, environment, file, defaults) with the source of
+    /// each value, and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Log filter; RUST_LOG wins when set. Changeable at run time: PUT /log-level on --admin.
     #[arg(long, env = "TRUSTMESH_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 }

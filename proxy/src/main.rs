@@ -9,6 +9,7 @@ mod admin;
 mod authorize;
 mod body;
 mod config;
+mod config_file;
 mod control;
 mod drain;
 mod error;
@@ -18,6 +19,7 @@ mod inbound;
 mod init;
 mod intercept;
 mod listen;
+mod log_level;
 mod metrics;
 mod opaque;
 mod original_dst;
@@ -33,15 +35,28 @@ mod watch;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::CommandFactory as _;
 
 fn main() -> ExitCode {
     // `trustmesh-proxy init ...` sets up interception and exits; anything else is the sidecar.
     if std::env::args_os().nth(1).is_some_and(|a| a == "init") {
         return init::main(std::env::args_os().skip(1));
     }
-    let args = config::Args::parse();
-    init_tracing(&args.log_level);
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let (args, matches, file) = match config_file::parse::<config::Args>(argv, None) {
+        Ok(parsed) => parsed,
+        Err(config_file::ConfigError::Clap(e)) => e.exit(),
+        Err(config_file::ConfigError::Source(e)) => {
+            eprintln!("trustmesh-proxy: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.print_config {
+        let cmd = config::Args::command();
+        print!("{}", config_file::render(&cmd, &matches, file.as_ref()));
+        return ExitCode::SUCCESS;
+    }
+    log_level::init(&args.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -59,15 +74,4 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// Logs go to stderr; `RUST_LOG` wins over `--log-level` when set.
-fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
