@@ -155,14 +155,19 @@ pub async fn handle(
         )),
         (&Method::POST, "/v1/certificates") => certificates(&state, &caller, req).await,
         (&Method::GET, "/v1/snapshot") => snapshot(&state, &caller, req.uri().query()).await,
-        (&Method::POST, "/v1/inject") => Ok(crate::inject::handle(req).await),
-        (_, "/healthz" | "/metrics" | "/v1/trust-bundle" | "/v1/certificates" | "/v1/snapshot") => {
-            Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!("{method} is not allowed on {path}"),
-            ))
+        (&Method::GET, "/v1/proxies") => {
+            crate::status::proxies(&state, &caller).map(|v| json(StatusCode::OK, &v))
         }
+        (&Method::POST, "/v1/inject") => Ok(crate::inject::handle(req).await),
+        (
+            _,
+            "/healthz" | "/metrics" | "/v1/trust-bundle" | "/v1/certificates" | "/v1/snapshot"
+            | "/v1/proxies",
+        ) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed on {path}"),
+        )),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

@@ -49,6 +49,12 @@ enum Command {
     /// Run a whole mesh on loopback with the example policies: a control plane, three example
     /// services and their sidecars. Ctrl-C stops everything.
     Demo(DemoArgs),
+    /// The proxies connected and the control plane's own state (`GET /v1/proxies`, with the
+    /// admin certificate).
+    Status(crate::status::StatusArgs),
+    /// Write a client certificate and key for the admin identity
+    /// (spiffe://TD/ns/trustmesh-system/sa/admin) to a 0600 file, for `trustmesh status`.
+    AdminCert(crate::admin_cert::AdminCertArgs),
     /// The mesh CA: rotation without restarts, and its state.
     Ca {
         #[command(subcommand)]
@@ -206,6 +212,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: AuthzCommand::Check(args),
         } => crate::authz_check::run(args),
         Command::Demo(args) => runtime()?.block_on(crate::demo::run(args)),
+        Command::Status(args) => {
+            runtime()?.block_on(crate::status::run(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::AdminCert(args) => {
+            crate::admin_cert::run(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Ca { command } => crate::ca_cli::run(command),
         Command::Identity { command } => crate::blocklist::run(command),
     }

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+mod admin_cert;
 mod api;
 mod authn;
 mod authz_check;
@@ -23,6 +24,7 @@ mod rotation;
 mod serve;
 mod server_tls;
 mod snapshot;
+mod status;
 mod tokens;
 mod trust;
 mod validate;

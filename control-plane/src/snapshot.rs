@@ -126,6 +126,14 @@ impl ProxyBook {
             .unwrap_or_default()
     }
 
+    /// Every proxy seen, for `GET /v1/proxies`.
+    pub fn records(&self) -> Vec<ProxyRecord> {
+        self.seen
+            .lock()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Number of distinct proxies seen.
     pub fn len(&self) -> usize {
         self.seen.lock().map(|s| s.len()).unwrap_or(0)

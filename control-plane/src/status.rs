@@ -1,0 +1,251 @@
+//! `GET /v1/proxies` and `trustmesh status`: what the control plane knows about the mesh.
+//!
+//! The endpoint answers only the admin identity (`trustmesh admin-cert`), since the list of
+//! proxies, their addresses and versions is a map of the mesh: any other mesh certificate gets
+//! 403, no certificate 401. It returns this replica's own state (CA expiry, policy version in
+//! force, last policy error, trust generation) and the proxies it has seen.
+//!
+//! `trustmesh status` calls it over mTLS with the admin file and prints a table (or the JSON
+//! as it came with `--output json`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use http::{header, Request, StatusCode};
+use http_body_util::{BodyExt as _, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use trustmesh_certs::{control_plane_identity, RotatingResolver, TrustBundle};
+
+use crate::admin_cert::{self, admin_identity};
+use crate::api::{rfc3339, ApiError, AppState, Caller};
+
+/// Largest `/v1/proxies` answer the CLI reads.
+const MAX_ANSWER: usize = 16 << 20;
+
+/// The `/v1/proxies` answer, for the admin identity only.
+pub fn proxies(state: &AppState, caller: &Caller) -> Result<Value, ApiError> {
+    let trust = state.trust.current();
+    let Some(id) = caller.identity.as_ref() else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "an admin client certificate is required (trustmesh admin-cert)",
+        ));
+    };
+    let admin = admin_identity(trust.signer.trust_domain())
+        .map_err(|_| ApiError::new(StatusCode::FORBIDDEN, "forbidden", "no admin identity"))?;
+    if *id != admin {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("only {admin} may list proxies"),
+        ));
+    }
+    let mut proxies = state.proxies.records();
+    proxies
+        .sort_by(|a, b| (a.identity.as_str(), &a.address).cmp(&(b.identity.as_str(), &b.address)));
+    let policy = state.policies.current();
+    Ok(serde_json::json!({
+        "control_plane": {
+            "policy_version": policy.version,
+            "policy_error": state.policies.last_error(),
+            "ca_expires_at": rfc3339(trust.signer.not_after()),
+            "trust_generation": trust.generation,
+            "draining": state.drain.is_draining(),
+        },
+        "proxies": proxies,
+    }))
+}
+
+/// `--output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns.
+    Table,
+    /// The answer of `GET /v1/proxies` as it came.
+    Json,
+}
+
+/// Flags of `trustmesh status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The control plane's API.
+    #[arg(
+        long,
+        env = "TRUSTMESH_CONTROL_PLANE",
+        default_value = "https://127.0.0.1:15012"
+    )]
+    pub control_plane: http::Uri,
+    /// The admin certificate and key (`trustmesh admin-cert`).
+    #[arg(
+        long,
+        env = "TRUSTMESH_ADMIN_CERT",
+        default_value = ".trustmesh/admin.pem"
+    )]
+    pub admin_cert: PathBuf,
+    /// The trust bundle that verifies the control plane.
+    #[arg(
+        long,
+        env = "TRUSTMESH_TRUST_BUNDLE",
+        default_value = ".trustmesh/trust-bundle.pem"
+    )]
+    pub trust_bundle: PathBuf,
+    /// table or json.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// Runs `trustmesh status`.
+pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
+    let answer = fetch(&args).await?;
+    match args.output {
+        Output::Json => println!("{answer}"),
+        Output::Table => print!("{}", table(&answer)),
+    }
+    Ok(())
+}
+
+async fn fetch(args: &StatusArgs) -> anyhow::Result<Value> {
+    let (chain, key) = admin_cert::load(&args.admin_cert)?;
+    let me = trustmesh_certs::identity_from_cert(&chain[0])
+        .with_context(|| format!("{} holds no SPIFFE certificate", args.admin_cert.display()))?;
+    let bundle_pem = std::fs::read_to_string(&args.trust_bundle)
+        .with_context(|| format!("reading --trust-bundle {}", args.trust_bundle.display()))?;
+    let bundle = TrustBundle::from_pem(&bundle_pem)
+        .with_context(|| format!("--trust-bundle {}", args.trust_bundle.display()))?;
+    let resolver = Arc::new(RotatingResolver::new());
+    resolver
+        .set(chain, &key)
+        .context("loading the admin certificate")?;
+    let tls = trustmesh_certs::tls::control_plane_client_config(
+        &bundle,
+        control_plane_identity(&me.trust_domain()),
+        Some(resolver),
+    )?;
+    let uri = &args.control_plane;
+    let host = uri
+        .host()
+        .context("--control-plane has no host")?
+        .to_string();
+    let port = uri.port_u16().unwrap_or(15012);
+    let work = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .with_context(|| format!("connecting to {uri}"))?;
+        let name = rustls::pki_types::ServerName::try_from(host.clone())
+            .context("--control-plane host is not a TLS name")?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
+            .connect(name, tcp)
+            .await
+            .with_context(|| format!("TLS to {uri}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        let conn = tokio::spawn(conn);
+        let req = Request::get("/v1/proxies")
+            .header(header::HOST, format!("{host}:{port}"))
+            .body(Empty::<Bytes>::new())?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the answer: {e}"))?
+            .to_bytes();
+        conn.abort();
+        let value: Value = serde_json::from_slice(&body)
+            .with_context(|| format!("{uri}/v1/proxies answered {status} with no JSON"))?;
+        if !status.is_success() {
+            anyhow::bail!(
+                "{uri}/v1/proxies answered {status}: {}",
+                value["message"].as_str().unwrap_or_default()
+            );
+        }
+        Ok(value)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(15), work)
+        .await
+        .with_context(|| format!("{uri} did not answer within 15 s"))?
+}
+
+/// The human form: the control plane's state, then one row per proxy.
+fn table(v: &Value) -> String {
+    let cp = &v["control_plane"];
+    let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let mut out = format!(
+        "control plane\n  policy version:    {}\n  last policy error: {}\n  CA expires:        {}\n\n",
+        s(&cp["policy_version"]),
+        cp["policy_error"].as_str().unwrap_or("none"),
+        s(&cp["ca_expires_at"]),
+    );
+    let header = [
+        "IDENTITY",
+        "ADDRESS",
+        "CERT EXPIRES",
+        "POLICY VERSION",
+        "LAST SEEN",
+    ];
+    let rows: Vec<[String; 5]> = v["proxies"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    [
+                        s(&p["identity"]),
+                        s(&p["address"]),
+                        s(&p["certificate_expiry"]),
+                        s(&p["policy_version"]),
+                        s(&p["last_seen"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    out.push_str(&line(&header.map(str::to_string)));
+    for r in &rows {
+        out.push_str(&line(r));
+    }
+    out.push_str(&format!("{} proxies\n", rows.len()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_lists_the_control_plane_then_proxies() {
+        let v = serde_json::json!({
+            "control_plane": {"policy_version": "git:abc", "policy_error": null,
+                              "ca_expires_at": "2030-01-01T00:00:00Z"},
+            "proxies": [{"identity": "spiffe://cluster.local/ns/a/sa/b", "address": "127.0.0.1",
+                         "certificate_expiry": "2030-01-01T00:00:00Z",
+                         "policy_version": "git:abc", "last_seen": "2029-01-01T00:00:00Z"}],
+        });
+        let t = table(&v);
+        assert!(t.contains("policy version:    git:abc"), "{t}");
+        assert!(t.contains("last policy error: none"), "{t}");
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("spiffe://cluster.local/ns/a/sa/b  127.0.0.1")),
+            "{t}"
+        );
+        assert!(t.ends_with("1 proxies\n"), "{t}");
+    }
+}
