@@ -55,6 +55,9 @@ pub fn proxies(state: &AppState, caller: &Caller) -> Result<Value, ApiError> {
             "policy_error": state.policies.last_error(),
             "ca_expires_at": rfc3339(trust.signer.not_after()),
             "trust_generation": trust.generation,
+            "trust_bundle_roots": trust.bundle.len(),
+            "ca_rotation": trust.rotation.as_ref().map(crate::rotation::Rotation::phase),
+            "blocked_identities": trust.blocked.keys().map(|id| id.as_str()).collect::<Vec<_>>(),
             "draining": state.drain.is_draining(),
         },
         "proxies": proxies,
@@ -174,11 +177,19 @@ async fn fetch(args: &StatusArgs) -> anyhow::Result<Value> {
 fn table(v: &Value) -> String {
     let cp = &v["control_plane"];
     let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let blocked: Vec<String> = cp["blocked_identities"]
+        .as_array()
+        .map(|a| a.iter().map(s).collect())
+        .unwrap_or_default();
     let mut out = format!(
-        "control plane\n  policy version:    {}\n  last policy error: {}\n  CA expires:        {}\n\n",
+        "control plane\n  policy version:    {}\n  last policy error: {}\n  CA expires:        {}\n  \
+         trust bundle:      {} root(s), CA rotation {}\n  blocked:           {}\n\n",
         s(&cp["policy_version"]),
         cp["policy_error"].as_str().unwrap_or("none"),
         s(&cp["ca_expires_at"]),
+        cp["trust_bundle_roots"].as_u64().unwrap_or(0),
+        cp["ca_rotation"].as_str().unwrap_or("none"),
+        if blocked.is_empty() { "none".to_string() } else { blocked.join(", ") },
     );
     let header = [
         "IDENTITY",

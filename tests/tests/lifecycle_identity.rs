@@ -197,6 +197,31 @@ async fn blocked_identity_is_refused_within_a_second_and_unblock_restores_it() {
         .await
         .unwrap();
     assert!(status.stdout.contains(&id_a), "{}", status.stdout);
+    let admin = mesh.dir.path().join("admin.pem").display().to_string();
+    let out = run_cli(&["admin-cert", "--data-dir", &data, "--out", &admin])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", out.stderr);
+    let bundle_path = mesh.cp.trust_bundle_path().display().to_string();
+    let status = run_cli(&[
+        "status",
+        "--control-plane",
+        &mesh.cp.url(),
+        "--admin-cert",
+        &admin,
+        "--trust-bundle",
+        &bundle_path,
+    ])
+    .await
+    .unwrap();
+    assert!(status.status.success(), "{}", status.stderr);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("blocked:           {id_a}")),
+        "{}",
+        status.stdout
+    );
     let health = mesh.cp.get("/healthz").await.unwrap().json().unwrap();
     assert_eq!(
         health["trust"]["blocked_identities"],
