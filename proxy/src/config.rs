@@ -66,6 +66,27 @@ pub struct Args {
     /// "path": "/healthz"}}}. Only these reach the app through --probe-listen.
     #[arg(long, env = "TRUSTMESH_APP_PROBES", value_parser = crate::probes::parse_app_probes)]
     pub app_probes: Option<crate::probes::AppProbes>,
+    /// Largest request head (HTTP/1) or header list (HTTP/2) accepted, in bytes; larger gets
+    /// 431. At least 8192.
+    #[arg(long, env = "TRUSTMESH_MAX_HEADER_BYTES", default_value = "65536", value_parser = clap::value_parser!(u32).range(8192..))]
+    pub max_header_bytes: u32,
+    /// How long a client may take to send a request head (HTTP/1) before the connection is
+    /// closed: slow clients (slowloris) cannot hold connections.
+    #[arg(long, env = "TRUSTMESH_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// A connection with no request in flight and no traffic for this long is closed.
+    #[arg(long, env = "TRUSTMESH_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// How long an inbound TLS handshake may take.
+    #[arg(long, env = "TRUSTMESH_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Most connections open at once on each of the inbound and outbound listeners; more are
+    /// closed at once.
+    #[arg(long, env = "TRUSTMESH_MAX_CONNECTIONS", default_value = "10000", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Most concurrent HTTP/2 streams a client may open on one connection.
+    #[arg(long, env = "TRUSTMESH_MAX_CONCURRENT_STREAMS", default_value = "256", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
     /// On SIGTERM, how long requests in flight may take to finish before the sidecar exits.
     #[arg(long, env = "TRUSTMESH_DRAIN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
     pub drain_timeout: Duration,

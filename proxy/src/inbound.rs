@@ -23,11 +23,9 @@ use crate::authorize::{authorize, Peer};
 use crate::body::{self, Body};
 use crate::error::ProxyError;
 use crate::headers::{self, ORIG_PROTO, PEER_IDENTITY};
+use crate::limits;
 use crate::metrics::ConnGuard;
 use crate::state::Shared;
-
-/// A TLS handshake that takes longer than this is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The inbound side: clients to the app over HTTP/1.1 and h2c.
 pub struct Inbound {
@@ -35,6 +33,8 @@ pub struct Inbound {
     http1: Client<HttpConnector, Body>,
     h2c: Client<HttpConnector, Body>,
     app_authority: String,
+    /// `--max-connections` open at once on this listener.
+    conns: Arc<tokio::sync::Semaphore>,
 }
 
 impl Inbound {
@@ -52,6 +52,9 @@ impl Inbound {
             .build(connector);
         Arc::new(Self {
             app_authority: shared.args.app.to_string(),
+            conns: Arc::new(tokio::sync::Semaphore::new(
+                shared.args.max_connections as usize,
+            )),
             shared,
             http1,
             h2c,
@@ -76,9 +79,16 @@ impl Inbound {
                     continue;
                 }
             };
+            let Ok(permit) = self.conns.clone().try_acquire_owned() else {
+                limits::exceeded(&self.shared.metrics, "connections", "inbound");
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let this = self.clone();
-            tokio::spawn(async move { this.connection(tcp, addr, watcher).await });
+            tokio::spawn(async move {
+                this.connection(tcp, addr, watcher).await;
+                drop(permit);
+            });
         }
     }
 
@@ -100,7 +110,8 @@ impl Inbound {
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(mesh.server_config.clone());
         drop(mesh);
-        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        let handshake_timeout = self.shared.args.handshake_timeout;
+        let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 let reason = handshake_reason(&e);
@@ -118,6 +129,7 @@ impl Inbound {
                     .handshake_errors
                     .with_label_values(&["timeout"])
                     .inc();
+                limits::exceeded(&self.shared.metrics, "handshake_timeout", "inbound");
                 return;
             }
         };
@@ -147,16 +159,29 @@ impl Inbound {
             app,
         });
         let this = self.clone();
+        let activity = limits::Activity::new();
+        let act = activity.clone();
         let svc = service_fn(move |req| {
             let this = this.clone();
             let conn = conn.clone();
-            async move { Ok::<_, std::convert::Infallible>(this.handle(req, &conn).await) }
+            let in_flight = act.request();
+            async move {
+                let resp = this.handle(req, &conn).await;
+                drop(in_flight);
+                Ok::<_, std::convert::Infallible>(resp)
+            }
         });
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder.http2().adaptive_window(true);
-        let conn = builder.serve_connection(TokioIo::new(tls), svc);
-        if let Err(e) = watcher.watch(conn).await {
-            tracing::debug!(client.addr = %addr, "connection ended: {e}");
+        let builder = limits::builder(&self.shared.args);
+        let io = TokioIo::new(limits::Tracked::new(tls, activity.clone()));
+        let conn = watcher.watch(builder.serve_connection(io, svc));
+        tokio::select! {
+            r = conn => if let Err(e) = r {
+                limits::count_error(&self.shared.metrics, "inbound", e.as_ref());
+                tracing::debug!(client.addr = %addr, "connection ended: {e}");
+            },
+            () = activity.idle(self.shared.args.idle_timeout) => {
+                limits::exceeded(&self.shared.metrics, "idle_timeout", "inbound");
+            }
         }
     }
 

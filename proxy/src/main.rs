@@ -18,6 +18,7 @@ mod identity;
 mod inbound;
 mod init;
 mod intercept;
+mod limits;
 mod listen;
 mod log_level;
 mod metrics;

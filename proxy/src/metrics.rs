@@ -30,6 +30,8 @@ pub struct Metrics {
     pub outbound_passthrough: IntCounterVec,
     /// Authorization decisions by decision and deciding policy.
     pub authz_decisions: IntCounterVec,
+    /// Limits hit (`crate::limits`), by limit and direction.
+    pub limits_exceeded: IntCounterVec,
     policy_version: IntGaugeVec,
     current_version: Mutex<Option<String>>,
 }
@@ -119,6 +121,14 @@ impl Metrics {
         )?;
         registry.register(Box::new(outbound_passthrough.clone()))?;
         registry.register(Box::new(authz_decisions.clone()))?;
+        let limits_exceeded = IntCounterVec::new(
+            Opts::new(
+                "trustmesh_limits_exceeded_total",
+                "Connections or requests refused or closed on a limit, by limit and direction.",
+            ),
+            &["limit", "direction"],
+        )?;
+        registry.register(Box::new(limits_exceeded.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -131,6 +141,7 @@ impl Metrics {
             connections,
             outbound_passthrough,
             authz_decisions,
+            limits_exceeded,
             policy_version,
             current_version: Mutex::new(None),
         })

@@ -18,7 +18,7 @@ use std::time::Instant;
 use http::{header, uri, HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::access_log::{self, Entry};
@@ -26,6 +26,7 @@ use crate::body::{self, Body};
 use crate::error::ProxyError;
 use crate::headers::{self, ORIG_PROTO, PEER_IDENTITY};
 use crate::intercept::{self, Route};
+use crate::limits;
 use crate::metrics::ConnGuard;
 use crate::passthrough::Passthrough;
 use crate::pool::Pool;
@@ -37,6 +38,8 @@ pub struct Outbound {
     pool: Pool,
     next: AtomicUsize,
     passthrough: Passthrough,
+    /// `--max-connections` open at once on this listener.
+    conns: Arc<tokio::sync::Semaphore>,
 }
 
 impl Outbound {
@@ -46,6 +49,9 @@ impl Outbound {
             pool: Pool::default(),
             next: AtomicUsize::new(0),
             passthrough: Passthrough::new(shared.args.connect_timeout),
+            conns: Arc::new(tokio::sync::Semaphore::new(
+                shared.args.max_connections as usize,
+            )),
             shared,
         })
     }
@@ -68,9 +74,14 @@ impl Outbound {
                     continue;
                 }
             };
+            let Ok(permit) = self.conns.clone().try_acquire_owned() else {
+                limits::exceeded(&self.shared.metrics, "connections", "outbound");
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let this = self.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let _guard = ConnGuard::new(&this.shared.metrics, "outbound");
                 let orig = crate::original_dst::redirected(&tcp);
                 if let Some(orig) = orig {
@@ -78,16 +89,29 @@ impl Outbound {
                         return intercept::opaque(&this.shared, tcp, orig).await;
                     }
                 }
+                let shared = this.shared.clone();
+                let activity = limits::Activity::new();
+                let act = activity.clone();
                 let svc = service_fn(move |req| {
                     let this = this.clone();
-                    async move { Ok::<_, std::convert::Infallible>(this.handle(req, orig).await) }
+                    let in_flight = act.request();
+                    async move {
+                        let resp = this.handle(req, orig).await;
+                        drop(in_flight);
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
                 });
-                let mut builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder.http2().adaptive_window(true);
-                let conn = builder.serve_connection(TokioIo::new(tcp), svc);
-                if let Err(e) = watcher.watch(conn).await {
-                    tracing::debug!(client.addr = %addr, "connection ended: {e}");
+                let builder = limits::builder(&shared.args);
+                let io = TokioIo::new(limits::Tracked::new(tcp, activity.clone()));
+                let conn = watcher.watch(builder.serve_connection(io, svc));
+                tokio::select! {
+                    r = conn => if let Err(e) = r {
+                        limits::count_error(&shared.metrics, "outbound", e.as_ref());
+                        tracing::debug!(client.addr = %addr, "connection ended: {e}");
+                    },
+                    () = activity.idle(shared.args.idle_timeout) => {
+                        limits::exceeded(&shared.metrics, "idle_timeout", "outbound");
+                    }
                 }
             });
         }

@@ -1,0 +1,208 @@
+//! Limits against slow or greedy clients, on the inbound and outbound listeners alike, each
+//! with a flag and counted in `trustmesh_limits_exceeded_total{limit,direction}` when hit:
+//!
+//! | limit | flag | default | what happens |
+//! | --- | --- | --- | --- |
+//! | `connections` | `--max-connections` | 10000 per listener | a connection over it is closed at once |
+//! | `handshake_timeout` | `--handshake-timeout` | 10s | an inbound TLS handshake slower than this is dropped |
+//! | `header_timeout` | `--header-timeout` | 10s | an HTTP/1 request head (or the next one on a kept-alive connection) not complete in time closes the connection (slowloris) |
+//! | `header_bytes` | `--max-header-bytes` | 64 KiB | an HTTP/1 head larger than this gets `431`; for HTTP/2, the header list limit is announced in SETTINGS |
+//! | `idle_timeout` | `--idle-timeout` | 5m | a connection with no request in flight and no byte moving for this long is closed |
+//! | streams | `--max-concurrent-streams` | 256 | announced to HTTP/2 clients (RFC 9113 §6.5.2); the client must not open more |
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::config::Args;
+use crate::metrics::Metrics;
+
+/// The server builder for one connection, with the HTTP limits of `args` set.
+pub fn builder(args: &Args) -> Builder<TokioExecutor> {
+    let mut b = Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(args.header_timeout)
+        .max_buf_size(args.max_header_bytes as usize);
+    b.http2()
+        .timer(TokioTimer::new())
+        .adaptive_window(true)
+        .max_header_list_size(args.max_header_bytes)
+        .max_concurrent_streams(args.max_concurrent_streams);
+    b
+}
+
+/// Counts a connection that ended on a limit; other errors are not limits.
+pub fn count_error(metrics: &Metrics, direction: &str, err: &(dyn std::error::Error + 'static)) {
+    let Some(e) = err.downcast_ref::<hyper::Error>() else {
+        return;
+    };
+    if e.is_timeout() {
+        exceeded(metrics, "header_timeout", direction);
+    } else if e.is_parse_too_large() {
+        exceeded(metrics, "header_bytes", direction);
+    }
+}
+
+/// Counts one hit of `limit`.
+pub fn exceeded(metrics: &Metrics, limit: &str, direction: &str) {
+    metrics
+        .limits_exceeded
+        .with_label_values(&[limit, direction])
+        .inc();
+    tracing::debug!(limit, direction, "limit exceeded");
+}
+
+/// When a connection last moved a byte, and how many requests it has in flight.
+#[derive(Debug)]
+pub struct Activity {
+    base: Instant,
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    /// A connection that is active now.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    fn touch(&self) {
+        let ms = self.base.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Marks a request in flight until the guard drops.
+    pub fn request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// Resolves once the connection has been idle (no request in flight, no byte moved) for
+    /// `timeout`.
+    pub async fn idle(&self, timeout: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let idle_for = self.base.elapsed().saturating_sub(last);
+            if idle_for >= timeout && self.in_flight.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            // Check again when the timeout could next run out (at least every second while
+            // a request is in flight).
+            let wait = timeout
+                .saturating_sub(idle_for)
+                .max(Duration::from_millis(50));
+            tokio::time::sleep(
+                wait.min(Duration::from_secs(1))
+                    .max(Duration::from_millis(50)),
+            )
+            .await;
+        }
+    }
+}
+
+/// A request in flight on a connection (see [`Activity::request`]).
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An IO that records its activity.
+#[derive(Debug)]
+pub struct Tracked<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T> Tracked<T> {
+    /// Wraps `inner`.
+    pub fn new(inner: T, activity: Arc<Activity>) -> Self {
+        Self { inner, activity }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn idle_waits_for_requests_in_flight() {
+        let a = Activity::new();
+        let req = a.request();
+        let idle = tokio::time::timeout(
+            Duration::from_millis(300),
+            a.idle(Duration::from_millis(50)),
+        );
+        assert!(idle.await.is_err(), "idle while a request is in flight");
+        drop(req);
+        let idle = tokio::time::timeout(Duration::from_secs(2), a.idle(Duration::from_millis(50)));
+        assert!(idle.await.is_ok());
+    }
+}
