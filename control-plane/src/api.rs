@@ -65,6 +65,7 @@ pub struct Metrics {
     issued: prometheus::IntCounterVec,
     proxies: prometheus::IntGauge,
     trust: crate::trust::TrustMetrics,
+    snapshot_push: prometheus::Histogram,
 }
 
 impl Metrics {
@@ -84,12 +85,28 @@ impl Metrics {
         )?;
         registry.register(Box::new(issued.clone()))?;
         registry.register(Box::new(proxies.clone()))?;
+        let snapshot_push = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "trustmesh_cp_snapshot_push_duration_seconds",
+                "Time to build and encode one snapshot sent to a proxy.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+            ]),
+        )?;
+        registry.register(Box::new(snapshot_push.clone()))?;
         Ok(Self {
+            snapshot_push,
             trust: crate::trust::TrustMetrics::register(&registry)?,
             registry,
             issued,
             proxies,
         })
+    }
+
+    /// Registers a metric kept elsewhere (the policy source's reload counter).
+    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) -> anyhow::Result<()> {
+        Ok(self.registry.register(c)?)
     }
 
     /// Counts a refused certificate request under its reason.
@@ -376,8 +393,11 @@ async fn snapshot(
         let current = rx.borrow_and_update().clone();
         let trust = trust_rx.borrow_and_update().clone();
         if have.as_deref() != Some(snapshot::version(&current.version, &trust).as_str()) {
+            let timer = state.metrics.snapshot_push.start_timer();
             let snap = snapshot::build(&current, &trust, &identity);
-            return Ok(json(StatusCode::OK, &snap));
+            let resp = json(StatusCode::OK, &snap);
+            timer.observe_duration();
+            return Ok(resp);
         }
         let changed = async {
             tokio::select! {

@@ -30,6 +30,9 @@ pub struct PolicySource {
     dir: PathBuf,
     tx: watch::Sender<Arc<PolicyState>>,
     last_error: Mutex<Option<String>>,
+    /// `trustmesh_cp_policy_reload_total{result}`: `ok` (a new version in force), `unchanged`
+    /// (valid, same version) or `error` (rejected; the last good version stays).
+    pub reloads: prometheus::IntCounterVec,
 }
 
 impl PolicySource {
@@ -48,10 +51,19 @@ impl PolicySource {
         }
         tracing::info!(target: "policy", version = %state.version, dir = %dir.display(), "policies loaded");
         let (tx, _) = watch::channel(Arc::new(state));
+        let reloads = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "trustmesh_cp_policy_reload_total",
+                "Reads of the policy folder by result (ok: new version in force, unchanged, error: rejected).",
+            ),
+            &["result"],
+        )?;
+        reloads.with_label_values(&["ok"]).inc();
         Ok(Arc::new(Self {
             dir: dir.to_path_buf(),
             tx,
             last_error: Mutex::new(None),
+            reloads,
         }))
     }
 
@@ -101,8 +113,10 @@ impl PolicySource {
                         *e = None;
                     }
                     if state.version == self.current().version {
+                        self.reloads.with_label_values(&["unchanged"]).inc();
                         continue;
                     }
+                    self.reloads.with_label_values(&["ok"]).inc();
                     for w in &state.set.warnings {
                         tracing::warn!(target: "policy", "{w}");
                     }
@@ -110,6 +124,7 @@ impl PolicySource {
                     self.tx.send_replace(Arc::new(state));
                 }
                 Ok(Err(errors)) => {
+                    self.reloads.with_label_values(&["error"]).inc();
                     for e in &errors {
                         tracing::warn!(target: "policy", "{e}");
                     }

@@ -42,6 +42,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics: Metrics::new()?,
         drain: crate::drain::Drain::new(args.drain_timeout),
     });
+    state.metrics.register(Box::new(policies.reloads.clone()))?;
     tokio::spawn(policies.watch());
     let book = state.clone();
     tokio::spawn(trust.watch(move |generation| trust::lagging_in(&book.proxies, generation)));

@@ -198,7 +198,7 @@ impl Inbound {
         let m = &self.shared.metrics;
         m.duration_inbound.observe(elapsed.as_secs_f64());
         m.requests
-            .with_label_values(&["inbound", resp.status().as_str()])
+            .with_label_values(&["inbound", resp.status().as_str(), conn.peer.as_str()])
             .inc();
         access_log::write(
             self.shared.args.access_log,

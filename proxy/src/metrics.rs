@@ -10,7 +10,9 @@ use prometheus::{
 /// Every metric the proxy exports.
 pub struct Metrics {
     registry: Registry,
-    /// Requests by direction and status code.
+    /// Requests by direction, status code and peer identity (inbound: the verified caller;
+    /// outbound: the destination's registry identity, `-` when there is none). Identities are
+    /// bounded by the mesh's CA and registry.
     pub requests: IntCounterVec,
     /// Inbound request duration.
     pub duration_inbound: Histogram,
@@ -43,9 +45,9 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "trustmesh_requests_total",
-                "HTTP requests handled, by direction and status.",
+                "HTTP requests handled, by direction, status and peer identity.",
             ),
-            &["direction", "status"],
+            &["direction", "status", "peer"],
         )?;
         let duration = prometheus::HistogramVec::new(
             HistogramOpts::new(

@@ -138,7 +138,11 @@ impl Outbound {
         let m = &self.shared.metrics;
         m.duration_outbound.observe(elapsed.as_secs_f64());
         m.requests
-            .with_label_values(&["outbound", resp.status().as_str()])
+            .with_label_values(&[
+                "outbound",
+                resp.status().as_str(),
+                log.destination.as_deref().unwrap_or("-"),
+            ])
             .inc();
         access_log::write(
             self.shared.args.access_log,

@@ -1,0 +1,145 @@
+//! The metrics contract, read the way Prometheus reads it: the real `/metrics` output of a
+//! sidecar and of the control plane, parsed with a Prometheus text-format parser, has every
+//! contract name with its labels and sensible values.
+
+// Helpers outside #[test] functions fail the test by panicking, like the tests themselves.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::time::SystemTime;
+
+use prometheus_parse::{Sample, Scrape, Value};
+use trustmesh_certs::TrustBundle;
+use trustmesh_e2e::client::{admin_get, http1_get};
+use trustmesh_e2e::mesh::{Mesh, NAMESPACE};
+use trustmesh_e2e::mtls::{client_without_cert, knock};
+use trustmesh_e2e::policies::spiffe_id;
+
+fn parse(text: &str) -> Scrape {
+    Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text format")
+}
+
+/// The samples named `name` whose labels include every pair of `labels`.
+fn find<'a>(s: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == name)
+        .filter(|x| labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .collect()
+}
+
+fn value(s: &Sample) -> f64 {
+    match s.value {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+        ref other => panic!("{} is not a single value: {other:?}", s.metric),
+    }
+}
+
+fn one(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found = find(s, name, labels);
+    assert_eq!(found.len(), 1, "{name}{labels:?}: {found:?}");
+    value(found[0])
+}
+
+fn histogram_count(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found = find(s, name, labels);
+    let h = found
+        .iter()
+        .find_map(|x| match &x.value {
+            Value::Histogram(b) => Some(b.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no histogram {name}{labels:?}"));
+    h.iter().map(|b| b.count).fold(0.0, f64::max)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_the_contract() {
+    let mesh = Mesh::a_to_b("metrics").await.expect("mesh starts");
+    let (id_a, id_b) = (spiffe_id(NAMESPACE, "a"), spiffe_id(NAMESPACE, "b"));
+    for _ in 0..3 {
+        let r = http1_get(mesh.a.outbound(), "b.test", "/m", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    // A client without a certificate fails B's handshake.
+    let bundle = TrustBundle::from_pem(&mesh.cp.trust_bundle_pem().unwrap()).unwrap();
+    let anon = client_without_cert(&bundle, &id_b).unwrap();
+    let _ = knock(anon, mesh.b.inbound()).await;
+
+    let b = parse(&admin_get(mesh.b.admin(), "/metrics").await.unwrap().text());
+    let a = parse(&admin_get(mesh.a.admin(), "/metrics").await.unwrap().text());
+
+    let inbound = [
+        ("direction", "inbound"),
+        ("status", "200"),
+        ("peer", id_a.as_str()),
+    ];
+    assert_eq!(one(&b, "trustmesh_requests_total", &inbound), 3.0);
+    let outbound = [
+        ("direction", "outbound"),
+        ("status", "200"),
+        ("peer", id_b.as_str()),
+    ];
+    assert_eq!(one(&a, "trustmesh_requests_total", &outbound), 3.0);
+    assert_eq!(
+        histogram_count(
+            &b,
+            "trustmesh_request_duration_seconds",
+            &[("direction", "inbound")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        one(
+            &b,
+            "trustmesh_authz_decisions_total",
+            &[("decision", "allow"), ("policy", "-")]
+        ),
+        3.0
+    );
+    let refused: f64 = find(&b, "trustmesh_tls_handshake_errors_total", &[])
+        .iter()
+        .map(|s| value(s))
+        .sum();
+    assert!(refused >= 1.0, "no handshake error counted");
+    let expiry = one(&b, "trustmesh_certificate_expiry_timestamp_seconds", &[]);
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        expiry > now && expiry < now + 2.0 * 3600.0,
+        "expiry {expiry}, now {now}"
+    );
+    let versions = find(&b, "trustmesh_policy_version_info", &[]);
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    assert_eq!(value(versions[0]), 1.0);
+    assert!(versions[0]
+        .labels
+        .get("version")
+        .is_some_and(|v| !v.is_empty()));
+    assert!(!find(
+        &b,
+        "trustmesh_connections_open",
+        &[("direction", "inbound")]
+    )
+    .is_empty());
+    // Labels are bounded: no raw path anywhere.
+    assert!(b
+        .samples
+        .iter()
+        .all(|s| s.labels.values().all(|v| !v.contains("/m"))));
+
+    let cp = parse(&mesh.cp.get("/metrics").await.unwrap().text());
+    assert!(
+        one(
+            &cp,
+            "trustmesh_cp_certificates_issued_total",
+            &[("result", "issued")]
+        ) >= 2.0
+    );
+    assert!(one(&cp, "trustmesh_cp_proxies_connected", &[]) >= 2.0);
+    assert!(one(&cp, "trustmesh_cp_policy_reload_total", &[("result", "ok")]) >= 1.0);
+    assert!(histogram_count(&cp, "trustmesh_cp_snapshot_push_duration_seconds", &[]) >= 2.0);
+}
