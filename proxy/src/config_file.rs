@@ -104,8 +104,12 @@ impl ConfigFile {
         })
     }
 
-    fn entry(&self, id: &str) -> Option<&Entry> {
-        self.entries.iter().find(|e| flag_id(&e.key) == id)
+    fn entry(&self, arg: &Arg) -> Option<&Entry> {
+        let long = arg.get_long().map(flag_id);
+        self.entries.iter().find(|e| {
+            let k = flag_id(&e.key);
+            Some(&k) == long.as_ref() || k == arg.get_id().as_str()
+        })
     }
 }
 
@@ -153,9 +157,10 @@ pub fn apply(mut cmd: Command, sub: Option<&str>, file: &ConfigFile) -> Result<C
             .map(|v| &*Box::leak(v.into_boxed_str()))
             .collect();
         let set = |a: Arg| a.default_values(statics.clone()).required(false);
+        let real_id = arg.get_id().as_str().to_string();
         cmd = match (in_sub, sub) {
-            (true, Some(s)) => cmd.mut_subcommand(s, |c| c.mut_arg(&id, set)),
-            _ => cmd.mut_arg(&id, set),
+            (true, Some(s)) => cmd.mut_subcommand(s, |c| c.mut_arg(&real_id, set)),
+            _ => cmd.mut_arg(&real_id, set),
         };
     }
     Ok(cmd)
@@ -235,11 +240,12 @@ pub fn render(cmd: &Command, matches: &ArgMatches, file: Option<&ConfigFile>) ->
                     .map(|e| e.to_string_lossy())
                     .unwrap_or_default()
             ),
-            Some(ValueSource::DefaultValue) => match file.and_then(|f| f.entry(id).map(|e| (f, e)))
-            {
-                Some((f, e)) => format!("file {}:{}", f.path.display(), e.line),
-                None => "default".to_string(),
-            },
+            Some(ValueSource::DefaultValue) => {
+                match file.and_then(|f| f.entry(arg).map(|e| (f, e))) {
+                    Some((f, e)) => format!("file {}:{}", f.path.display(), e.line),
+                    None => "default".to_string(),
+                }
+            }
             _ => "unset".to_string(),
         };
         let json = |s: &String| serde_json::to_string(s).unwrap_or_default();
@@ -248,7 +254,8 @@ pub fn render(cmd: &Command, matches: &ArgMatches, file: Option<&ConfigFile>) ->
             [one] if !takes_many(arg) => json(one),
             many => format!("[{}]", many.iter().map(json).collect::<Vec<_>>().join(", ")),
         };
-        let _ = writeln!(out, "{id}: {value}  # {source}");
+        let key = arg.get_long().map_or_else(|| id.to_string(), flag_id);
+        let _ = writeln!(out, "{key}: {value}  # {source}");
     }
     out
 }
@@ -258,8 +265,10 @@ fn takes_many(arg: &Arg) -> bool {
         || matches!(arg.get_action(), clap::ArgAction::Append)
 }
 
-fn find_arg<'a>(cmd: &'a Command, id: &str) -> Option<&'a Arg> {
-    cmd.get_arguments().find(|a| a.get_id().as_str() == id)
+/// The flag a key names: by its long name (`k8s_jwks` for `--k8s-jwks`) or its id.
+fn find_arg<'a>(cmd: &'a Command, key: &str) -> Option<&'a Arg> {
+    cmd.get_arguments()
+        .find(|a| a.get_long().map(flag_id).as_deref() == Some(key) || a.get_id().as_str() == key)
 }
 
 /// `upstream-timeout` and `upstream_timeout` both name the flag `--upstream-timeout`.
