@@ -92,6 +92,23 @@ async fn b_policy_version(mesh: &Mesh) -> String {
     version.split("+b").next().unwrap_or_default().to_string()
 }
 
+/// Waits (bounded to 10 s) until B holds policy version `want`: a commit's version arrives
+/// after the working tree's (an edit is seen before it is committed).
+async fn until_version(mesh: &Mesh, want: &str) {
+    let start = Instant::now();
+    loop {
+        let have = b_policy_version(mesh).await;
+        if have == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "B holds {have}, not {want}, after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn git_commits_flip_a_decision_without_restarts_and_bad_commits_change_nothing() {
     let mesh = Mesh::a_to_b("policy-push").await.expect("mesh starts");
@@ -114,7 +131,7 @@ async fn git_commits_flip_a_decision_without_restarts_and_bad_commits_change_not
         "RBAC: access denied",
         "the body names no policy"
     );
-    assert_eq!(b_policy_version(&mesh).await, format!("git:{deny_commit}"));
+    until_version(&mesh, &format!("git:{deny_commit}")).await;
     // Other paths are still allowed.
     let other = http1_get(mesh.a.outbound(), "b.test", "/status", &[])
         .await
@@ -125,11 +142,12 @@ async fn git_commits_flip_a_decision_without_restarts_and_bad_commits_change_not
     std::fs::remove_file(repo.join("deny.yaml")).unwrap();
     let revert = commit(&repo, "allow orders again");
     until_status(&mesh, 200).await;
-    assert_eq!(b_policy_version(&mesh).await, format!("git:{revert}"));
+    until_version(&mesh, &format!("git:{revert}")).await;
 
     // A bad commit (unknown field) together with the DENY policy: nothing changes.
-    std::fs::write(repo.join("deny.yaml"), DENY_ORDERS).unwrap();
+    // The bad file first: every state of the folder from here on is invalid.
     std::fs::write(repo.join("bad.yaml"), BAD).unwrap();
+    std::fs::write(repo.join("deny.yaml"), DENY_ORDERS).unwrap();
     commit(&repo, "broken");
     let deadline = Instant::now() + Duration::from_secs(10);
     let reported = loop {
