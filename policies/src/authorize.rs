@@ -359,7 +359,8 @@ impl WorkloadPolicies {
         }
         let principal = source.principal();
         let namespace = source.namespace();
-        let any = |patterns: &[crate::pattern::StrMatch], v: &str| patterns.iter().any(|p| p.matches(v));
+        let any =
+            |patterns: &[crate::pattern::StrMatch], v: &str| patterns.iter().any(|p| p.matches(v));
         i.allow.iter().any(|p| {
             p.rules.iter().any(|r| {
                 r.from.is_empty()
@@ -369,7 +370,8 @@ impl WorkloadPolicies {
                             && match namespace {
                                 Some(ns) => {
                                     (s.namespaces.is_empty() || any(&s.namespaces, ns))
-                                        && (s.not_namespaces.is_empty() || !any(&s.not_namespaces, ns))
+                                        && (s.not_namespaces.is_empty()
+                                            || !any(&s.not_namespaces, ns))
                                 }
                                 None => s.namespaces.is_empty() && s.not_namespaces.is_empty(),
                             }
