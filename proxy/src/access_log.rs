@@ -47,6 +47,12 @@ pub struct Entry {
     pub request_bytes: Option<u64>,
     /// The W3C trace id (32 hex digits).
     pub trace_id: Option<String>,
+    /// The `traceparent` parent id the request arrived with (for OTLP export only).
+    #[serde(skip)]
+    pub parent_id: Option<String>,
+    /// This hop's span id (for OTLP export only).
+    #[serde(skip)]
+    pub span_id: Option<String>,
 }
 
 impl Entry {
@@ -62,6 +68,7 @@ impl Entry {
             authority,
             request_bytes: content_length(headers),
             trace_id: crate::trace::trace_id(headers),
+            parent_id: crate::trace::parent_id(headers),
             ..Self::default()
         }
     }

@@ -90,6 +90,10 @@ pub struct Args {
     /// On SIGTERM, how long requests in flight may take to finish before the sidecar exits.
     #[arg(long, env = "TRUSTMESH_DRAIN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Export a span per sidecar hop over OTLP/HTTP (protobuf) to this collector, e.g.
+    /// http://127.0.0.1:4318 (spans are POSTed to /v1/traces). Off unless set.
+    #[arg(long, env = "TRUSTMESH_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<http::Uri>,
     /// Access log of every request on stdout: json (one JSON object per line) or off.
     #[arg(long, env = "TRUSTMESH_ACCESS_LOG", value_enum, default_value = "json")]
     pub access_log: crate::access_log::AccessLogFormat,

@@ -190,6 +190,10 @@ impl Inbound {
         let mut log = Entry::from_request(req.method(), req.uri(), req.headers());
         log.source = Some(conn.peer.as_str().to_string());
         log.destination = Some(self.shared.identity.as_str().to_string());
+        if crate::otlp::enabled() {
+            log.span_id = crate::trace::new_span_id();
+        }
+        let started = std::time::SystemTime::now();
         let resp = match self.forward(req, conn, &mut log).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
@@ -208,6 +212,7 @@ impl Inbound {
             resp.headers(),
             elapsed,
         );
+        crate::otlp::record("inbound", &log, resp.status(), started, elapsed);
         resp
     }
 

@@ -24,6 +24,7 @@ mod log_level;
 mod metrics;
 mod opaque;
 mod original_dst;
+mod otlp;
 mod outbound;
 mod passthrough;
 mod pool;

@@ -119,8 +119,19 @@ impl Outbound {
 
     async fn handle(&self, mut req: Request<Incoming>, orig: Option<SocketAddr>) -> Response<Body> {
         let start = Instant::now();
-        crate::trace::ensure(req.headers_mut());
+        let started_trace = crate::trace::ensure(req.headers_mut(), crate::otlp::enabled());
         let mut log = Entry::from_request(req.method(), req.uri(), req.headers());
+        if crate::otlp::enabled() {
+            // A trace started here: this hop is its root, and its id is the parent the callee sees.
+            log.span_id = match started_trace {
+                Some(id) => {
+                    log.parent_id = None;
+                    Some(id)
+                }
+                None => crate::trace::new_span_id(),
+            };
+        }
+        let started = std::time::SystemTime::now();
         log.source = Some(self.shared.identity.as_str().to_string());
         if let Some(pq) = req.uri().path_and_query() {
             log.set_raw_path(pq.as_str());
@@ -152,6 +163,7 @@ impl Outbound {
             resp.headers(),
             elapsed,
         );
+        crate::otlp::record("outbound", &log, resp.status(), started, elapsed);
         resp
     }
 

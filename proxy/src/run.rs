@@ -55,6 +55,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         mesh_changes: tokio::sync::watch::channel(0).0,
         args: args.clone(),
     });
+    if let Some(endpoint) = &args.otlp_endpoint {
+        crate::otlp::start(endpoint, args.identity.as_str())?;
+    }
     let control = Arc::new(ControlClient::new(
         &args.control_plane,
         &bundle,
@@ -106,6 +109,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if left > 0 {
         tracing::warn!("--drain-timeout passed with connections still open; closing them");
     }
+    crate::otlp::flush(std::time::Duration::from_secs(2)).await;
     tracing::info!("sidecar stopping");
     Ok(())
 }

@@ -13,31 +13,44 @@ pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 
 /// Starts a trace when `headers` has no valid `traceparent`: random trace and parent ids,
-/// flags `00` (the sidecar records nothing, so it does not ask the callee to sample). Any
+/// flags `01` (sampled) when the sidecar exports spans (`sampled`), else `00`, so that a callee
+/// is not asked to record a trace nobody collects. Any
 /// `tracestate` without a valid `traceparent` belongs to no trace and is dropped (§3.3.1.1).
-/// A valid `traceparent` is left exactly as it is.
-pub fn ensure(headers: &mut HeaderMap) {
+/// A valid `traceparent` is left exactly as it is. Returns the parent id it wrote when it
+/// started a trace (the span id of the sidecar's own hop, for OTLP export).
+pub fn ensure(headers: &mut HeaderMap, sampled: bool) -> Option<String> {
     if trace_id(headers).is_some() {
-        return;
-    }
-    let Some(value) = new_traceparent() else {
-        return;
-    };
-    headers.remove(TRACESTATE);
-    headers.insert(TRACEPARENT, value);
-}
-
-fn new_traceparent() -> Option<HeaderValue> {
-    let mut bytes = [0u8; 24];
-    aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes).ok()?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let (trace, parent) = hex.split_at(32);
-    // All-zero ids are invalid; with 128 and 64 random bits this is never expected, but a
-    // broken generator must not produce an invalid header.
-    if trace.bytes().all(|b| b == b'0') || parent.bytes().all(|b| b == b'0') {
         return None;
     }
-    HeaderValue::from_str(&format!("00-{trace}-{parent}-00")).ok()
+    let trace = random_hex::<16>()?;
+    let parent = new_span_id()?;
+    let flags = if sampled { "01" } else { "00" };
+    let value = HeaderValue::from_str(&format!("00-{trace}-{parent}-{flags}")).ok()?;
+    headers.remove(TRACESTATE);
+    headers.insert(TRACEPARENT, value);
+    Some(parent)
+}
+
+/// The parent id of a valid `traceparent`.
+pub fn parent_id(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(TRACEPARENT)?.to_str().ok()?;
+    parse(value).map(|(_, parent)| parent.to_string())
+}
+
+/// A random span id (16 hex digits, never all zeros).
+pub fn new_span_id() -> Option<String> {
+    random_hex::<8>()
+}
+
+/// `N` random bytes as lowercase hex; `None` if the generator fails or gives all zeros (an
+/// invalid id, §3.2.2.3; never expected from 64 or 128 random bits).
+fn random_hex<const N: usize>() -> Option<String> {
+    let mut bytes = [0u8; N];
+    aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes).ok()?;
+    if bytes.iter().all(|b| *b == 0) {
+        return None;
+    }
+    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The trace id of a valid `traceparent`, as 32 lowercase hex digits.
@@ -103,18 +116,18 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(TRACEPARENT, good.parse().unwrap());
         h.insert(TRACESTATE, "congo=t61rcWkgMzE".parse().unwrap());
-        ensure(&mut h);
+        ensure(&mut h, false);
         assert_eq!(h[TRACEPARENT], good);
         assert_eq!(h[TRACESTATE], "congo=t61rcWkgMzE");
 
         let mut h = HeaderMap::new();
         h.insert(TRACEPARENT, "garbage".parse().unwrap());
         h.insert(TRACESTATE, "congo=t61rcWkgMzE".parse().unwrap());
-        ensure(&mut h);
+        ensure(&mut h, false);
         let first = trace_id(&h).expect("a new valid traceparent");
         assert!(h.get(TRACESTATE).is_none());
         let mut again = HeaderMap::new();
-        ensure(&mut again);
+        ensure(&mut again, true);
         assert_ne!(trace_id(&again).unwrap(), first, "ids are random");
     }
 }
