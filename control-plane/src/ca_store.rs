@@ -111,13 +111,14 @@ pub fn load_or_create(
     Ok(ca)
 }
 
-/// Reads a CA the operator brings: the key file must be private, the chain must verify (see
+/// Reads a CA the operator brings: the key file must be private to its owner (and, for a
+/// Kubernetes Secret, its group; see [`files::read_operator_key`]), the chain must verify (see
 /// [`CertificateAuthority::from_pem_for_trust_domain`]) and be for `td`.
 pub fn read_import(
     import: ImportFrom<'_>,
     td: &TrustDomain,
 ) -> anyhow::Result<CertificateAuthority> {
-    let key = files::read_private(import.key)
+    let key = files::read_operator_key(import.key)
         .with_context(|| format!("--ca-key {}", import.key.display()))?;
     let cert = std::fs::read_to_string(import.cert)
         .with_context(|| format!("reading --ca-cert {}", import.cert.display()))?;

@@ -57,6 +57,25 @@ pub fn check_private(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads a key the operator brings (`--ca-key`), refusing one that others may read or that
+/// anyone but its owner may write. Read access for the file's group is allowed here, and only
+/// here: Kubernetes hands a Secret to a non-root container as mode 0440 owned by the pod's
+/// `fsGroup`. The copy the control plane keeps in its data folder is always 0600.
+pub fn read_operator_key(path: &Path) -> anyhow::Result<String> {
+    let meta = fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o037 != 0 {
+        anyhow::bail!(
+            "{} has mode {:04o}: a private key must not be readable by others nor writable by \
+             its group; run `chmod 600 {}` (0440 from a Kubernetes Secret is accepted)",
+            path.display(),
+            mode,
+            path.display()
+        );
+    }
+    fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
 /// Reads a secret file after checking its mode.
 pub fn read_private(path: &Path) -> anyhow::Result<String> {
     check_private(path)?;
@@ -80,5 +99,21 @@ mod tests {
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
         let err = read_private(&p).unwrap_err().to_string();
         assert!(err.contains("0644") && err.contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn an_operator_key_may_be_group_readable_but_never_world_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.pem");
+        write_atomic(&p, b"secret", 0o440).unwrap();
+        assert_eq!(read_operator_key(&p).unwrap(), "secret");
+        assert!(
+            read_private(&p).is_err(),
+            "the data folder's own key stays 0600 only"
+        );
+        for mode in [0o444, 0o460, 0o604] {
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            assert!(read_operator_key(&p).is_err(), "{mode:o}");
+        }
     }
 }
