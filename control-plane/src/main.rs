@@ -12,7 +12,6 @@ mod blocklist;
 mod ca_cli;
 mod ca_store;
 mod cli;
-mod config_file;
 mod demo;
 mod drain;
 mod files;
@@ -30,6 +29,8 @@ mod trust;
 mod validate;
 
 use std::process::ExitCode;
+
+use trustmesh_config as config_file;
 
 use clap::CommandFactory as _;
 

@@ -9,7 +9,6 @@ mod admin;
 mod authorize;
 mod body;
 mod config;
-mod config_file;
 mod control;
 mod drain;
 mod error;
@@ -36,6 +35,8 @@ mod trace;
 mod watch;
 
 use std::process::ExitCode;
+
+use trustmesh_config as config_file;
 
 use clap::CommandFactory as _;
 

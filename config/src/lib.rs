@@ -9,8 +9,10 @@
 //! values are handed to clap as the flags' defaults, so they go through the same parsers as
 //! the command line and nothing can be valid in one source and not in another.
 //!
-//! The same file exists in `trustmesh` (control-plane/src/config_file.rs); the two binaries
-//! share no code but the libraries.
+//! Both binaries (`trustmesh serve` and `trustmesh-proxy`) read their `--config` through this
+//! crate, so the two cannot disagree on the file's format.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
