@@ -74,6 +74,10 @@ pub struct Args {
     /// closed: slow clients (slowloris) cannot hold connections.
     #[arg(long, env = "TRUSTMESH_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_timeout: Duration,
+    /// A request body that sends nothing for this long is cut; the request gets 408 when no
+    /// response has started.
+    #[arg(long, env = "TRUSTMESH_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
     /// A connection with no request in flight and no traffic for this long is closed.
     #[arg(long, env = "TRUSTMESH_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub idle_timeout: Duration,

@@ -51,6 +51,12 @@ pub enum ProxyError {
         /// Why.
         reason: String,
     },
+    /// The client stopped sending its request body (`--body-timeout`).
+    #[error("the client sent no request body data for {secs} s")]
+    BodyTimeout {
+        /// The timeout.
+        secs: u64,
+    },
     /// The upstream did not answer in time.
     #[error("{target} did not answer within {secs} s")]
     Timeout {
@@ -81,6 +87,7 @@ impl ProxyError {
             | Self::Upstream { .. }
             | Self::OutsideMesh { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
 

@@ -292,7 +292,8 @@ impl Inbound {
             parts.headers.remove(header::HOST);
             &self.h2c
         };
-        let req = Request::from_parts(parts, body::stream(body));
+        let (body, stalled) = body::request(body, self.shared.args.body_timeout);
+        let req = Request::from_parts(parts, body);
         let target = format!("the app at {}", conn.app);
         let timeout = self.shared.args.upstream_timeout;
         let resp = tokio::time::timeout(timeout, client.request(req))
@@ -302,7 +303,12 @@ impl Inbound {
                 secs: timeout.as_secs(),
             })?
             .map_err(|e| {
-                if e.is_connect() {
+                if stalled.get() {
+                    limits::exceeded(&self.shared.metrics, "body_timeout", "inbound");
+                    ProxyError::BodyTimeout {
+                        secs: self.shared.args.body_timeout.as_secs(),
+                    }
+                } else if e.is_connect() {
                     ProxyError::Connect {
                         target: target.clone(),
                         reason: "connection refused or unreachable".to_string(),

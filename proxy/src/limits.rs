@@ -7,6 +7,7 @@
 //! | `handshake_timeout` | `--handshake-timeout` | 10s | an inbound TLS handshake slower than this is dropped |
 //! | `header_timeout` | `--header-timeout` | 10s | an HTTP/1 request head (or the next one on a kept-alive connection) not complete in time closes the connection (slowloris) |
 //! | `header_bytes` | `--max-header-bytes` | 64 KiB | an HTTP/1 head larger than this gets `431`; for HTTP/2, the header list limit is announced in SETTINGS |
+//! | `body_timeout` | `--body-timeout` | 10s | a request body that sends nothing this long is cut; `408` when no response has started (`body.rs`) |
 //! | `idle_timeout` | `--idle-timeout` | 5m | a connection with no request in flight and no byte moving for this long is closed |
 //! | streams | `--max-concurrent-streams` | 256 | announced to HTTP/2 clients (RFC 9113 §6.5.2); the client must not open more |
 

@@ -226,7 +226,7 @@ impl Outbound {
                 &target_addr,
             )
             .await?;
-        let upstream = to_mesh_request(req, &host)?;
+        let (upstream, stalled) = to_mesh_request(req, &host, self.shared.args.body_timeout)?;
         let timeout = self.shared.args.upstream_timeout;
         let resp = tokio::time::timeout(timeout, async {
             sender.ready().await?;
@@ -237,9 +237,17 @@ impl Outbound {
             target: target_addr.clone(),
             secs: timeout.as_secs(),
         })?
-        .map_err(|e| ProxyError::Upstream {
-            target: target_addr,
-            reason: e.to_string(),
+        .map_err(|e| {
+            if stalled.get() {
+                limits::exceeded(&self.shared.metrics, "body_timeout", "outbound");
+                return ProxyError::BodyTimeout {
+                    secs: self.shared.args.body_timeout.as_secs(),
+                };
+            }
+            ProxyError::Upstream {
+                target: target_addr,
+                reason: e.to_string(),
+            }
         })?;
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
@@ -260,7 +268,11 @@ fn request_host<B>(req: &Request<B>) -> Option<String> {
 
 /// Rewrites the app's request for the hop between sidecars: HTTP/2 with `:authority` set to
 /// the host the app named, hop-by-hop headers gone, the original version recorded.
-fn to_mesh_request(req: Request<Incoming>, host: &str) -> Result<Request<Body>, ProxyError> {
+fn to_mesh_request(
+    req: Request<Incoming>,
+    host: &str,
+    body_timeout: std::time::Duration,
+) -> Result<(Request<Body>, body::Stalled), ProxyError> {
     let (mut parts, body) = req.into_parts();
     let orig_version = parts.version;
     headers::strip_hop_by_hop(&mut parts.headers);
@@ -285,5 +297,6 @@ fn to_mesh_request(req: Request<Incoming>, host: &str) -> Result<Request<Body>, 
         .build()
         .map_err(|e| ProxyError::BadRequest(format!("cannot rebuild the request URI: {e}")))?;
     parts.version = Version::HTTP_2;
-    Ok(Request::from_parts(parts, body::stream(body)))
+    let (body, stalled) = body::request(body, body_timeout);
+    Ok((Request::from_parts(parts, body), stalled))
 }

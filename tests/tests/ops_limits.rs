@@ -121,3 +121,50 @@ async fn slow_and_oversized_clients_are_cut() {
     assert!(counter(&c, "connections").await >= 1);
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_body_gets_408_at_the_body_timeout() {
+    let mesh = Mesh::a_to_b("body-timeout").await.expect("mesh starts");
+    let c = Proxy::start_with(
+        &mesh.cp,
+        "c",
+        &spiffe_id(NAMESPACE, "c"),
+        mesh.app_a.addr(),
+        ProxyPorts::allocate().unwrap(),
+        &["--body-timeout", "1s"],
+    )
+    .await
+    .expect("C starts");
+
+    // A body announced as 100 bytes, of which 10 arrive; then nothing.
+    let mut s = TcpStream::connect(c.outbound()).await.unwrap();
+    let start = Instant::now();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: b.test\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(8), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = String::from_utf8_lossy(&got);
+    let took = start.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "answered after {took:?}, want about the 1 s body timeout"
+    );
+    assert_eq!(counter(&c, "body_timeout").await, 1);
+    // B's app never got a whole request.
+    assert!(
+        mesh.app_b
+            .requests()
+            .iter()
+            .all(|r| r["body_bytes"].as_u64() != Some(100)),
+        "{:?}",
+        mesh.app_b.requests()
+    );
+}
