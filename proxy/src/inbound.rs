@@ -172,7 +172,11 @@ impl Inbound {
             }
         });
         let builder = limits::builder(&self.shared.args);
-        let io = TokioIo::new(limits::Tracked::new(tls, activity.clone()));
+        let io = TokioIo::new(limits::Tracked::with_head_timeout(
+            tls,
+            activity.clone(),
+            self.shared.args.header_timeout,
+        ));
         let conn = watcher.watch(builder.serve_connection(io, svc));
         tokio::select! {
             r = conn => if let Err(e) = r {
@@ -182,6 +186,9 @@ impl Inbound {
             () = activity.idle(self.shared.args.idle_timeout) => {
                 limits::exceeded(&self.shared.metrics, "idle_timeout", "inbound");
             }
+        }
+        if activity.head_timed_out() {
+            limits::exceeded(&self.shared.metrics, "header_timeout", "inbound");
         }
     }
 

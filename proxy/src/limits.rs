@@ -5,12 +5,13 @@
 //! | --- | --- | --- | --- |
 //! | `connections` | `--max-connections` | 10000 per listener | a connection over it is closed at once |
 //! | `handshake_timeout` | `--handshake-timeout` | 10s | an inbound TLS handshake slower than this is dropped |
-//! | `header_timeout` | `--header-timeout` | 10s | an HTTP/1 request head (or the next one on a kept-alive connection) not complete in time closes the connection (slowloris) |
+//! | `header_timeout` | `--header-timeout` | 10s | an HTTP/1 request head (or the next one on a kept-alive connection) not complete in time gets `408` and the connection is closed (slowloris) |
 //! | `header_bytes` | `--max-header-bytes` | 64 KiB | an HTTP/1 head larger than this gets `431`; for HTTP/2, the header list limit is announced in SETTINGS |
 //! | `body_timeout` | `--body-timeout` | 10s | a request body that sends nothing this long is cut; `408` when no response has started (`body.rs`) |
 //! | `idle_timeout` | `--idle-timeout` | 5m | a connection with no request in flight and no byte moving for this long is closed |
 //! | streams | `--max-concurrent-streams` | 256 | announced to HTTP/2 clients (RFC 9113 §6.5.2); the client must not open more |
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -29,7 +30,9 @@ pub fn builder(args: &Args) -> Builder<TokioExecutor> {
     let mut b = Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(args.header_timeout)
+        // `Tracked` answers 408 at the header timeout; hyper's own (which closes silently)
+        // stays behind it as a backstop.
+        .header_read_timeout(args.header_timeout + Duration::from_secs(2))
         .max_buf_size(args.max_header_bytes as usize);
     b.http2()
         .timer(TokioTimer::new())
@@ -66,6 +69,10 @@ pub struct Activity {
     base: Instant,
     last_ms: AtomicU64,
     in_flight: AtomicUsize,
+    /// Requests started on the connection so far (a head was complete).
+    started: AtomicU64,
+    /// The connection was closed with `408` because a head did not complete in time.
+    head_timed_out: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -75,6 +82,8 @@ impl Activity {
             base: Instant::now(),
             last_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
+            head_timed_out: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -85,8 +94,14 @@ impl Activity {
 
     /// Marks a request in flight until the guard drops.
     pub fn request(self: &Arc<Self>) -> InFlight {
+        self.started.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
+    }
+
+    /// Whether the connection was answered `408` for a request head that did not complete.
+    pub fn head_timed_out(&self) -> bool {
+        self.head_timed_out.load(Ordering::Relaxed)
     }
 
     /// Resolves once the connection has been idle (no request in flight, no byte moved) for
@@ -122,30 +137,120 @@ impl Drop for InFlight {
     }
 }
 
-/// An IO that records its activity.
-#[derive(Debug)]
+/// An IO that records its activity and, for HTTP/1, enforces `--header-timeout` itself so
+/// that a client too slow to finish a request head gets `408 Request Timeout` before the
+/// connection closes (hyper's own header timeout closes without a word; it stays behind this
+/// one as a backstop). HTTP/2 connections (seen by their preface) are left alone.
 pub struct Tracked<T> {
     inner: T,
     activity: Arc<Activity>,
+    head: Option<HeadTimer>,
 }
 
+struct HeadTimer {
+    timeout: Duration,
+    /// When the head being waited for began (connection start, or the first byte after the
+    /// last request started); `None` while no head is awaited.
+    since: Option<tokio::time::Instant>,
+    seen_started: u64,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// Bytes of the 408 answer already written, once the timeout fired.
+    written: Option<usize>,
+    first_read: bool,
+}
+
+const REQUEST_TIMEOUT_408: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+
 impl<T> Tracked<T> {
-    /// Wraps `inner`.
-    pub fn new(inner: T, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
+    /// Wraps `inner` and answers `408` when an HTTP/1 request head takes longer than `timeout`.
+    pub fn with_head_timeout(inner: T, activity: Arc<Activity>, timeout: Duration) -> Self {
+        let now = tokio::time::Instant::now();
+        Self {
+            inner,
+            activity,
+            head: Some(HeadTimer {
+                timeout,
+                since: Some(now),
+                seen_started: 0,
+                sleep: Box::pin(tokio::time::sleep_until(now + timeout)),
+                written: None,
+                first_read: true,
+            }),
+        }
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> Tracked<T> {
+    /// Writes the 408 answer (resuming where a previous call left off) and reports EOF to the
+    /// HTTP server above, which then closes the connection.
+    fn answer_408(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let Some(head) = self.head.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut written = head.written.unwrap_or(0);
+        while written < REQUEST_TIMEOUT_408.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &REQUEST_TIMEOUT_408[written..]) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break,
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Pending => {
+                    head.written = Some(written);
+                    return Poll::Pending;
+                }
+            }
+        }
+        head.written = Some(REQUEST_TIMEOUT_408.len());
+        let _ = Pin::new(&mut self.inner).poll_flush(cx);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Tracked<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if let Some(head) = this.head.as_mut() {
+            if head.written.is_some() {
+                return this.answer_408(cx);
+            }
+            let started = this.activity.started.load(Ordering::Relaxed);
+            if started != head.seen_started {
+                head.seen_started = started;
+                head.since = None;
+            }
+        }
         let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let got = &buf.filled()[before..];
+        if !got.is_empty() {
+            this.activity.touch();
+        }
+        let Some(head) = this.head.as_mut() else {
+            return r;
+        };
+        if !got.is_empty() {
+            if head.first_read && got.starts_with(b"PRI ") {
+                // The HTTP/2 preface: streams have their own limits.
+                this.head = None;
+                return r;
+            }
+            head.first_read = false;
+            if head.since.is_none() && this.activity.in_flight.load(Ordering::Relaxed) == 0 {
+                let now = tokio::time::Instant::now();
+                head.since = Some(now);
+                head.sleep.as_mut().reset(now + head.timeout);
+            }
+        }
+        if r.is_pending() && head.since.is_some() && head.sleep.as_mut().poll(cx).is_ready() {
+            if this.activity.in_flight.load(Ordering::Relaxed) == 0 {
+                this.activity.head_timed_out.store(true, Ordering::Relaxed);
+                head.written = Some(0);
+                return this.answer_408(cx);
+            }
+            head.since = None;
         }
         r
     }

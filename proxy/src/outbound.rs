@@ -102,7 +102,11 @@ impl Outbound {
                     }
                 });
                 let builder = limits::builder(&shared.args);
-                let io = TokioIo::new(limits::Tracked::new(tcp, activity.clone()));
+                let io = TokioIo::new(limits::Tracked::with_head_timeout(
+                    tcp,
+                    activity.clone(),
+                    shared.args.header_timeout,
+                ));
                 let conn = watcher.watch(builder.serve_connection(io, svc));
                 tokio::select! {
                     r = conn => if let Err(e) = r {
@@ -112,6 +116,9 @@ impl Outbound {
                     () = activity.idle(shared.args.idle_timeout) => {
                         limits::exceeded(&shared.metrics, "idle_timeout", "outbound");
                     }
+                }
+                if activity.head_timed_out() {
+                    limits::exceeded(&shared.metrics, "header_timeout", "outbound");
                 }
             });
         }

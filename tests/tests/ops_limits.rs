@@ -1,4 +1,4 @@
-//! Limits: a slow client (slowloris) is cut at `--header-timeout`, an oversized head gets 431,
+//! Limits: a slow client (slowloris) is answered 408 and cut at `--header-timeout`, an oversized head gets 431,
 //! connections over `--max-connections` are closed at once, and each hit is counted in
 //! `trustmesh_limits_exceeded_total{limit,direction}`.
 
@@ -70,6 +70,7 @@ async fn slow_and_oversized_clients_are_cut() {
         .await
         .unwrap();
     let mut cut_after = None;
+    let mut answer = Vec::new();
     for i in 0..40 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         if slow
@@ -81,14 +82,21 @@ async fn slow_and_oversized_clients_are_cut() {
             break;
         }
         let mut probe = [0u8; 64];
-        if let Ok(Ok(0)) =
+        if let Ok(Ok(n)) =
             tokio::time::timeout(Duration::from_millis(1), slow.read(&mut probe)).await
         {
+            answer.extend_from_slice(&probe[..n]);
             cut_after = Some(start.elapsed());
             break;
         }
     }
     let cut_after = cut_after.expect("the slow client was never cut");
+    let (rest, _) = read_until_closed(&mut slow, Duration::from_secs(2)).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned() + &rest;
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "the slow client is told why: {answer:?}"
+    );
     assert!(
         cut_after >= Duration::from_millis(900) && cut_after < Duration::from_secs(4),
         "cut after {cut_after:?}, want about the 1 s header timeout"
