@@ -155,6 +155,29 @@ impl Proxy {
         &mut self.process
     }
 
+    /// The access-log lines (JSON objects with a `direction`) in the sidecar's output so far.
+    pub fn access_log(&mut self) -> Vec<serde_json::Value> {
+        self.process
+            .log()
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.get("direction").is_some())
+            .collect()
+    }
+
+    /// Waits (up to 5 s) until the sidecar has logged at least `n` access lines; returns them.
+    pub async fn wait_access_log(&mut self, n: usize) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let lines = self.access_log();
+            if lines.len() >= n || std::time::Instant::now() >= deadline {
+                return lines;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Resident set size in KiB (`VmRSS` in `/proc/PID/status`).
     pub fn rss_kib(&self) -> anyhow::Result<u64> {
         let pid = self.process.pid().context("the proxy is not running")?;

@@ -5,42 +5,14 @@
 // Helpers outside #[test] functions fail the test by panicking, like the tests themselves.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::time::{Duration, Instant};
-
-use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use trustmesh_e2e::client::http1_get;
 use trustmesh_e2e::mesh::{Mesh, MeshOptions, NAMESPACE};
 use trustmesh_e2e::policies::spiffe_id;
-use trustmesh_e2e::proxy::Proxy;
 
 const SECRET: &str = "s3cr3t-b34r3r";
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-/// The access-log lines (JSON objects with a `direction`) in a sidecar's output so far.
-fn access_lines(proxy: &mut Proxy) -> Vec<Value> {
-    proxy
-        .process()
-        .log()
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("direction").is_some())
-        .collect()
-}
-
-/// Waits (bounded) until `proxy` has logged at least `n` access lines.
-async fn wait_lines(proxy: &mut Proxy, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let lines = access_lines(proxy);
-        if lines.len() >= n || Instant::now() >= deadline {
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_has_one_json_line_per_request_on_each_side() {
@@ -62,8 +34,8 @@ async fn access_log_has_one_json_line_per_request_on_each_side() {
         .expect("GET /a%2Fb");
     assert_eq!(resp.status, 400, "{}", resp.text());
 
-    let out = wait_lines(&mut mesh.a, 2).await;
-    let inb = wait_lines(&mut mesh.b, 2).await;
+    let out = mesh.a.wait_access_log(2).await;
+    let inb = mesh.b.wait_access_log(2).await;
     assert_eq!(out.len(), 2, "A's access lines: {out:?}");
     assert_eq!(inb.len(), 2, "B's access lines: {inb:?}");
 
@@ -113,9 +85,9 @@ async fn access_log_off_writes_nothing() {
         .await
         .expect("GET through A");
     assert_eq!(resp.status, 200, "{}", resp.text());
-    assert_eq!(wait_lines(&mut mesh.a, 1).await.len(), 1);
+    assert_eq!(mesh.a.wait_access_log(1).await.len(), 1);
     assert!(
-        access_lines(&mut mesh.b).is_empty(),
+        mesh.b.access_log().is_empty(),
         "B logged with --access-log off"
     );
 }

@@ -5,37 +5,12 @@
 // Helpers outside #[test] functions fail the test by panicking, like the tests themselves.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::time::{Duration, Instant};
-
 use serde_json::Value;
 use trustmesh_e2e::client::http1_get;
 use trustmesh_e2e::mesh::Mesh;
-use trustmesh_e2e::proxy::Proxy;
 
 const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 const TRACESTATE: &str = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7";
-
-fn access_lines(proxy: &mut Proxy) -> Vec<Value> {
-    proxy
-        .process()
-        .log()
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("direction").is_some())
-        .collect()
-}
-
-async fn wait_lines(proxy: &mut Proxy, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let lines = access_lines(proxy);
-        if lines.len() >= n || Instant::now() >= deadline {
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// The single value of header `name` as B's app saw it.
 fn seen_header(seen: &Value, name: &str) -> Option<String> {
@@ -89,8 +64,8 @@ async fn trace_context_passes_unchanged_or_is_started_by_the_outbound_sidecar() 
     let trace_id = started.split('-').nth(1).unwrap().to_string();
     assert_ne!(trace_id, "0".repeat(32));
 
-    let out = wait_lines(&mut mesh.a, 2).await;
-    let inb = wait_lines(&mut mesh.b, 2).await;
+    let out = mesh.a.wait_access_log(2).await;
+    let inb = mesh.b.wait_access_log(2).await;
     assert_eq!(out.len(), 2, "{out:?}");
     assert_eq!(inb.len(), 2, "{inb:?}");
     assert_eq!(out[0]["trace_id"], "0af7651916cd43dd8448eb211c80319c");
