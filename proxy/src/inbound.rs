@@ -18,6 +18,7 @@ use hyper_util::server::graceful::Watcher;
 use tokio::net::TcpListener;
 use trustmesh_certs::SpiffeId;
 
+use crate::accept::accept_loop;
 use crate::access_log::{self, Entry};
 use crate::authorize::{authorize, Peer};
 use crate::body::{self, Body};
@@ -63,33 +64,15 @@ impl Inbound {
 
     /// Serves mTLS connections until the drain begins.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                () = self.shared.drain.started() => return,
-            };
-            let Some(watcher) = self.shared.drain.watcher() else {
-                return;
-            };
-            let (tcp, addr) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(target: "inbound", "accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = self.conns.clone().try_acquire_owned() else {
-                limits::exceeded(&self.shared.metrics, "connections", "inbound");
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let this = self.clone();
-            tokio::spawn(async move {
-                this.connection(tcp, addr, watcher).await;
-                drop(permit);
-            });
-        }
+        let (shared, conns) = (self.shared.clone(), self.conns.clone());
+        accept_loop(
+            listener,
+            shared,
+            conns,
+            "inbound",
+            move |tcp, addr, watcher| self.clone().connection(tcp, addr, watcher),
+        )
+        .await;
     }
 
     async fn connection(

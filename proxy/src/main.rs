@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+mod accept;
 mod access_log;
 mod admin;
 mod authorize;

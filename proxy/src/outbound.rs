@@ -19,8 +19,10 @@ use http::{header, uri, HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::Watcher;
+use tokio::net::{TcpListener, TcpStream};
 
+use crate::accept::accept_loop;
 use crate::access_log::{self, Entry};
 use crate::body::{self, Body};
 use crate::error::ProxyError;
@@ -58,69 +60,58 @@ impl Outbound {
 
     /// Serves the app's connections until the drain begins.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                () = self.shared.drain.started() => return,
-            };
-            let Some(watcher) = self.shared.drain.watcher() else {
-                return;
-            };
-            let (tcp, addr) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(target: "outbound", "accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = self.conns.clone().try_acquire_owned() else {
-                limits::exceeded(&self.shared.metrics, "connections", "outbound");
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let this = self.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let _guard = ConnGuard::new(&this.shared.metrics, "outbound");
-                let orig = crate::original_dst::redirected(&tcp);
-                if let Some(orig) = orig {
-                    if !intercept::sniff_http(&tcp).await {
-                        return intercept::opaque(&this.shared, tcp, orig).await;
-                    }
-                }
-                let shared = this.shared.clone();
-                let activity = limits::Activity::new();
-                let act = activity.clone();
-                let svc = service_fn(move |req| {
-                    let this = this.clone();
-                    let in_flight = act.request();
-                    async move {
-                        let resp = this.handle(req, orig).await;
-                        drop(in_flight);
-                        Ok::<_, std::convert::Infallible>(resp)
-                    }
-                });
-                let builder = limits::builder(&shared.args);
-                let io = TokioIo::new(limits::Tracked::with_head_timeout(
-                    tcp,
-                    activity.clone(),
-                    shared.args.header_timeout,
-                ));
-                let conn = watcher.watch(builder.serve_connection(io, svc));
-                tokio::select! {
-                    r = conn => if let Err(e) = r {
-                        limits::count_error(&shared.metrics, "outbound", e.as_ref());
-                        tracing::debug!(client.addr = %addr, "connection ended: {e}");
-                    },
-                    () = activity.idle(shared.args.idle_timeout) => {
-                        limits::exceeded(&shared.metrics, "idle_timeout", "outbound");
-                    }
-                }
-                if activity.head_timed_out() {
-                    limits::exceeded(&shared.metrics, "header_timeout", "outbound");
-                }
-            });
+        let (shared, conns) = (self.shared.clone(), self.conns.clone());
+        accept_loop(
+            listener,
+            shared,
+            conns,
+            "outbound",
+            move |tcp, addr, watcher| self.clone().connection(tcp, addr, watcher),
+        )
+        .await;
+    }
+
+    /// One connection from the app: opaque TCP when iptables redirected something that is not
+    /// HTTP, else HTTP/1.1 or h2c with the limits of `--header-timeout` and `--idle-timeout`.
+    async fn connection(self: Arc<Self>, tcp: TcpStream, addr: SocketAddr, watcher: Watcher) {
+        let this = self;
+        let _guard = ConnGuard::new(&this.shared.metrics, "outbound");
+        let orig = crate::original_dst::redirected(&tcp);
+        if let Some(orig) = orig {
+            if !intercept::sniff_http(&tcp).await {
+                return intercept::opaque(&this.shared, tcp, orig).await;
+            }
+        }
+        let shared = this.shared.clone();
+        let activity = limits::Activity::new();
+        let act = activity.clone();
+        let svc = service_fn(move |req| {
+            let this = this.clone();
+            let in_flight = act.request();
+            async move {
+                let resp = this.handle(req, orig).await;
+                drop(in_flight);
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        });
+        let builder = limits::builder(&shared.args);
+        let io = TokioIo::new(limits::Tracked::with_head_timeout(
+            tcp,
+            activity.clone(),
+            shared.args.header_timeout,
+        ));
+        let conn = watcher.watch(builder.serve_connection(io, svc));
+        tokio::select! {
+            r = conn => if let Err(e) = r {
+                limits::count_error(&shared.metrics, "outbound", e.as_ref());
+                tracing::debug!(client.addr = %addr, "connection ended: {e}");
+            },
+            () = activity.idle(shared.args.idle_timeout) => {
+                limits::exceeded(&shared.metrics, "idle_timeout", "outbound");
+            }
+        }
+        if activity.head_timed_out() {
+            limits::exceeded(&shared.metrics, "header_timeout", "outbound");
         }
     }
 
