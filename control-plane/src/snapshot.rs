@@ -42,6 +42,7 @@ pub fn build(state: &PolicyState, trust: &TrustView, identity: &SpiffeId) -> Sna
         identity: identity.clone(),
         mesh: set.mesh.clone(),
         registry: callable(state, identity),
+        withheld_ips: withheld_ips(state, identity),
         trust_bundle: trust.bundle.pem().to_string(),
         policies,
         blocked: trust.blocked_ids(),
@@ -61,6 +62,29 @@ fn callable(state: &PolicyState, identity: &SpiffeId) -> Registry {
         .cloned()
         .collect();
     Registry::new(entries)
+}
+
+/// The IPs of the registry entries `identity` may not call (and that are not also the IP of
+/// one it may call), so that its sidecar refuses them rather than pass traffic through.
+fn withheld_ips(state: &PolicyState, identity: &SpiffeId) -> Vec<std::net::IpAddr> {
+    let entries = state.set.registry.entries();
+    let (allowed, withheld): (Vec<_>, Vec<_>) = entries.iter().partition(|e| {
+        e.identity == *identity || state.compiled.policies_for(e).may_be_called_by(identity)
+    });
+    let allowed_ips: std::collections::HashSet<_> = allowed
+        .iter()
+        .flat_map(|e| e.socket_addrs())
+        .map(|a| a.ip())
+        .collect();
+    let mut ips: Vec<_> = withheld
+        .iter()
+        .flat_map(|e| e.socket_addrs())
+        .map(|a| a.ip())
+        .filter(|ip| !allowed_ips.contains(ip))
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
 }
 
 /// One proxy as last seen by this control plane.
@@ -137,5 +161,51 @@ impl ProxyBook {
     /// Number of distinct proxies seen.
     pub fn len(&self) -> usize {
         self.seen.lock().map(|s| s.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy_source::PolicySource;
+
+    #[test]
+    fn a_proxy_gets_what_it_may_call_and_the_addresses_of_what_it_may_not() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("mesh.yaml"),
+            "trust_domain: cluster.local\ndefault_action: deny\n",
+        )
+        .unwrap();
+        let mut docs = String::new();
+        for (name, ip) in [("a", 1), ("b", 2), ("c", 3)] {
+            docs.push_str(&format!(
+                "---\napiVersion: trustmesh.io/v1\nkind: Service\n\
+                 metadata: {{name: {name}, namespace: t, labels: {{app: {name}}}}}\n\
+                 spec: {{identity: spiffe://cluster.local/ns/t/sa/{name}, endpoints: [\"10.0.0.{ip}:15006\"]}}\n"
+            ));
+        }
+        docs.push_str(
+            "---\napiVersion: trustmesh.io/v1\nkind: AuthorizationPolicy\n\
+             metadata: {name: b-from-a, namespace: t}\n\
+             spec: {selector: {matchLabels: {app: b}}, rules: [{from: [{source: {principals: [cluster.local/ns/t/sa/a]}}]}]}\n",
+        );
+        std::fs::write(dir.path().join("services.yaml"), docs).unwrap();
+        let source = PolicySource::load(dir.path()).unwrap();
+        let state = source.current();
+        let id =
+            |sa: &str| SpiffeId::parse(&format!("spiffe://cluster.local/ns/t/sa/{sa}")).unwrap();
+        let names = |r: Registry| {
+            r.entries()
+                .iter()
+                .map(|e| e.name.clone())
+                .collect::<Vec<_>>()
+        };
+        let ip = |n: u8| std::net::IpAddr::from([10, 0, 0, n]);
+
+        assert_eq!(names(callable(&state, &id("a"))), ["a", "b"]);
+        assert_eq!(withheld_ips(&state, &id("a")), [ip(3)]);
+        assert_eq!(names(callable(&state, &id("c"))), ["c"]);
+        assert_eq!(withheld_ips(&state, &id("c")), [ip(1), ip(2)]);
     }
 }

@@ -29,6 +29,10 @@ pub struct Snapshot {
     /// new connections after the handshake and answer their requests with 403.
     #[serde(default)]
     pub blocked: Vec<SpiffeId>,
+    /// The IP addresses of mesh workloads left out of `registry` because this workload may
+    /// not call them: traffic to them is refused, never passed through in plaintext.
+    #[serde(default)]
+    pub withheld_ips: Vec<std::net::IpAddr>,
 }
 
 impl Snapshot {

@@ -51,6 +51,13 @@ pub enum ProxyError {
         /// Why.
         reason: String,
     },
+    /// An intercepted request to a mesh workload this identity may not call: refused here,
+    /// never passed through in plaintext.
+    #[error("{addr} is a mesh workload this sidecar's identity may not call")]
+    Withheld {
+        /// The original destination.
+        addr: std::net::SocketAddr,
+    },
     /// The client stopped sending its request body (`--body-timeout`).
     #[error("the client sent no request body data for {secs} s")]
     BodyTimeout {
@@ -81,6 +88,7 @@ impl ProxyError {
         match self {
             Self::NoHost | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::UnknownService { .. } => StatusCode::NOT_FOUND,
+            Self::Withheld { .. } => StatusCode::FORBIDDEN,
             Self::NotReady(_) | Self::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect { .. }
             | Self::Tls { .. }

@@ -119,6 +119,13 @@ pub fn decide<'a>(
         policy,
         rr,
     );
+    if let Ok(Route::Passthrough(addr)) = &routed {
+        if withheld(shared, addr.ip()) {
+            count(shared, "deny");
+            tracing::info!(dst.addr = %addr, decision = "deny", "a mesh workload this identity may not call: refused");
+            return Err(ProxyError::Withheld { addr: *addr });
+        }
+    }
     match &routed {
         Ok(Route::Passthrough(addr)) => {
             count(shared, "passthrough");
@@ -131,6 +138,15 @@ pub fn decide<'a>(
         _ => {}
     }
     routed
+}
+
+/// Whether `ip` is a mesh workload's that the control plane withheld from this sidecar.
+fn withheld(shared: &Shared, ip: std::net::IpAddr) -> bool {
+    shared
+        .mesh
+        .load()
+        .as_ref()
+        .is_some_and(|m| m.snapshot.withheld_ips.contains(&ip))
 }
 
 fn count(shared: &Shared, decision: &str) {
@@ -190,6 +206,11 @@ pub async fn opaque(shared: &Shared, mut tcp: TcpStream, orig: SocketAddr) {
     }
     let policy = mesh.snapshot.mesh.outbound_policy;
     drop(mesh);
+    if policy == OutboundPolicy::Passthrough && withheld(shared, orig.ip()) {
+        count(shared, "deny");
+        tracing::info!(dst.addr = %orig, decision = "deny", "non-HTTP connection to a mesh workload this identity may not call: closed");
+        return;
+    }
     if policy == OutboundPolicy::Deny {
         count(shared, "deny");
         tracing::info!(dst.addr = %orig, decision = "deny", "non-HTTP connection outside the registry: closed");
