@@ -37,54 +37,43 @@ pub fn build(state: &PolicyState, trust: &TrustView, identity: &SpiffeId) -> Sna
         .filter(|p| p.applies_to(&workload, &set.mesh.root_namespace))
         .cloned()
         .collect();
+    let (registry, withheld_ips) = reach(state, identity);
     Snapshot {
         version: version(&state.version, trust),
         identity: identity.clone(),
         mesh: set.mesh.clone(),
-        registry: callable(state, identity),
-        withheld_ips: withheld_ips(state, identity),
+        registry,
+        withheld_ips,
         trust_bundle: trust.bundle.pem().to_string(),
         policies,
         blocked: trust.blocked_ids(),
     }
 }
 
-/// The registry entries `identity` could be allowed to call, and its own entry.
-fn callable(state: &PolicyState, identity: &SpiffeId) -> Registry {
-    let entries = state
-        .set
-        .registry
-        .entries()
-        .iter()
-        .filter(|e| {
-            e.identity == *identity || state.compiled.policies_for(e).may_be_called_by(identity)
-        })
-        .cloned()
-        .collect();
-    Registry::new(entries)
-}
-
-/// The IPs of the registry entries `identity` may not call (and that are not also the IP of
-/// one it may call), so that its sidecar refuses them rather than pass traffic through.
-fn withheld_ips(state: &PolicyState, identity: &SpiffeId) -> Vec<std::net::IpAddr> {
-    let entries = state.set.registry.entries();
-    let (allowed, withheld): (Vec<_>, Vec<_>) = entries.iter().partition(|e| {
+/// Splits the registry for `identity` in one pass: the entries it could be allowed to call
+/// (and its own), and the IPs of the others that are not also the IP of a callable one, so
+/// that its sidecar refuses them rather than pass traffic through.
+fn reach(state: &PolicyState, identity: &SpiffeId) -> (Registry, Vec<std::net::IpAddr>) {
+    let (callable, others): (Vec<_>, Vec<_>) = state.set.registry.entries().iter().partition(|e| {
         e.identity == *identity || state.compiled.policies_for(e).may_be_called_by(identity)
     });
-    let allowed_ips: std::collections::HashSet<_> = allowed
+    let callable_ips: std::collections::HashSet<_> = callable
         .iter()
         .flat_map(|e| e.socket_addrs())
         .map(|a| a.ip())
         .collect();
-    let mut ips: Vec<_> = withheld
+    let mut withheld: Vec<_> = others
         .iter()
         .flat_map(|e| e.socket_addrs())
         .map(|a| a.ip())
-        .filter(|ip| !allowed_ips.contains(ip))
+        .filter(|ip| !callable_ips.contains(ip))
         .collect();
-    ips.sort();
-    ips.dedup();
-    ips
+    withheld.sort();
+    withheld.dedup();
+    (
+        Registry::new(callable.into_iter().cloned().collect()),
+        withheld,
+    )
 }
 
 /// One proxy as last seen by this control plane.
@@ -203,9 +192,11 @@ mod tests {
         };
         let ip = |n: u8| std::net::IpAddr::from([10, 0, 0, n]);
 
-        assert_eq!(names(callable(&state, &id("a"))), ["a", "b"]);
-        assert_eq!(withheld_ips(&state, &id("a")), [ip(3)]);
-        assert_eq!(names(callable(&state, &id("c"))), ["c"]);
-        assert_eq!(withheld_ips(&state, &id("c")), [ip(1), ip(2)]);
+        let (registry, withheld) = reach(&state, &id("a"));
+        assert_eq!(names(registry), ["a", "b"]);
+        assert_eq!(withheld, [ip(3)]);
+        let (registry, withheld) = reach(&state, &id("c"));
+        assert_eq!(names(registry), ["c"]);
+        assert_eq!(withheld, [ip(1), ip(2)]);
     }
 }

@@ -65,6 +65,12 @@ pub struct ServiceEntry {
 }
 
 impl ServiceEntry {
+    /// The entry's full Kubernetes-style name, `name.namespace.svc.cluster.local`: the TLS
+    /// server name a sidecar sends when it dials the service.
+    pub fn fqdn(&self) -> String {
+        format!("{}.{}.svc.cluster.local", self.name, self.namespace)
+    }
+
     /// The protocol of `port`, if the entry lists it.
     pub fn protocol_of(&self, port: u16) -> Option<Protocol> {
         self.ports

@@ -27,12 +27,13 @@ use crate::headers::{self, ORIG_PROTO, PEER_IDENTITY};
 use crate::limits;
 use crate::metrics::ConnGuard;
 use crate::state::Shared;
+use crate::upstream::{self, PlainClient};
 
 /// The inbound side: clients to the app over HTTP/1.1 and h2c.
 pub struct Inbound {
     shared: Arc<Shared>,
-    http1: Client<HttpConnector, Body>,
-    h2c: Client<HttpConnector, Body>,
+    http1: PlainClient,
+    h2c: PlainClient,
     app_authority: String,
     /// `--max-connections` open at once on this listener.
     conns: Arc<tokio::sync::Semaphore>,
@@ -135,7 +136,12 @@ impl Inbound {
         }
         let sni = tls.get_ref().1.server_name().map(str::to_string);
         tracing::debug!(client.id = %peer, client.addr = %addr, "mTLS connection");
+        // A SPIFFE ID is always a valid header value; made once per connection, not per request.
+        let Ok(peer_header) = HeaderValue::from_str(peer.as_str()) else {
+            return;
+        };
         let conn = Arc::new(ConnInfo {
+            peer_header,
             peer,
             addr,
             sni,
@@ -257,10 +263,10 @@ impl Inbound {
             None => parts.version != Version::HTTP_2,
         };
         headers::strip_hop_by_hop(&mut parts.headers);
-        let peer_value = HeaderValue::from_str(peer.as_str())
-            .map_err(|_| ProxyError::BadRequest("peer identity is not a header value".into()))?;
         // Replaces every header of that name that arrived: only we can vouch for the caller.
-        parts.headers.insert(PEER_IDENTITY, peer_value);
+        parts
+            .headers
+            .insert(PEER_IDENTITY, conn.peer_header.clone());
         // The app gets exactly the path that was authorized.
         parts.uri = Uri::builder()
             .scheme("http")
@@ -286,39 +292,27 @@ impl Inbound {
         let req = Request::from_parts(parts, body);
         let target = format!("the app at {}", conn.app);
         let timeout = self.shared.args.upstream_timeout;
-        let resp = tokio::time::timeout(timeout, client.request(req))
+        upstream::send(client, req, &target, timeout)
             .await
-            .map_err(|_| ProxyError::Timeout {
-                target: target.clone(),
-                secs: timeout.as_secs(),
-            })?
-            .map_err(|e| {
-                if stalled.get() {
+            .map_err(|e| match e {
+                ProxyError::Timeout { .. } => e,
+                // A stalled request body is why the exchange failed: the client's fault.
+                _ if stalled.get() => {
                     limits::exceeded(&self.shared.metrics, "body_timeout", "inbound");
                     ProxyError::BodyTimeout {
                         secs: self.shared.args.body_timeout.as_secs(),
                     }
-                } else if e.is_connect() {
-                    ProxyError::Connect {
-                        target: target.clone(),
-                        reason: "connection refused or unreachable".to_string(),
-                    }
-                } else {
-                    ProxyError::Upstream {
-                        target: target.clone(),
-                        reason: e.to_string(),
-                    }
                 }
-            })?;
-        let (mut parts, body) = resp.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, body::stream(body)))
+                _ => e,
+            })
     }
 }
 
 /// What one mTLS connection proved about its caller.
 struct ConnInfo {
     peer: SpiffeId,
+    /// `peer` as the `x-trustmesh-peer-identity` value.
+    peer_header: HeaderValue,
     addr: SocketAddr,
     sni: Option<String>,
     /// Where the app is: `--app`, or its port the caller dialled when iptables redirected.

@@ -33,6 +33,7 @@ mod revocation;
 mod run;
 mod state;
 mod trace;
+mod upstream;
 mod watch;
 
 use std::process::ExitCode;

@@ -43,7 +43,7 @@ pub async fn outbound(
     drop(mesh);
     let mut config = (*config).clone();
     config.alpn_protocols = vec![ALPN.to_vec()];
-    let sni = format!("{}.{}.svc.cluster.local", service.name, service.namespace);
+    let sni = service.fqdn();
     let Ok(name) = rustls::pki_types::ServerName::try_from(sni) else {
         return;
     };

@@ -211,7 +211,7 @@ impl Outbound {
                 target: target.clone(),
                 reason: e.to_string(),
             })?;
-        let sni = format!("{}.{}.svc.cluster.local", service.name, service.namespace);
+        let sni = service.fqdn();
         let target_addr = format!("{target} ({endpoint})");
         let mut sender = self
             .pool

@@ -14,10 +14,11 @@ use hyper_util::rt::TokioExecutor;
 use crate::body::{self, Body};
 use crate::error::ProxyError;
 use crate::headers;
+use crate::upstream::{self, PlainClient};
 
 /// An HTTP/1.1 client that dials whatever address a request names.
 pub struct Passthrough {
-    client: Client<HttpConnector, Body>,
+    client: PlainClient,
 }
 
 impl Passthrough {
@@ -64,27 +65,6 @@ impl Passthrough {
         parts.version = Version::HTTP_11;
         let target = format!("{orig} (outside the mesh)");
         let req = Request::from_parts(parts, body::stream(body));
-        let resp = tokio::time::timeout(timeout, self.client.request(req))
-            .await
-            .map_err(|_| ProxyError::Timeout {
-                target: target.clone(),
-                secs: timeout.as_secs(),
-            })?
-            .map_err(|e| {
-                if e.is_connect() {
-                    ProxyError::Connect {
-                        target: target.clone(),
-                        reason: "connection refused or unreachable".to_string(),
-                    }
-                } else {
-                    ProxyError::Upstream {
-                        target: target.clone(),
-                        reason: e.to_string(),
-                    }
-                }
-            })?;
-        let (mut parts, body) = resp.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, body::stream(body)))
+        upstream::send(&self.client, req, &target, timeout).await
     }
 }

@@ -24,10 +24,9 @@ use trustmesh_certs::TrustBundle;
 use crate::app::App;
 use crate::client::{admin_get, connect, REQUEST_TIMEOUT};
 use crate::control_plane::{run_cli, CliOutput, ControlPlane};
-use crate::mesh::NAMESPACE;
+use crate::mesh::{Base, NAMESPACE};
 use crate::mtls::{client_without_cert, spiffe};
-use crate::policies::{spiffe_id, write_policies, ServiceEntry};
-use crate::ports::ProxyPorts;
+use crate::policies::spiffe_id;
 use crate::proxy::Proxy;
 use crate::workdir::WorkDir;
 
@@ -75,18 +74,14 @@ impl LifeMesh {
     /// Starts the replicas one after the other (the first creates the CA), then B and A with
     /// every replica as `--control-plane`.
     pub async fn start(test: &str, opts: LifeOptions) -> anyhow::Result<Self> {
-        let dir = WorkDir::new(test)?;
-        let a_ports = ProxyPorts::allocate()?;
-        let b_ports = ProxyPorts::allocate()?;
-        let policies = write_policies(
-            &dir.path().join("policies"),
-            &[
-                ServiceEntry::new("a", NAMESPACE, a_ports.inbound),
-                ServiceEntry::new("b", NAMESPACE, b_ports.inbound),
-            ],
-        )?;
-        let app_a = App::start().await?;
-        let app_b = App::start().await?;
+        let Base {
+            dir,
+            a_ports,
+            b_ports,
+            policies,
+            app_a,
+            app_b,
+        } = Base::new(test).await?;
         let data = dir.path().join("cp-data");
         let mut extra: Vec<&str> = vec!["--cert-ttl", &opts.cert_ttl];
         extra.extend(opts.cp_extra.iter().map(String::as_str));

@@ -54,18 +54,14 @@ impl Mesh {
 
     /// [`Mesh::a_to_b`] with B changed as `opts` says.
     pub async fn start(test: &str, opts: MeshOptions) -> anyhow::Result<Self> {
-        let dir = WorkDir::new(test)?;
-        let a_ports = ProxyPorts::allocate()?;
-        let b_ports = ProxyPorts::allocate()?;
-        let policies = write_policies(
-            &dir.path().join("policies"),
-            &[
-                ServiceEntry::new("a", NAMESPACE, a_ports.inbound),
-                ServiceEntry::new("b", NAMESPACE, b_ports.inbound),
-            ],
-        )?;
-        let app_a = App::start().await?;
-        let app_b = App::start().await?;
+        let Base {
+            dir,
+            a_ports,
+            b_ports,
+            policies,
+            app_a,
+            app_b,
+        } = Base::new(test).await?;
         let cp = ControlPlane::start(dir.path(), &policies).await?;
         let id_a = spiffe_id(NAMESPACE, "a");
         let id_b = opts.b_identity.unwrap_or_else(|| spiffe_id(NAMESPACE, "b"));
@@ -82,6 +78,40 @@ impl Mesh {
             app_a,
             app_b,
             dir,
+        })
+    }
+}
+
+/// What every A → B topology starts from: a work folder, ports for both sidecars, the registry
+/// of services `a` and `b` in namespace `test`, and the two apps.
+pub(crate) struct Base {
+    pub dir: WorkDir,
+    pub a_ports: ProxyPorts,
+    pub b_ports: ProxyPorts,
+    pub policies: std::path::PathBuf,
+    pub app_a: App,
+    pub app_b: App,
+}
+
+impl Base {
+    pub(crate) async fn new(test: &str) -> anyhow::Result<Self> {
+        let dir = WorkDir::new(test)?;
+        let a_ports = ProxyPorts::allocate()?;
+        let b_ports = ProxyPorts::allocate()?;
+        let policies = write_policies(
+            &dir.path().join("policies"),
+            &[
+                ServiceEntry::new("a", NAMESPACE, a_ports.inbound),
+                ServiceEntry::new("b", NAMESPACE, b_ports.inbound),
+            ],
+        )?;
+        Ok(Self {
+            dir,
+            a_ports,
+            b_ports,
+            policies,
+            app_a: App::start().await?,
+            app_b: App::start().await?,
         })
     }
 }
