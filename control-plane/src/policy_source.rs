@@ -185,7 +185,11 @@ fn load_state(dir: &Path) -> Result<PolicyState, Vec<String>> {
 /// deployed); `None` otherwise.
 fn git_head(dir: &Path) -> Option<String> {
     let run = |args: &[&str]| {
+        // `--no-optional-locks`: `git status` would otherwise refresh the index under
+        // `.git/index.lock`, and a `git add` or `git pull` running at that moment in the
+        // checkout (an operator's, or git-sync's) would fail.
         std::process::Command::new("git")
+            .arg("--no-optional-locks")
             .arg("-C")
             .arg(dir)
             .args(args)
