@@ -314,4 +314,43 @@ mod tests {
         assert!(err.contains("broken.yaml:"), "{err}");
         assert_eq!(source.current().version, good);
     }
+
+    /// Reading the version must never write to the checkout: `git status` refreshes a stale
+    /// index under `.git/index.lock` unless told not to, and a commit racing it then fails.
+    #[test]
+    fn reading_the_git_version_leaves_the_index_alone() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        write_set(dir, false);
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "git {args:?}");
+        };
+        git(&["init", "-q"]);
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "-m", "one"]);
+        // Same content, new modification time: the index's stat data is now stale.
+        std::thread::sleep(Duration::from_millis(1100));
+        let services = std::fs::read(dir.join("services.yaml")).unwrap();
+        std::fs::write(dir.join("services.yaml"), services).unwrap();
+        let index = dir.join(".git/index");
+        let before = std::fs::metadata(&index).unwrap();
+
+        let version = git_head(dir).expect("a clean checkout has a git version");
+        assert!(version.starts_with("git:"), "{version}");
+
+        let after = std::fs::metadata(&index).unwrap();
+        assert_eq!(
+            (before.ino(), before.mtime_nsec(), before.mtime()),
+            (after.ino(), after.mtime_nsec(), after.mtime()),
+            "git_head rewrote .git/index"
+        );
+    }
 }
