@@ -68,6 +68,9 @@ pub struct Decision {
     pub policy: Option<Arc<str>>,
     /// The 0-based index of the deciding rule in that policy's `rules`.
     pub rule: Option<usize>,
+    /// The deciding rule as a route name, `namespace/name#index`: bounded by the policy set,
+    /// so fit for a metric label (unlike the request path).
+    pub route: Option<Arc<str>>,
     /// Why.
     pub reason: Reason,
     /// The first AUDIT policy that matched, if any (`namespace/name`), for the log.
@@ -264,6 +267,10 @@ impl WorkloadPolicies {
             would_deny,
             policy: o.policy.map(|p| p.key.clone()),
             rule: o.rule,
+            route: o
+                .policy
+                .zip(o.rule)
+                .and_then(|(p, r)| p.routes.get(r).cloned()),
             reason: o.reason,
             audit: audit.clone(),
         };

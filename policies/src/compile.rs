@@ -47,6 +47,9 @@ pub(crate) struct CompiledPolicy {
     /// `mode: audit`: evaluated, reported, not enforced.
     pub dry_run: bool,
     pub rules: Box<[CompiledRule]>,
+    /// The route name of each rule, `namespace/name#index`, made once here so that a
+    /// decision carries it without allocating.
+    pub routes: Box<[Arc<str>]>,
 }
 
 #[derive(Debug, Default)]
@@ -245,6 +248,9 @@ pub(crate) fn compile_policy(
     if !c.errors.is_empty() {
         return Err(c.errors);
     }
+    let routes = (0..rules.len())
+        .map(|i| Arc::from(format!("{key}#{i}")))
+        .collect();
     Ok(CompiledPolicy {
         key: key.as_str().into(),
         namespace: policy.namespace.clone(),
@@ -256,6 +262,7 @@ pub(crate) fn compile_policy(
         action: policy.spec.action,
         dry_run: policy.spec.mode == Mode::Audit,
         rules,
+        routes,
     })
 }
 

@@ -43,6 +43,8 @@ pub struct Entry {
     pub decision: Option<&'static str>,
     /// The deciding policy, `namespace/name`.
     pub policy: Option<String>,
+    /// The deciding rule as a route name, `namespace/name#index` (inbound).
+    pub route: Option<std::sync::Arc<str>>,
     /// The request's `Content-Length`, when it has one.
     pub request_bytes: Option<u64>,
     /// The W3C trace id (32 hex digits).

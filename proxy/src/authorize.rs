@@ -77,6 +77,7 @@ pub fn authorize(
     log.path = Some(path.as_str().to_string());
     log.decision = Some(decision.label());
     log.policy = decision.policy.as_deref().map(str::to_string);
+    log.route = decision.route.clone();
     metrics
         .authz_decisions
         .with_label_values(&[decision.label(), policy])

@@ -196,9 +196,12 @@ impl Inbound {
         };
         let elapsed = start.elapsed();
         let m = &self.shared.metrics;
-        m.duration_inbound.observe(elapsed.as_secs_f64());
+        let route = log.route.as_deref().unwrap_or("-");
+        m.duration
+            .with_label_values(&["inbound", route])
+            .observe(elapsed.as_secs_f64());
         m.requests
-            .with_label_values(&["inbound", resp.status().as_str(), conn.peer.as_str()])
+            .with_label_values(&["inbound", resp.status().as_str(), conn.peer.as_str(), route])
             .inc();
         access_log::write(
             self.shared.args.access_log,

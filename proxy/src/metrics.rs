@@ -1,21 +1,24 @@
 //! The proxy's Prometheus metrics (all prefixed `trustmesh_`), in a registry of its own.
-//! Labels are bounded: direction, status code, reason, result, version. Never raw paths.
+//! Labels are bounded: direction, status code, peer identity, route (a policy rule), reason,
+//! result, version. Never raw paths.
 
 use std::sync::Mutex;
 
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric the proxy exports.
 pub struct Metrics {
     registry: Registry,
-    /// Requests by direction, status code and peer identity (inbound: the verified caller;
-    /// outbound: the destination's registry identity, `-` when there is none). Identities are
-    /// bounded by the mesh's CA and registry.
+    /// Requests by direction, status code, peer identity (inbound: the verified caller;
+    /// outbound: the destination's registry identity, `-` when there is none) and route (inbound:
+    /// the deciding policy rule, `namespace/name#index`; `-` when no rule decided and outbound).
+    /// Identities are bounded by the mesh's CA and registry, routes by the policy set.
     pub requests: IntCounterVec,
-    /// Inbound request duration.
-    pub duration_inbound: Histogram,
+    /// Request duration by direction and route (the deciding rule inbound, `-` outbound).
+    pub duration: HistogramVec,
     /// Outbound request duration.
     pub duration_outbound: Histogram,
     /// Failed inbound TLS handshakes by reason.
@@ -45,20 +48,20 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "trustmesh_requests_total",
-                "HTTP requests handled, by direction, status and peer identity.",
+                "HTTP requests handled, by direction, status, peer identity and route.",
             ),
-            &["direction", "status", "peer"],
+            &["direction", "status", "peer", "route"],
         )?;
         let duration = prometheus::HistogramVec::new(
             HistogramOpts::new(
                 "trustmesh_request_duration_seconds",
-                "Time from request headers to response headers, by direction.",
+                "Time from request headers to response headers, by direction and route.",
             )
             .buckets(vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 10.0,
             ]),
-            &["direction"],
+            &["direction", "route"],
         )?;
         let handshake_errors = IntCounterVec::new(
             Opts::new(
@@ -134,8 +137,8 @@ impl Metrics {
         Ok(Self {
             registry,
             requests,
-            duration_inbound: duration.with_label_values(&["inbound"]),
-            duration_outbound: duration.with_label_values(&["outbound"]),
+            duration_outbound: duration.with_label_values(&["outbound", "-"]),
+            duration,
             handshake_errors,
             cert_expiry,
             renewals,

@@ -151,6 +151,7 @@ impl Outbound {
                 "outbound",
                 resp.status().as_str(),
                 log.destination.as_deref().unwrap_or("-"),
+                "-",
             ])
             .inc();
         access_log::write(

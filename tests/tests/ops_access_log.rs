@@ -60,6 +60,9 @@ async fn access_log_has_one_json_line_per_request_on_each_side() {
     assert_eq!(i["path"], "/orders/1/items", "{i}");
     assert_eq!(i["status"], 200, "{i}");
     assert_eq!(i["decision"], "allow", "{i}");
+    // The mesh default (allow) decided: no policy, no route, and both fields are still there.
+    assert!(i.get("policy").is_some_and(|p| p.is_null()), "{i}");
+    assert!(i.get("route").is_some_and(|r| r.is_null()), "{i}");
     assert_eq!(i["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{i}");
     assert!(i["response_bytes"].as_u64().is_some_and(|n| n > 0), "{i}");
 

@@ -56,6 +56,42 @@ fn histogram_count(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
 async fn metrics_follow_the_contract() {
     let mesh = Mesh::a_to_b("metrics").await.expect("mesh starts");
     let (id_a, id_b) = (spiffe_id(NAMESPACE, "a"), spiffe_id(NAMESPACE, "b"));
+    // One ALLOW policy with two rules for B, so that requests carry a route: the second rule.
+    let version = |s: &Scrape| {
+        find(s, "trustmesh_policy_version_info", &[])
+            .first()
+            .and_then(|x| x.labels.get("version").map(str::to_string))
+    };
+    let before = version(&parse(
+        &admin_get(mesh.b.admin(), "/metrics").await.unwrap().text(),
+    ));
+    std::fs::write(
+        mesh.dir.path().join("policies/allow-b.yaml"),
+        format!(
+            "apiVersion: trustmesh.io/v1\nkind: AuthorizationPolicy\n\
+             metadata: {{name: allow-b, namespace: {NAMESPACE}}}\n\
+             spec:\n  selector: {{matchLabels: {{app: b}}}}\n  action: ALLOW\n  rules:\n\
+             \x20 - to: [{{operation: {{paths: [\"/other\"]}}}}]\n\
+             \x20 - from: [{{source: {{principals: [\"{id_a}\"]}}}}]\n\
+             \x20   to: [{{operation: {{methods: [GET], paths: [\"/m\"]}}}}]\n"
+        ),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = version(&parse(
+            &admin_get(mesh.b.admin(), "/metrics").await.unwrap().text(),
+        ));
+        if now.is_some() && now != before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new policy never reached B"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let route = format!("{NAMESPACE}/allow-b#1");
     for _ in 0..3 {
         let r = http1_get(mesh.a.outbound(), "b.test", "/m", &[])
             .await
@@ -74,27 +110,30 @@ async fn metrics_follow_the_contract() {
         ("direction", "inbound"),
         ("status", "200"),
         ("peer", id_a.as_str()),
+        ("route", route.as_str()),
     ];
     assert_eq!(one(&b, "trustmesh_requests_total", &inbound), 3.0);
     let outbound = [
         ("direction", "outbound"),
         ("status", "200"),
         ("peer", id_b.as_str()),
+        ("route", "-"),
     ];
     assert_eq!(one(&a, "trustmesh_requests_total", &outbound), 3.0);
     assert_eq!(
         histogram_count(
             &b,
             "trustmesh_request_duration_seconds",
-            &[("direction", "inbound")]
+            &[("direction", "inbound"), ("route", route.as_str())]
         ),
         3.0
     );
+    let policy = format!("{NAMESPACE}/allow-b");
     assert_eq!(
         one(
             &b,
             "trustmesh_authz_decisions_total",
-            &[("decision", "allow"), ("policy", "-")]
+            &[("decision", "allow"), ("policy", policy.as_str())]
         ),
         3.0
     );

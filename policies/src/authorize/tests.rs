@@ -419,6 +419,9 @@ fn authorization_table() {
                 req.method,
                 req.path,
             );
+            // The route is the deciding rule, named by its policy and index.
+            let route = policy.zip(*rule).map(|(p, r)| format!("{p}#{r}"));
+            assert_eq!(d.route.as_deref(), route.as_deref(), "{d:?}");
         }
     }
 }
