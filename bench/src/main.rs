@@ -57,8 +57,8 @@ struct Cli {
     /// Folder of `trustmesh` and `trustmesh-proxy` (default: this binary's folder).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-    /// Worker threads of each trustmesh proxy (sets TOKIO_WORKER_THREADS; default: the
-    /// proxy's own default, one per core). nginx runs one worker process per sidecar.
+    /// Threads of each trustmesh proxy (sets TRUSTMESH_THREADS; 0 is one per core; default:
+    /// the proxy's own default, 1). nginx runs one worker process per sidecar.
     #[arg(long)]
     proxy_threads: Option<usize>,
     /// Skip the nginx pair.
@@ -143,8 +143,8 @@ fn settings(cli: Cli) -> Result<run::Settings> {
     if !(1..=50).contains(&cli.rounds) {
         bail!("--rounds must be between 1 and 50");
     }
-    if cli.proxy_threads.is_some_and(|t| !(1..=64).contains(&t)) {
-        bail!("--proxy-threads must be between 1 and 64");
+    if cli.proxy_threads.is_some_and(|t| t > 64) {
+        bail!("--proxy-threads must be between 0 (one per core) and 64");
     }
     if !(1..=64).contains(&cli.handshake_clients) {
         bail!("--handshake-clients must be between 1 and 64");

@@ -129,7 +129,7 @@ impl MeshPair {
                 .args(&extra)
                 .env("RUST_LOG", "warn");
             if let Some(t) = threads {
-                cmd.env("TOKIO_WORKER_THREADS", t.to_string());
+                cmd.env("TRUSTMESH_THREADS", t.to_string());
             }
             let log = dir.path().join(format!("proxy-{name}.log"));
             let mut guard = ChildGuard::spawn(&format!("trustmesh-proxy {name}"), cmd, Some(&log))?;

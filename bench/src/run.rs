@@ -41,7 +41,7 @@ pub struct Settings {
     pub handshake_concurrency: usize,
     /// Where `trustmesh` and `trustmesh-proxy` are.
     pub bin_dir: PathBuf,
-    /// TOKIO_WORKER_THREADS for the trustmesh proxies (None: their default).
+    /// TRUSTMESH_THREADS for the trustmesh proxies (None: their default).
     pub proxy_threads: Option<usize>,
     /// Skip the nginx pair.
     pub skip_nginx: bool,
@@ -306,8 +306,8 @@ async fn mesh_case(settings: &Settings, backend: SocketAddr) -> Result<(MeshPair
         pair.proxy_flags.join(" ")
     };
     let threads = match settings.proxy_threads {
-        Some(t) => format!("TOKIO_WORKER_THREADS={t}"),
-        None => "the proxy's default tokio worker threads (one per core)".to_owned(),
+        Some(t) => format!("TRUSTMESH_THREADS={t}"),
+        None => "the proxy's default threads (--threads 1)".to_owned(),
     };
     case.result.notes.push(format!(
         "trustmesh-proxy extra flags: {flags}; RUST_LOG=warn; {threads}"

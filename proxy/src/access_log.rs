@@ -55,11 +55,24 @@ pub struct Entry {
     /// This hop's span id (for OTLP export only).
     #[serde(skip)]
     pub span_id: Option<String>,
+    /// Whether anyone reads the entry (an access log or span export is on). When not, the
+    /// stages skip the copies only those need; `decision`, `route` and `destination`, which
+    /// the metrics use, are kept either way.
+    #[serde(skip)]
+    pub detail: bool,
 }
 
 impl Entry {
-    /// Starts an entry from what the request's head says.
-    pub fn from_request(method: &Method, uri: &http::Uri, headers: &HeaderMap) -> Self {
+    /// Starts an entry from what the request's head says, or an empty one without `detail`.
+    pub fn from_request(
+        method: &Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        detail: bool,
+    ) -> Self {
+        if !detail {
+            return Self::default();
+        }
         let authority = uri
             .authority()
             .map(|a| a.as_str())
@@ -71,6 +84,7 @@ impl Entry {
             request_bytes: content_length(headers),
             trace_id: crate::trace::trace_id(headers),
             parent_id: crate::trace::parent_id(headers),
+            detail: true,
             ..Self::default()
         }
     }
@@ -78,6 +92,9 @@ impl Entry {
     /// Records the normalized path of a raw request target; a target that does not normalize
     /// is left out rather than logged raw.
     pub fn set_raw_path(&mut self, raw: &str) {
+        if !self.detail {
+            return;
+        }
         self.path = normalize_path(raw).ok().map(|p| p.as_str().to_string());
     }
 }
@@ -157,7 +174,7 @@ mod tests {
         h.insert(header::HOST, "user:pw@b.test:80".parse().unwrap());
         h.insert(header::CONTENT_LENGTH, "12".parse().unwrap());
         let uri: http::Uri = "/a/../b?token=s3cret".parse().unwrap();
-        let mut e = Entry::from_request(&Method::POST, &uri, &h);
+        let mut e = Entry::from_request(&Method::POST, &uri, &h, true);
         e.set_raw_path(uri.path_and_query().unwrap().as_str());
         assert_eq!(e.authority.as_deref(), Some("b.test:80"));
         assert_eq!(e.path.as_deref(), Some("/b"));

@@ -74,9 +74,11 @@ pub fn authorize(
     };
     let decision = policies.authorize(&request);
     let policy = decision.policy.as_deref().unwrap_or("-");
-    log.path = Some(path.as_str().to_string());
+    if log.detail {
+        log.path = Some(path.as_str().to_string());
+        log.policy = decision.policy.as_deref().map(str::to_string);
+    }
     log.decision = Some(decision.label());
-    log.policy = decision.policy.as_deref().map(str::to_string);
     log.route = decision.route.clone();
     metrics
         .authz_decisions

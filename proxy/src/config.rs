@@ -84,6 +84,10 @@ pub struct Args {
     /// How long an inbound TLS handshake may take.
     #[arg(long, env = "TRUSTMESH_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
+    /// Threads that carry traffic. `1` (the default, as Linkerd's proxy) runs everything on
+    /// one thread, which costs the least CPU per request; `0` is one per core.
+    #[arg(long, env = "TRUSTMESH_THREADS", default_value = "1", value_parser = clap::value_parser!(u16).range(0..=256))]
+    pub threads: u16,
     /// Most connections open at once on each of the inbound and outbound listeners; more are
     /// closed at once.
     #[arg(long, env = "TRUSTMESH_MAX_CONNECTIONS", default_value = "10000", value_parser = clap::value_parser!(u32).range(1..))]

@@ -23,7 +23,7 @@ use hyper_util::server::graceful::Watcher;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::accept::accept_loop;
-use crate::access_log::{self, Entry};
+use crate::access_log::{self, AccessLogFormat, Entry};
 use crate::body::{self, Body};
 use crate::error::ProxyError;
 use crate::headers::{self, ORIG_PROTO, PEER_IDENTITY};
@@ -118,7 +118,8 @@ impl Outbound {
     async fn handle(&self, mut req: Request<Incoming>, orig: Option<SocketAddr>) -> Response<Body> {
         let start = Instant::now();
         let started_trace = crate::trace::ensure(req.headers_mut(), crate::otlp::enabled());
-        let mut log = Entry::from_request(req.method(), req.uri(), req.headers());
+        let detail = self.shared.args.access_log == AccessLogFormat::Json || crate::otlp::enabled();
+        let mut log = Entry::from_request(req.method(), req.uri(), req.headers(), detail);
         if crate::otlp::enabled() {
             // A trace started here: this hop is its root, and its id is the parent the callee sees.
             log.span_id = match started_trace {
@@ -130,7 +131,9 @@ impl Outbound {
             };
         }
         let started = std::time::SystemTime::now();
-        log.source = Some(self.shared.identity.as_str().to_string());
+        if detail {
+            log.source = Some(self.shared.identity.as_str().to_string());
+        }
         if let Some(pq) = req.uri().path_and_query() {
             log.set_raw_path(pq.as_str());
         }
@@ -203,17 +206,17 @@ impl Outbound {
         let host = host
             .or_else(|| orig.map(|o| o.to_string()))
             .ok_or(ProxyError::NoHost)?;
-        let target = format!("{}.{}", service.name, service.namespace);
         log.destination = Some(service.identity.as_str().to_string());
         let endpoint = &endpoint;
+        // How errors name the destination; made only when one happens.
+        let target_addr = || format!("{}.{} ({endpoint})", service.name, service.namespace);
         let config = mesh
             .client_config(&self.shared.resolver, &service.identity)
             .map_err(|e| ProxyError::Tls {
-                target: target.clone(),
+                target: format!("{}.{}", service.name, service.namespace),
                 reason: e.to_string(),
             })?;
         let sni = service.fqdn();
-        let target_addr = format!("{target} ({endpoint})");
         let mut sender = self
             .pool
             .get(
@@ -233,7 +236,7 @@ impl Outbound {
         })
         .await
         .map_err(|_| ProxyError::Timeout {
-            target: target_addr.clone(),
+            target: target_addr(),
             secs: timeout.as_secs(),
         })?
         .map_err(|e| {
@@ -244,7 +247,7 @@ impl Outbound {
                 };
             }
             ProxyError::Upstream {
-                target: target_addr,
+                target: target_addr(),
                 reason: e.to_string(),
             }
         })?;

@@ -15,21 +15,37 @@ use trustmesh_certs::SpiffeId;
 use crate::body::Body;
 use crate::error::ProxyError;
 
-type Key = (String, SpiffeId);
-
 struct Entry {
     sender: SendRequest<Body>,
     config: Arc<rustls::ClientConfig>,
 }
 
-/// The pool of HTTP/2 connections to other sidecars.
+/// One destination: its live connection, and a lock that lets one task at a time make a new one.
+#[derive(Default)]
+struct Slot {
+    ready: Option<Entry>,
+    connecting: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Slot {
+    fn usable(&self, config: &Arc<rustls::ClientConfig>) -> Option<SendRequest<Body>> {
+        self.ready
+            .as_ref()
+            .filter(|e| !e.sender.is_closed() && Arc::ptr_eq(&e.config, config))
+            .map(|e| e.sender.clone())
+    }
+}
+
+/// The pool of HTTP/2 connections to other sidecars, by identity, then endpoint (two levels,
+/// so that a lookup borrows its keys rather than copying them).
 #[derive(Default)]
 pub struct Pool {
-    slots: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Option<Entry>>>>>,
+    slots: Mutex<HashMap<SpiffeId, HashMap<String, Slot>>>,
 }
 
 impl Pool {
-    /// A ready sender to `endpoint`, verified as `identity`, made with `config`.
+    /// A ready sender to `endpoint`, verified as `identity`, made with `config`. `target`
+    /// names the destination in errors (made only when one happens).
     pub async fn get(
         &self,
         endpoint: &str,
@@ -37,31 +53,56 @@ impl Pool {
         sni: &str,
         config: Arc<rustls::ClientConfig>,
         connect_timeout: Duration,
-        target: &str,
+        target: &(dyn Fn() -> String + Sync),
     ) -> Result<SendRequest<Body>, ProxyError> {
-        let slot = {
-            let mut slots = self.slots.lock().map_err(|_| ProxyError::Upstream {
-                target: target.to_string(),
-                reason: "connection pool poisoned".to_string(),
-            })?;
-            slots
-                .entry((endpoint.to_string(), identity.clone()))
-                .or_default()
-                .clone()
+        let poisoned = || ProxyError::Upstream {
+            target: target(),
+            reason: "connection pool poisoned".to_string(),
+        };
+        // The common case: a live connection, found under the map's lock without waiting.
+        let connecting = {
+            let mut slots = self.slots.lock().map_err(|_| poisoned())?;
+            match slots.get(identity).and_then(|m| m.get(endpoint)) {
+                Some(slot) => match slot.usable(&config) {
+                    Some(sender) => return Ok(sender),
+                    None => slot.connecting.clone(),
+                },
+                None => slots
+                    .entry(identity.clone())
+                    .or_default()
+                    .entry(endpoint.to_string())
+                    .or_default()
+                    .connecting
+                    .clone(),
+            }
         };
         // One connect at a time per destination; others wait and then share it.
-        let mut entry = slot.lock().await;
-        if let Some(e) = entry.as_ref() {
-            if !e.sender.is_closed() && Arc::ptr_eq(&e.config, &config) {
-                return Ok(e.sender.clone());
-            }
+        let _connecting = connecting.lock().await;
+        if let Some(sender) = self.peek(endpoint, identity, &config) {
+            return Ok(sender);
         }
-        let sender = connect(endpoint, sni, config.clone(), connect_timeout, target).await?;
-        *entry = Some(Entry {
+        let sender = connect(endpoint, sni, config.clone(), connect_timeout, &target()).await?;
+        let mut slots = self.slots.lock().map_err(|_| poisoned())?;
+        let slot = slots
+            .entry(identity.clone())
+            .or_default()
+            .entry(endpoint.to_string())
+            .or_default();
+        slot.ready = Some(Entry {
             sender: sender.clone(),
             config,
         });
         Ok(sender)
+    }
+
+    fn peek(
+        &self,
+        endpoint: &str,
+        identity: &SpiffeId,
+        config: &Arc<rustls::ClientConfig>,
+    ) -> Option<SendRequest<Body>> {
+        let slots = self.slots.lock().ok()?;
+        slots.get(identity)?.get(endpoint)?.usable(config)
     }
 }
 

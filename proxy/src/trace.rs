@@ -4,6 +4,8 @@
 //! gets a new trace from the outbound sidecar ([`ensure`]), so that every hop of it shares one
 //! trace id in the access logs.
 
+use std::cell::RefCell;
+
 use aws_lc_rs::rand::SecureRandom as _;
 use http::{HeaderMap, HeaderValue};
 
@@ -22,10 +24,16 @@ pub fn ensure(headers: &mut HeaderMap, sampled: bool) -> Option<String> {
     if trace_id(headers).is_some() {
         return None;
     }
-    let trace = random_hex::<16>()?;
-    let parent = new_span_id()?;
-    let flags = if sampled { "01" } else { "00" };
-    let value = HeaderValue::from_str(&format!("00-{trace}-{parent}-{flags}")).ok()?;
+    // `00-` trace id `-` parent id `-` flags: 55 bytes, written in place.
+    let mut value = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    let (trace, parent) = random_ids();
+    hex_into(&trace.to_be_bytes(), &mut value[3..35]);
+    hex_into(&parent.to_be_bytes(), &mut value[36..52]);
+    if sampled {
+        value[54] = b'1';
+    }
+    let parent = std::str::from_utf8(&value[36..52]).ok()?.to_string();
+    let value = HeaderValue::from_bytes(&value).ok()?;
     headers.remove(TRACESTATE);
     headers.insert(TRACEPARENT, value);
     Some(parent)
@@ -39,18 +47,43 @@ pub fn parent_id(headers: &HeaderMap) -> Option<String> {
 
 /// A random span id (16 hex digits, never all zeros).
 pub fn new_span_id() -> Option<String> {
-    random_hex::<8>()
+    let mut out = [0u8; 16];
+    hex_into(&random_ids().1.to_be_bytes(), &mut out);
+    std::str::from_utf8(&out).ok().map(str::to_string)
 }
 
-/// `N` random bytes as lowercase hex; `None` if the generator fails or gives all zeros (an
-/// invalid id, §3.2.2.3; never expected from 64 or 128 random bits).
-fn random_hex<const N: usize>() -> Option<String> {
-    let mut bytes = [0u8; N];
-    aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes).ok()?;
-    if bytes.iter().all(|b| *b == 0) {
-        return None;
+thread_local! {
+    /// Trace and span ids need to be unique, not secret (W3C Trace Context §3.2.2.3 asks for
+    /// randomness, not unpredictability), so each thread draws them from a fast generator
+    /// seeded once from the system's secure random source, rather than paying for a secure
+    /// draw on every request.
+    static IDS: RefCell<fastrand::Rng> = RefCell::new(seeded());
+}
+
+fn seeded() -> fastrand::Rng {
+    let mut seed = [0u8; 8];
+    match aws_lc_rs::rand::SystemRandom::new().fill(&mut seed) {
+        Ok(()) => fastrand::Rng::with_seed(u64::from_ne_bytes(seed)),
+        // Seeded by the standard library's per-process random keys instead.
+        Err(_) => fastrand::Rng::new(),
     }
-    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A random 128-bit trace id and 64-bit span id, neither zero (an invalid id, §3.2.2.3).
+fn random_ids() -> (u128, u64) {
+    IDS.with(|rng| {
+        let mut rng = rng.borrow_mut();
+        (rng.u128(1..), rng.u64(1..))
+    })
+}
+
+/// Writes `bytes` as lowercase hex into `out` (twice as long).
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
+    }
 }
 
 /// The trace id of a valid `traceparent`, as 32 lowercase hex digits.
@@ -129,5 +162,25 @@ mod tests {
         let mut again = HeaderMap::new();
         ensure(&mut again, true);
         assert_ne!(trace_id(&again).unwrap(), first, "ids are random");
+        assert!(h[TRACEPARENT].to_str().unwrap().ends_with("-00"));
+        assert!(again[TRACEPARENT].to_str().unwrap().ends_with("-01"));
+    }
+
+    #[test]
+    fn new_ids_are_valid_lowercase_hex_and_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let mut h = HeaderMap::new();
+            let parent = ensure(&mut h, true).expect("a trace is started");
+            let value = h[TRACEPARENT].to_str().unwrap().to_string();
+            let (trace, p) = parse(&value).expect("a valid traceparent");
+            assert_eq!(p, parent);
+            assert!(seen.insert(trace.to_string()), "trace id {trace} repeated");
+            let span = new_span_id().unwrap();
+            assert!(is_hex(&span, 16) && span != "0000000000000000", "{span}");
+        }
+        let mut out = [0u8; 4];
+        hex_into(&[0x0f, 0xa0], &mut out);
+        assert_eq!(&out, b"0fa0");
     }
 }
