@@ -127,6 +127,24 @@ async fn bootstrap_token_works_once() {
     assert_issued(&post_csr(&cp, &unused, &id).await, &id, &bundle);
 }
 
+/// A token for the control plane's own identity, or for the admin identity, gets no
+/// certificate: whoever held one could pose as the control plane to proxies and replicas, or
+/// read `/v1/proxies` and the blocklist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_identities_are_never_issued() {
+    let (cp, _dir) = start_cp("token-reserved").await;
+    for id in [
+        spiffe_id("trustmesh-system", "trustmesh-control-plane"),
+        spiffe_id("trustmesh-system", "admin"),
+    ] {
+        let token = cp.token(&id).await.expect("token");
+        let resp = post_csr(&cp, &token, &id).await;
+        assert_json_error(&resp, |s| s == 403, &format!("a certificate for {id}"));
+        let v: Value = resp.json().expect("JSON");
+        assert_eq!(v["error"], "reserved_identity", "{v}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_token_works_once_under_concurrent_use() {
     let (cp, _dir) = start_cp("token-race").await;
