@@ -66,6 +66,8 @@ pub struct Metrics {
     proxies: prometheus::IntGauge,
     trust: crate::trust::TrustMetrics,
     snapshot_push: prometheus::Histogram,
+    /// Blocklist exchanges with peer replicas by result (`changed`, `unchanged`, `error`).
+    pub peer_sync: prometheus::IntCounterVec,
 }
 
 impl Metrics {
@@ -95,7 +97,16 @@ impl Metrics {
             ]),
         )?;
         registry.register(Box::new(snapshot_push.clone()))?;
+        let peer_sync = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "trustmesh_cp_peer_sync_total",
+                "Blocklist exchanges with peer replicas (--peers) by result.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(peer_sync.clone()))?;
         Ok(Self {
+            peer_sync,
             snapshot_push,
             trust: crate::trust::TrustMetrics::register(&registry)?,
             registry,
@@ -175,11 +186,12 @@ pub async fn handle(
         (&Method::GET, "/v1/proxies") => {
             crate::status::proxies(&state, &caller).map(|v| json(StatusCode::OK, &v))
         }
+        (&Method::GET, "/v1/blocklist") => blocklist(&state, &caller),
         (&Method::POST, "/v1/inject") => Ok(crate::inject::handle(req).await),
         (
             _,
             "/healthz" | "/metrics" | "/v1/trust-bundle" | "/v1/certificates" | "/v1/snapshot"
-            | "/v1/proxies",
+            | "/v1/proxies" | "/v1/blocklist",
         ) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -192,6 +204,36 @@ pub async fn handle(
         )),
     };
     Ok(result.unwrap_or_else(error_response))
+}
+
+/// `GET /v1/blocklist`: the blocked identities with the dated unblocks, for peer replicas
+/// (the control plane's identity) and operators (the admin identity) only.
+fn blocklist(state: &AppState, caller: &Caller) -> Result<Resp, ApiError> {
+    let td = state.trust.current().signer.trust_domain().clone();
+    let Some(id) = caller.identity.as_ref() else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "a control-plane or admin client certificate is required",
+        ));
+    };
+    let allowed = *id == trustmesh_certs::control_plane_identity(&td)
+        || crate::admin_cert::admin_identity(&td).is_ok_and(|admin| admin == *id);
+    if !allowed {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only the control plane's replicas and the admin identity may read the blocklist",
+        ));
+    }
+    let list = crate::blocklist::read_state(state.trust.dir()).map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "blocklist_unreadable",
+            format!("{e:#}"),
+        )
+    })?;
+    Ok(json(StatusCode::OK, &list.to_form()))
 }
 
 /// The one place an error becomes a response.

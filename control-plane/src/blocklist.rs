@@ -7,11 +7,16 @@
 //! sidecars then refuse new connections and requests from it at once. `unblock` removes it.
 //! The file is the one source of truth, so the list survives restarts and is the same on every
 //! replica.
+//!
+//! Replicas with data folders of their own (Kubernetes without a shared volume) exchange the
+//! list with `--peers` ([`crate::peers`]): each entry is a last-writer-wins register, so an
+//! unblock is kept as a dated tombstone (`unblocked`) that wins over an older block, and a
+//! block and an unblock at the same instant resolve to blocked. Timestamps carry nanoseconds.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -24,52 +29,206 @@ use crate::lock::DataDirLock;
 /// The blocklist's file name in the data folder.
 pub const BLOCKED_FILE: &str = "blocked-identities.json";
 
-/// The file's form: `{"blocked": [{"identity": ID, "blocked_at": RFC3339}]}`.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// Unblocks older than this are forgotten. A replica cut off from its peers for longer may
+/// bring back a block that was lifted meanwhile: the safe way to be wrong.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The file's form, also the body of `GET /v1/blocklist`:
+/// `{"blocked": [{"identity": ID, "blocked_at": RFC3339}], "unblocked": [{"identity": ID,
+/// "unblocked_at": RFC3339}]}` (`unblocked` may be absent).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileForm {
+pub struct FileForm {
     blocked: Vec<Entry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    unblocked: Vec<Tombstone>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Entry {
     identity: SpiffeId,
     blocked_at: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Tombstone {
+    identity: SpiffeId,
+    unblocked_at: String,
+}
+
 /// The blocked identities and when each was blocked (RFC 3339), sorted by identity.
 pub type Blocked = BTreeMap<SpiffeId, String>;
+
+/// The blocklist with its tombstones: what replicas exchange and merge.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct State {
+    /// Blocked identities and when.
+    pub blocked: Blocked,
+    /// Identities unblocked and when (RFC 3339).
+    pub unblocked: BTreeMap<SpiffeId, String>,
+}
+
+impl State {
+    /// The file's (and the API's) form.
+    pub fn to_form(&self) -> FileForm {
+        FileForm {
+            blocked: self
+                .blocked
+                .iter()
+                .map(|(identity, at)| Entry {
+                    identity: identity.clone(),
+                    blocked_at: at.clone(),
+                })
+                .collect(),
+            unblocked: self
+                .unblocked
+                .iter()
+                .map(|(identity, at)| Tombstone {
+                    identity: identity.clone(),
+                    unblocked_at: at.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// From the file's (or a peer's) form. Timestamps that are not RFC 3339 are refused, so a
+    /// merge never compares what it cannot read.
+    pub fn from_form(form: FileForm) -> anyhow::Result<Self> {
+        for at in form
+            .blocked
+            .iter()
+            .map(|e| &e.blocked_at)
+            .chain(form.unblocked.iter().map(|t| &t.unblocked_at))
+        {
+            parse_time(at)?;
+        }
+        Ok(Self {
+            blocked: form
+                .blocked
+                .into_iter()
+                .map(|e| (e.identity, e.blocked_at))
+                .collect(),
+            unblocked: form
+                .unblocked
+                .into_iter()
+                .map(|t| (t.identity, t.unblocked_at))
+                .collect(),
+        })
+    }
+
+    /// Takes in `other` entry by entry, the later event winning (a block on a tie); returns
+    /// whether anything changed.
+    pub fn merge(&mut self, other: &State) -> bool {
+        let mut changed = false;
+        let ids: Vec<SpiffeId> = other
+            .blocked
+            .keys()
+            .chain(other.unblocked.keys())
+            .cloned()
+            .collect();
+        for id in ids {
+            let mine = self.last_event(&id);
+            let theirs = other.last_event(&id);
+            let (Some(theirs), mine) = (theirs, mine) else {
+                continue;
+            };
+            if mine.as_ref().is_some_and(|m| !theirs.beats(m)) {
+                continue;
+            }
+            match theirs.blocked {
+                true => {
+                    self.unblocked.remove(&id);
+                    self.blocked.insert(id, theirs.at_text);
+                }
+                false => {
+                    self.blocked.remove(&id);
+                    self.unblocked.insert(id, theirs.at_text);
+                }
+            }
+            changed = true;
+        }
+        changed
+    }
+
+    /// The latest thing that happened to `id`: a block or an unblock, and when.
+    fn last_event(&self, id: &SpiffeId) -> Option<Event> {
+        let block = self.blocked.get(id).and_then(|t| Event::new(true, t));
+        let unblock = self.unblocked.get(id).and_then(|t| Event::new(false, t));
+        match (block, unblock) {
+            (Some(b), Some(u)) => Some(if u.beats(&b) { u } else { b }),
+            (b, u) => b.or(u),
+        }
+    }
+
+    /// Forgets unblocks older than [`TOMBSTONE_TTL`].
+    fn prune(&mut self, now: SystemTime) {
+        let Some(since) = now.checked_sub(TOMBSTONE_TTL) else {
+            return;
+        };
+        let since = time::OffsetDateTime::from(since);
+        self.unblocked
+            .retain(|_, at| parse_time(at).map_or(true, |t| t >= since));
+    }
+}
+
+/// A block (`blocked`) or an unblock at `at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Event {
+    blocked: bool,
+    at: time::OffsetDateTime,
+    at_text: String,
+}
+
+impl Event {
+    fn new(blocked: bool, at: &str) -> Option<Self> {
+        Some(Self {
+            blocked,
+            at: parse_time(at).ok()?,
+            at_text: at.to_string(),
+        })
+    }
+
+    /// Later wins; at the same instant, a block wins (fail closed).
+    fn beats(&self, other: &Event) -> bool {
+        self.at > other.at || (self.at == other.at && self.blocked && !other.blocked)
+    }
+}
+
+fn parse_time(at: &str) -> anyhow::Result<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+        .with_context(|| format!("{at:?} is not an RFC 3339 time"))
+}
+
+/// `now` as RFC 3339 UTC with nanoseconds, so that two events in one second still order.
+fn precise_time(now: SystemTime) -> String {
+    time::OffsetDateTime::from(now)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| crate::api::rfc3339(now))
+}
 
 /// Reads the blocklist of `dir`; no file is an empty list. A file that does not parse is an
 /// error (the server then keeps the list it had, and never silently unblocks everyone).
 pub fn read(dir: &Path) -> anyhow::Result<Blocked> {
+    Ok(read_state(dir)?.blocked)
+}
+
+/// Reads the blocklist of `dir` with its tombstones.
+pub fn read_state(dir: &Path) -> anyhow::Result<State> {
     let path = dir.join(BLOCKED_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Blocked::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     let form: FileForm = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a valid blocklist", path.display()))?;
-    Ok(form
-        .blocked
-        .into_iter()
-        .map(|e| (e.identity, e.blocked_at))
-        .collect())
+    State::from_form(form).with_context(|| format!("{} is not a valid blocklist", path.display()))
 }
 
-fn write(dir: &Path, blocked: &Blocked) -> anyhow::Result<()> {
-    let form = FileForm {
-        blocked: blocked
-            .iter()
-            .map(|(identity, at)| Entry {
-                identity: identity.clone(),
-                blocked_at: at.clone(),
-            })
-            .collect(),
-    };
-    let mut json = serde_json::to_vec_pretty(&form)?;
+fn write(dir: &Path, state: &State) -> anyhow::Result<()> {
+    let mut json = serde_json::to_vec_pretty(&state.to_form())?;
     json.push(b'\n');
     files::write_atomic(&dir.join(BLOCKED_FILE), &json, 0o644)
 }
@@ -77,23 +236,41 @@ fn write(dir: &Path, blocked: &Blocked) -> anyhow::Result<()> {
 /// Adds `id` to the blocklist; `false` when it was already there.
 pub fn block(dir: &Path, id: &SpiffeId, now: SystemTime) -> anyhow::Result<bool> {
     let _lock = DataDirLock::acquire(dir)?;
-    let mut blocked = read(dir)?;
-    if blocked.contains_key(id) {
+    let mut state = read_state(dir)?;
+    if state.blocked.contains_key(id) {
         return Ok(false);
     }
-    blocked.insert(id.clone(), crate::api::rfc3339(now));
-    write(dir, &blocked)?;
+    state.unblocked.remove(id);
+    state.blocked.insert(id.clone(), precise_time(now));
+    state.prune(now);
+    write(dir, &state)?;
     Ok(true)
 }
 
-/// Removes `id` from the blocklist; `false` when it was not there.
-pub fn unblock(dir: &Path, id: &SpiffeId) -> anyhow::Result<bool> {
+/// Removes `id` from the blocklist, leaving a dated tombstone for the peers; `false` when it
+/// was not there.
+pub fn unblock(dir: &Path, id: &SpiffeId, now: SystemTime) -> anyhow::Result<bool> {
     let _lock = DataDirLock::acquire(dir)?;
-    let mut blocked = read(dir)?;
-    if blocked.remove(id).is_none() {
+    let mut state = read_state(dir)?;
+    if state.blocked.remove(id).is_none() {
         return Ok(false);
     }
-    write(dir, &blocked)?;
+    state.unblocked.insert(id.clone(), precise_time(now));
+    state.prune(now);
+    write(dir, &state)?;
+    Ok(true)
+}
+
+/// Merges a peer's list into the one of `dir` (under the folder's lock); returns whether the
+/// folder's list changed.
+pub fn merge(dir: &Path, theirs: &State) -> anyhow::Result<bool> {
+    let _lock = DataDirLock::acquire(dir)?;
+    let mut state = read_state(dir)?;
+    if !state.merge(theirs) {
+        return Ok(false);
+    }
+    state.prune(SystemTime::now());
+    write(dir, &state)?;
     Ok(true)
 }
 
@@ -144,7 +321,7 @@ pub fn run(command: IdentityCommand) -> anyhow::Result<ExitCode> {
             }
         }
         IdentityCommand::Unblock(a) => {
-            if unblock(&a.data.data_dir, &a.identity)? {
+            if unblock(&a.data.data_dir, &a.identity, SystemTime::now())? {
                 println!("unblocked {}", a.identity);
             } else {
                 println!("{} was not blocked", a.identity);
@@ -200,9 +377,83 @@ mod tests {
         assert!(!block(dir.path(), &a, SystemTime::now()).unwrap());
         let listed = read(dir.path()).unwrap();
         assert_eq!(listed.keys().collect::<Vec<_>>(), vec![&a]);
-        assert!(unblock(dir.path(), &a).unwrap());
-        assert!(!unblock(dir.path(), &a).unwrap());
+        assert!(unblock(dir.path(), &a, SystemTime::now()).unwrap());
+        assert!(!unblock(dir.path(), &a, SystemTime::now()).unwrap());
         assert!(read(dir.path()).unwrap().is_empty());
+        // The unblock is kept, dated, for the peers.
+        assert!(read_state(dir.path()).unwrap().unblocked.contains_key(&a));
+    }
+
+    #[test]
+    fn a_file_without_tombstones_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(BLOCKED_FILE),
+            r#"{"blocked": [{"identity": "spiffe://cluster.local/ns/test/sa/a", "blocked_at": "2026-11-24T21:40:02Z"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(read(dir.path()).unwrap().len(), 1);
+    }
+
+    /// `secs` seconds into a minute that began ten minutes ago.
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::now() - Duration::from_secs(600) + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn merges_keep_the_latest_event_and_converge() {
+        let (a, b, c) = (
+            id("spiffe://cluster.local/ns/test/sa/a"),
+            id("spiffe://cluster.local/ns/test/sa/b"),
+            id("spiffe://cluster.local/ns/test/sa/c"),
+        );
+        let one = tempfile::tempdir().unwrap();
+        let two = tempfile::tempdir().unwrap();
+        // Replica one: a blocked, then unblocked later; b blocked.
+        block(one.path(), &a, at(1)).unwrap();
+        block(one.path(), &b, at(2)).unwrap();
+        unblock(one.path(), &a, at(5)).unwrap();
+        // Replica two: a blocked at 3 (before the unblock), c blocked at 4.
+        block(two.path(), &a, at(3)).unwrap();
+        block(two.path(), &c, at(4)).unwrap();
+
+        let s1 = read_state(one.path()).unwrap();
+        let s2 = read_state(two.path()).unwrap();
+        assert!(merge(one.path(), &s2).unwrap());
+        assert!(merge(two.path(), &s1).unwrap());
+        let (m1, m2) = (
+            read_state(one.path()).unwrap(),
+            read_state(two.path()).unwrap(),
+        );
+        assert_eq!(m1, m2, "both replicas hold the same list");
+        assert_eq!(m1.blocked.keys().collect::<Vec<_>>(), vec![&b, &c]);
+        assert!(m1.unblocked.contains_key(&a), "the later unblock of a won");
+        // Merging again changes nothing.
+        assert!(!merge(one.path(), &m2).unwrap());
+
+        // Blocked again later: the block wins over the tombstone, on both.
+        block(two.path(), &a, at(9)).unwrap();
+        assert!(merge(one.path(), &read_state(two.path()).unwrap()).unwrap());
+        assert!(read(one.path()).unwrap().contains_key(&a));
+    }
+
+    #[test]
+    fn a_tie_is_a_block_and_bad_peer_times_are_refused() {
+        let a = id("spiffe://cluster.local/ns/test/sa/a");
+        let t = precise_time(at(7));
+        let mut mine = State::default();
+        mine.unblocked.insert(a.clone(), t.clone());
+        let mut theirs = State::default();
+        theirs.blocked.insert(a.clone(), t);
+        assert!(mine.merge(&theirs));
+        assert!(mine.blocked.contains_key(&a));
+        assert!(!theirs.merge(&mine.clone()));
+
+        let bad: FileForm = serde_json::from_str(
+            r#"{"blocked": [{"identity": "spiffe://cluster.local/ns/test/sa/a", "blocked_at": "yesterday"}]}"#,
+        )
+        .unwrap();
+        assert!(State::from_form(bad).is_err());
     }
 
     #[test]

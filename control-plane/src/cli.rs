@@ -114,6 +114,11 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub server_names: Vec<String>,
+    /// Other replicas to exchange blocked identities with, when they do not share this
+    /// replica's --data-dir: `HOST:PORT`, repeated or comma-separated; a name that resolves to
+    /// several addresses (a headless Service) names them all.
+    #[arg(long = "peers", env = "TRUSTMESH_PEERS", value_delimiter = ',', value_parser = crate::peers::parse_peer)]
+    pub peers: Vec<String>,
     /// Bring your own CA: the signing certificate (an intermediate signed by an offline root),
     /// then its chain up to the root. Imported into --data-dir on first start; with --ca-key.
     #[arg(long, env = "TRUSTMESH_CA_CERT", requires = "ca_key")]

@@ -44,6 +44,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
     state.metrics.register(Box::new(policies.reloads.clone()))?;
     tokio::spawn(policies.watch());
+    if !args.peers.is_empty() {
+        tokio::spawn(crate::peers::run(state.clone(), args.peers.clone()));
+    }
     let book = state.clone();
     tokio::spawn(trust.watch(move |generation| trust::lagging_in(&book.proxies, generation)));
     let listener = tokio::net::TcpListener::bind(args.listen)

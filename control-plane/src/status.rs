@@ -12,11 +12,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use bytes::Bytes;
 use clap::{Args, ValueEnum};
-use http::{header, Request, StatusCode};
-use http_body_util::{BodyExt as _, Empty, Limited};
-use hyper_util::rt::TokioIo;
+use http::StatusCode;
 use serde_json::Value;
 use trustmesh_certs::{control_plane_identity, RotatingResolver, TrustBundle};
 
@@ -133,44 +130,34 @@ async fn fetch(args: &StatusArgs) -> anyhow::Result<Value> {
     let host = uri
         .host()
         .context("--control-plane has no host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
         .to_string();
     let port = uri.port_u16().unwrap_or(15012);
-    let work = async {
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .with_context(|| format!("connecting to {uri}"))?;
-        let name = rustls::pki_types::ServerName::try_from(host.clone())
-            .context("--control-plane host is not a TLS name")?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
-            .connect(name, tcp)
-            .await
-            .with_context(|| format!("TLS to {uri}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-        let conn = tokio::spawn(conn);
-        let req = Request::get("/v1/proxies")
-            .header(header::HOST, format!("{host}:{port}"))
-            .body(Empty::<Bytes>::new())?;
-        let resp = sender.send_request(req).await?;
-        let status = resp.status();
-        let body = Limited::new(resp.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|e| anyhow::anyhow!("reading the answer: {e}"))?
-            .to_bytes();
-        conn.abort();
-        let value: Value = serde_json::from_slice(&body)
-            .with_context(|| format!("{uri}/v1/proxies answered {status} with no JSON"))?;
-        if !status.is_success() {
-            anyhow::bail!(
-                "{uri}/v1/proxies answered {status}: {}",
-                value["message"].as_str().unwrap_or_default()
-            );
-        }
-        Ok(value)
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(15), work)
+    let addr = tokio::net::lookup_host((host.as_str(), port))
         .await
-        .with_context(|| format!("{uri} did not answer within 15 s"))?
+        .with_context(|| format!("resolving {uri}"))?
+        .next()
+        .with_context(|| format!("{uri} has no address"))?;
+    let target = crate::cp_client::Target { addr, host: &host };
+    let (status, body) = crate::cp_client::get(
+        Arc::new(tls),
+        &target,
+        "/v1/proxies",
+        MAX_ANSWER,
+        std::time::Duration::from_secs(15),
+    )
+    .await
+    .with_context(|| format!("asking {uri}"))?;
+    let value: Value = serde_json::from_slice(&body)
+        .with_context(|| format!("{uri}/v1/proxies answered {status} with no JSON"))?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "{uri}/v1/proxies answered {status}: {}",
+            value["message"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(value)
 }
 
 /// The human form: the control plane's state, then one row per proxy.

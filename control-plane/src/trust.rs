@@ -112,6 +112,11 @@ impl TrustStore {
         }))
     }
 
+    /// The data folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The state in force.
     pub fn current(&self) -> Arc<TrustView> {
         self.tx.borrow().clone()

@@ -63,7 +63,18 @@ impl ControlPlane {
         policies: &Path,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
-        let addr = free_addr()?;
+        Self::start_on(work_dir, data_dir, policies, free_addr()?, extra).await
+    }
+
+    /// Like [`ControlPlane::start_with`] on a listen address chosen beforehand (replicas that
+    /// must name each other before either starts).
+    pub async fn start_on(
+        work_dir: &Path,
+        data_dir: &Path,
+        policies: &Path,
+        addr: SocketAddr,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let process = spawn_serve_with(work_dir, data_dir, policies, addr, 1, &extra)?;
         let mut cp = Self {

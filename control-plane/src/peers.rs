@@ -1,0 +1,175 @@
+//! Replicas that do not share a data folder (on Kubernetes without a ReadWriteMany volume)
+//! still agree on the blocked identities: with `--peers HOST:PORT`, every second each replica
+//! asks every address that name resolves to (a headless Service names every replica) for its
+//! blocklist, `GET /v1/blocklist`, and merges it into its own data folder
+//! ([`crate::blocklist::merge`], last writer wins per identity, a tie is a block). A merge that
+//! changes the folder is then pushed to this replica's proxies like a local block.
+//!
+//! Replicas call each other over mTLS as the control plane's own identity, with a client
+//! certificate this process issues itself from the CA and renews at half its life or when the
+//! issuing CA changes; the peer must present the control plane's identity too. Asking itself
+//! (when the name also resolves to this replica) is harmless: the merge changes nothing.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use trustmesh_certs::{control_plane_identity, CertificateAuthority, RotatingResolver};
+
+use crate::api::AppState;
+use crate::blocklist::{self, FileForm, State};
+
+/// How often each peer is asked.
+pub const INTERVAL: Duration = Duration::from_secs(1);
+/// How long one exchange may take.
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// Lifetime of the certificate a replica presents to its peers.
+const CLIENT_CERT_TTL: Duration = Duration::from_secs(3600);
+/// Largest blocklist read from a peer.
+const MAX_ANSWER: usize = 8 << 20;
+
+/// The certificate this replica presents to its peers, and when to make a new one.
+struct ClientCert {
+    resolver: Arc<RotatingResolver>,
+    signer: Option<Arc<CertificateAuthority>>,
+    renew_at: SystemTime,
+}
+
+impl ClientCert {
+    /// Issues a new certificate when there is none, past half its life, or when the CA that
+    /// issues has changed (a rotation).
+    fn refresh(&mut self, signer: &Arc<CertificateAuthority>) -> anyhow::Result<()> {
+        let now = SystemTime::now();
+        let same_signer = self.signer.as_ref().is_some_and(|s| Arc::ptr_eq(s, signer));
+        if same_signer && now < self.renew_at {
+            return Ok(());
+        }
+        let id = control_plane_identity(signer.trust_domain());
+        let (issued, key) = signer.issue(&id, &[], &[], CLIENT_CERT_TTL, now)?;
+        self.resolver.set(issued.chain, &key)?;
+        self.signer = Some(signer.clone());
+        self.renew_at = now + CLIENT_CERT_TTL / 2;
+        Ok(())
+    }
+}
+
+/// Exchanges blocklists with `peers` until the process ends.
+pub async fn run(state: Arc<AppState>, peers: Vec<String>) {
+    let mut cert = ClientCert {
+        resolver: Arc::new(RotatingResolver::new()),
+        signer: None,
+        renew_at: SystemTime::UNIX_EPOCH,
+    };
+    // Whether the last exchange with each address failed, to log changes only.
+    let mut failing: HashMap<SocketAddr, bool> = HashMap::new();
+    loop {
+        let view = state.trust.current();
+        if let Err(e) = cert.refresh(&view.signer) {
+            tracing::warn!("peers: cannot make this replica's client certificate: {e:#}");
+            tokio::time::sleep(INTERVAL).await;
+            continue;
+        }
+        let td = view.signer.trust_domain();
+        let tls = match trustmesh_certs::tls::control_plane_client_config(
+            &view.bundle,
+            control_plane_identity(td),
+            Some(cert.resolver.clone()),
+        ) {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                tracing::warn!("peers: TLS configuration: {e}");
+                tokio::time::sleep(INTERVAL).await;
+                continue;
+            }
+        };
+        for peer in &peers {
+            let (host, addrs) = match resolve(peer).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(peer = %peer, "peers: {e:#}");
+                    state.metrics.peer_sync.with_label_values(&["error"]).inc();
+                    continue;
+                }
+            };
+            for addr in addrs {
+                let result = exchange(&state, tls.clone(), addr, &host).await;
+                let failed = result.is_err();
+                let was = failing.insert(addr, failed);
+                match result {
+                    Ok(changed) => {
+                        let label = if changed { "changed" } else { "unchanged" };
+                        state.metrics.peer_sync.with_label_values(&[label]).inc();
+                        if was == Some(true) {
+                            tracing::info!(peer = %addr, "peers: reached the peer again");
+                        }
+                    }
+                    Err(e) => {
+                        state.metrics.peer_sync.with_label_values(&["error"]).inc();
+                        if was != Some(true) {
+                            tracing::warn!(peer = %addr, "peers: cannot exchange blocklists: {e:#}");
+                        }
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(INTERVAL).await;
+    }
+}
+
+/// The addresses `peer` (`HOST:PORT`) names now, and the host part for TLS.
+async fn resolve(peer: &str) -> anyhow::Result<(String, Vec<SocketAddr>)> {
+    let (host, _) = peer
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("{peer:?} is not HOST:PORT"))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(peer).await?.collect();
+    Ok((host, addrs))
+}
+
+/// Asks `addr` for its blocklist and merges it; whether the data folder changed.
+async fn exchange(
+    state: &AppState,
+    tls: Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+    host: &str,
+) -> anyhow::Result<bool> {
+    let target = crate::cp_client::Target { addr, host };
+    let (status, body) =
+        crate::cp_client::get(tls, &target, "/v1/blocklist", MAX_ANSWER, TIMEOUT).await?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "GET /v1/blocklist answered {status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        );
+    }
+    let form: FileForm = serde_json::from_slice(&body)
+        .map_err(|e| anyhow::anyhow!("the blocklist is not valid JSON: {e}"))?;
+    let theirs = State::from_form(form)?;
+    let dir = state.trust.dir();
+    // Most rounds change nothing: find that out without taking the folder's lock.
+    if !blocklist::read_state(dir)?.merge(&theirs) {
+        return Ok(false);
+    }
+    let changed = blocklist::merge(dir, &theirs)?;
+    if changed {
+        tracing::info!(peer = %addr, "peers: took blocklist changes from a peer");
+    }
+    Ok(changed)
+}
+
+/// `--peers`: each a `HOST:PORT` (a headless Service's name resolves to every replica).
+pub fn parse_peer(s: &str) -> Result<String, String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not HOST:PORT"))?;
+    if host.is_empty() {
+        return Err(format!("{s:?} has no host"));
+    }
+    port.parse::<u16>()
+        .map_err(|_| format!("{s:?}: {port:?} is not a port number"))?;
+    Ok(s.to_string())
+}
