@@ -33,6 +33,20 @@ async fn listed(data_dir: &Path) -> String {
     out.stdout
 }
 
+/// `trustmesh identity VERB ID --data-dir DIR`, which must succeed.
+async fn identity(verb: &str, id: &str, data_dir: &Path) {
+    let out = run_cli(&[
+        "identity",
+        verb,
+        id,
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ])
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", out.stderr);
+}
+
 async fn status_via_a(a: &Proxy) -> u16 {
     http1_get(a.outbound(), "b.test", "/orders/1", &[])
         .await
@@ -99,16 +113,7 @@ async fn a_block_on_one_replica_reaches_the_proxies_of_the_other() {
     assert_eq!(status_via_a(&a).await, 200);
 
     // Block A on replica 1's folder: replica 2 takes it in, and B refuses A.
-    let out = run_cli(&[
-        "identity",
-        "block",
-        &id_a,
-        "--data-dir",
-        data1.to_str().unwrap(),
-    ])
-    .await
-    .unwrap();
-    assert!(out.status.success(), "{}", out.stderr);
+    identity("block", &id_a, &data1).await;
     let blocked = Instant::now();
     poll_until("replica 2 lists A as blocked", WITHIN, || async {
         Ok(listed(&data2).await.contains(&id_a).then_some(()))
@@ -124,16 +129,7 @@ async fn a_block_on_one_replica_reaches_the_proxies_of_the_other() {
     let seen_by_app = app_b.request_count();
 
     // Unblock on replica 1: the dated unblock wins on replica 2 too, and A gets through again.
-    let out = run_cli(&[
-        "identity",
-        "unblock",
-        &id_a,
-        "--data-dir",
-        data1.to_str().unwrap(),
-    ])
-    .await
-    .unwrap();
-    assert!(out.status.success(), "{}", out.stderr);
+    identity("unblock", &id_a, &data1).await;
     poll_until("A gets through B again", WITHIN, || async {
         Ok((status_via_a(&a).await == 200).then_some(()))
     })
@@ -144,16 +140,7 @@ async fn a_block_on_one_replica_reaches_the_proxies_of_the_other() {
 
     // Replica 2 is down while A is blocked on replica 1; when it is back it catches up.
     cp2.stop();
-    let out = run_cli(&[
-        "identity",
-        "block",
-        &id_a,
-        "--data-dir",
-        data1.to_str().unwrap(),
-    ])
-    .await
-    .unwrap();
-    assert!(out.status.success(), "{}", out.stderr);
+    identity("block", &id_a, &data1).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!listed(&data2).await.contains(&id_a), "replica 2 was down");
     cp2.restart().await.expect("replica 2 restarts");
