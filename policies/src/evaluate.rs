@@ -168,13 +168,23 @@ fn condition_matches(c: &CompiledCondition, a: &Attrs<'_>, deny: bool) -> bool {
             if req.is_tcp {
                 return deny;
             }
-            absent_ok(
-                req.headers.get(name),
-                v.is_empty(),
-                n.is_empty(),
-                |h| any_str(v, h),
-                |h| any_str(n, h),
-            )
+            if !req.headers.contains(name) {
+                return v.is_empty();
+            }
+            // One value at a time; a value that is not text matches no pattern. With several
+            // values (which an app may read first, last or joined), a DENY condition holds if
+            // any value satisfies it, an ALLOW condition only if every value does: a second
+            // header line never slips a request past a DENY or into an ALLOW.
+            let sat = |h: Option<&str>| {
+                let pos = h.is_some_and(|h| any_str(v, h));
+                let neg = h.is_some_and(|h| any_str(n, h));
+                (v.is_empty() || pos) && (n.is_empty() || !neg)
+            };
+            if deny {
+                req.headers.any_value(name, &mut |h| sat(h))
+            } else {
+                !req.headers.any_value(name, &mut |h| !sat(h))
+            }
         }
         CompiledCondition::SourceIp(v, n) => peer_attr(
             req.source_ip,

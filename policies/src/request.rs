@@ -14,6 +14,18 @@ pub trait Headers {
     /// The value of header `name` (compared case-insensitively; `name` is given lowercase), or
     /// `None` when absent or not valid text. With several values, the first one.
     fn get(&self, name: &str) -> Option<&str>;
+
+    /// Calls `f` with every value of header `name` in order (`None` for a value that is not
+    /// valid text) until it returns `true`; whether one did. `false` when the header is absent.
+    /// The default knows one value at most, through [`Headers::get`].
+    fn any_value(&self, name: &str, f: &mut dyn FnMut(Option<&str>) -> bool) -> bool {
+        self.get(name).is_some_and(|v| f(Some(v)))
+    }
+
+    /// Whether header `name` is present at all (even with a value that is not valid text).
+    fn contains(&self, name: &str) -> bool {
+        self.any_value(name, &mut |_| true)
+    }
 }
 
 /// No headers at all (TCP connections, tests).
@@ -30,6 +42,10 @@ impl<H: Headers + ?Sized> Headers for &H {
     fn get(&self, name: &str) -> Option<&str> {
         H::get(self, name)
     }
+
+    fn any_value(&self, name: &str, f: &mut dyn FnMut(Option<&str>) -> bool) -> bool {
+        H::any_value(self, name, f)
+    }
 }
 
 impl Headers for [(&str, &str)] {
@@ -38,11 +54,21 @@ impl Headers for [(&str, &str)] {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| *v)
     }
+
+    fn any_value(&self, name: &str, f: &mut dyn FnMut(Option<&str>) -> bool) -> bool {
+        self.iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .any(|(_, v)| f(Some(v)))
+    }
 }
 
 impl<const N: usize> Headers for [(&str, &str); N] {
     fn get(&self, name: &str) -> Option<&str> {
         Headers::get(self.as_slice(), name)
+    }
+
+    fn any_value(&self, name: &str, f: &mut dyn FnMut(Option<&str>) -> bool) -> bool {
+        Headers::any_value(self.as_slice(), name, f)
     }
 }
 
@@ -51,6 +77,12 @@ impl Headers for Vec<(String, String)> {
         self.iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    fn any_value(&self, name: &str, f: &mut dyn FnMut(Option<&str>) -> bool) -> bool {
+        self.iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .any(|(_, v)| f(Some(v)))
     }
 }
 
@@ -65,6 +97,10 @@ impl Headers for BTreeMap<String, String> {
 impl Headers for http::HeaderMap {
     fn get(&self, name: &str) -> Option<&str> {
         http::HeaderMap::get(self, name).and_then(|v| v.to_str().ok())
+    }
+
+    fn any_value(&self, name: &str, f: &mut dyn FnMut(Option<&str>) -> bool) -> bool {
+        self.get_all(name).iter().any(|v| f(v.to_str().ok()))
     }
 }
 

@@ -198,9 +198,34 @@ fn cases() -> Vec<(Case, String)> {
                     (get(GATEWAY, "/"), ("deny", Some("production/need-token"), Some(0))),
                     (Req { headers: &[("X-Token", "wrong")], ..get(GATEWAY, "/") }, ("deny", Some("production/need-token"), Some(0))),
                     (Req { headers: &[("X-Token", "let-me-in")], ..get(GATEWAY, "/") }, ("allow", None, None)),
+                    // A second header line cannot slip past a DENY: any value that is not the
+                    // token denies, whichever the app reads.
+                    (Req { headers: &[("X-Token", "let-me-in"), ("x-token", "wrong")], ..get(GATEWAY, "/") }, ("deny", Some("production/need-token"), Some(0))),
+                    (Req { headers: &[("x-token", "wrong"), ("X-Token", "let-me-in")], ..get(GATEWAY, "/") }, ("deny", Some("production/need-token"), Some(0))),
                 ],
             },
             p("need-token", "production", "  action: DENY\n  rules:\n  - when:\n    - key: request.headers[x-token]\n      notValues: [let-me-in]\n"),
+        ),
+        (
+            Case {
+                name: "headers with several values: DENY on any, ALLOW on all",
+                mesh: "",
+                policies: "",
+                requests: vec![
+                    (Req { headers: &[("x-tenant", "acme")], ..get(GATEWAY, "/") }, ("allow", Some("production/tenant"), Some(0))),
+                    (Req { headers: &[("x-tenant", "acme"), ("x-tenant", "acme")], ..get(GATEWAY, "/") }, ("allow", Some("production/tenant"), Some(0))),
+                    (Req { headers: &[("x-tenant", "acme"), ("x-tenant", "evil")], ..get(GATEWAY, "/") }, ("deny", None, None)),
+                    (Req { headers: &[("x-tenant", "evil"), ("x-tenant", "acme")], ..get(GATEWAY, "/") }, ("deny", None, None)),
+                    (Req { headers: &[("x-tenant", "acme"), ("x-debug", "0"), ("x-debug", "1")], ..get(GATEWAY, "/") }, ("deny", Some("production/no-debug"), Some(0))),
+                    (Req { headers: &[("x-tenant", "acme"), ("x-debug", "1"), ("x-debug", "0")], ..get(GATEWAY, "/") }, ("deny", Some("production/no-debug"), Some(0))),
+                    (Req { headers: &[("x-tenant", "acme"), ("x-debug", "0")], ..get(GATEWAY, "/") }, ("allow", Some("production/tenant"), Some(0))),
+                ],
+            },
+            format!(
+                "{}{}",
+                policy("tenant", "production", "  action: ALLOW\n  rules:\n  - when:\n    - key: request.headers[x-tenant]\n      values: [acme]\n"),
+                policy("no-debug", "production", "  action: DENY\n  rules:\n  - when:\n    - key: request.headers[x-debug]\n      values: [\"1\"]\n"),
+            ),
         ),
         (
             Case {
