@@ -37,6 +37,15 @@ pub fn admin_identity(td: &TrustDomain) -> anyhow::Result<SpiffeId> {
         .context("making the admin SPIFFE ID")
 }
 
+/// Whether `id` is reserved: the control plane's own identity (which proxies trust as the
+/// control plane, and replicas as a peer) or the admin identity. Neither is ever issued over
+/// the API or given a bootstrap token; the control plane makes its own certificate, and
+/// `trustmesh admin-cert` the admin's.
+pub fn is_reserved(td: &TrustDomain, id: &SpiffeId) -> bool {
+    *id == trustmesh_certs::control_plane_identity(td)
+        || admin_identity(td).is_ok_and(|admin| admin == *id)
+}
+
 /// Issues the certificate and writes the file.
 pub fn run(args: &AdminCertArgs) -> anyhow::Result<()> {
     let ca = crate::ca_store::load_existing(&args.data_dir)?;

@@ -307,13 +307,7 @@ async fn certificates(
     let proof = crate::authn::authenticate(state, caller, bearer.as_deref()).await?;
     let identity = proof.identity().clone();
     let trust = state.trust.current();
-    let td = trust.signer.trust_domain();
-    if identity == trustmesh_certs::control_plane_identity(td)
-        || crate::admin_cert::admin_identity(td).is_ok_and(|admin| admin == identity)
-    {
-        // The control plane's own identity (which proxies trust as the control plane, and its
-        // peers as a replica) and the admin identity are never issued over the API: the
-        // control plane makes its own certificate, `trustmesh admin-cert` the admin's.
+    if crate::admin_cert::is_reserved(trust.signer.trust_domain(), &identity) {
         state.metrics.refused("reserved_identity");
         tracing::warn!(client.id = %identity, via = proof.via(), "refused a certificate for a reserved identity");
         return Err(ApiError::new(

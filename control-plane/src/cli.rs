@@ -203,6 +203,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ca.trust_domain()
                 );
             }
+            if crate::admin_cert::is_reserved(ca.trust_domain(), &args.identity) {
+                anyhow::bail!(
+                    "--identity {} is reserved for the control plane and its operators and never \
+                     gets a certificate through a token (for the admin certificate use \
+                     `trustmesh admin-cert`)",
+                    args.identity
+                );
+            }
             let key = crate::tokens::load_or_create_key(&args.data_dir)?;
             let labels: BTreeMap<String, String> = args.labels.into_iter().collect();
             let token = crate::tokens::create(&key, &args.identity, labels, args.ttl)

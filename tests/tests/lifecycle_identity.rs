@@ -342,6 +342,16 @@ async fn kubernetes_service_account_tokens_bootstrap_and_bad_ones_get_401() {
     // The token proves one service account; a CSR for another is refused.
     let other = post_csr(&cp, &good, "spiffe://cluster.local/ns/prod/sa/admin").await;
     assert_eq!(other.status, 403, "{}", other.text());
+    // The control plane's own identity and the admin identity are never issued, even to a
+    // valid token for their service accounts.
+    for sa in ["trustmesh-control-plane", "admin"] {
+        let id = format!("spiffe://cluster.local/ns/trustmesh-system/sa/{sa}");
+        let token = cluster.token("trustmesh-system", sa, "trustmesh", 600);
+        let resp = post_csr(&cp, &token, &id).await;
+        assert_eq!(resp.status, 403, "{sa}: {}", resp.text());
+        let v: Value = resp.json().unwrap();
+        assert_eq!(v["error"], "reserved_identity", "{sa}: {v}");
+    }
 
     let cases = [
         (
