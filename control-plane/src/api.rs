@@ -42,6 +42,8 @@ pub struct AppState {
     pub cert_ttl: Duration,
     /// Proxies seen.
     pub proxies: ProxyBook,
+    /// Peer replicas (`--peers`) and how the last blocklist exchange with each went.
+    pub peers: crate::peers::PeerBook,
     /// Metrics.
     pub metrics: Metrics,
     /// Graceful drain on SIGTERM.

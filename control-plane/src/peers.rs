@@ -10,9 +10,9 @@
 //! issuing CA changes; the peer must present the control plane's identity too. Asking itself
 //! (when the name also resolves to this replica) is harmless: the merge changes nothing.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use trustmesh_certs::{control_plane_identity, CertificateAuthority, RotatingResolver};
@@ -28,6 +28,57 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 const CLIENT_CERT_TTL: Duration = Duration::from_secs(3600);
 /// Largest blocklist read from a peer.
 const MAX_ANSWER: usize = 8 << 20;
+
+/// How the exchange with each peer address went last, for `trustmesh status`.
+#[derive(Debug, Default)]
+pub struct PeerBook(Mutex<BTreeMap<SocketAddr, PeerRecord>>);
+
+#[derive(Debug, Clone, Default)]
+struct PeerRecord {
+    last_ok: Option<SystemTime>,
+    last_error: Option<String>,
+    failing: bool,
+}
+
+impl PeerBook {
+    /// Records an exchange with `addr`; returns whether it had been failing before.
+    fn record(&self, addr: SocketAddr, result: &anyhow::Result<bool>) -> bool {
+        let Ok(mut book) = self.0.lock() else {
+            return false;
+        };
+        let r = book.entry(addr).or_default();
+        let was_failing = r.failing;
+        match result {
+            Ok(_) => {
+                r.last_ok = Some(SystemTime::now());
+                r.failing = false;
+            }
+            Err(e) => {
+                r.last_error = Some(format!("{e:#}"));
+                r.failing = true;
+            }
+        }
+        was_failing
+    }
+
+    /// One JSON object per peer address: `address`, `ok` (the last exchange worked),
+    /// `last_ok` (RFC 3339 or null), `last_error` (null when the last exchange worked).
+    pub fn to_json(&self) -> Vec<serde_json::Value> {
+        let Ok(book) = self.0.lock() else {
+            return Vec::new();
+        };
+        book.iter()
+            .map(|(addr, r)| {
+                serde_json::json!({
+                    "address": addr.to_string(),
+                    "ok": !r.failing,
+                    "last_ok": r.last_ok.map(crate::api::rfc3339),
+                    "last_error": if r.failing { r.last_error.clone() } else { None },
+                })
+            })
+            .collect()
+    }
+}
 
 /// The certificate this replica presents to its peers, and when to make a new one.
 struct ClientCert {
@@ -61,8 +112,6 @@ pub async fn run(state: Arc<AppState>, peers: Vec<String>) {
         signer: None,
         renew_at: SystemTime::UNIX_EPOCH,
     };
-    // Whether the last exchange with each address failed, to log changes only.
-    let mut failing: HashMap<SocketAddr, bool> = HashMap::new();
     loop {
         let view = state.trust.current();
         if let Err(e) = cert.refresh(&view.signer) {
@@ -94,19 +143,19 @@ pub async fn run(state: Arc<AppState>, peers: Vec<String>) {
             };
             for addr in addrs {
                 let result = exchange(&state, tls.clone(), addr, &host).await;
-                let failed = result.is_err();
-                let was = failing.insert(addr, failed);
+                // Log changes only: the first failure, and the first success after failures.
+                let was_failing = state.peers.record(addr, &result);
                 match result {
                     Ok(changed) => {
                         let label = if changed { "changed" } else { "unchanged" };
                         state.metrics.peer_sync.with_label_values(&[label]).inc();
-                        if was == Some(true) {
+                        if was_failing {
                             tracing::info!(peer = %addr, "peers: reached the peer again");
                         }
                     }
                     Err(e) => {
                         state.metrics.peer_sync.with_label_values(&["error"]).inc();
-                        if was != Some(true) {
+                        if !was_failing {
                             tracing::warn!(peer = %addr, "peers: cannot exchange blocklists: {e:#}");
                         }
                     }

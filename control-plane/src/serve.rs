@@ -39,6 +39,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         policies: policies.clone(),
         cert_ttl: args.cert_ttl,
         proxies: Default::default(),
+        peers: Default::default(),
         metrics: Metrics::new()?,
         drain: crate::drain::Drain::new(args.drain_timeout),
     });

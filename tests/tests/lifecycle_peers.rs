@@ -149,7 +149,8 @@ async fn a_block_on_one_replica_reaches_the_proxies_of_the_other() {
     })
     .await
     .unwrap();
-    poll_until("B refuses A again", WITHIN * 3, || async {
+    // B reconnects to replica 2 on its own retry schedule (jittered backoff), hence the margin.
+    poll_until("B refuses A again", Duration::from_secs(30), || async {
         Ok((status_via_a(&a).await != 200).then_some(()))
     })
     .await
@@ -185,6 +186,14 @@ async fn a_block_on_one_replica_reaches_the_proxies_of_the_other() {
     assert_eq!(admin.status, 200, "{}", admin.text());
     let v: serde_json::Value = admin.json().unwrap();
     assert_eq!(v["blocked"][0]["identity"], id_a.as_str(), "{v}");
+    // `trustmesh status` (GET /v1/proxies) shows each peer and how the last exchange went.
+    let status = mtls_get(as_id(&admin_id), cp1.addr(), "cp", "/v1/proxies")
+        .await
+        .unwrap();
+    let v: serde_json::Value = status.json().unwrap();
+    let peers = &v["control_plane"]["peers"];
+    assert_eq!(peers[0]["address"], addr2.to_string(), "{v}");
+    assert_eq!(peers[0]["ok"], true, "{v}");
 
     let metrics = cp1.get("/metrics").await.unwrap().text();
     assert!(
