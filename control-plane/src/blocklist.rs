@@ -115,7 +115,26 @@ impl State {
                 .into_iter()
                 .map(|t| (t.identity, t.unblocked_at))
                 .collect(),
-        })
+        }
+        .canonical())
+    }
+
+    /// Keeps one entry per identity, its latest event (a hand-edited file, or a peer, may
+    /// list an identity as both blocked and unblocked).
+    fn canonical(mut self) -> Self {
+        let both: Vec<SpiffeId> = self
+            .blocked
+            .keys()
+            .filter(|id| self.unblocked.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in both {
+            match self.last_event(&id) {
+                Some(e) if e.blocked => self.unblocked.remove(&id),
+                _ => self.blocked.remove(&id),
+            };
+        }
+        self
     }
 
     /// Takes in `other` entry by entry, the later event winning (a block on a tie); returns
@@ -454,6 +473,18 @@ mod tests {
         )
         .unwrap();
         assert!(State::from_form(bad).is_err());
+
+        // A list that names an identity both ways keeps its latest event only.
+        let both: FileForm = serde_json::from_str(
+            r#"{"blocked": [{"identity": "spiffe://cluster.local/ns/test/sa/a", "blocked_at": "2026-11-24T10:00:00Z"}],
+                "unblocked": [{"identity": "spiffe://cluster.local/ns/test/sa/a", "unblocked_at": "2026-11-24T10:00:01Z"}]}"#,
+        )
+        .unwrap();
+        let s = State::from_form(both).unwrap();
+        assert!(
+            s.blocked.is_empty() && s.unblocked.contains_key(&a),
+            "{s:?}"
+        );
     }
 
     #[test]
@@ -463,5 +494,93 @@ mod tests {
         assert!(read(dir.path()).is_err());
         let a = id("spiffe://cluster.local/ns/test/sa/a");
         assert!(block(dir.path(), &a, SystemTime::now()).is_err());
+    }
+
+    mod merge_properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const IDS: [&str; 3] = [
+            "spiffe://cluster.local/ns/t/sa/a",
+            "spiffe://cluster.local/ns/t/sa/b",
+            "spiffe://cluster.local/ns/t/sa/c",
+        ];
+
+        /// One replica's list: per identity maybe a block and maybe an unblock, at whole
+        /// seconds 0..8 (so that ties happen).
+        fn state() -> impl Strategy<Value = State> {
+            proptest::collection::vec((0..IDS.len(), any::<bool>(), 0u64..8), 0..6).prop_map(
+                |events| {
+                    let base = SystemTime::now() - Duration::from_secs(600);
+                    let mut s = State::default();
+                    for (i, blocked, t) in events {
+                        let id = SpiffeId::parse(IDS[i]).unwrap();
+                        let at = precise_time(base + Duration::from_secs(t));
+                        if blocked {
+                            s.blocked.insert(id, at);
+                        } else {
+                            s.unblocked.insert(id, at);
+                        }
+                    }
+                    // As read from a file or a peer.
+                    s.canonical()
+                },
+            )
+        }
+
+        /// Whether each identity ends blocked: its latest event, a block on a tie.
+        fn expected(states: &[State]) -> Vec<bool> {
+            IDS.iter()
+                .map(|id| {
+                    let id = SpiffeId::parse(id).unwrap();
+                    states
+                        .iter()
+                        .filter_map(|s| s.last_event(&id))
+                        .reduce(|a, b| if b.beats(&a) { b } else { a })
+                        .is_some_and(|e| e.blocked)
+                })
+                .collect()
+        }
+
+        fn blocked(s: &State) -> Vec<bool> {
+            IDS.iter()
+                .map(|id| s.blocked.contains_key(&SpiffeId::parse(id).unwrap()))
+                .collect()
+        }
+
+        proptest! {
+            /// Replicas that exchange lists in any order end with the same list, in which each
+            /// identity is blocked exactly when its latest event is a block.
+            #[test]
+            fn exchanges_converge_in_any_order(
+                states in proptest::collection::vec(state(), 2..4),
+                order in proptest::collection::vec((0usize..4, 0usize..4), 0..12),
+            ) {
+                let want = expected(&states);
+                let mut replicas = states.clone();
+                let n = replicas.len();
+                // Some exchanges in a random order, then a full round so that all have heard
+                // from all.
+                for (from, to) in order {
+                    let theirs = replicas[from % n].clone();
+                    replicas[to % n].merge(&theirs);
+                }
+                for _ in 0..2 {
+                    for from in 0..n {
+                        for to in 0..n {
+                            let theirs = replicas[from].clone();
+                            replicas[to].merge(&theirs);
+                        }
+                    }
+                }
+                for r in &replicas {
+                    prop_assert_eq!(blocked(r), want.clone());
+                    prop_assert_eq!(r, &replicas[0]);
+                }
+                // Once converged, merging changes nothing.
+                let again = replicas[0].clone();
+                prop_assert!(!replicas[1].merge(&again));
+            }
+        }
     }
 }
