@@ -218,7 +218,8 @@ async fn run_in(tmp: &Path, data_dir: &Path) -> anyhow::Result<ExitCode> {
     println!("curl -s http://127.0.0.1:15200/metrics");
     println!();
     println!("Press Ctrl-C to stop the demo.");
-    let _ = tokio::signal::ctrl_c().await;
+    // Ctrl-C, or SIGTERM (a supervisor, `kill`): either way the children are stopped first.
+    crate::serve::shutdown_signal().await;
     for c in &mut children {
         let _ = c.kill().await;
     }
