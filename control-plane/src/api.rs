@@ -85,7 +85,7 @@ impl Metrics {
         )?;
         let proxies = prometheus::IntGauge::new(
             "trustmesh_cp_proxies_connected",
-            "Distinct proxies (identity and address) seen by this replica.",
+            "Proxies (identity and address) connected to this replica: seen in the last 3 minutes.",
         )?;
         registry.register(Box::new(issued.clone()))?;
         registry.register(Box::new(proxies.clone()))?;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use trustmesh_certs::SpiffeId;
 use trustmesh_policies::snapshot::{workload_entry, Snapshot};
@@ -93,6 +93,13 @@ pub struct ProxyRecord {
     seen_at: SystemTime,
 }
 
+/// A proxy is connected while it was seen this recently: a watching proxy asks again at least
+/// every long-poll wait (at most 2 min), so this leaves a minute of slack.
+pub const CONNECTED_WINDOW: Duration = Duration::from_secs(180);
+/// Proxies not seen for this long are forgotten (pods come and go with new addresses; the
+/// book must not grow without end).
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
+
 /// Proxies seen by this replica, keyed by identity and address.
 #[derive(Default)]
 pub struct ProxyBook {
@@ -108,16 +115,36 @@ impl ProxyBook {
         policy_version: Option<String>,
         certificate_expiry: Option<SystemTime>,
     ) {
+        self.record_at(
+            identity,
+            address,
+            policy_version,
+            certificate_expiry,
+            SystemTime::now(),
+        );
+    }
+
+    fn record_at(
+        &self,
+        identity: &SpiffeId,
+        address: String,
+        policy_version: Option<String>,
+        certificate_expiry: Option<SystemTime>,
+        now: SystemTime,
+    ) {
         let rec = ProxyRecord {
             identity: identity.clone(),
             address: address.clone(),
             policy_version,
             certificate_expiry: certificate_expiry.map(crate::api::rfc3339),
-            last_seen: crate::api::rfc3339(SystemTime::now()),
-            seen_at: SystemTime::now(),
+            last_seen: crate::api::rfc3339(now),
+            seen_at: now,
         };
         if let Ok(mut seen) = self.seen.lock() {
             seen.insert((identity.clone(), address), rec);
+            if let Some(forget_before) = now.checked_sub(FORGET_AFTER) {
+                seen.retain(|_, r| r.seen_at >= forget_before);
+            }
         }
     }
 
@@ -139,17 +166,24 @@ impl ProxyBook {
             .unwrap_or_default()
     }
 
-    /// Every proxy seen, for `GET /v1/proxies`.
+    /// The proxies connected (seen within [`CONNECTED_WINDOW`]), for `GET /v1/proxies`.
     pub fn records(&self) -> Vec<ProxyRecord> {
+        self.connected_at(SystemTime::now())
+    }
+
+    fn connected_at(&self, now: SystemTime) -> Vec<ProxyRecord> {
+        let since = now
+            .checked_sub(CONNECTED_WINDOW)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         self.seen
             .lock()
-            .map(|s| s.values().cloned().collect())
+            .map(|s| s.values().filter(|r| r.seen_at >= since).cloned().collect())
             .unwrap_or_default()
     }
 
-    /// Number of distinct proxies seen.
+    /// Number of proxies connected (`trustmesh_cp_proxies_connected`).
     pub fn len(&self) -> usize {
-        self.seen.lock().map(|s| s.len()).unwrap_or(0)
+        self.records().len()
     }
 }
 
@@ -157,6 +191,31 @@ impl ProxyBook {
 mod tests {
     use super::*;
     use crate::policy_source::PolicySource;
+
+    #[test]
+    fn the_book_lists_connected_proxies_and_forgets_old_ones() {
+        let book = ProxyBook::default();
+        let id = SpiffeId::parse("spiffe://cluster.local/ns/t/sa/a").unwrap();
+        let t0 = SystemTime::now() - Duration::from_secs(7200);
+        book.record_at(&id, "10.0.0.1".into(), None, None, t0);
+        book.record_at(
+            &id,
+            "10.0.0.2".into(),
+            None,
+            None,
+            t0 + Duration::from_secs(3000),
+        );
+        let now = t0 + Duration::from_secs(3700);
+        book.record_at(&id, "10.0.0.3".into(), None, None, now);
+        // .1 is forgotten (over an hour), .2 kept but no longer connected, .3 connected.
+        assert_eq!(book.seen.lock().unwrap().len(), 2);
+        let connected: Vec<String> = book
+            .connected_at(now)
+            .into_iter()
+            .map(|r| r.address)
+            .collect();
+        assert_eq!(connected, ["10.0.0.3"]);
+    }
 
     #[test]
     fn a_proxy_gets_what_it_may_call_and_the_addresses_of_what_it_may_not() {
