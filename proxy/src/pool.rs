@@ -62,11 +62,18 @@ impl Pool {
         // The common case: a live connection, found under the map's lock without waiting.
         let connecting = {
             let mut slots = self.slots.lock().map_err(|_| poisoned())?;
+            if let Some(sender) = slots
+                .get(identity)
+                .and_then(|m| m.get(endpoint))
+                .and_then(|slot| slot.usable(&config))
+            {
+                return Ok(sender);
+            }
+            // About to connect: a good time to forget destinations that are gone (pods come
+            // and go with new addresses), so that the pool does not grow without end.
+            prune(&mut slots);
             match slots.get(identity).and_then(|m| m.get(endpoint)) {
-                Some(slot) => match slot.usable(&config) {
-                    Some(sender) => return Ok(sender),
-                    None => slot.connecting.clone(),
-                },
+                Some(slot) => slot.connecting.clone(),
                 None => slots
                     .entry(identity.clone())
                     .or_default()
@@ -95,6 +102,15 @@ impl Pool {
         Ok(sender)
     }
 
+    /// Number of destinations held (tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.slots
+            .lock()
+            .map(|s| s.values().map(HashMap::len).sum())
+            .unwrap_or(0)
+    }
+
     fn peek(
         &self,
         endpoint: &str,
@@ -104,6 +120,18 @@ impl Pool {
         let slots = self.slots.lock().ok()?;
         slots.get(identity)?.get(endpoint)?.usable(config)
     }
+}
+
+/// Drops the destinations whose connection is closed (or was never made) and that nobody is
+/// connecting to or waiting for.
+fn prune(slots: &mut HashMap<SpiffeId, HashMap<String, Slot>>) {
+    for by_endpoint in slots.values_mut() {
+        by_endpoint.retain(|_, slot| {
+            let live = slot.ready.as_ref().is_some_and(|e| !e.sender.is_closed());
+            live || Arc::strong_count(&slot.connecting) > 1
+        });
+    }
+    slots.retain(|_, by_endpoint| !by_endpoint.is_empty());
 }
 
 async fn connect(
@@ -161,4 +189,98 @@ async fn connect(
         }
     });
     Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An HTTP/2 connection over an in-memory pipe; dropping the returned server task's
+    /// handle (aborting it) closes the connection.
+    async fn h2_pair() -> (SendRequest<Body>, tokio::task::JoinHandle<()>) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let svc = hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Empty::<
+                    bytes::Bytes,
+                >::new()))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(server), svc)
+                .await;
+        });
+        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(client))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        (sender, server)
+    }
+
+    fn config() -> Arc<rustls::ClientConfig> {
+        let td = trustmesh_certs::TrustDomain::parse("cluster.local").unwrap();
+        let ca = trustmesh_certs::CertificateAuthority::generate(&td, std::time::SystemTime::now())
+            .unwrap();
+        let bundle = trustmesh_certs::TrustBundle::from_pem(ca.cert_pem()).unwrap();
+        let id = SpiffeId::parse("spiffe://cluster.local/ns/t/sa/x").unwrap();
+        Arc::new(
+            trustmesh_certs::tls::sidecar_client_config(
+                &bundle,
+                Arc::new(trustmesh_certs::RotatingResolver::new()),
+                id,
+            )
+            .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn prune_forgets_closed_destinations_and_keeps_live_and_pending_ones() {
+        let pool = Pool::default();
+        let config = config();
+        let id = |n: &str| SpiffeId::parse(&format!("spiffe://cluster.local/ns/t/sa/{n}")).unwrap();
+        let (live, _live_server) = h2_pair().await;
+        let (gone, gone_server) = h2_pair().await;
+        let waiting;
+        {
+            let mut slots = pool.slots.lock().unwrap();
+            let mut put = |who: &str, endpoint: &str, sender: Option<SendRequest<Body>>| {
+                let slot = slots
+                    .entry(id(who))
+                    .or_default()
+                    .entry(endpoint.to_string())
+                    .or_default();
+                slot.ready = sender.map(|sender| Entry {
+                    sender,
+                    config: config.clone(),
+                });
+                slot.connecting.clone()
+            };
+            put("live", "10.0.0.1:15006", Some(live));
+            put("gone", "10.0.0.2:15006", Some(gone));
+            put("failed", "10.0.0.3:15006", None);
+            // Someone is connecting to this one right now.
+            waiting = put("pending", "10.0.0.4:15006", None);
+        }
+        gone_server.abort();
+        for _ in 0..100 {
+            let closed = pool.slots.lock().unwrap()[&id("gone")]["10.0.0.2:15006"]
+                .ready
+                .as_ref()
+                .is_some_and(|e| e.sender.is_closed());
+            if closed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(pool.len(), 4);
+        prune(&mut pool.slots.lock().unwrap());
+        let slots = pool.slots.lock().unwrap();
+        let mut left: Vec<&str> = slots
+            .values()
+            .flat_map(|m| m.keys().map(String::as_str))
+            .collect();
+        left.sort();
+        assert_eq!(left, ["10.0.0.1:15006", "10.0.0.4:15006"]);
+        drop(waiting);
+    }
 }
