@@ -63,6 +63,12 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Whether entries need their details: an access log is written (`format`) or spans are
+    /// exported.
+    pub fn wanted(format: AccessLogFormat) -> bool {
+        format == AccessLogFormat::Json || crate::otlp::enabled()
+    }
+
     /// Starts an entry from what the request's head says, or an empty one without `detail`.
     pub fn from_request(
         method: &Method,

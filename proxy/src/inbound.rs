@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use trustmesh_certs::SpiffeId;
 
 use crate::accept::accept_loop;
-use crate::access_log::{self, AccessLogFormat, Entry};
+use crate::access_log::{self, Entry};
 use crate::authorize::{authorize, Peer};
 use crate::body::{self, Body};
 use crate::error::ProxyError;
@@ -183,7 +183,7 @@ impl Inbound {
 
     async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         let start = Instant::now();
-        let detail = self.shared.args.access_log == AccessLogFormat::Json || crate::otlp::enabled();
+        let detail = Entry::wanted(self.shared.args.access_log);
         let mut log = Entry::from_request(req.method(), req.uri(), req.headers(), detail);
         if detail {
             log.source = Some(conn.peer.as_str().to_string());

@@ -23,7 +23,7 @@ use hyper_util::server::graceful::Watcher;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::accept::accept_loop;
-use crate::access_log::{self, AccessLogFormat, Entry};
+use crate::access_log::{self, Entry};
 use crate::body::{self, Body};
 use crate::error::ProxyError;
 use crate::headers::{self, ORIG_PROTO, PEER_IDENTITY};
@@ -118,7 +118,7 @@ impl Outbound {
     async fn handle(&self, mut req: Request<Incoming>, orig: Option<SocketAddr>) -> Response<Body> {
         let start = Instant::now();
         let started_trace = crate::trace::ensure(req.headers_mut(), crate::otlp::enabled());
-        let detail = self.shared.args.access_log == AccessLogFormat::Json || crate::otlp::enabled();
+        let detail = Entry::wanted(self.shared.args.access_log);
         let mut log = Entry::from_request(req.method(), req.uri(), req.headers(), detail);
         if crate::otlp::enabled() {
             // A trace started here: this hop is its root, and its id is the parent the callee sees.
