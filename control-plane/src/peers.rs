@@ -61,6 +61,13 @@ impl PeerBook {
         was_failing
     }
 
+    /// Forgets the addresses not in `current` (replicas that are gone).
+    fn keep_only(&self, current: &[SocketAddr]) {
+        if let Ok(mut book) = self.0.lock() {
+            book.retain(|addr, _| current.contains(addr));
+        }
+    }
+
     /// One JSON object per peer address: `address`, `ok` (the last exchange worked),
     /// `last_ok` (RFC 3339 or null), `last_error` (null when the last exchange worked).
     pub fn to_json(&self) -> Vec<serde_json::Value> {
@@ -132,6 +139,8 @@ pub async fn run(state: Arc<AppState>, peers: Vec<String>) {
                 continue;
             }
         };
+        // The addresses the peers resolve to this round; others (replicas gone) are forgotten.
+        let mut current = Vec::new();
         for peer in &peers {
             let (host, addrs) = match resolve(peer).await {
                 Ok(r) => r,
@@ -142,6 +151,7 @@ pub async fn run(state: Arc<AppState>, peers: Vec<String>) {
                 }
             };
             for addr in addrs {
+                current.push(addr);
                 let result = exchange(&state, tls.clone(), addr, &host).await;
                 // Log changes only: the first failure, and the first success after failures.
                 let was_failing = state.peers.record(addr, &result);
@@ -162,6 +172,7 @@ pub async fn run(state: Arc<AppState>, peers: Vec<String>) {
                 }
             }
         }
+        state.peers.keep_only(&current);
         tokio::time::sleep(INTERVAL).await;
     }
 }

@@ -186,14 +186,26 @@ async fn a_block_on_one_replica_reaches_the_proxies_of_the_other() {
     assert_eq!(admin.status, 200, "{}", admin.text());
     let v: serde_json::Value = admin.json().unwrap();
     assert_eq!(v["blocked"][0]["identity"], id_a.as_str(), "{v}");
-    // `trustmesh status` (GET /v1/proxies) shows each peer and how the last exchange went.
-    let status = mtls_get(as_id(&admin_id), cp1.addr(), "cp", "/v1/proxies")
-        .await
-        .unwrap();
-    let v: serde_json::Value = status.json().unwrap();
-    let peers = &v["control_plane"]["peers"];
-    assert_eq!(peers[0]["address"], addr2.to_string(), "{v}");
-    assert_eq!(peers[0]["ok"], true, "{v}");
+    // `trustmesh status` (GET /v1/proxies) shows each peer and how the last exchange went:
+    // replica 2 was down a moment ago, so replica 1's next exchange with it is awaited.
+    let admin_tls = as_id(&admin_id);
+    let cp1_addr = cp1.addr();
+    poll_until("replica 1 reports replica 2 reachable", WITHIN, || {
+        let admin_tls = admin_tls.clone();
+        async move {
+            let status = mtls_get(admin_tls, cp1_addr, "cp", "/v1/proxies").await?;
+            let v: serde_json::Value = status.json()?;
+            let peers = v["control_plane"]["peers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            assert_eq!(peers.len(), 1, "{v}");
+            assert_eq!(peers[0]["address"], addr2.to_string(), "{v}");
+            Ok((peers[0]["ok"] == true).then_some(()))
+        }
+    })
+    .await
+    .unwrap();
 
     let metrics = cp1.get("/metrics").await.unwrap().text();
     assert!(
