@@ -119,6 +119,9 @@ pub async fn run(state: Arc<AppState>, peers: Vec<String>) {
         signer: None,
         renew_at: SystemTime::UNIX_EPOCH,
     };
+    // Exchanges under way, kept across rounds, and the addresses they are with.
+    let mut round = tokio::task::JoinSet::new();
+    let mut in_flight = std::collections::HashSet::new();
     loop {
         let view = state.trust.current();
         if let Err(e) = cert.refresh(&view.signer) {
@@ -139,7 +142,10 @@ pub async fn run(state: Arc<AppState>, peers: Vec<String>) {
                 continue;
             }
         };
-        // The addresses the peers resolve to this round; others (replicas gone) are forgotten.
+        // Every address the peers resolve to this round is asked at once, and a round lasts
+        // INTERVAL whatever happens: an address that does not answer (a node that hangs) is
+        // left to time out on its own and holds up none of the others. Addresses no longer
+        // resolved (replicas gone) are forgotten.
         let mut current = Vec::new();
         for peer in &peers {
             let (host, addrs) = match resolve(peer).await {
@@ -152,28 +158,48 @@ pub async fn run(state: Arc<AppState>, peers: Vec<String>) {
             };
             for addr in addrs {
                 current.push(addr);
-                let result = exchange(&state, tls.clone(), addr, &host).await;
-                // Log changes only: the first failure, and the first success after failures.
-                let was_failing = state.peers.record(addr, &result);
-                match result {
-                    Ok(changed) => {
-                        let label = if changed { "changed" } else { "unchanged" };
-                        state.metrics.peer_sync.with_label_values(&[label]).inc();
-                        if was_failing {
-                            tracing::info!(peer = %addr, "peers: reached the peer again");
-                        }
+                if !in_flight.insert(addr) {
+                    continue;
+                }
+                let (state, tls, host) = (state.clone(), tls.clone(), host.clone());
+                round.spawn(async move { (addr, exchange(&state, tls, addr, &host).await) });
+            }
+        }
+        state.peers.keep_only(&current);
+        let next_round = tokio::time::sleep(INTERVAL);
+        tokio::pin!(next_round);
+        loop {
+            let done = tokio::select! {
+                () = &mut next_round => break,
+                done = round.join_next(), if !round.is_empty() => done,
+            };
+            let Some(Ok((addr, result))) = done else {
+                // A task that did not finish (it cannot panic, but be sure): nothing is under
+                // way once the set is empty.
+                if round.is_empty() {
+                    in_flight.clear();
+                }
+                continue;
+            };
+            in_flight.remove(&addr);
+            // Log changes only: the first failure, and the first success after failures.
+            let was_failing = state.peers.record(addr, &result);
+            match result {
+                Ok(changed) => {
+                    let label = if changed { "changed" } else { "unchanged" };
+                    state.metrics.peer_sync.with_label_values(&[label]).inc();
+                    if was_failing {
+                        tracing::info!(peer = %addr, "peers: reached the peer again");
                     }
-                    Err(e) => {
-                        state.metrics.peer_sync.with_label_values(&["error"]).inc();
-                        if !was_failing {
-                            tracing::warn!(peer = %addr, "peers: cannot exchange blocklists: {e:#}");
-                        }
+                }
+                Err(e) => {
+                    state.metrics.peer_sync.with_label_values(&["error"]).inc();
+                    if !was_failing {
+                        tracing::warn!(peer = %addr, "peers: cannot exchange blocklists: {e:#}");
                     }
                 }
             }
         }
-        state.peers.keep_only(&current);
-        tokio::time::sleep(INTERVAL).await;
     }
 }
 

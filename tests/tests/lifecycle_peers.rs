@@ -78,7 +78,17 @@ async fn a_block_on_one_replica_reaches_the_proxies_of_the_other() {
     // Replica 2 imports the same CA (as both import the trust-ca Secret on Kubernetes) into a
     // data folder of its own.
     let (ca_cert, ca_key) = (cp1.ca_cert_path(), cp1.ca_key_path());
-    let peers2 = addr1.to_string();
+    // Replica 2 also names two "peers" that accept TCP and then never answer (a node that
+    // hangs): each exchange with them takes the full timeout, and must not hold up replica 1's.
+    let silent: Vec<std::net::TcpListener> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let mut peers2: Vec<String> = silent
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
+    peers2.push(addr1.to_string());
+    let peers2 = peers2.join(",");
     let mut cp2 = ControlPlane::start_on(
         dir.path(),
         &data2,
