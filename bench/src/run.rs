@@ -100,6 +100,68 @@ impl Case {
     }
 }
 
+/// The two load modes measured in interleaved segments.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Open loop at `--rate`.
+    Fixed,
+    /// Closed loop over `--connections`.
+    Max,
+}
+
+/// Runs `rounds` segments of `mode` per case, rotating the order each round so that no case
+/// always follows the same neighbour; a case that fails is left out of the rest.
+async fn interleaved(
+    cases: &mut [Case],
+    settings: &Settings,
+    mode: Mode,
+    rounds: u32,
+    window: Duration,
+) {
+    let n = cases.len();
+    for round in 0..rounds {
+        for k in 0..n {
+            let case = &mut cases[(k + round as usize) % n];
+            if case.failed.is_some() {
+                continue;
+            }
+            let warmup = if round == 0 {
+                settings.warmup
+            } else {
+                SEGMENT_WARMUP
+            };
+            let (what, r) = match mode {
+                Mode::Fixed => (
+                    "fixed-rate segment",
+                    case.acc
+                        .fixed_segment(
+                            &case.target,
+                            &case.sidecars,
+                            settings.rate,
+                            settings.open_connections,
+                            warmup,
+                            window,
+                        )
+                        .await,
+                ),
+                Mode::Max => (
+                    "max-rate segment",
+                    case.acc
+                        .max_segment(
+                            &case.target,
+                            &case.sidecars,
+                            settings.closed_connections,
+                            warmup,
+                            window,
+                        )
+                        .await,
+                ),
+            };
+            case.record(what, r);
+        }
+    }
+}
+
 /// Runs every case; a pair that cannot start or fails midway is reported, not fatal.
 pub async fn run(settings: Settings) -> Result<RunResult> {
     let backend_addr = procs::free_addrs(1)?[0];
@@ -162,62 +224,12 @@ pub async fn run(settings: Settings) -> Result<RunResult> {
         "[bench] fixed rate {} req/s: {rounds} rounds of {window:?} per case, interleaved",
         settings.rate
     );
-    for round in 0..rounds {
-        let n = cases.len();
-        for k in 0..n {
-            // Rotate the order so that no case always follows the same neighbour.
-            let case = &mut cases[(k + round as usize) % n];
-            if case.failed.is_some() {
-                continue;
-            }
-            let warmup = if round == 0 {
-                settings.warmup
-            } else {
-                SEGMENT_WARMUP
-            };
-            let r = case
-                .acc
-                .fixed_segment(
-                    &case.target,
-                    &case.sidecars,
-                    settings.rate,
-                    settings.open_connections,
-                    warmup,
-                    window,
-                )
-                .await;
-            case.record("fixed-rate segment", r);
-        }
-    }
+    interleaved(&mut cases, &settings, Mode::Fixed, rounds, window).await;
     eprintln!(
         "[bench] max rate, {} connections: {rounds} rounds of {window:?} per case, interleaved",
         settings.closed_connections
     );
-    for round in 0..rounds {
-        let n = cases.len();
-        for k in 0..n {
-            let case = &mut cases[(k + round as usize) % n];
-            if case.failed.is_some() {
-                continue;
-            }
-            let warmup = if round == 0 {
-                settings.warmup
-            } else {
-                SEGMENT_WARMUP
-            };
-            let r = case
-                .acc
-                .max_segment(
-                    &case.target,
-                    &case.sidecars,
-                    settings.closed_connections,
-                    warmup,
-                    window,
-                )
-                .await;
-            case.record("max-rate segment", r);
-        }
-    }
+    interleaved(&mut cases, &settings, Mode::Max, rounds, window).await;
     for case in &mut cases {
         if case.failed.is_some() {
             continue;
