@@ -216,13 +216,11 @@ impl Outbound {
                 target: format!("{}.{}", service.name, service.namespace),
                 reason: e.to_string(),
             })?;
-        let sni = service.fqdn();
         let mut sender = self
             .pool
             .get(
                 endpoint,
-                &service.identity,
-                &sni,
+                service,
                 config,
                 self.shared.args.connect_timeout,
                 &target_addr,

@@ -11,6 +11,7 @@ use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use trustmesh_certs::SpiffeId;
+use trustmesh_policies::ServiceEntry;
 
 use crate::body::Body;
 use crate::error::ProxyError;
@@ -44,17 +45,18 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A ready sender to `endpoint`, verified as `identity`, made with `config`. `target`
-    /// names the destination in errors (made only when one happens).
+    /// A ready sender to `endpoint` of `service`, verified as its identity, made with
+    /// `config`. `target` names the destination in errors (made only when one happens); the
+    /// TLS server name, only when a connection is made.
     pub async fn get(
         &self,
         endpoint: &str,
-        identity: &SpiffeId,
-        sni: &str,
+        service: &ServiceEntry,
         config: Arc<rustls::ClientConfig>,
         connect_timeout: Duration,
         target: &(dyn Fn() -> String + Sync),
     ) -> Result<SendRequest<Body>, ProxyError> {
+        let identity = &service.identity;
         let poisoned = || ProxyError::Upstream {
             target: target(),
             reason: "connection pool poisoned".to_string(),
@@ -88,7 +90,8 @@ impl Pool {
         if let Some(sender) = self.peek(endpoint, identity, &config) {
             return Ok(sender);
         }
-        let sender = connect(endpoint, sni, config.clone(), connect_timeout, &target()).await?;
+        let sni = service.fqdn();
+        let sender = connect(endpoint, &sni, config.clone(), connect_timeout, &target()).await?;
         let mut slots = self.slots.lock().map_err(|_| poisoned())?;
         let slot = slots
             .entry(identity.clone())
