@@ -99,11 +99,15 @@ pub const CONNECTED_WINDOW: Duration = Duration::from_secs(180);
 /// Proxies not seen for this long are forgotten (pods come and go with new addresses; the
 /// book must not grow without end).
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
+/// How often the book looks for proxies to forget (not on every request: a sweep is O(n)).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
-/// Proxies seen by this replica, keyed by identity and address.
+/// Proxies seen by this replica, keyed by identity and address, and when the book was last
+/// swept for proxies to forget.
 #[derive(Default)]
 pub struct ProxyBook {
     seen: Mutex<HashMap<(SpiffeId, String), ProxyRecord>>,
+    swept_at: Mutex<Option<SystemTime>>,
 }
 
 impl ProxyBook {
@@ -140,11 +144,19 @@ impl ProxyBook {
             last_seen: crate::api::rfc3339(now),
             seen_at: now,
         };
-        if let Ok(mut seen) = self.seen.lock() {
-            seen.insert((identity.clone(), address), rec);
-            if let Some(forget_before) = now.checked_sub(FORGET_AFTER) {
-                seen.retain(|_, r| r.seen_at >= forget_before);
-            }
+        let Ok(mut seen) = self.seen.lock() else {
+            return;
+        };
+        seen.insert((identity.clone(), address), rec);
+        let Ok(mut swept_at) = self.swept_at.lock() else {
+            return;
+        };
+        if swept_at.is_some_and(|t| now < t + SWEEP_EVERY) {
+            return;
+        }
+        *swept_at = Some(now);
+        if let Some(forget_before) = now.checked_sub(FORGET_AFTER) {
+            seen.retain(|_, r| r.seen_at >= forget_before);
         }
     }
 
