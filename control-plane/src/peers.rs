@@ -122,6 +122,7 @@ pub async fn run(state: Arc<AppState>, peers: Vec<String>) {
     // Exchanges under way, kept across rounds, and the addresses they are with.
     let mut round = tokio::task::JoinSet::new();
     let mut in_flight = std::collections::HashSet::new();
+    let mut tls_for: Option<(Arc<crate::trust::TrustView>, Arc<rustls::ClientConfig>)> = None;
     loop {
         let view = state.trust.current();
         if let Err(e) = cert.refresh(&view.signer) {
@@ -129,18 +130,26 @@ pub async fn run(state: Arc<AppState>, peers: Vec<String>) {
             tokio::time::sleep(INTERVAL).await;
             continue;
         }
-        let td = view.signer.trust_domain();
-        let tls = match trustmesh_certs::tls::control_plane_client_config(
-            &view.bundle,
-            control_plane_identity(td),
-            Some(cert.resolver.clone()),
-        ) {
-            Ok(c) => Arc::new(c),
-            Err(e) => {
-                tracing::warn!("peers: TLS configuration: {e}");
-                tokio::time::sleep(INTERVAL).await;
-                continue;
-            }
+        // The TLS configuration changes only with the trust state (the certificate behind
+        // the shared resolver is swapped in place).
+        let tls = match &tls_for {
+            Some((made_for, tls)) if Arc::ptr_eq(made_for, &view) => tls.clone(),
+            _ => match trustmesh_certs::tls::control_plane_client_config(
+                &view.bundle,
+                control_plane_identity(view.signer.trust_domain()),
+                Some(cert.resolver.clone()),
+            ) {
+                Ok(c) => {
+                    let tls = Arc::new(c);
+                    tls_for = Some((view.clone(), tls.clone()));
+                    tls
+                }
+                Err(e) => {
+                    tracing::warn!("peers: TLS configuration: {e}");
+                    tokio::time::sleep(INTERVAL).await;
+                    continue;
+                }
+            },
         };
         // Every address the peers resolve to this round is asked at once, and a round lasts
         // INTERVAL whatever happens: an address that does not answer (a node that hangs) is
