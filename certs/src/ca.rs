@@ -376,7 +376,9 @@ impl CertificateAuthority {
             &self.bundle.root_store(),
             &issued.chain[1..],
             rustls::pki_types::UnixTime::since_unix_epoch(secs),
-            crate::tls::provider().signature_verification_algorithms.all,
+            crate::provider::provider()
+                .signature_verification_algorithms
+                .all,
         )
         .map_err(|e| {
             CertError::BadCaChain(format!(

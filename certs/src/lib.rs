@@ -17,6 +17,7 @@ pub mod error;
 pub mod identity;
 pub mod key;
 mod pem;
+pub mod provider;
 pub mod resolver;
 pub mod spiffe;
 pub mod tls;

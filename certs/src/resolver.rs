@@ -15,7 +15,7 @@ use rustls::SignatureScheme;
 use crate::error::CertError;
 use crate::identity;
 use crate::key::PrivateKey;
-use crate::tls::provider;
+use crate::provider::provider;
 
 /// A lock-free, atomically swapped certificate and key for rustls, usable as both the server's
 /// and the client's certificate resolver. Empty until the first [`set`](Self::set); while empty,

@@ -10,15 +10,15 @@
 //! force now, so a rotated certificate is presented, and an expired one refused, on the very
 //! next handshake. Connections between sidecars are pooled, so full handshakes are rare.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, ServerConfig};
 
 use crate::bundle::TrustBundle;
 use crate::error::CertError;
 use crate::key::PrivateKey;
+pub use crate::provider::provider;
 use crate::resolver::RotatingResolver;
 use crate::spiffe::{SpiffeId, TrustDomain};
 use crate::verify::{SpiffeClientVerifier, SpiffeServerVerifier};
@@ -27,13 +27,6 @@ use crate::verify::{SpiffeClientVerifier, SpiffeServerVerifier};
 const H2: &[u8] = b"h2";
 /// ALPN for HTTP/1.1.
 const HTTP11: &[u8] = b"http/1.1";
-
-/// The aws-lc-rs crypto provider every configuration of this crate uses (built once per
-/// process; never ring).
-pub fn provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider())))
-}
 
 /// Turns resumption off (see the module docs).
 fn no_server_resumption(mut cfg: ServerConfig) -> ServerConfig {

@@ -19,8 +19,8 @@ use rustls::{
 use crate::bundle::TrustBundle;
 use crate::error::CertError;
 use crate::identity::identity_from_cert;
+use crate::provider::provider;
 use crate::spiffe::{SpiffeId, TrustDomain};
-use crate::tls::provider;
 
 /// The SPIFFE ID of the peer's leaf certificate, for code after the handshake (pass
 /// `conn.peer_certificates()`). `None` when the peer sent no certificate or its leaf has no

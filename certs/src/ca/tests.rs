@@ -31,7 +31,7 @@ fn general_names<'a>(x: &'a X509Certificate<'a>) -> Vec<GeneralName<'a>> {
 fn chains_to(leaf: &CertificateDer<'_>, bundle: &TrustBundle, now: SystemTime) -> bool {
     let parsed = ParsedCertificate::try_from(leaf).unwrap();
     let now = UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap());
-    let algs = crate::tls::provider().signature_verification_algorithms;
+    let algs = crate::provider::provider().signature_verification_algorithms;
     rustls::client::verify_server_cert_signed_by_trust_anchor(
         &parsed,
         &bundle.root_store(),
@@ -462,7 +462,9 @@ fn intermediate_ca_issues_chains_that_carry_the_intermediate() {
     // and cannot without it.
     let parsed = ParsedCertificate::try_from(&issued.chain[0]).unwrap();
     let at = UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap());
-    let algs = crate::tls::provider().signature_verification_algorithms.all;
+    let algs = crate::provider::provider()
+        .signature_verification_algorithms
+        .all;
     let roots = root.trust_bundle().root_store();
     assert!(rustls::client::verify_server_cert_signed_by_trust_anchor(
         &parsed,
