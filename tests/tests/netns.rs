@@ -8,7 +8,8 @@
 //!   works over IPv6 (ip6tables, `IP6T_SO_ORIGINAL_DST`);
 //! - a DENY policy on `/admin/*` answers 403;
 //! - the outsider's plaintext to B's app port is refused; only B's declared probe passes
-//!   (through the probe listener, 15020), and nothing else there;
+//!   (through the probe listener, 15020), and nothing else there; over mTLS with a mesh
+//!   certificate, a port B's app listens on but B's registry entry does not declare gets 403;
 //! - A's app calling the outsider is refused under `outbound_policy: deny` (502, counted) and
 //!   forwarded in plaintext after a commit switches it to `passthrough`;
 //! - `init --uninstall` removes exactly the trustmesh rules, and then the outsider's plaintext
@@ -138,7 +139,7 @@ fn interception_in_network_namespaces() {
             );
         }
     }
-    let app_b = spawn_app(&topo, "b", &["8080", "9090"], &dir);
+    let app_b = spawn_app(&topo, "b", &["8080", "9090", "7070"], &dir);
     let _app_a = spawn_app(&topo, "a", &["8080"], &dir);
     let app_out = spawn_app(&topo, "out", &["8080"], &dir);
     let probes = r#"{"/app-health/app/livez": {"httpGet": {"path": "/healthz", "port": 8080}}}"#;
@@ -229,6 +230,39 @@ fn interception_in_network_namespaces() {
         let got = get(&topo, "out", &format!("http://{b_ip}:{port}/ready"));
         assert!(got.is_none(), "port {port} answered from outside: {got:?}");
     }
+
+    // 3b. Even over mTLS with a mesh certificate, a redirected connection reaches only a port
+    //     B declares: B's app also listens on 7070, which B's registry entry does not name.
+    let admin_pem = dir.join("admin.pem");
+    let out = Command::new(&cp_bin)
+        .args(["admin-cert", "--data-dir", data.to_str().unwrap(), "--out"])
+        .arg(&admin_pem)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "admin-cert: {out:?}");
+    for (port, want) in [(8080, "200"), (7070, "403")] {
+        let url = format!("https://{b_ip}:{port}/orders/mtls-{port}");
+        let (cert, fmt) = (admin_pem.to_str().unwrap(), "%{http_code}");
+        let args = [
+            "-sk",
+            "--http1.1",
+            "-o",
+            "/dev/null",
+            "-w",
+            fmt,
+            "--cert",
+            cert,
+            &url,
+        ];
+        let out = topo.run("out", "curl", &args).unwrap();
+        let code = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(code, want, "mTLS to B's port {port}: {out:?}");
+    }
+    assert!(
+        !app_b.log().contains("/orders/mtls-7070"),
+        "{}",
+        app_b.log()
+    );
 
     // 4. Only the declared probe passes in plaintext, through the probe listener.
     let probe = get(
