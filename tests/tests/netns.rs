@@ -22,6 +22,8 @@
 
 #[path = "netns/topology.rs"]
 mod topology;
+#[path = "netns/undeclared.rs"]
+mod undeclared;
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -233,35 +235,12 @@ fn interception_in_network_namespaces() {
 
     // 3b. Even over mTLS with a mesh certificate, a redirected connection reaches only a port
     //     B declares: B's app also listens on 7070, which B's registry entry does not name.
-    let admin_pem = dir.join("admin.pem");
-    let out = Command::new(&cp_bin)
-        .args(["admin-cert", "--data-dir", data.to_str().unwrap(), "--out"])
-        .arg(&admin_pem)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "admin-cert: {out:?}");
-    for (port, want) in [(8080, "200"), (7070, "403")] {
-        let url = format!("https://{b_ip}:{port}/orders/mtls-{port}");
-        let (cert, fmt) = (admin_pem.to_str().unwrap(), "%{http_code}");
-        let args = [
-            "-sk",
-            "--http1.1",
-            "-o",
-            "/dev/null",
-            "-w",
-            fmt,
-            "--cert",
-            cert,
-            &url,
-        ];
-        let out = topo.run("out", "curl", &args).unwrap();
-        let code = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(code, want, "mTLS to B's port {port}: {out:?}");
-    }
+    let admin_pem = undeclared::admin_cert(&cp_bin, &data, &dir);
+    undeclared::only_declared_ports(&topo, &admin_pem, &b_ip, &[8080], &[7070]);
+    let log = app_b.log();
     assert!(
-        !app_b.log().contains("/orders/mtls-7070"),
-        "{}",
-        app_b.log()
+        !log.contains("/mtls-7070") && log.contains("/mtls-8080"),
+        "{log}"
     );
 
     // 4. Only the declared probe passes in plaintext, through the probe listener.
