@@ -35,6 +35,15 @@ fn ports(declared: &[(u16, Protocol)]) -> InboundPorts {
     InboundPorts::new(&sidecar(), &declared)
 }
 
+/// Name, ports, carrier, port asked for, what `check` answers.
+type Case<'a> = (
+    &'a str,
+    &'a InboundPorts,
+    Carrier,
+    u16,
+    Result<u16, PortRefusal>,
+);
+
 #[test]
 fn a_port_is_reached_only_when_declared_for_its_carrier_and_never_a_sidecar_port() {
     use Carrier::{OpaqueTcp as Tcp, RedirectedHttp as Http};
@@ -49,7 +58,7 @@ fn a_port_is_reached_only_when_declared_for_its_carrier_and_never_a_sidecar_port
     ]);
     let none = ports(&[]);
     let own = |port, flag| Err(OwnListener { port, flag });
-    let cases: &[(&str, &InboundPorts, Carrier, u16, Result<u16, PortRefusal>)] = &[
+    let cases: &[Case<'_>] = &[
         ("tcp to a port declared tcp", &entry, Tcp, 5432, Ok(5432)),
         (
             "tcp to a port declared http",
