@@ -112,7 +112,8 @@ pub struct InboundPorts {
 
 impl InboundPorts {
     /// The declared ports of the workload's entry; one that collides with a sidecar listener
-    /// is logged (a registry mistake) and refused like any other sidecar port.
+    /// is logged (a registry mistake) and refused like any other sidecar port, and so is an
+    /// entry that declares ports but not the `--app` port.
     pub fn new(sidecar: &SidecarPorts, declared: &[ServicePort]) -> Self {
         for p in declared {
             if let Some(flag) = sidecar.own.get(&p.port) {
@@ -125,6 +126,19 @@ impl InboundPorts {
                     protocol_name(p.protocol)
                 );
             }
+        }
+        if !declared.is_empty() && declared.iter().all(|p| p.port != sidecar.app) {
+            // `ports` rules match the port reached; one written for a declared port never
+            // matches a request that goes to `--app` on another port.
+            tracing::warn!(
+                target: "policy",
+                port = sidecar.app,
+                "this workload's registry entry does not declare its --app port {}: requests \
+                 that reach it are authorized on port {}, and `ports` rules naming only the \
+                 declared ports do not match them",
+                sidecar.app,
+                sidecar.app
+            );
         }
         Self {
             sidecar: sidecar.clone(),
