@@ -270,4 +270,31 @@ mod tests {
         assert_eq!(names(registry), ["c"]);
         assert_eq!(withheld, [ip(1), ip(2)]);
     }
+
+    #[test]
+    fn a_proxy_gets_its_own_entry_with_its_ports_even_when_nobody_may_call_it() {
+        // Inbound reaches only the ports the workload's own entry declares, so the entry must
+        // be in its snapshot whatever the policies say.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("mesh.yaml"),
+            "trust_domain: cluster.local\ndefault_action: deny\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("services.yaml"),
+            "apiVersion: trustmesh.io/v1\nkind: Service\nmetadata: {name: db, namespace: t}\n\
+             spec: {identity: spiffe://cluster.local/ns/t/sa/db, endpoints: [\"10.0.0.9:15006\"], \
+             ports: [{port: 5432, protocol: tcp}]}\n",
+        )
+        .unwrap();
+        let state = PolicySource::load(dir.path()).unwrap().current();
+        let id = SpiffeId::parse("spiffe://cluster.local/ns/t/sa/db").unwrap();
+        let (registry, _) = reach(&state, &id);
+        let own = registry.find_by_identity(&id).expect("its own entry");
+        assert_eq!(
+            own.protocol_of(5432),
+            Some(trustmesh_policies::Protocol::Tcp)
+        );
+    }
 }

@@ -109,7 +109,7 @@ pub fn authorize(
 }
 
 /// The denial response: nothing about which policy.
-fn denied(parts: &Parts) -> Response<Body> {
+pub(crate) fn denied(parts: &Parts) -> Response<Body> {
     let grpc = parts
         .headers
         .get(header::CONTENT_TYPE)

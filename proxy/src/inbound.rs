@@ -20,6 +20,7 @@ use trustmesh_certs::SpiffeId;
 
 use crate::accept::accept_loop;
 use crate::access_log::{self, Entry};
+use crate::app_ports::Carrier;
 use crate::authorize::{authorize, Peer};
 use crate::body::{self, Body};
 use crate::error::ProxyError;
@@ -87,9 +88,11 @@ impl Inbound {
             return;
         };
         let _guard = ConnGuard::new(&self.shared.metrics, "inbound");
-        // Redirected by iptables: the app port the caller dialled, on the app's address.
-        let app = match crate::original_dst::redirected(&tcp) {
-            Some(orig) => SocketAddr::new(self.shared.args.app.ip(), orig.port()).to_string(),
+        // Redirected by iptables: the app port the caller dialled, on the app's address (only
+        // a port the registry declares is reached, see `app_ports`).
+        let original = crate::original_dst::redirected(&tcp).map(|o| o.port());
+        let app = match original {
+            Some(port) => SocketAddr::new(self.shared.args.app.ip(), port).to_string(),
             None => self.app_authority.clone(),
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(mesh.server_config.clone());
@@ -131,7 +134,7 @@ impl Inbound {
             }
         }
         if tls.get_ref().1.alpn_protocol() == Some(crate::opaque::ALPN) {
-            crate::opaque::inbound(self.shared.clone(), tls, peer, addr).await;
+            crate::opaque::inbound(self.shared.clone(), tls, peer, addr, original).await;
             return;
         }
         let sni = tls.get_ref().1.server_name().map(str::to_string);
@@ -146,6 +149,7 @@ impl Inbound {
             addr,
             sni,
             app,
+            original,
         });
         let this = self.clone();
         let activity = limits::Activity::new();
@@ -234,7 +238,23 @@ impl Inbound {
         if crate::revocation::refuses(&self.shared, &mesh, peer, "request") {
             return Ok(crate::revocation::denied());
         }
-        let port = request_port(&parts).unwrap_or(mesh.default_port);
+        // The port the request reaches is the port authorized, never one written in Host.
+        let port = match conn.original {
+            None => self.shared.ports.app(),
+            Some(original) => match mesh.ports.check(Carrier::RedirectedHttp, original) {
+                Ok(port) => port,
+                Err(refusal) => {
+                    tracing::info!(client.id = %peer, port = original, decision = "deny", "request refused: {refusal}");
+                    self.shared
+                        .metrics
+                        .authz_decisions
+                        .with_label_values(&["deny", "-"])
+                        .inc();
+                    log.decision = Some("deny");
+                    return Ok(crate::authorize::denied(&parts));
+                }
+            },
+        };
         let authz_peer = Peer {
             id: peer,
             ip: conn.addr.ip(),
@@ -323,15 +343,8 @@ struct ConnInfo {
     sni: Option<String>,
     /// Where the app is: `--app`, or its port the caller dialled when iptables redirected.
     app: String,
-}
-
-/// The port the caller addressed, from the authority or Host header.
-fn request_port(parts: &http::request::Parts) -> Option<u16> {
-    if let Some(p) = parts.uri.authority().and_then(|a| a.port_u16()) {
-        return Some(p);
-    }
-    let host = parts.headers.get(header::HOST)?.to_str().ok()?;
-    host.parse::<http::uri::Authority>().ok()?.port_u16()
+    /// The original destination port when iptables redirected the connection.
+    original: Option<u16>,
 }
 
 /// A bounded label for why an inbound handshake failed.

@@ -7,6 +7,7 @@
 mod accept;
 mod access_log;
 mod admin;
+mod app_ports;
 mod authorize;
 mod body;
 mod config;

@@ -1,9 +1,12 @@
 //! Opaque TCP between sidecars. A non-HTTP connection travels over the same mTLS as HTTP, but
 //! negotiates ALPN `trustmesh-tcp` and starts with a two-byte preamble: the destination port
-//! (big-endian) on the peer's app. The inbound sidecar authorizes the connection once, on the
-//! caller's identity, address and that port (a rule that names HTTP-only fields never matches
-//! it), then splices bytes both ways. When a new snapshot arrives it authorizes the open
-//! connection again and closes it if the new policies deny it.
+//! (big-endian) on the peer's app. The inbound sidecar dials that port only when this
+//! workload's registry entry declares it `tcp` and it is none of the sidecar's own listeners
+//! (see [`crate::app_ports`]; a redirected connection must name its original destination
+//! port). It authorizes the connection once, on the caller's identity, address and the port
+//! it dials (a rule that names HTTP-only fields never matches it), then splices bytes both
+//! ways. When a new snapshot arrives it checks the port and authorizes the open connection
+//! again, and closes it if the new registry or policies refuse it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -77,24 +80,30 @@ pub async fn outbound(
     }
 }
 
-/// Serves one inbound opaque connection: preamble, authorization, splice to the app's `port`.
-pub async fn inbound<S>(shared: Arc<Shared>, mut tls: S, peer: SpiffeId, addr: SocketAddr)
-where
+/// Serves one inbound opaque connection: preamble, port check, authorization, splice to the
+/// app's port. `original` is the original destination port when iptables redirected it.
+pub async fn inbound<S>(
+    shared: Arc<Shared>,
+    mut tls: S,
+    peer: SpiffeId,
+    addr: SocketAddr,
+    original: Option<u16>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut port = [0u8; 2];
-    match tokio::time::timeout(PREAMBLE_TIMEOUT, tls.read_exact(&mut port)).await {
+    let mut preamble = [0u8; 2];
+    match tokio::time::timeout(PREAMBLE_TIMEOUT, tls.read_exact(&mut preamble)).await {
         Ok(Ok(_)) => {}
         _ => {
             tracing::info!(client.id = %peer, client.addr = %addr, "opaque TCP: no preamble, closed");
             return;
         }
     }
-    let port = u16::from_be_bytes(port);
+    let preamble = u16::from_be_bytes(preamble);
     let mut changes = shared.mesh_changes.subscribe();
-    if !allowed(&shared, &peer, addr, port) {
+    let Some(port) = allowed(&shared, &peer, addr, preamble, original) else {
         return;
-    }
+    };
     let target = SocketAddr::new(shared.args.app.ip(), port);
     let mut app = match tokio::time::timeout(
         shared.args.connect_timeout,
@@ -124,8 +133,8 @@ where
                 return;
             }
             changed = changes.changed() => {
-                if changed.is_err() || !allowed(&shared, &peer, addr, port) {
-                    tracing::info!(client.id = %peer, port, "opaque TCP closed: the new policy denies it");
+                if changed.is_err() || allowed(&shared, &peer, addr, preamble, original).is_none() {
+                    tracing::info!(client.id = %peer, port, "opaque TCP closed: the new registry or policy refuses it");
                     return;
                 }
             }
@@ -133,14 +142,34 @@ where
     }
 }
 
-/// Authorizes an opaque connection against the policies in force; logs and counts it.
-fn allowed(shared: &Shared, peer: &SpiffeId, addr: SocketAddr, port: u16) -> bool {
-    let Some(mesh) = shared.mesh.load_full() else {
-        return false;
-    };
+/// The port an opaque connection may reach and is authorized for, under the registry and
+/// policies in force, or `None`; logs and counts the decision.
+fn allowed(
+    shared: &Shared,
+    peer: &SpiffeId,
+    addr: SocketAddr,
+    preamble: u16,
+    original: Option<u16>,
+) -> Option<u16> {
+    let mesh = shared.mesh.load_full()?;
     if crate::revocation::refuses(shared, &mesh, peer, "connection") {
-        return false;
+        return None;
     }
+    let port = match mesh.ports.opaque(preamble, original) {
+        Ok(port) => port,
+        Err(refusal) => {
+            shared
+                .metrics
+                .authz_decisions
+                .with_label_values(&["deny", "-"])
+                .inc();
+            tracing::info!(
+                client.id = %peer, client.addr = %addr, port = preamble, decision = "deny",
+                "opaque TCP connection refused: {refusal}"
+            );
+            return None;
+        }
+    };
     let request = AuthzRequest::tcp(Some(peer), Some(addr.ip()), port);
     let decision = mesh.policies.authorize(&request);
     let policy = decision.policy.as_deref().unwrap_or("-");
@@ -157,5 +186,5 @@ fn allowed(shared: &Shared, peer: &SpiffeId, addr: SocketAddr, port: u16) -> boo
             decision = "deny", "opaque TCP connection denied"
         );
     }
-    decision.allowed
+    decision.allowed.then_some(port)
 }

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use trustmesh_certs::{RotatingResolver, TrustBundle};
 
 use crate::admin::{self, AdminInfo};
+use crate::app_ports::SidecarPorts;
 use crate::config::Args;
 use crate::control::ControlClient;
 use crate::inbound::Inbound;
@@ -43,6 +44,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Some(addr) => Some(bind(addr, "--probe-listen").await?),
         None => None,
     };
+    // What inbound must never forward to: the ports as bound (a flag may say port 0).
+    let mut listeners = vec![
+        ("--inbound", inbound_l.local_addr()?),
+        ("--outbound", outbound_l.local_addr()?),
+        ("--admin", admin_l.local_addr()?),
+    ];
+    if let Some(l) = &probe_l {
+        listeners.push(("--probe-listen", l.local_addr()?));
+    }
+    let ports = SidecarPorts::new(&listeners, args.app).map_err(anyhow::Error::msg)?;
 
     let resolver = Arc::new(RotatingResolver::new());
     let shared = Arc::new(Shared {
@@ -53,6 +64,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         metrics: Metrics::new()?,
         drain: Default::default(),
         mesh_changes: tokio::sync::watch::channel(0).0,
+        ports,
         args: args.clone(),
     });
     if let Some(endpoint) = &args.otlp_endpoint {

@@ -11,6 +11,7 @@ use trustmesh_certs::{RotatingResolver, SpiffeId, TrustBundle};
 use trustmesh_policies::snapshot::Snapshot;
 use trustmesh_policies::{CompiledPolicies, WorkloadPolicies};
 
+use crate::app_ports::{InboundPorts, SidecarPorts};
 use crate::config::Args;
 use crate::metrics::Metrics;
 
@@ -38,16 +39,21 @@ pub struct MeshView {
     pub server_config: Arc<rustls::ServerConfig>,
     /// The policies that apply to this workload, compiled.
     pub policies: WorkloadPolicies,
-    /// The port callers address this workload on when the Host names none.
-    pub default_port: u16,
+    /// The app ports inbound connections may reach (from this workload's own registry entry).
+    pub ports: InboundPorts,
     /// Identities refused at once (see [`crate::revocation`]).
     pub blocked: HashSet<SpiffeId>,
     client_configs: Mutex<HashMap<SpiffeId, Arc<rustls::ClientConfig>>>,
 }
 
 impl MeshView {
-    /// Builds the view for a snapshot; fails when its trust bundle is unusable.
-    pub fn new(snapshot: Snapshot, resolver: &Arc<RotatingResolver>) -> anyhow::Result<Self> {
+    /// Builds the view for a snapshot; fails when its trust bundle is unusable. `sidecar` is
+    /// what inbound must never reach (see [`crate::app_ports`]).
+    pub fn new(
+        snapshot: Snapshot,
+        resolver: &Arc<RotatingResolver>,
+        sidecar: &SidecarPorts,
+    ) -> anyhow::Result<Self> {
         let bundle = TrustBundle::from_pem(&snapshot.trust_bundle)?;
         let compiled =
             CompiledPolicies::compile(&snapshot.mesh, &snapshot.registry, &snapshot.policies)
@@ -60,7 +66,7 @@ impl MeshView {
                 })?;
         let workload = snapshot.workload();
         let policies = compiled.policies_for(&workload);
-        let default_port = workload.ports.first().map(|p| p.port).unwrap_or(80);
+        let ports = InboundPorts::new(sidecar, &workload.ports);
         let td = snapshot.identity.trust_domain();
         let mut server_config =
             trustmesh_certs::tls::sidecar_server_config(&bundle, &td, resolver.clone())?;
@@ -74,7 +80,7 @@ impl MeshView {
             bundle,
             server_config,
             policies,
-            default_port,
+            ports,
             client_configs: Mutex::new(HashMap::new()),
         })
     }
@@ -120,6 +126,8 @@ pub struct Shared {
     pub drain: crate::drain::Drain,
     /// Ticks whenever a new mesh view is in force (open opaque connections re-authorize).
     pub mesh_changes: tokio::sync::watch::Sender<u64>,
+    /// The sidecar's own listening ports and its `--app` port, as bound at start.
+    pub ports: SidecarPorts,
 }
 
 impl Shared {

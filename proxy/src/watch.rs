@@ -40,7 +40,7 @@ pub async fn poll_once(shared: &Shared, control: &ControlClient) -> anyhow::Resu
         StatusCode::OK => {
             let snap: Snapshot = serde_json::from_slice(&answer.body)
                 .map_err(|e| anyhow::anyhow!("the snapshot is not valid JSON: {e}"))?;
-            let view = MeshView::new(snap, &shared.resolver)?;
+            let view = MeshView::new(snap, &shared.resolver, &shared.ports)?;
             control.set_bundle(&view.bundle, &shared.identity.trust_domain());
             let version = view.snapshot.version.clone();
             shared

@@ -25,6 +25,8 @@ pub struct ServiceEntry {
     pub identity: String,
     /// `spec.endpoints`: the sidecar's inbound address.
     pub endpoint: SocketAddr,
+    /// `spec.ports` as `(port, protocol)`: `(80, "http")` unless changed.
+    pub ports: Vec<(u16, &'static str)>,
 }
 
 impl ServiceEntry {
@@ -35,10 +37,22 @@ impl ServiceEntry {
             namespace: namespace.to_string(),
             identity: spiffe_id(namespace, name),
             endpoint,
+            ports: vec![(80, "http")],
         }
     }
 
+    /// The same entry with `port` also declared as `protocol` (e.g. `"tcp"`).
+    pub fn with_port(mut self, port: u16, protocol: &'static str) -> Self {
+        self.ports.push((port, protocol));
+        self
+    }
+
     fn yaml(&self) -> String {
+        let ports: Vec<String> = self
+            .ports
+            .iter()
+            .map(|(port, protocol)| format!("{{port: {port}, protocol: {protocol}}}"))
+            .collect();
         format!(
             "apiVersion: trustmesh.io/v1\n\
              kind: Service\n\
@@ -46,7 +60,8 @@ impl ServiceEntry {
              spec:\n  \
                identity: {id}\n  \
                endpoints: [\"{ep}\"]\n  \
-               ports: [{{port: 80, protocol: http}}]\n",
+               ports: [{ports}]\n",
+            ports = ports.join(", "),
             name = self.name,
             ns = self.namespace,
             id = self.identity,

@@ -8,7 +8,8 @@
 //!   works over IPv6 (ip6tables, `IP6T_SO_ORIGINAL_DST`);
 //! - a DENY policy on `/admin/*` answers 403;
 //! - the outsider's plaintext to B's app port is refused; only B's declared probe passes
-//!   (through the probe listener, 15020), and nothing else there;
+//!   (through the probe listener, 15020), and nothing else there; over mTLS with a mesh
+//!   certificate, a port B's app listens on but B's registry entry does not declare gets 403;
 //! - A's app calling the outsider is refused under `outbound_policy: deny` (502, counted) and
 //!   forwarded in plaintext after a commit switches it to `passthrough`;
 //! - `init --uninstall` removes exactly the trustmesh rules, and then the outsider's plaintext
@@ -21,6 +22,8 @@
 
 #[path = "netns/topology.rs"]
 mod topology;
+#[path = "netns/undeclared.rs"]
+mod undeclared;
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -138,7 +141,7 @@ fn interception_in_network_namespaces() {
             );
         }
     }
-    let app_b = spawn_app(&topo, "b", &["8080", "9090"], &dir);
+    let app_b = spawn_app(&topo, "b", &["8080", "9090", "7070"], &dir);
     let _app_a = spawn_app(&topo, "a", &["8080"], &dir);
     let app_out = spawn_app(&topo, "out", &["8080"], &dir);
     let probes = r#"{"/app-health/app/livez": {"httpGet": {"path": "/healthz", "port": 8080}}}"#;
@@ -229,6 +232,16 @@ fn interception_in_network_namespaces() {
         let got = get(&topo, "out", &format!("http://{b_ip}:{port}/ready"));
         assert!(got.is_none(), "port {port} answered from outside: {got:?}");
     }
+
+    // 3b. Even over mTLS with a mesh certificate, a redirected connection reaches only a port
+    //     B declares: B's app also listens on 7070, which B's registry entry does not name.
+    let admin_pem = undeclared::admin_cert(&cp_bin, &data, &dir);
+    undeclared::only_declared_ports(&topo, &admin_pem, &b_ip, &[8080], &[7070]);
+    let log = app_b.log();
+    assert!(
+        !log.contains("/mtls-7070") && log.contains("/mtls-8080"),
+        "{log}"
+    );
 
     // 4. Only the declared probe passes in plaintext, through the probe listener.
     let probe = get(

@@ -1,10 +1,13 @@
 //! Opaque TCP into a sidecar: authorized once on identity and port, spliced to the app, and
 //! closed when a new policy denies it; a rule that names HTTP-only fields never allows TCP.
+//! The preamble reaches only a port B's registry entry declares `tcp`, never B's own
+//! listeners (admin, outbound) or an undeclared loopback port, whatever the policy allows.
 
 // Helpers outside #[test] functions fail the test by panicking, like the tests themselves.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -17,7 +20,7 @@ use trustmesh_certs::TrustBundle;
 use trustmesh_e2e::client::admin_get;
 use trustmesh_e2e::mesh::{Mesh, NAMESPACE};
 use trustmesh_e2e::mtls::{client_with_cert, issue, mesh_ca};
-use trustmesh_e2e::policies::spiffe_id;
+use trustmesh_e2e::policies::{spiffe_id, write_policies, ServiceEntry};
 
 /// An echo server on loopback; returns its port.
 async fn echo_server() -> u16 {
@@ -32,6 +35,48 @@ async fn echo_server() -> u16 {
         }
     });
     port
+}
+
+/// A loopback server that greets every connection with `hello` and counts them.
+async fn counting_server() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let _ = s.write_all(b"hello").await;
+        }
+    });
+    (port, accepted)
+}
+
+/// Rewrites the registry with B's extra `(port, protocol)` declarations and waits until B
+/// has the new snapshot.
+async fn declare_b_ports(mesh: &Mesh, ports: &[(u16, &'static str)]) {
+    let v0 = version(mesh).await;
+    let mut b = ServiceEntry::new("b", NAMESPACE, mesh.b.inbound());
+    for &(port, protocol) in ports {
+        b = b.with_port(port, protocol);
+    }
+    let a = ServiceEntry::new("a", NAMESPACE, mesh.a.inbound());
+    write_policies(mesh.cp.policies(), &[a, b]).unwrap();
+    wait_for_version_change(mesh, &v0).await;
+}
+
+/// Sends `msg` and returns whatever comes back first, or `None` when the connection is closed
+/// without a byte.
+async fn answer(tls: &mut TlsStream<tokio::net::TcpStream>, msg: &[u8]) -> Option<Vec<u8>> {
+    if tls.write_all(msg).await.is_err() {
+        return None;
+    }
+    let mut buf = vec![0u8; 256];
+    match tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => None,
+        Ok(Ok(n)) => Some(buf[..n].to_vec()),
+        Err(_) => panic!("neither answered nor closed within 5 s"),
+    }
 }
 
 async fn open(mesh: &Mesh, port: u16) -> TlsStream<tokio::net::TcpStream> {
@@ -111,7 +156,7 @@ fn policy(action: &str, operation: &str) -> String {
 async fn opaque_tcp_is_authorized_on_port_and_closed_when_a_new_policy_denies_it() {
     let mesh = Mesh::a_to_b("opaque-tcp").await.expect("mesh starts");
     let port = echo_server().await;
-    let _ = SocketAddr::from(([127, 0, 0, 1], port));
+    declare_b_ports(&mesh, &[(port, "tcp")]).await;
 
     // Default allow: the connection is spliced to the app's port.
     let mut conn = open(&mesh, port).await;
@@ -170,4 +215,75 @@ async fn opaque_tcp_is_authorized_on_port_and_closed_when_a_new_policy_denies_it
         echoes(&mut ok, b"pong").await,
         "the ALLOW on the port lets it pass"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opaque_tcp_reaches_only_declared_tcp_ports_never_the_sidecars_own_listeners() {
+    let mut mesh = Mesh::a_to_b("opaque-tcp-pivot").await.expect("mesh starts");
+    let echo = echo_server().await;
+    let (undeclared, undeclared_hits) = counting_server().await;
+    let (http_port, http_hits) = counting_server().await;
+    let admin = mesh.b.admin().port();
+    let outbound = mesh.b.outbound().port();
+    // B declares the echo port tcp, another port http, and (a registry mistake) its own admin
+    // port tcp; A is allowed by a `from`-only rule, which matches at the TCP level.
+    declare_b_ports(&mesh, &[(echo, "tcp"), (http_port, "http"), (admin, "tcp")]).await;
+    let v0 = version(&mesh).await;
+    std::fs::write(
+        mesh.cp.policies().join("from-a.yaml"),
+        "apiVersion: trustmesh.io/v1\nkind: AuthorizationPolicy\n\
+         metadata: {name: from-a, namespace: test}\n\
+         spec:\n  selector: {matchLabels: {app: b}}\n  action: ALLOW\n  \
+         rules:\n    - from: [{source: {principals: [cluster.local/ns/test/sa/a]}}]\n",
+    )
+    .unwrap();
+    wait_for_version_change(&mesh, &v0).await;
+
+    let mut ok = open(&mesh, echo).await;
+    assert!(echoes(&mut ok, b"ping").await, "a declared tcp port works");
+
+    let mut reached = Vec::new();
+    let get = b"GET /config HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    for (what, port, msg) in [
+        (
+            "B's admin listener (declared tcp by mistake)",
+            admin,
+            &get[..],
+        ),
+        (
+            "B's outbound listener",
+            outbound,
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        ),
+        ("an undeclared loopback port", undeclared, b"x"),
+        ("a port declared http", http_port, b"x"),
+    ] {
+        let mut conn = open(&mesh, port).await;
+        if let Some(got) = answer(&mut conn, msg).await {
+            let got = String::from_utf8_lossy(&got);
+            reached.push(format!("{what} (port {port}) answered {got:?}"));
+        }
+    }
+    for (what, hits) in [
+        ("the undeclared port", &undeclared_hits),
+        ("the http port", &http_hits),
+    ] {
+        let n = hits.load(Ordering::SeqCst);
+        if n > 0 {
+            reached.push(format!("{what} accepted {n} connection(s)"));
+        }
+    }
+    assert!(
+        reached.is_empty(),
+        "opaque TCP reached what it must not:\n{}",
+        reached.join("\n")
+    );
+    // Nothing went out through B's outbound listener as B's identity.
+    let outbound_lines: Vec<_> = mesh
+        .b
+        .access_log()
+        .into_iter()
+        .filter(|l| l["direction"] == "outbound")
+        .collect();
+    assert!(outbound_lines.is_empty(), "{outbound_lines:?}");
 }
