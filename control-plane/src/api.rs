@@ -398,6 +398,7 @@ fn bearer_token(req: &Request<Incoming>) -> Result<Option<String>, ApiError> {
 
 /// `GET /v1/snapshot?version=V[&wait=30s]`: answers at once when the caller's version is not
 /// the current one, otherwise waits until it changes; `304` when the wait ends with no change.
+/// A blocked identity gets `403 identity_blocked`, also when the block comes during the wait.
 async fn snapshot(
     state: &AppState,
     caller: &Caller,
@@ -445,6 +446,15 @@ async fn snapshot(
     loop {
         let current = rx.borrow_and_update().clone();
         let trust = trust_rx.borrow_and_update().clone();
+        // Checked on every wake-up too: a block that lands during a long poll ends it.
+        if trust.is_blocked(&identity) {
+            tracing::info!(client.id = %identity, "refused a snapshot to a blocked identity");
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "identity_blocked",
+                format!("{identity} is blocked (trustmesh identity block)"),
+            ));
+        }
         if have.as_deref() != Some(snapshot::version(&current.version, &trust).as_str()) {
             let timer = state.metrics.snapshot_push.start_timer();
             let snap = snapshot::build(&current, &trust, &identity);
