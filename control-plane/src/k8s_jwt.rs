@@ -325,7 +325,9 @@ impl K8sVerifier {
                 new || why == Why::Stale
             }
             Err(e) => {
-                tracing::warn!("reading the cluster's JWKS failed; keeping the keys in hand: {e:#}");
+                tracing::warn!(
+                    "reading the cluster's JWKS failed; keeping the keys in hand: {e:#}"
+                );
                 false
             }
         };

@@ -7,42 +7,81 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
-use rustls::ClientConfig;
-use trustmesh_certs::{control_plane_identity, TrustBundle};
+use serde_json::Value;
+use trustmesh_e2e::admin_api::{client_as, control_plane_state};
 use trustmesh_e2e::client::Resp;
 use trustmesh_e2e::control_plane::{run_cli, ControlPlane};
-use trustmesh_e2e::mtls::{client_with_cert, issue, mesh_ca, mtls_get, trust_domain};
+use trustmesh_e2e::mtls::mtls_get;
 use trustmesh_e2e::policies::{spiffe_id, write_policies, ServiceEntry};
 use trustmesh_e2e::workdir::WorkDir;
 
 const NS: &str = "hardening";
 
-/// A control plane on a fresh work folder whose registry has service `a`.
-async fn control_plane(work: &WorkDir) -> ControlPlane {
-    let policies = work.path().join("policies");
+/// Writes a policy folder whose registry has service `a`; returns it.
+fn policies(work: &WorkDir) -> std::path::PathBuf {
     let unused: SocketAddr = "127.0.0.1:9".parse().unwrap();
-    write_policies(&policies, &[ServiceEntry::new("a", NS, unused)]).unwrap();
-    ControlPlane::start(work.path(), &policies).await.unwrap()
+    write_policies(
+        &work.path().join("policies"),
+        &[ServiceEntry::new("a", NS, unused)],
+    )
+    .unwrap()
 }
 
-/// An HTTP/1.1 mTLS client of the control plane presenting a mesh certificate for `id`.
-fn client_as(cp: &ControlPlane, id: &str) -> Arc<ClientConfig> {
-    let bundle = TrustBundle::from_pem(&cp.trust_bundle_pem().unwrap()).unwrap();
-    let (cert, key) = issue(
-        &mesh_ca(cp).unwrap(),
-        id,
-        Duration::from_secs(600),
-        SystemTime::now(),
-    )
-    .unwrap();
-    let cp_id = control_plane_identity(&trust_domain().unwrap());
-    let mut tls = (*client_with_cert(&bundle, &cert, &key, cp_id.as_str()).unwrap()).clone();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(tls)
+/// A control plane on a fresh work folder whose registry has service `a`.
+async fn control_plane(work: &WorkDir) -> ControlPlane {
+    ControlPlane::start(work.path(), &policies(work))
+        .await
+        .unwrap()
 }
+
+/// Polls the admin view until `done` holds of it (bounded to 10 s).
+async fn admin_view_until(cp: &ControlPlane, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = control_plane_state(cp).await.unwrap();
+        if done(&state) {
+            return state;
+        }
+        assert!(Instant::now() < deadline, "{what}: never seen in {state}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=test",
+            "-c",
+            "user.email=test@example.invalid",
+        ])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A mesh-wide ALLOW for every workload of the namespace.
+const LOCAL_ALLOW: &str = "\
+apiVersion: trustmesh.io/v1
+kind: AuthorizationPolicy
+metadata: {name: local-allow, namespace: hardening}
+spec:
+  action: ALLOW
+  rules:
+    - to: [{operation: {paths: [\"/*\"]}}]
+";
 
 fn code(r: &Resp) -> String {
     r.json().map(|v| v["error"].to_string()).unwrap_or_default()
@@ -53,7 +92,7 @@ async fn a_blocked_identity_gets_403_on_the_snapshot_even_in_a_long_poll() {
     let work = WorkDir::new("hardening-snapshot").unwrap();
     let cp = control_plane(&work).await;
     let id_a = spiffe_id(NS, "a");
-    let as_a = client_as(&cp, &id_a);
+    let as_a = client_as(&cp, &id_a).unwrap();
     let first = mtls_get(as_a.clone(), cp.addr(), "localhost", "/v1/snapshot?wait=0s")
         .await
         .unwrap();
@@ -85,9 +124,107 @@ async fn a_blocked_identity_gets_403_on_the_snapshot_even_in_a_long_poll() {
     assert_eq!(again.status, 403, "{}", again.text());
     assert_eq!(code(&again), "\"identity_blocked\"");
     // Another identity still reads its snapshot.
-    let other = client_as(&cp, &spiffe_id(NS, "other"));
+    let other = client_as(&cp, &spiffe_id(NS, "other")).unwrap();
     let ok = mtls_get(other, cp.addr(), "localhost", "/v1/snapshot?wait=0s")
         .await
         .unwrap();
     assert_eq!(ok.status, 200, "{}", ok.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_shows_status_and_versions_only() {
+    let work = WorkDir::new("hardening-healthz").unwrap();
+    let cp = control_plane(&work).await;
+    let id_a = spiffe_id(NS, "a");
+    let data = cp.data_dir().display().to_string();
+    let out = run_cli(&["identity", "block", &id_a, "--data-dir", &data])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", out.stderr);
+    std::fs::write(cp.policies().join("broken.yaml"), "kind: Nonsense\n").unwrap();
+    // The admin sees the error and the block...
+    let admin = admin_view_until(&cp, "the policy error and the block", |s| {
+        s["policy_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("broken.yaml"))
+            && s["trust"]["blocked_identities"] == serde_json::json!([id_a])
+    })
+    .await;
+    assert!(admin["trust"]["trust_bundle_roots"].is_array(), "{admin}");
+
+    // ...anyone else on the listener sees the status and the versions, nothing more.
+    let health = cp.get("/healthz").await.unwrap();
+    assert_eq!(health.status, 200, "{}", health.text());
+    let v = health.json().unwrap();
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["policy_version", "status", "trust_generation"],
+        "{v}"
+    );
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["policy_version"], admin["policy_version"]);
+    assert_eq!(v["trust_generation"], admin["trust_generation"]);
+    let text = health.text();
+    assert!(
+        !text.contains("broken.yaml") && !text.contains(&id_a),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_git_ignored_policy_file_is_refused_not_enforced_behind_the_head_version() {
+    let work = WorkDir::new("hardening-gitignored").unwrap();
+    let repo = policies(&work);
+    std::fs::write(repo.join(".gitignore"), "local-*.yaml\n").unwrap();
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "registry"]);
+    let head = git(&repo, &["rev-parse", "HEAD"]);
+    let cp = ControlPlane::start(work.path(), &repo).await.unwrap();
+    let health = cp.get("/healthz").await.unwrap().json().unwrap();
+    assert_eq!(health["policy_version"], format!("git:{head}"), "{health}");
+
+    // A policy file git ignores: `git status` is clean, so HEAD would not show it.
+    std::fs::write(repo.join("local-allow.yaml"), LOCAL_ALLOW).unwrap();
+    assert_eq!(git(&repo, &["status", "--porcelain"]), "");
+    let state = admin_view_until(&cp, "the ignored file reported", |s| {
+        s["policy_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("local-allow.yaml") && e.contains("git-ignored"))
+    })
+    .await;
+    assert_eq!(state["policy_version"], format!("git:{head}"), "{state}");
+    // And it is not enforced: the workload's snapshot does not carry it.
+    let as_a = client_as(&cp, &spiffe_id(NS, "a")).unwrap();
+    let snap = mtls_get(as_a.clone(), cp.addr(), "localhost", "/v1/snapshot?wait=0s")
+        .await
+        .unwrap();
+    assert_eq!(snap.status, 200, "{}", snap.text());
+    assert!(!snap.text().contains("local-allow"), "{}", snap.text());
+    // The CLI refuses it the same way.
+    let out = run_cli(&["policy", "validate", repo.to_str().unwrap()])
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("local-allow.yaml:1:1:"),
+        "{}",
+        out.stderr
+    );
+
+    // Committed (forced past the ignore rule), it is part of the version and in force.
+    git(&repo, &["add", "-f", "local-allow.yaml"]);
+    git(&repo, &["commit", "-q", "-m", "allow"]);
+    let head = git(&repo, &["rev-parse", "HEAD"]);
+    let state = admin_view_until(&cp, "the committed policy in force", |s| {
+        s["policy_version"] == format!("git:{head}").as_str()
+    })
+    .await;
+    assert!(state["policy_error"].is_null(), "{state}");
+    let snap = mtls_get(as_a, cp.addr(), "localhost", "/v1/snapshot?wait=0s")
+        .await
+        .unwrap();
+    assert!(snap.text().contains("local-allow"), "{}", snap.text());
 }

@@ -118,9 +118,10 @@ fn a_peer_event_dated_in_the_future_is_refused() {
     // A peer unblocks a a day ahead (which no later block could ever beat), and blocks b
     // within the allowed skew.
     let mut theirs = State::default();
-    theirs
-        .unblocked
-        .insert(a.clone(), precise_time(now + Duration::from_secs(24 * 3600)));
+    theirs.unblocked.insert(
+        a.clone(),
+        precise_time(now + Duration::from_secs(24 * 3600)),
+    );
     theirs.blocked.insert(
         b.clone(),
         precise_time(now + MAX_CLOCK_SKEW - Duration::from_secs(5)),
@@ -172,23 +173,21 @@ mod merge_properties {
     /// One replica's list: per identity maybe a block and maybe an unblock, at whole
     /// seconds 0..8 (so that ties happen).
     fn state() -> impl Strategy<Value = State> {
-        proptest::collection::vec((0..IDS.len(), any::<bool>(), 0u64..8), 0..6).prop_map(
-            |events| {
-                let base = SystemTime::now() - Duration::from_secs(600);
-                let mut s = State::default();
-                for (i, blocked, t) in events {
-                    let id = SpiffeId::parse(IDS[i]).unwrap();
-                    let at = precise_time(base + Duration::from_secs(t));
-                    if blocked {
-                        s.blocked.insert(id, at);
-                    } else {
-                        s.unblocked.insert(id, at);
-                    }
+        proptest::collection::vec((0..IDS.len(), any::<bool>(), 0u64..8), 0..6).prop_map(|events| {
+            let base = SystemTime::now() - Duration::from_secs(600);
+            let mut s = State::default();
+            for (i, blocked, t) in events {
+                let id = SpiffeId::parse(IDS[i]).unwrap();
+                let at = precise_time(base + Duration::from_secs(t));
+                if blocked {
+                    s.blocked.insert(id, at);
+                } else {
+                    s.unblocked.insert(id, at);
                 }
-                // As read from a file or a peer.
-                s.canonical()
-            },
-        )
+            }
+            // As read from a file or a peer.
+            s.canonical()
+        })
     }
 
     /// Whether each identity ends blocked: its latest event, a block on a tie.

@@ -127,4 +127,3 @@ where
     }
     Ok(body.to_vec())
 }
-

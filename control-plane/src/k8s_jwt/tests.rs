@@ -332,7 +332,11 @@ async fn concurrent_tokens_with_a_new_key_share_one_jwks_read() {
     assert_eq!(jwks.reads(), 1, "read once at start");
     // The cluster rotates in a new key; a burst of tokens signed with it arrives at once.
     jwks.serve(&[&old, &new]);
-    let token = new.sign(claims("system:serviceaccount:a:b", "trustmesh", now() + 600));
+    let token = new.sign(claims(
+        "system:serviceaccount:a:b",
+        "trustmesh",
+        now() + 600,
+    ));
     let burst: Vec<_> = (0..20)
         .map(|_| {
             let (v, token) = (v.clone(), token.clone());
@@ -350,7 +354,11 @@ async fn concurrent_tokens_with_a_new_key_share_one_jwks_read() {
     // Garbage `kid`s right after cause no read at all.
     let stranger = Signer::new("garbage");
     for _ in 0..20 {
-        let t = stranger.sign(claims("system:serviceaccount:a:b", "trustmesh", now() + 600));
+        let t = stranger.sign(claims(
+            "system:serviceaccount:a:b",
+            "trustmesh",
+            now() + 600,
+        ));
         assert_eq!(v.verify(&t).await, Err(JwtError::UnknownKey));
     }
     assert_eq!(jwks.reads(), 2);
@@ -372,7 +380,11 @@ async fn a_failing_jwks_is_not_read_once_per_request() {
     }));
     jwks.failing
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let good = cluster.sign(claims("system:serviceaccount:a:b", "trustmesh", now() + 600));
+    let good = cluster.sign(claims(
+        "system:serviceaccount:a:b",
+        "trustmesh",
+        now() + 600,
+    ));
     let stranger = Signer::new("garbage");
     let mut tasks = Vec::new();
     for i in 0..40 {
@@ -380,9 +392,15 @@ async fn a_failing_jwks_is_not_read_once_per_request() {
         let t = if i % 2 == 0 {
             good.clone()
         } else {
-            stranger.sign(claims("system:serviceaccount:a:b", "trustmesh", now() + 600))
+            stranger.sign(claims(
+                "system:serviceaccount:a:b",
+                "trustmesh",
+                now() + 600,
+            ))
         };
-        tasks.push(tokio::spawn(async move { (i % 2 == 0, v.verify(&t).await) }));
+        tasks.push(tokio::spawn(
+            async move { (i % 2 == 0, v.verify(&t).await) },
+        ));
     }
     for task in tasks {
         match task.await.unwrap() {
