@@ -189,7 +189,9 @@ pub async fn handle(
             crate::status::proxies(&state, &caller).map(|v| json(StatusCode::OK, &v))
         }
         (&Method::GET, "/v1/blocklist") => blocklist(&state, &caller),
-        (&Method::POST, "/v1/inject") => Ok(crate::inject::handle(req).await),
+        (&Method::POST, "/v1/inject") => {
+            Ok(crate::inject::handle(req, caller.identity.as_ref(), &state.trust.current()).await)
+        }
         (
             _,
             "/healthz" | "/metrics" | "/v1/trust-bundle" | "/v1/certificates" | "/v1/snapshot"

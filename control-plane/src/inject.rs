@@ -22,10 +22,16 @@
 //! `trustmesh.io/inject: "false"`, and `hostNetwork` pods (their iptables would be the node's;
 //! skipping is logged and warned).
 //!
-//! Settings come from the control plane's environment: `TRUSTMESH_INJECT_PROXY_IMAGE`,
-//! `TRUSTMESH_INJECT_CONTROL_PLANE` (the URL sidecars use), `TRUSTMESH_TRUST_DOMAIN` and the
-//! trust bundle file `TRUSTMESH_INJECT_TRUST_BUNDLE` (default
-//! `$TRUSTMESH_DATA_DIR/trust-bundle.pem`). Per pod, the annotations
+//! **Who may call it.** Only the Kubernetes API server, proven by a client certificate of the
+//! mesh CA for the reserved identity `spiffe://TD/ns/trustmesh-system/sa/kube-apiserver`
+//! (`trustmesh admin-cert --role kube-apiserver`, handed to the API server through its
+//! admission kubeconfig; see `deploy/README.md`). No certificate gets 401, another identity
+//! 403, both before the body is read; a body that is no AdmissionReview v1 gets 400.
+//!
+//! The trust domain and the trust bundle are those the control plane serves from `--data-dir`
+//! (so a pod injected during a CA rotation gets the bundle in force); the image and the URL
+//! sidecars use come from the control plane's environment, `TRUSTMESH_INJECT_PROXY_IMAGE` and
+//! `TRUSTMESH_INJECT_CONTROL_PLANE`. Per pod, the annotations
 //! `trustmesh.io/exclude-inbound-ports`, `trustmesh.io/exclude-outbound-ports` and
 //! `trustmesh.io/exclude-outbound-cidrs` reach `trustmesh-proxy init`.
 
@@ -37,6 +43,7 @@ use http::{header, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
+use trustmesh_certs::{SpiffeId, TrustDomain};
 
 /// Largest AdmissionReview accepted (the API server's own limit is 3 MiB).
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -55,7 +62,8 @@ pub const BUNDLE_ANNOTATION: &str = "trustmesh.io/trust-bundle";
 const TOKEN_DIR: &str = "/var/run/secrets/trustmesh";
 const BUNDLE_DIR: &str = "/var/run/trustmesh";
 
-/// What an injected pod gets, from the control plane's environment.
+/// What an injected pod gets: the control plane's trust domain and bundle, and the image and
+/// URL from its environment.
 #[derive(Debug, Clone)]
 pub struct InjectConfig {
     /// The `trustmesh-proxy` image (init container and sidecar).
@@ -69,32 +77,67 @@ pub struct InjectConfig {
 }
 
 impl InjectConfig {
-    /// Reads the settings listed in the module docs.
-    pub fn from_env() -> Result<Self, String> {
+    /// The settings for a control plane of trust domain `trust_domain` that serves
+    /// `trust_bundle`; the image and the URL from the environment (module docs).
+    pub fn new(trust_domain: &str, trust_bundle: &str) -> Self {
         let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
-        let data_dir = var("TRUSTMESH_DATA_DIR", ".trustmesh");
-        let bundle_path = var(
-            "TRUSTMESH_INJECT_TRUST_BUNDLE",
-            &format!("{data_dir}/trust-bundle.pem"),
-        );
-        let trust_bundle = std::fs::read_to_string(&bundle_path)
-            .map_err(|e| format!("reading the trust bundle {bundle_path}: {e}"))?;
-        Ok(Self {
+        Self {
             proxy_image: var("TRUSTMESH_INJECT_PROXY_IMAGE", "trustmesh/proxy:0.1.0"),
             control_plane: var(
                 "TRUSTMESH_INJECT_CONTROL_PLANE",
                 "https://trustmesh.trustmesh-system.svc:15012",
             ),
-            trust_domain: var("TRUSTMESH_TRUST_DOMAIN", "cluster.local"),
-            trust_bundle,
-        })
+            trust_domain: trust_domain.to_string(),
+            trust_bundle: trust_bundle.to_string(),
+        }
     }
 }
 
-/// `POST /v1/inject`: an AdmissionReview in, an AdmissionReview out. A body that is not an
+/// The identity the webhook's caller (the API server) must present, in trust domain `td`.
+pub fn caller_identity(td: &TrustDomain) -> Result<SpiffeId, String> {
+    SpiffeId::from_service_account(td, CALLER_NAMESPACE, CALLER_SERVICE_ACCOUNT)
+        .map_err(|e| e.to_string())
+}
+
+/// The namespace of [`caller_identity`].
+pub const CALLER_NAMESPACE: &str = "trustmesh-system";
+/// The service account of [`caller_identity`].
+pub const CALLER_SERVICE_ACCOUNT: &str = "kube-apiserver";
+
+/// Refuses any caller but the API server's certificate: 401 without one, 403 for another.
+fn check_caller(caller: Option<&SpiffeId>, td: &TrustDomain) -> Result<(), Response<Full<Bytes>>> {
+    let expected =
+        caller_identity(td).map_err(|e| error(StatusCode::FORBIDDEN, "forbidden", &e))?;
+    match caller {
+        None => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            &format!(
+                "the injection webhook needs the API server's client certificate ({expected})"
+            ),
+        )),
+        Some(id) if *id != expected => Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            &format!("only {expected} may call the injection webhook"),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// `POST /v1/inject`: an AdmissionReview in, an AdmissionReview out, for the API server only
+/// (`caller`, the client certificate's identity; see the module docs). A body that is not an
 /// AdmissionReview gets `400` with a JSON error; a pod that cannot be read is refused in the
 /// AdmissionReview (so the API server shows the reason) rather than let through uninjected.
-pub async fn handle(req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn handle(
+    req: Request<Incoming>,
+    caller: Option<&SpiffeId>,
+    trust: &crate::trust::TrustView,
+) -> Response<Full<Bytes>> {
+    let td = trust.signer.trust_domain();
+    if let Err(refused) = check_caller(caller, td) {
+        return refused;
+    }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", &e.to_string()),
@@ -103,10 +146,7 @@ pub async fn handle(req: Request<Incoming>) -> Response<Full<Bytes>> {
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_json", &e.to_string()),
     };
-    let config = match InjectConfig::from_env() {
-        Ok(c) => c,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "inject_unavailable", &e),
-    };
+    let config = InjectConfig::new(td.as_str(), trust.bundle.pem());
     match review_response(&review, &config) {
         Ok(out) => json_response(StatusCode::OK, &out),
         Err(e) => error(StatusCode::BAD_REQUEST, "bad_admission_review", &e),

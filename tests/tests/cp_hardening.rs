@@ -9,8 +9,11 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustls::pki_types::pem::PemObject as _;
+use rustls::ClientConfig;
 use serde_json::Value;
 use trustmesh_e2e::admin_api::{client_as, control_plane_state};
 use trustmesh_e2e::client::Resp;
@@ -227,4 +230,118 @@ async fn a_git_ignored_policy_file_is_refused_not_enforced_behind_the_head_versi
         .await
         .unwrap();
     assert!(snap.text().contains("local-allow"), "{}", snap.text());
+}
+
+/// `POST /v1/inject` with `body`, presenting `tls`'s certificate (if any).
+async fn inject(cp: &ControlPlane, tls: Arc<ClientConfig>, body: &str) -> Resp {
+    let req = http::Request::post("/v1/inject")
+        .header(http::header::HOST, "localhost")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .unwrap();
+    trustmesh_e2e::https::request(tls, cp.addr(), req)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_injection_webhook_answers_the_api_server_only_with_the_data_dirs_bundle() {
+    let work = WorkDir::new("hardening-inject").unwrap();
+    // The data folder is not `.trustmesh` under the working directory (the old default).
+    let data = work.path().join("elsewhere");
+    let cp = ControlPlane::start_in(work.path(), &data, &policies(&work))
+        .await
+        .unwrap();
+    let review = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../control-plane/src/inject/testdata/pod-minimal.json"
+    ))
+    .unwrap();
+    let bundle = cp.trust_bundle_pem().unwrap();
+
+    let anonymous = trustmesh_e2e::https::client_config(&bundle).unwrap();
+    let r = inject(&cp, anonymous, &review).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    for who in [spiffe_id(NS, "a"), spiffe_id("trustmesh-system", "admin")] {
+        let r = inject(&cp, client_as(&cp, &who).unwrap(), &review).await;
+        assert_eq!(r.status, 403, "{who}: {}", r.text());
+    }
+
+    // The API server's certificate comes from `trustmesh admin-cert --role kube-apiserver`.
+    let file = work.path().join("apiserver.pem");
+    let out = run_cli(&[
+        "admin-cert",
+        "--role",
+        "kube-apiserver",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
+    ])
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", out.stderr);
+    let caller = spiffe_id("trustmesh-system", "kube-apiserver");
+    let pem = std::fs::read(&file).unwrap();
+    let leaf = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        trustmesh_certs::identity_from_cert(&leaf).unwrap().as_str(),
+        caller
+    );
+    // Never through the API: the identity is reserved.
+    let data_dir = data.display().to_string();
+    let out = run_cli(&[
+        "token",
+        "create",
+        "--identity",
+        &caller,
+        "--data-dir",
+        &data_dir,
+    ])
+    .await
+    .unwrap();
+    assert!(
+        !out.status.success(),
+        "a token for {caller}: {}",
+        out.stdout
+    );
+
+    let apiserver = client_as(&cp, &caller).unwrap();
+    for bad in ["not json", r#"{"kind": "Pod"}"#] {
+        let r = inject(&cp, apiserver.clone(), bad).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+    }
+    let r = inject(&cp, apiserver, &review).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = r.json().unwrap();
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    let patch = base64_decode(answer["response"]["patch"].as_str().unwrap());
+    let patch: Value = serde_json::from_slice(&patch).unwrap();
+    let text = patch.to_string();
+    assert!(
+        text.contains(&serde_json::to_string(&bundle).unwrap()),
+        "the pod gets the bundle of --data-dir: {text}"
+    );
+}
+
+/// Standard base64 (RFC 4648 §4), for the AdmissionReview's patch.
+fn base64_decode(s: &str) -> Vec<u8> {
+    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|&c| c != b'=') {
+        let v = ABC.iter().position(|&x| x == c).unwrap() as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
 }
