@@ -61,6 +61,21 @@ pub struct Caller {
     pub addr: SocketAddr,
 }
 
+/// `trustmesh_cp_certificates_issued_total{result}`: `issued` and every refusal reason but
+/// the Kubernetes token ones ([`crate::k8s_jwt::JwtError::CODES`]).
+const ISSUE_RESULTS: &[&str] = &[
+    "issued",
+    "unauthenticated",
+    "reserved_identity",
+    "identity_blocked",
+    "csr_identity_mismatch",
+    "bad_csr",
+    "token_invalid",
+    "token_expired",
+    "token_used",
+    "token_unavailable",
+];
+
 /// Control-plane metrics (prefixed `trustmesh_cp_`).
 pub struct Metrics {
     registry: prometheus::Registry,
@@ -107,6 +122,13 @@ impl Metrics {
             &["result"],
         )?;
         registry.register(Box::new(peer_sync.clone()))?;
+        // Known label values start at zero, so an alert on them works before the first event.
+        for result in ISSUE_RESULTS.iter().chain(crate::k8s_jwt::JwtError::CODES) {
+            issued.with_label_values(&[result]);
+        }
+        for result in ["changed", "unchanged", "error"] {
+            peer_sync.with_label_values(&[result]);
+        }
         Ok(Self {
             peer_sync,
             snapshot_push,

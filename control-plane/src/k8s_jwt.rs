@@ -112,6 +112,19 @@ pub enum JwtError {
 }
 
 impl JwtError {
+    /// Every [`JwtError::code`], for metrics that start each at zero.
+    pub const CODES: &'static [&'static str] = &[
+        "jwt_malformed",
+        "jwt_algorithm",
+        "jwt_unknown_key",
+        "jwt_invalid",
+        "jwt_expired",
+        "jwt_audience",
+        "jwt_issuer",
+        "jwt_subject",
+        "jwks_unavailable",
+    ];
+
     /// A stable code for the API's JSON error and the metrics label.
     pub fn code(&self) -> &'static str {
         match self {

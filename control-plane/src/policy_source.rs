@@ -62,6 +62,10 @@ impl PolicySource {
             ),
             &["result"],
         )?;
+        // Every result from the start (at zero), so an alert on errors works before the first.
+        for result in ["unchanged", "error"] {
+            reloads.with_label_values(&[result]);
+        }
         reloads.with_label_values(&["ok"]).inc();
         Ok(Arc::new(Self {
             dir: dir.to_path_buf(),

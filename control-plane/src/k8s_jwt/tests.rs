@@ -425,3 +425,20 @@ fn the_backoff_doubles_from_the_minimum_to_the_cap() {
     assert_eq!(backoff(10), BACKOFF_MAX);
     assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
 }
+
+#[test]
+fn every_error_code_is_listed_for_the_metrics() {
+    let all = [
+        JwtError::Malformed,
+        JwtError::Algorithm,
+        JwtError::UnknownKey,
+        JwtError::BadSignature,
+        JwtError::Expired,
+        JwtError::Audience(String::new()),
+        JwtError::Issuer(String::new()),
+        JwtError::Subject(String::new()),
+        JwtError::KeysUnavailable,
+    ];
+    let codes: Vec<&str> = all.iter().map(JwtError::code).collect();
+    assert_eq!(codes, JwtError::CODES);
+}
