@@ -42,7 +42,7 @@ use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use trustmesh_certs::{SpiffeId, TrustDomain};
 
 /// Largest AdmissionReview accepted (the API server's own limit is 3 MiB).
@@ -104,22 +104,22 @@ pub const CALLER_NAMESPACE: &str = "trustmesh-system";
 /// The service account of [`caller_identity`].
 pub const CALLER_SERVICE_ACCOUNT: &str = "kube-apiserver";
 
+/// A refused webhook caller: the status, the error code and the message.
+type Refusal = (StatusCode, &'static str, String);
+
 /// Refuses any caller but the API server's certificate: 401 without one, 403 for another.
-fn check_caller(caller: Option<&SpiffeId>, td: &TrustDomain) -> Result<(), Response<Full<Bytes>>> {
-    let expected =
-        caller_identity(td).map_err(|e| error(StatusCode::FORBIDDEN, "forbidden", &e))?;
+fn check_caller(caller: Option<&SpiffeId>, td: &TrustDomain) -> Result<(), Refusal> {
+    let expected = caller_identity(td).map_err(|e| (StatusCode::FORBIDDEN, "forbidden", e))?;
     match caller {
-        None => Err(error(
+        None => Err((
             StatusCode::UNAUTHORIZED,
             "unauthenticated",
-            &format!(
-                "the injection webhook needs the API server's client certificate ({expected})"
-            ),
+            format!("the injection webhook needs the API server's client certificate ({expected})"),
         )),
-        Some(id) if *id != expected => Err(error(
+        Some(id) if *id != expected => Err((
             StatusCode::FORBIDDEN,
             "forbidden",
-            &format!("only {expected} may call the injection webhook"),
+            format!("only {expected} may call the injection webhook"),
         )),
         Some(_) => Ok(()),
     }
@@ -135,8 +135,9 @@ pub async fn handle(
     trust: &crate::trust::TrustView,
 ) -> Response<Full<Bytes>> {
     let td = trust.signer.trust_domain();
-    if let Err(refused) = check_caller(caller, td) {
-        return refused;
+    if let Err((status, code, message)) = check_caller(caller, td) {
+        tracing::debug!(code, "refused an injection request: {message}");
+        return error(status, code, &message);
     }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
@@ -253,7 +254,7 @@ pub fn mutate(request: &Value, config: &InjectConfig) -> Result<Mutation, String
     let mut patch = Vec::new();
     let mut warnings = Vec::new();
     // Probes first: their paths use the containers' current indices.
-    let probes = rewrite_probes(containers, &mut patch, &mut warnings);
+    let probes = probes::rewrite(containers, &mut patch, &mut warnings);
     let app_port = containers
         .iter()
         .flat_map(|c| c["ports"].as_array().into_iter().flatten())
@@ -376,94 +377,6 @@ pub fn mutate(request: &Value, config: &InjectConfig) -> Result<Mutation, String
     Ok(Mutation::Patch { patch, warnings })
 }
 
-/// Rewrites the app containers' probes (see the module docs); returns the original probes by
-/// rewritten path, in the sidecar's `--app-probes` format.
-fn rewrite_probes(
-    containers: &[Value],
-    patch: &mut Vec<Value>,
-    warnings: &mut Vec<String>,
-) -> Map<String, Value> {
-    let mut probes = Map::new();
-    for (i, c) in containers.iter().enumerate() {
-        let name = c["name"].as_str().unwrap_or("app");
-        for (field, kind) in [
-            ("livenessProbe", "livez"),
-            ("readinessProbe", "readyz"),
-            ("startupProbe", "startupz"),
-        ] {
-            let probe = &c[field];
-            if !probe.is_object() {
-                continue;
-            }
-            let key = format!("/app-health/{name}/{kind}");
-            let original = if let Some(h) = probe.get("httpGet") {
-                let scheme = h["scheme"].as_str().unwrap_or("HTTP");
-                match (
-                    scheme.eq_ignore_ascii_case("HTTP"),
-                    resolve_port(c, &h["port"]),
-                ) {
-                    (true, Some(port)) => {
-                        let mut g =
-                            json!({"port": port, "path": h["path"].as_str().unwrap_or("/")});
-                        if let Some(hs) = h.get("httpHeaders") {
-                            g["httpHeaders"] = hs.clone();
-                        }
-                        json!({"httpGet": g})
-                    }
-                    _ => {
-                        warnings.push(format!("trustmesh: {field} of container {name} is not a plain HTTP probe on a known port; it is left as is and will fail under interception unless its port is in trustmesh.io/exclude-inbound-ports"));
-                        continue;
-                    }
-                }
-            } else if let Some(t) = probe.get("tcpSocket") {
-                match resolve_port(c, &t["port"]) {
-                    Some(port) => json!({"tcpSocket": {"port": port}}),
-                    None => {
-                        warnings.push(format!("trustmesh: {field} of container {name} names an unknown port; left as is"));
-                        continue;
-                    }
-                }
-            } else {
-                if probe.get("grpc").is_some() {
-                    warnings.push(format!("trustmesh: the gRPC {field} of container {name} is left as is and will fail under interception unless its port is in trustmesh.io/exclude-inbound-ports"));
-                }
-                continue;
-            };
-            let mut original = original;
-            if let Some(t) = probe.get("timeoutSeconds") {
-                original["timeoutSeconds"] = t.clone();
-            }
-            probes.insert(key.clone(), original);
-            let mut rewritten = probe.clone();
-            if let Some(o) = rewritten.as_object_mut() {
-                o.remove("tcpSocket");
-                o.insert(
-                    "httpGet".into(),
-                    json!({"path": key, "port": PROBE_PORT, "scheme": "HTTP"}),
-                );
-            }
-            patch.push(json!({"op": "replace", "path": format!("/spec/containers/{i}/{field}"), "value": rewritten}));
-        }
-    }
-    probes
-}
-
-/// A probe's port: a number, or the name of one of the container's ports.
-fn resolve_port(container: &Value, port: &Value) -> Option<u64> {
-    if let Some(n) = port.as_u64().filter(|n| (1..=65535).contains(n)) {
-        return Some(n);
-    }
-    let name = port.as_str()?;
-    if let Ok(n) = name.parse::<u16>() {
-        return (n != 0).then_some(u64::from(n));
-    }
-    container["ports"]
-        .as_array()?
-        .iter()
-        .find(|p| p["name"] == name)
-        .and_then(|p| p["containerPort"].as_u64())
-}
-
 fn list_annotation(v: Option<&str>) -> Vec<String> {
     v.unwrap_or("")
         .split(',')
@@ -502,6 +415,8 @@ fn json_response(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
     json_response(status, &json!({"error": code, "message": message}))
 }
+
+mod probes;
 
 #[cfg(test)]
 mod tests;

@@ -310,7 +310,7 @@ fn only_the_api_servers_certificate_may_call() {
     let td = TrustDomain::parse("cluster.local").unwrap();
     let status = |id: Option<&str>| {
         let id = id.map(|s| SpiffeId::parse(s).unwrap());
-        check_caller(id.as_ref(), &td).map_err(|r| r.status())
+        check_caller(id.as_ref(), &td).map_err(|r| r.0)
     };
     assert_eq!(status(None), Err(StatusCode::UNAUTHORIZED));
     for other in [
