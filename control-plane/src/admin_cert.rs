@@ -3,6 +3,11 @@
 //! `GET /v1/proxies` (what `trustmesh status` shows). The certificate chain and its private
 //! key are written together to one file of mode 0600; the key is made here and never leaves
 //! that file.
+//!
+//! `--role kube-apiserver` writes instead the client certificate of
+//! `spiffe://<trust domain>/ns/trustmesh-system/sa/kube-apiserver`, the only caller the
+//! injection webhook (`POST /v1/inject`) answers: the API server presents it through its
+//! admission kubeconfig.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -29,6 +34,19 @@ pub struct AdminCertArgs {
     /// Lifetime of the certificate.
     #[arg(long, default_value = "8h", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
+    /// Whose certificate: the operator's (`admin`) or the API server's for the injection
+    /// webhook (`kube-apiserver`).
+    #[arg(long, value_enum, default_value = "admin")]
+    pub role: Role,
+}
+
+/// The reserved client identities `trustmesh admin-cert` issues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// `.../sa/admin`: `GET /v1/proxies`, `GET /v1/blocklist`.
+    Admin,
+    /// `.../sa/kube-apiserver`: `POST /v1/inject`.
+    KubeApiserver,
 }
 
 /// The admin identity of trust domain `td`.
@@ -38,21 +56,27 @@ pub fn admin_identity(td: &TrustDomain) -> anyhow::Result<SpiffeId> {
 }
 
 /// Whether `id` is reserved: the control plane's own identity (which proxies trust as the
-/// control plane, and replicas as a peer) or the admin identity. Neither is ever issued over
-/// the API or given a bootstrap token; the control plane makes its own certificate, and
-/// `trustmesh admin-cert` the admin's.
+/// control plane, and replicas as a peer), the admin identity or the injection webhook's
+/// caller. None is ever issued over the API or given a bootstrap token; the control plane
+/// makes its own certificate, and `trustmesh admin-cert` the others.
 pub fn is_reserved(td: &TrustDomain, id: &SpiffeId) -> bool {
     *id == trustmesh_certs::control_plane_identity(td)
         || admin_identity(td).is_ok_and(|admin| admin == *id)
+        || crate::inject::caller_identity(td).is_ok_and(|caller| caller == *id)
 }
 
 /// Issues the certificate and writes the file.
 pub fn run(args: &AdminCertArgs) -> anyhow::Result<()> {
     let ca = crate::ca_store::load_existing(&args.data_dir)?;
-    let id = admin_identity(ca.trust_domain())?;
+    let id = match args.role {
+        Role::Admin => admin_identity(ca.trust_domain())?,
+        Role::KubeApiserver => {
+            crate::inject::caller_identity(ca.trust_domain()).map_err(anyhow::Error::msg)?
+        }
+    };
     let (cert, key) = ca
         .issue(&id, &[], &[], args.ttl, SystemTime::now())
-        .context("issuing the admin certificate")?;
+        .with_context(|| format!("issuing the certificate of {id}"))?;
     let contents = format!("{}{}", cert.chain_pem, key.to_pem());
     crate::files::write_atomic(&args.out, contents.as_bytes(), 0o600)
         .with_context(|| format!("writing {}", args.out.display()))?;

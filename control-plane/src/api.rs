@@ -61,6 +61,21 @@ pub struct Caller {
     pub addr: SocketAddr,
 }
 
+/// `trustmesh_cp_certificates_issued_total{result}`: `issued` and every refusal reason but
+/// the Kubernetes token ones ([`crate::k8s_jwt::JwtError::CODES`]).
+const ISSUE_RESULTS: &[&str] = &[
+    "issued",
+    "unauthenticated",
+    "reserved_identity",
+    "identity_blocked",
+    "csr_identity_mismatch",
+    "bad_csr",
+    "token_invalid",
+    "token_expired",
+    "token_used",
+    "token_unavailable",
+];
+
 /// Control-plane metrics (prefixed `trustmesh_cp_`).
 pub struct Metrics {
     registry: prometheus::Registry,
@@ -107,6 +122,13 @@ impl Metrics {
             &["result"],
         )?;
         registry.register(Box::new(peer_sync.clone()))?;
+        // Known label values start at zero, so an alert on them works before the first event.
+        for result in ISSUE_RESULTS.iter().chain(crate::k8s_jwt::JwtError::CODES) {
+            issued.with_label_values(&[result]);
+        }
+        for result in ["changed", "unchanged", "error"] {
+            peer_sync.with_label_values(&[result]);
+        }
         Ok(Self {
             peer_sync,
             snapshot_push,
@@ -189,7 +211,9 @@ pub async fn handle(
             crate::status::proxies(&state, &caller).map(|v| json(StatusCode::OK, &v))
         }
         (&Method::GET, "/v1/blocklist") => blocklist(&state, &caller),
-        (&Method::POST, "/v1/inject") => Ok(crate::inject::handle(req).await),
+        (&Method::POST, "/v1/inject") => {
+            Ok(crate::inject::handle(req, caller.identity.as_ref(), &state.trust.current()).await)
+        }
         (
             _,
             "/healthz" | "/metrics" | "/v1/trust-bundle" | "/v1/certificates" | "/v1/snapshot"
@@ -251,9 +275,10 @@ fn error_response(e: ApiError) -> Resp {
     )
 }
 
+/// `GET /healthz`, for anyone who reaches the listener (probes, load balancers): the status
+/// and the versions in force, nothing more. Policy errors (file names, rule text), blocked
+/// identities and the CA's details are for the admin identity, in `GET /v1/proxies`.
 fn healthz(state: &AppState) -> Resp {
-    let current = state.policies.current();
-    let last_error = state.policies.last_error();
     let (status, word) = match state.drain.is_draining() {
         true => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
         false => (StatusCode::OK, "ok"),
@@ -262,10 +287,8 @@ fn healthz(state: &AppState) -> Resp {
         status,
         &serde_json::json!({
             "status": word,
-            "policy_version": current.version,
-            "policy_error": last_error,
-            "ca_expires_at": rfc3339(state.trust.current().signer.not_after()),
-            "trust": crate::trust::health(&state.trust.current()),
+            "policy_version": state.policies.current().version,
+            "trust_generation": state.trust.current().generation,
         }),
     )
 }
@@ -398,6 +421,7 @@ fn bearer_token(req: &Request<Incoming>) -> Result<Option<String>, ApiError> {
 
 /// `GET /v1/snapshot?version=V[&wait=30s]`: answers at once when the caller's version is not
 /// the current one, otherwise waits until it changes; `304` when the wait ends with no change.
+/// A blocked identity gets `403 identity_blocked`, also when the block comes during the wait.
 async fn snapshot(
     state: &AppState,
     caller: &Caller,
@@ -445,6 +469,15 @@ async fn snapshot(
     loop {
         let current = rx.borrow_and_update().clone();
         let trust = trust_rx.borrow_and_update().clone();
+        // Checked on every wake-up too: a block that lands during a long poll ends it.
+        if trust.is_blocked(&identity) {
+            tracing::info!(client.id = %identity, "refused a snapshot to a blocked identity");
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "identity_blocked",
+                format!("{identity} is blocked (trustmesh identity block)"),
+            ));
+        }
         if have.as_deref() != Some(snapshot::version(&current.version, &trust).as_str()) {
             let timer = state.metrics.snapshot_push.start_timer();
             let snap = snapshot::build(&current, &trust, &identity);

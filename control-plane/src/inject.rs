@@ -22,10 +22,16 @@
 //! `trustmesh.io/inject: "false"`, and `hostNetwork` pods (their iptables would be the node's;
 //! skipping is logged and warned).
 //!
-//! Settings come from the control plane's environment: `TRUSTMESH_INJECT_PROXY_IMAGE`,
-//! `TRUSTMESH_INJECT_CONTROL_PLANE` (the URL sidecars use), `TRUSTMESH_TRUST_DOMAIN` and the
-//! trust bundle file `TRUSTMESH_INJECT_TRUST_BUNDLE` (default
-//! `$TRUSTMESH_DATA_DIR/trust-bundle.pem`). Per pod, the annotations
+//! **Who may call it.** Only the Kubernetes API server, proven by a client certificate of the
+//! mesh CA for the reserved identity `spiffe://TD/ns/trustmesh-system/sa/kube-apiserver`
+//! (`trustmesh admin-cert --role kube-apiserver`, handed to the API server through its
+//! admission kubeconfig; see `deploy/README.md`). No certificate gets 401, another identity
+//! 403, both before the body is read; a body that is no AdmissionReview v1 gets 400.
+//!
+//! The trust domain and the trust bundle are those the control plane serves from `--data-dir`
+//! (so a pod injected during a CA rotation gets the bundle in force); the image and the URL
+//! sidecars use come from the control plane's environment, `TRUSTMESH_INJECT_PROXY_IMAGE` and
+//! `TRUSTMESH_INJECT_CONTROL_PLANE`. Per pod, the annotations
 //! `trustmesh.io/exclude-inbound-ports`, `trustmesh.io/exclude-outbound-ports` and
 //! `trustmesh.io/exclude-outbound-cidrs` reach `trustmesh-proxy init`.
 
@@ -36,7 +42,8 @@ use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
+use trustmesh_certs::{SpiffeId, TrustDomain};
 
 /// Largest AdmissionReview accepted (the API server's own limit is 3 MiB).
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -55,7 +62,8 @@ pub const BUNDLE_ANNOTATION: &str = "trustmesh.io/trust-bundle";
 const TOKEN_DIR: &str = "/var/run/secrets/trustmesh";
 const BUNDLE_DIR: &str = "/var/run/trustmesh";
 
-/// What an injected pod gets, from the control plane's environment.
+/// What an injected pod gets: the control plane's trust domain and bundle, and the image and
+/// URL from its environment.
 #[derive(Debug, Clone)]
 pub struct InjectConfig {
     /// The `trustmesh-proxy` image (init container and sidecar).
@@ -69,32 +77,68 @@ pub struct InjectConfig {
 }
 
 impl InjectConfig {
-    /// Reads the settings listed in the module docs.
-    pub fn from_env() -> Result<Self, String> {
+    /// The settings for a control plane of trust domain `trust_domain` that serves
+    /// `trust_bundle`; the image and the URL from the environment (module docs).
+    pub fn new(trust_domain: &str, trust_bundle: &str) -> Self {
         let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
-        let data_dir = var("TRUSTMESH_DATA_DIR", ".trustmesh");
-        let bundle_path = var(
-            "TRUSTMESH_INJECT_TRUST_BUNDLE",
-            &format!("{data_dir}/trust-bundle.pem"),
-        );
-        let trust_bundle = std::fs::read_to_string(&bundle_path)
-            .map_err(|e| format!("reading the trust bundle {bundle_path}: {e}"))?;
-        Ok(Self {
+        Self {
             proxy_image: var("TRUSTMESH_INJECT_PROXY_IMAGE", "trustmesh/proxy:0.1.0"),
             control_plane: var(
                 "TRUSTMESH_INJECT_CONTROL_PLANE",
                 "https://trustmesh.trustmesh-system.svc:15012",
             ),
-            trust_domain: var("TRUSTMESH_TRUST_DOMAIN", "cluster.local"),
-            trust_bundle,
-        })
+            trust_domain: trust_domain.to_string(),
+            trust_bundle: trust_bundle.to_string(),
+        }
     }
 }
 
-/// `POST /v1/inject`: an AdmissionReview in, an AdmissionReview out. A body that is not an
+/// The identity the webhook's caller (the API server) must present, in trust domain `td`.
+pub fn caller_identity(td: &TrustDomain) -> Result<SpiffeId, String> {
+    SpiffeId::from_service_account(td, CALLER_NAMESPACE, CALLER_SERVICE_ACCOUNT)
+        .map_err(|e| e.to_string())
+}
+
+/// The namespace of [`caller_identity`].
+pub const CALLER_NAMESPACE: &str = "trustmesh-system";
+/// The service account of [`caller_identity`].
+pub const CALLER_SERVICE_ACCOUNT: &str = "kube-apiserver";
+
+/// A refused webhook caller: the status, the error code and the message.
+type Refusal = (StatusCode, &'static str, String);
+
+/// Refuses any caller but the API server's certificate: 401 without one, 403 for another.
+fn check_caller(caller: Option<&SpiffeId>, td: &TrustDomain) -> Result<(), Refusal> {
+    let expected = caller_identity(td).map_err(|e| (StatusCode::FORBIDDEN, "forbidden", e))?;
+    match caller {
+        None => Err((
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            format!("the injection webhook needs the API server's client certificate ({expected})"),
+        )),
+        Some(id) if *id != expected => Err((
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("only {expected} may call the injection webhook"),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// `POST /v1/inject`: an AdmissionReview in, an AdmissionReview out, for the API server only
+/// (`caller`, the client certificate's identity; see the module docs). A body that is not an
 /// AdmissionReview gets `400` with a JSON error; a pod that cannot be read is refused in the
 /// AdmissionReview (so the API server shows the reason) rather than let through uninjected.
-pub async fn handle(req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn handle(
+    req: Request<Incoming>,
+    caller: Option<&SpiffeId>,
+    trust: &crate::trust::TrustView,
+) -> Response<Full<Bytes>> {
+    let td = trust.signer.trust_domain();
+    if let Err((status, code, message)) = check_caller(caller, td) {
+        tracing::debug!(code, "refused an injection request: {message}");
+        return error(status, code, &message);
+    }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", &e.to_string()),
@@ -103,10 +147,7 @@ pub async fn handle(req: Request<Incoming>) -> Response<Full<Bytes>> {
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_json", &e.to_string()),
     };
-    let config = match InjectConfig::from_env() {
-        Ok(c) => c,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "inject_unavailable", &e),
-    };
+    let config = InjectConfig::new(td.as_str(), trust.bundle.pem());
     match review_response(&review, &config) {
         Ok(out) => json_response(StatusCode::OK, &out),
         Err(e) => error(StatusCode::BAD_REQUEST, "bad_admission_review", &e),
@@ -213,7 +254,7 @@ pub fn mutate(request: &Value, config: &InjectConfig) -> Result<Mutation, String
     let mut patch = Vec::new();
     let mut warnings = Vec::new();
     // Probes first: their paths use the containers' current indices.
-    let probes = rewrite_probes(containers, &mut patch, &mut warnings);
+    let probes = probes::rewrite(containers, &mut patch, &mut warnings);
     let app_port = containers
         .iter()
         .flat_map(|c| c["ports"].as_array().into_iter().flatten())
@@ -336,94 +377,6 @@ pub fn mutate(request: &Value, config: &InjectConfig) -> Result<Mutation, String
     Ok(Mutation::Patch { patch, warnings })
 }
 
-/// Rewrites the app containers' probes (see the module docs); returns the original probes by
-/// rewritten path, in the sidecar's `--app-probes` format.
-fn rewrite_probes(
-    containers: &[Value],
-    patch: &mut Vec<Value>,
-    warnings: &mut Vec<String>,
-) -> Map<String, Value> {
-    let mut probes = Map::new();
-    for (i, c) in containers.iter().enumerate() {
-        let name = c["name"].as_str().unwrap_or("app");
-        for (field, kind) in [
-            ("livenessProbe", "livez"),
-            ("readinessProbe", "readyz"),
-            ("startupProbe", "startupz"),
-        ] {
-            let probe = &c[field];
-            if !probe.is_object() {
-                continue;
-            }
-            let key = format!("/app-health/{name}/{kind}");
-            let original = if let Some(h) = probe.get("httpGet") {
-                let scheme = h["scheme"].as_str().unwrap_or("HTTP");
-                match (
-                    scheme.eq_ignore_ascii_case("HTTP"),
-                    resolve_port(c, &h["port"]),
-                ) {
-                    (true, Some(port)) => {
-                        let mut g =
-                            json!({"port": port, "path": h["path"].as_str().unwrap_or("/")});
-                        if let Some(hs) = h.get("httpHeaders") {
-                            g["httpHeaders"] = hs.clone();
-                        }
-                        json!({"httpGet": g})
-                    }
-                    _ => {
-                        warnings.push(format!("trustmesh: {field} of container {name} is not a plain HTTP probe on a known port; it is left as is and will fail under interception unless its port is in trustmesh.io/exclude-inbound-ports"));
-                        continue;
-                    }
-                }
-            } else if let Some(t) = probe.get("tcpSocket") {
-                match resolve_port(c, &t["port"]) {
-                    Some(port) => json!({"tcpSocket": {"port": port}}),
-                    None => {
-                        warnings.push(format!("trustmesh: {field} of container {name} names an unknown port; left as is"));
-                        continue;
-                    }
-                }
-            } else {
-                if probe.get("grpc").is_some() {
-                    warnings.push(format!("trustmesh: the gRPC {field} of container {name} is left as is and will fail under interception unless its port is in trustmesh.io/exclude-inbound-ports"));
-                }
-                continue;
-            };
-            let mut original = original;
-            if let Some(t) = probe.get("timeoutSeconds") {
-                original["timeoutSeconds"] = t.clone();
-            }
-            probes.insert(key.clone(), original);
-            let mut rewritten = probe.clone();
-            if let Some(o) = rewritten.as_object_mut() {
-                o.remove("tcpSocket");
-                o.insert(
-                    "httpGet".into(),
-                    json!({"path": key, "port": PROBE_PORT, "scheme": "HTTP"}),
-                );
-            }
-            patch.push(json!({"op": "replace", "path": format!("/spec/containers/{i}/{field}"), "value": rewritten}));
-        }
-    }
-    probes
-}
-
-/// A probe's port: a number, or the name of one of the container's ports.
-fn resolve_port(container: &Value, port: &Value) -> Option<u64> {
-    if let Some(n) = port.as_u64().filter(|n| (1..=65535).contains(n)) {
-        return Some(n);
-    }
-    let name = port.as_str()?;
-    if let Ok(n) = name.parse::<u16>() {
-        return (n != 0).then_some(u64::from(n));
-    }
-    container["ports"]
-        .as_array()?
-        .iter()
-        .find(|p| p["name"] == name)
-        .and_then(|p| p["containerPort"].as_u64())
-}
-
 fn list_annotation(v: Option<&str>) -> Vec<String> {
     v.unwrap_or("")
         .split(',')
@@ -462,6 +415,8 @@ fn json_response(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
     json_response(status, &json!({"error": code, "message": message}))
 }
+
+mod probes;
 
 #[cfg(test)]
 mod tests;

@@ -8,38 +8,37 @@
 //! not-before time. Its subject `system:serviceaccount:NS:SA` becomes
 //! `spiffe://TRUST_DOMAIN/ns/NS/sa/SA` (RFC 7519 §4.1; Kubernetes service account tokens).
 //!
-//! The key set is read at start and read again when a token names a key it lacks (at most once
-//! per [`REFRESH_MIN`], so garbage `kid`s cannot make us hammer the API server) and when it is
-//! older than [`REFRESH_MAX`] (so a key the cluster dropped stops working).
+//! The key set is read at start and read again when a token names a key it lacks and when it is
+//! older than [`REFRESH_MAX`] (so a key the cluster dropped stops working). Refreshes are
+//! single-flight: requests that need one while a fetch is under way wait for that fetch and
+//! use its keys. After a fetch that failed, or that a token's unknown `kid` caused and that
+//! brought no new key, the next one waits [`REFRESH_MIN`] doubling up to [`BACKOFF_MAX`]; after
+//! a useful one, [`REFRESH_MIN`]. So a flood of tokens with garbage `kid`s, or an API server
+//! that does not answer, costs at most one fetch per backoff step, never one per request.
 //! Unlike `tm1` tokens, these JWTs are not single use: the kubelet hands the same token to
 //! every start of the container until it rotates it, and it is bound to the pod's lifetime.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use clap::Args;
-use http::{header, Request, Uri};
-use http_body_util::{BodyExt as _, Empty, Limited};
-use hyper_util::rt::TokioIo;
+use http::Uri;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use trustmesh_certs::{SpiffeId, TrustDomain};
 
-/// Least time between two key set reads caused by unknown `kid`s.
+/// Least time between two key set reads, and the first backoff step.
 pub const REFRESH_MIN: Duration = Duration::from_secs(10);
+/// Longest wait after failed or useless key set reads.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(120);
 /// Oldest a key set may get before it is read again.
 pub const REFRESH_MAX: Duration = Duration::from_secs(300);
 /// Clock skew allowed on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 30;
-/// Largest JWKS document accepted.
-const MAX_JWKS: usize = 1024 * 1024;
-/// Upper bound of one JWKS fetch.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The only algorithms accepted: asymmetric ones (RFC 8725 §3.1, §3.2).
 const ALGORITHMS: &[Algorithm] = &[
     Algorithm::RS256,
@@ -113,6 +112,19 @@ pub enum JwtError {
 }
 
 impl JwtError {
+    /// Every [`JwtError::code`], for metrics that start each at zero.
+    pub const CODES: &'static [&'static str] = &[
+        "jwt_malformed",
+        "jwt_algorithm",
+        "jwt_unknown_key",
+        "jwt_invalid",
+        "jwt_expired",
+        "jwt_audience",
+        "jwt_issuer",
+        "jwt_subject",
+        "jwks_unavailable",
+    ];
+
     /// A stable code for the API's JSON error and the metrics label.
     pub fn code(&self) -> &'static str {
         match self {
@@ -129,18 +141,28 @@ impl JwtError {
     }
 }
 
-enum Source {
-    File(PathBuf),
-    Url {
-        uri: Uri,
-        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
-        token_file: Option<PathBuf>,
-    },
-}
+mod fetch;
+use fetch::{fetch, tls_config, Source};
 
 struct Keys {
     set: JwkSet,
     fetched: Instant,
+}
+
+/// When the next key set read may start, and how many in a row failed or brought nothing.
+#[derive(Default)]
+struct RefreshGate {
+    not_before: Option<Instant>,
+    fruitless: u32,
+}
+
+/// Why a key set read is wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// The keys in hand are older than [`REFRESH_MAX`].
+    Stale,
+    /// A token names a key we lack.
+    UnknownKey,
 }
 
 /// Checks projected ServiceAccount tokens.
@@ -150,7 +172,10 @@ pub struct K8sVerifier {
     audience: String,
     trust_domain: TrustDomain,
     keys: ArcSwap<Keys>,
-    last_refresh: Mutex<Option<Instant>>,
+    /// Held for the whole of a read, so concurrent refreshes share one.
+    gate: tokio::sync::Mutex<RefreshGate>,
+    /// Counts finished reads, so a waiter sees that one finished while it waited.
+    reads: AtomicU64,
 }
 
 #[derive(Deserialize)]
@@ -216,7 +241,8 @@ impl K8sVerifier {
                 set: initial,
                 fetched: Instant::now(),
             }),
-            last_refresh: Mutex::new(None),
+            gate: tokio::sync::Mutex::new(RefreshGate::default()),
+            reads: AtomicU64::new(0),
         }))
     }
 
@@ -226,13 +252,14 @@ impl K8sVerifier {
         if !ALGORITHMS.contains(&header.alg) {
             return Err(JwtError::Algorithm);
         }
+        let seen = self.reads.load(Ordering::Acquire);
         if self.keys.load().fetched.elapsed() >= REFRESH_MAX {
-            self.refresh(true).await;
+            self.refresh(seen, Why::Stale).await;
         }
         let key = match self.key_for(header.kid.as_deref(), header.alg) {
             Some(k) => k,
             None => {
-                self.refresh(false).await;
+                self.refresh(seen, Why::UnknownKey).await;
                 if self.keys.load().set.keys.is_empty() {
                     return Err(JwtError::KeysUnavailable);
                 }
@@ -289,28 +316,45 @@ impl K8sVerifier {
         })
     }
 
-    /// Reads the key set again, unless it was read less than [`REFRESH_MIN`] ago (`forced`
-    /// skips that limit, for the age check). On failure the keys in hand stay.
-    async fn refresh(&self, forced: bool) {
-        {
-            let Ok(mut last) = self.last_refresh.lock() else {
-                return;
-            };
-            if !forced && last.is_some_and(|t| t.elapsed() < REFRESH_MIN) {
-                return;
-            }
-            *last = Some(Instant::now());
+    /// Reads the key set again, unless a read finished since the caller looked (`seen`, a
+    /// value of `reads`): then the caller uses that read's keys. A caller that arrives while a
+    /// read is under way waits for it. Within the backoff after a fruitless read, nothing is
+    /// read. On failure the keys in hand stay.
+    async fn refresh(&self, seen: u64, why: Why) {
+        let mut gate = self.gate.lock().await;
+        if self.reads.load(Ordering::Acquire) != seen {
+            return;
         }
-        match fetch(&self.source).await {
-            Ok(set) => self.keys.store(std::sync::Arc::new(Keys {
-                set,
-                fetched: Instant::now(),
-            })),
+        if gate.not_before.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        let fruitful = match fetch(&self.source).await {
+            Ok(set) => {
+                let new = set != self.keys.load().set;
+                self.keys.store(std::sync::Arc::new(Keys {
+                    set,
+                    fetched: Instant::now(),
+                }));
+                new || why == Why::Stale
+            }
             Err(e) => {
-                tracing::warn!("reading the cluster's JWKS failed; keeping the keys in hand: {e:#}")
+                tracing::warn!(
+                    "reading the cluster's JWKS failed; keeping the keys in hand: {e:#}"
+                );
+                false
             }
-        }
+        };
+        gate.fruitless = if fruitful { 0 } else { gate.fruitless + 1 };
+        gate.not_before = Some(Instant::now() + backoff(gate.fruitless));
+        self.reads.fetch_add(1, Ordering::Release);
     }
+}
+
+/// The wait before the next read after `fruitless` fruitless reads in a row: [`REFRESH_MIN`]
+/// after a useful one, then doubling up to [`BACKOFF_MAX`].
+fn backoff(fruitless: u32) -> Duration {
+    let factor = 1u32 << fruitless.saturating_sub(1).min(16);
+    REFRESH_MIN.saturating_mul(factor).min(BACKOFF_MAX)
 }
 
 /// `system:serviceaccount:NS:SA` → `spiffe://TD/ns/NS/sa/SA`.
@@ -335,107 +379,6 @@ fn dns_name(s: &str, dots: bool) -> bool {
         })
         && !s.starts_with(['-', '.'])
         && !s.ends_with(['-', '.'])
-}
-
-fn tls_config(ca: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
-    use rustls::pki_types::{pem::PemObject as _, CertificateDer};
-    let pem =
-        std::fs::read(ca).with_context(|| format!("reading --k8s-jwks-ca {}", ca.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.with_context(|| format!("--k8s-jwks-ca {}", ca.display()))?;
-        roots
-            .add(cert)
-            .with_context(|| format!("--k8s-jwks-ca {}", ca.display()))?;
-    }
-    if roots.is_empty() {
-        anyhow::bail!("--k8s-jwks-ca {} holds no certificate", ca.display());
-    }
-    Ok(
-        rustls::ClientConfig::builder_with_provider(trustmesh_certs::tls::provider())
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
-}
-
-async fn fetch(source: &Source) -> anyhow::Result<JwkSet> {
-    let bytes = match source {
-        Source::File(path) => tokio::fs::read(path)
-            .await
-            .with_context(|| format!("reading --k8s-jwks {}", path.display()))?,
-        Source::Url {
-            uri,
-            tls,
-            token_file,
-        } => tokio::time::timeout(FETCH_TIMEOUT, get(uri, tls.clone(), token_file.as_deref()))
-            .await
-            .with_context(|| format!("{uri} did not answer within {FETCH_TIMEOUT:?}"))??,
-    };
-    let set: JwkSet =
-        serde_json::from_slice(&bytes).context("the JWKS is not a JSON Web Key Set")?;
-    Ok(set)
-}
-
-async fn get(
-    uri: &Uri,
-    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
-    token_file: Option<&std::path::Path>,
-) -> anyhow::Result<Vec<u8>> {
-    let host = uri.host().context("the JWKS URL has no host")?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let port = uri
-        .port_u16()
-        .unwrap_or(if tls.is_some() { 443 } else { 80 });
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-        .await
-        .with_context(|| format!("connecting to {uri}"))?;
-    let mut req = Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(header::HOST, format!("{host}:{port}"))
-        .header(header::ACCEPT, "application/json");
-    if let Some(path) = token_file {
-        let token = tokio::fs::read_to_string(path)
-            .await
-            .with_context(|| format!("reading --k8s-jwks-token-file {}", path.display()))?;
-        req = req.header(header::AUTHORIZATION, format!("Bearer {}", token.trim()));
-    }
-    let req = req.body(Empty::<Bytes>::new())?;
-    let resp = match tls {
-        Some(cfg) => {
-            let name = rustls::pki_types::ServerName::try_from(host.clone())
-                .context("the JWKS host is not a valid TLS name")?;
-            let stream = tokio_rustls::TlsConnector::from(cfg)
-                .connect(name, tcp)
-                .await
-                .with_context(|| format!("TLS to {uri}"))?;
-            send(TokioIo::new(stream), req).await?
-        }
-        None => send(TokioIo::new(tcp), req).await?,
-    };
-    Ok(resp)
-}
-
-async fn send<IO>(io: IO, req: Request<Empty<Bytes>>) -> anyhow::Result<Vec<u8>>
-where
-    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
-    let conn = tokio::spawn(conn);
-    let resp = sender.send_request(req).await?;
-    let status = resp.status();
-    let body = Limited::new(resp.into_body(), MAX_JWKS)
-        .collect()
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the JWKS: {e}"))?
-        .to_bytes();
-    conn.abort();
-    if !status.is_success() {
-        anyhow::bail!("the JWKS URL answered {status}");
-    }
-    Ok(body.to_vec())
 }
 
 #[cfg(test)]

@@ -245,13 +245,31 @@ async fn exchange(
         .map_err(|e| anyhow::anyhow!("the blocklist is not valid JSON: {e}"))?;
     let theirs = State::from_form(form)?;
     let dir = state.trust.dir();
+    let now = SystemTime::now();
     // Most rounds change nothing: find that out without taking the folder's lock.
-    if !blocklist::read_state(dir)?.merge(&theirs) {
-        return Ok(false);
-    }
-    let changed = blocklist::merge(dir, &theirs)?;
-    if changed {
-        tracing::info!(peer = %addr, "peers: took blocklist changes from a peer");
+    let changed = blocklist::read_state(dir)?.merge(&theirs, now) && {
+        let changed = blocklist::merge(dir, &theirs)?;
+        if changed {
+            tracing::info!(peer = %addr, "peers: took blocklist changes from a peer");
+        }
+        changed
+    };
+    // Events dated in the future were left out of the merge; the exchange counts as failed
+    // (logged, `trustmesh status`, `trustmesh_cp_peer_sync_total{result="error"}`) so that a
+    // replica with a bad clock is seen. The rest of its list was taken in.
+    let future = theirs.future_events(now);
+    if !future.is_empty() {
+        let named: Vec<String> = future
+            .iter()
+            .map(|(id, at)| format!("{id} at {at}"))
+            .collect();
+        anyhow::bail!(
+            "refused {} blocklist event(s) dated more than {}s in the future (check the \
+             peer's clock): {}",
+            future.len(),
+            blocklist::MAX_CLOCK_SKEW.as_secs(),
+            named.join(", ")
+        );
     }
     Ok(changed)
 }

@@ -1,8 +1,10 @@
 //! The policy source: the policy folder (usually a git checkout) is loaded at start and then
 //! watched. A new version is put in force only when the whole folder validates; otherwise the
-//! errors are logged, kept for `/healthz`, and the last good set stays in force.
+//! errors are logged, kept for the admin's `GET /v1/proxies`, and the last good set stays in
+//! force.
 //!
-//! The version is `git:<HEAD commit>` for a clean git checkout, else `sha256:<content hash>`.
+//! The version is `git:<HEAD commit>` for a clean git checkout, else `sha256:<content hash>`;
+//! a git-ignored policy file is an error ([`git`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -10,6 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use trustmesh_policies::{CompiledPolicies, PolicySet};
+
+pub mod git;
 
 /// How often the folder is checked for changes.
 const RESCAN: Duration = Duration::from_millis(500);
@@ -58,6 +62,10 @@ impl PolicySource {
             ),
             &["result"],
         )?;
+        // Every result from the start (at zero), so an alert on errors works before the first.
+        for result in ["unchanged", "error"] {
+            reloads.with_label_values(&[result]);
+        }
         reloads.with_label_values(&["ok"]).inc();
         Ok(Arc::new(Self {
             dir: dir.to_path_buf(),
@@ -173,35 +181,12 @@ fn load_state(dir: &Path) -> Result<PolicyState, Vec<String>> {
         .map_err(|diags| diags.iter().map(|d| d.to_string()).collect::<Vec<_>>())?;
     let compiled = CompiledPolicies::from_set(&set)
         .map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
-    let version = git_head(dir).unwrap_or_else(|| format!("sha256:{}", set.content_hash));
+    let version = git::version(dir)?.unwrap_or_else(|| format!("sha256:{}", set.content_hash));
     Ok(PolicyState {
         version,
         set,
         compiled,
     })
-}
-
-/// The HEAD commit when `dir` is a clean git checkout (so a version names exactly what is
-/// deployed); `None` otherwise.
-fn git_head(dir: &Path) -> Option<String> {
-    let run = |args: &[&str]| {
-        // `--no-optional-locks`: `git status` would otherwise refresh the index under
-        // `.git/index.lock`, and a `git add` or `git pull` running at that moment in the
-        // checkout (an operator's, or git-sync's) would fail.
-        std::process::Command::new("git")
-            .arg("--no-optional-locks")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let head = run(&["rev-parse", "HEAD"])?;
-    let dirty = run(&["status", "--porcelain", "--", "."])?;
-    (dirty.is_empty() && !head.is_empty()).then(|| format!("git:{head}"))
 }
 
 /// A cheap summary of the folder (names, sizes, modification times, link targets) to decide
@@ -343,7 +328,9 @@ mod tests {
         let index = dir.join(".git/index");
         let before = std::fs::metadata(&index).unwrap();
 
-        let version = git_head(dir).expect("a clean checkout has a git version");
+        let version = git::version(dir)
+            .unwrap()
+            .expect("a clean checkout has a git version");
         assert!(version.starts_with("git:"), "{version}");
 
         let after = std::fs::metadata(&index).unwrap();

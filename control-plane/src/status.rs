@@ -56,6 +56,7 @@ pub fn proxies(state: &AppState, caller: &Caller) -> Result<Value, ApiError> {
             "ca_rotation": trust.rotation.as_ref().map(crate::rotation::Rotation::phase),
             "blocked_identities": trust.blocked.keys().map(|id| id.as_str()).collect::<Vec<_>>(),
             "draining": state.drain.is_draining(),
+            "trust": crate::trust::health(&trust),
             "peers": state.peers.to_json(),
         },
         "proxies": proxies,

@@ -368,7 +368,8 @@ impl TrustMetrics {
     }
 }
 
-/// The trust state for `/healthz`: bundle roots, the rotation phase, the blocked identities.
+/// The trust state for the admin's `GET /v1/proxies` (`control_plane.trust`): bundle roots,
+/// the issuing CA, the rotation phase, the blocked identities.
 pub fn health(view: &TrustView) -> serde_json::Value {
     serde_json::json!({
         "generation": view.generation,

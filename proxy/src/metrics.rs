@@ -9,7 +9,43 @@ use prometheus::{
     TextEncoder,
 };
 
-/// Every metric the proxy exports.
+/// `trustmesh_tls_handshake_errors_total{reason}`: every reason the inbound listener counts.
+pub const HANDSHAKE_ERROR_REASONS: &[&str] = &[
+    "no_client_certificate",
+    "expired",
+    "unknown_issuer",
+    "bad_certificate",
+    "incompatible",
+    "protocol",
+    "io",
+    "timeout",
+];
+/// `trustmesh_certificate_renewals_total{result}`.
+pub const RENEWAL_RESULTS: &[&str] = &["ok", "refused", "unavailable"];
+/// `trustmesh_blocked_refusals_total{stage}`.
+pub const BLOCKED_STAGES: &[&str] = &["connection", "request"];
+/// `trustmesh_authz_decisions_total{decision}`; these start at zero with `policy="-"` (the
+/// decisions no policy made: the mesh default, and bad requests), since the policy values are
+/// only known once policies decide.
+pub const AUTHZ_DECISIONS: &[&str] = &["allow", "deny", "would_deny", "bad_request"];
+/// `trustmesh_limits_exceeded_total{limit,direction}`: each limit with the directions it
+/// applies to.
+pub const LIMITS: &[(&str, &[&str])] = &[
+    ("connections", &["inbound", "outbound"]),
+    ("handshake_timeout", &["inbound"]),
+    ("header_timeout", &["inbound", "outbound"]),
+    ("header_bytes", &["inbound", "outbound"]),
+    ("body_timeout", &["inbound", "outbound"]),
+    ("idle_timeout", &["inbound", "outbound"]),
+];
+/// `trustmesh_outbound_passthrough_total{decision}`.
+pub const PASSTHROUGH_DECISIONS: &[&str] = &["deny", "passthrough"];
+/// `trustmesh_connections_open{direction}`.
+pub const DIRECTIONS: &[&str] = &["inbound", "outbound"];
+
+/// Every metric the proxy exports. The counters and gauges whose label values are known in
+/// advance are exported from the start with each of those values at zero, so that an alert
+/// on them (a rate, or an absent series) works before the first event.
 pub struct Metrics {
     registry: Registry,
     /// Requests by direction, status code, peer identity (inbound: the verified caller;
@@ -134,6 +170,29 @@ impl Metrics {
             &["limit", "direction"],
         )?;
         registry.register(Box::new(limits_exceeded.clone()))?;
+        for reason in HANDSHAKE_ERROR_REASONS {
+            handshake_errors.with_label_values(&[reason]);
+        }
+        for result in RENEWAL_RESULTS {
+            renewals.with_label_values(&[result]);
+        }
+        for stage in BLOCKED_STAGES {
+            blocked_refusals.with_label_values(&[stage]);
+        }
+        for decision in AUTHZ_DECISIONS {
+            authz_decisions.with_label_values(&[decision, "-"]);
+        }
+        for (limit, directions) in LIMITS {
+            for direction in *directions {
+                limits_exceeded.with_label_values(&[limit, direction]);
+            }
+        }
+        for decision in PASSTHROUGH_DECISIONS {
+            outbound_passthrough.with_label_values(&[decision]);
+        }
+        for direction in DIRECTIONS {
+            connections.with_label_values(&[direction]);
+        }
         Ok(Self {
             registry,
             requests,
@@ -188,5 +247,24 @@ impl ConnGuard {
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_label_values_are_exported_at_zero_before_any_event() {
+        let text = Metrics::new().unwrap().encode();
+        for reason in HANDSHAKE_ERROR_REASONS {
+            let line = format!("trustmesh_tls_handshake_errors_total{{reason=\"{reason}\"}} 0");
+            assert!(text.contains(&line), "{line} missing:\n{text}");
+        }
+        let line =
+            "trustmesh_limits_exceeded_total{direction=\"inbound\",limit=\"handshake_timeout\"} 0";
+        assert!(text.contains(line), "{line} missing:\n{text}");
+        let line = "trustmesh_authz_decisions_total{decision=\"deny\",policy=\"-\"} 0";
+        assert!(text.contains(line), "{line} missing:\n{text}");
     }
 }

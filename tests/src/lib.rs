@@ -11,12 +11,14 @@
 //! - [`proxy::Proxy`]: a sidecar bootstrapped with a fresh token, ready once `/ready` is 200.
 //! - [`app::App`]: an HTTP/1.1 + h2c app that answers with JSON of what it received.
 //! - [`mesh::Mesh`]: the usual A → B topology.
-//! - [`client`], [`https`], [`mtls`]: the clients the tests drive it with.
+//! - [`client`], [`https`], [`mtls`]: the clients the tests drive it with; [`admin_api`]: the
+//!   control plane's admin view (`GET /v1/proxies`).
 //! - [`lifecycle`]: short-lived certificates, replicas, steady load and TLS probes for the
 //!   certificate lifecycle tests.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod admin_api;
 pub mod app;
 pub mod bins;
 pub mod body;

@@ -22,6 +22,7 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
 use trustmesh_certs::{CertificateAuthority, TrustBundle};
+use trustmesh_e2e::admin_api::control_plane_state;
 use trustmesh_e2e::app::App;
 use trustmesh_e2e::client::{connect, http1_get, Resp};
 use trustmesh_e2e::control_plane::{run_cli, ControlPlane};
@@ -222,7 +223,7 @@ async fn blocked_identity_is_refused_within_a_second_and_unblock_restores_it() {
         "{}",
         status.stdout
     );
-    let health = mesh.cp.get("/healthz").await.unwrap().json().unwrap();
+    let health = control_plane_state(&mesh.cp).await.unwrap();
     assert_eq!(
         health["trust"]["blocked_identities"],
         json!([id_a]),

@@ -1,6 +1,7 @@
 //! The metrics contract, read the way Prometheus reads it: the real `/metrics` output of a
 //! sidecar and of the control plane, parsed with a Prometheus text-format parser, has every
-//! contract name with its labels and sensible values.
+//! contract name with its labels and sensible values, and the counters whose label values are
+//! known exist at zero before their first event.
 
 // Helpers outside #[test] functions fail the test by panicking, like the tests themselves.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -181,4 +182,111 @@ async fn metrics_follow_the_contract() {
     assert!(one(&cp, "trustmesh_cp_proxies_connected", &[]) >= 2.0);
     assert!(one(&cp, "trustmesh_cp_policy_reload_total", &[("result", "ok")]) >= 1.0);
     assert!(histogram_count(&cp, "trustmesh_cp_snapshot_push_duration_seconds", &[]) >= 2.0);
+
+    // Counters with known label values exist from the start, at zero until their first event,
+    // so that an alert on them (a rate, an absent series) works before anything happened.
+    let known: &[(&str, &str, &[&str])] = &[
+        (
+            "trustmesh_tls_handshake_errors_total",
+            "reason",
+            &[
+                "no_client_certificate",
+                "expired",
+                "unknown_issuer",
+                "bad_certificate",
+                "incompatible",
+                "protocol",
+                "io",
+                "timeout",
+            ],
+        ),
+        (
+            "trustmesh_certificate_renewals_total",
+            "result",
+            &["ok", "refused", "unavailable"],
+        ),
+        (
+            "trustmesh_blocked_refusals_total",
+            "stage",
+            &["connection", "request"],
+        ),
+        (
+            "trustmesh_outbound_passthrough_total",
+            "decision",
+            &["deny", "passthrough"],
+        ),
+    ];
+    for (name, label, values) in known {
+        for v in *values {
+            // A's inbound saw no traffic and no certificate of A was renewed: all still zero.
+            assert_eq!(
+                one(&a, name, &[(label, v)]),
+                0.0,
+                "{name}{{{label}={v}}} on A"
+            );
+            one(&b, name, &[(label, v)]);
+        }
+    }
+    for decision in ["allow", "deny", "would_deny", "bad_request"] {
+        let labels = [("decision", decision), ("policy", "-")];
+        assert_eq!(one(&a, "trustmesh_authz_decisions_total", &labels), 0.0);
+    }
+    for limit in [
+        "connections",
+        "handshake_timeout",
+        "header_timeout",
+        "header_bytes",
+        "body_timeout",
+        "idle_timeout",
+    ] {
+        one(
+            &a,
+            "trustmesh_limits_exceeded_total",
+            &[("limit", limit), ("direction", "inbound")],
+        );
+    }
+    one(
+        &a,
+        "trustmesh_limits_exceeded_total",
+        &[("limit", "header_bytes"), ("direction", "outbound")],
+    );
+    for result in ["ok", "unchanged", "error"] {
+        one(
+            &cp,
+            "trustmesh_cp_policy_reload_total",
+            &[("result", result)],
+        );
+    }
+    assert_eq!(
+        one(
+            &cp,
+            "trustmesh_cp_policy_reload_total",
+            &[("result", "error")]
+        ),
+        0.0
+    );
+    for result in ["changed", "unchanged", "error"] {
+        // No --peers: never exchanged.
+        assert_eq!(
+            one(&cp, "trustmesh_cp_peer_sync_total", &[("result", result)]),
+            0.0
+        );
+    }
+    for result in [
+        "identity_blocked",
+        "reserved_identity",
+        "token_used",
+        "bad_csr",
+        "jwt_invalid",
+    ] {
+        assert_eq!(
+            one(
+                &cp,
+                "trustmesh_cp_certificates_issued_total",
+                &[("result", result)]
+            ),
+            0.0,
+            "{result}"
+        );
+    }
 }

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use trustmesh_e2e::admin_api::control_plane_state;
 use trustmesh_e2e::client::{admin_get, http1_get};
 use trustmesh_e2e::control_plane::run_cli;
 use trustmesh_e2e::mesh::Mesh;
@@ -151,13 +152,7 @@ async fn git_commits_flip_a_decision_without_restarts_and_bad_commits_change_not
     commit(&repo, "broken");
     let deadline = Instant::now() + Duration::from_secs(10);
     let reported = loop {
-        let health = mesh
-            .cp
-            .get("/healthz")
-            .await
-            .expect("/healthz")
-            .json()
-            .unwrap();
+        let health = control_plane_state(&mesh.cp).await.expect("/v1/proxies");
         if let Some(err) = health["policy_error"].as_str() {
             break err.to_string();
         }
