@@ -48,6 +48,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Graceful drain on SIGTERM.
     pub drain: crate::drain::Drain,
+    /// The listener's caps and timeouts, and what is held against them.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 /// The caller of one connection, as the TLS handshake proved it.
@@ -442,6 +444,8 @@ async fn snapshot(
     let mut rx = state.policies.subscribe();
     let mut trust_rx = state.trust.subscribe();
     let deadline = tokio::time::Instant::now() + wait;
+    // Held while this poll waits: at most --max-watches-per-identity of one identity's polls.
+    let mut watching = None;
     loop {
         let current = rx.borrow_and_update().clone();
         let trust = trust_rx.borrow_and_update().clone();
@@ -451,6 +455,19 @@ async fn snapshot(
             let resp = json(StatusCode::OK, &snap);
             timer.observe_duration();
             return Ok(resp);
+        }
+        if watching.is_none() && !wait.is_zero() {
+            watching = Some(state.limits.watch(&identity).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_watches",
+                    format!(
+                        "{identity} already has {} snapshot polls waiting \
+                         (--max-watches-per-identity); retry later",
+                        state.limits.args.max_watches_per_identity
+                    ),
+                )
+            })?);
         }
         let changed = async {
             tokio::select! {
