@@ -1,0 +1,356 @@
+//! The control plane's listener against denial of service without credentials: a client that
+//! trickles its TLS handshake or its request head is closed at `--handshake-timeout` and
+//! `--header-timeout`; anonymous connections up to `--max-anonymous-connections` cannot keep a
+//! client with a mesh certificate from its snapshot; one identity's long polls beyond
+//! `--max-watches-per-identity` get `429 too_many_watches` while another identity's wait; an
+//! HTTP/2 client (rapid reset) on the HTTP/1.1 listener is cut off. Every refusal is counted in
+//! `trustmesh_cp_limits_exceeded_total{limit}`.
+
+// Helpers outside #[test] functions fail the test by panicking, like the tests themselves.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Empty;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use trustmesh_certs::{control_plane_identity, TrustBundle};
+use trustmesh_e2e::client::connect;
+use trustmesh_e2e::control_plane::ControlPlane;
+use trustmesh_e2e::https::client_config;
+use trustmesh_e2e::mtls::{client_with_cert, issue, mesh_ca, mtls_get, trust_domain};
+use trustmesh_e2e::policies::{spiffe_id, write_policies, ServiceEntry};
+use trustmesh_e2e::ports::free_addr;
+use trustmesh_e2e::wait::poll_until;
+use trustmesh_e2e::workdir::WorkDir;
+
+/// Longest any step here may take; the limits under test are a few seconds.
+const BOUND: Duration = Duration::from_secs(8);
+
+async fn start(name: &str, flags: &[&str]) -> (WorkDir, ControlPlane) {
+    let dir = WorkDir::new(name).expect("work dir");
+    let policies = write_policies(
+        &dir.path().join("policies"),
+        &[
+            ServiceEntry::new("a", "test", free_addr().unwrap()),
+            ServiceEntry::new("b", "test", free_addr().unwrap()),
+        ],
+    )
+    .expect("policies");
+    let data = dir.path().join("cp-data");
+    let cp = ControlPlane::start_with(dir.path(), &data, &policies, flags)
+        .await
+        .expect("control plane starts");
+    (dir, cp)
+}
+
+/// A client with a mesh certificate for `test/<sa>`, speaking HTTP/1.1 as the proxies do.
+fn mtls(cp: &ControlPlane, sa: &str) -> Arc<ClientConfig> {
+    let ca = mesh_ca(cp).unwrap();
+    let (cert, key) = issue(
+        &ca,
+        &spiffe_id("test", sa),
+        Duration::from_secs(600),
+        SystemTime::now(),
+    )
+    .unwrap();
+    let bundle = TrustBundle::from_pem(&cp.trust_bundle_pem().unwrap()).unwrap();
+    let cp_id = control_plane_identity(&trust_domain().unwrap());
+    let mut tls = (*client_with_cert(&bundle, &cert, &key, cp_id.as_str()).unwrap()).clone();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(tls)
+}
+
+/// A client with no certificate (a bootstrapping proxy, a scanner).
+fn anonymous(cp: &ControlPlane) -> Arc<ClientConfig> {
+    client_config(&cp.trust_bundle_pem().unwrap()).unwrap()
+}
+
+async fn tls(
+    config: Arc<ClientConfig>,
+    addr: SocketAddr,
+) -> anyhow::Result<TlsStream<tokio::net::TcpStream>> {
+    let tcp = connect(addr).await?;
+    let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into());
+    let work = TlsConnector::from(config).connect(name, tcp);
+    Ok(tokio::time::timeout(BOUND, work).await??)
+}
+
+/// An HTTP/1.1 connection kept open after one answered `GET /healthz`.
+struct Held {
+    _send: SendRequest<Empty<Bytes>>,
+    _conn: tokio::task::JoinHandle<()>,
+}
+
+/// Opens a connection and has `GET /healthz` answered on it; `Err` when the server closed it.
+async fn hold(config: Arc<ClientConfig>, addr: SocketAddr) -> anyhow::Result<Held> {
+    let io = tls(config, addr).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = Request::get("/healthz")
+        .header(http::header::HOST, addr.to_string())
+        .body(Empty::new())?;
+    let resp = tokio::time::timeout(BOUND, send.send_request(req)).await??;
+    anyhow::ensure!(resp.status() == 200, "/healthz answered {}", resp.status());
+    Ok(Held {
+        _send: send,
+        _conn: conn,
+    })
+}
+
+/// Reads until the server closes (`true`) or `within` passes (`false`); returns what it sent.
+async fn closed_within<S: AsyncRead + Unpin>(s: &mut S, within: Duration) -> (bool, Vec<u8>) {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (true, got),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (false, got),
+        }
+    }
+}
+
+/// `trustmesh_cp_limits_exceeded_total{limit}` (read with `config`, which must be let in), or
+/// another series of `/metrics` when `series` is given whole.
+async fn metric(config: &Arc<ClientConfig>, cp: &ControlPlane, series: &str) -> u64 {
+    let text = mtls_get(config.clone(), cp.addr(), "localhost", "/metrics")
+        .await
+        .unwrap()
+        .text();
+    let series = if series.contains('{') || series.starts_with("trustmesh_") {
+        series.to_string()
+    } else {
+        format!("trustmesh_cp_limits_exceeded_total{{limit=\"{series}\"}}")
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{series} ")))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_handshakes_and_trickled_heads_are_closed_at_their_timeouts() {
+    let (_dir, cp) = start(
+        "cp-limits-slow",
+        &["--header-timeout", "2s", "--handshake-timeout", "2s"],
+    )
+    .await;
+    // A TCP connection that never starts its handshake.
+    let mut silent = connect(cp.addr()).await.unwrap();
+    // A TLS client (no certificate) that trickles its request head, one header at a time.
+    let mut slow = tls(anonymous(&cp), cp.addr()).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: cp\r\n")
+        .await
+        .unwrap();
+    let trickle_until = Instant::now() + Duration::from_secs(20);
+    let mut cut = false;
+    while Instant::now() < trickle_until {
+        if slow.write_all(b"x-slow: 1\r\n").await.is_err() {
+            cut = true;
+            break;
+        }
+        let (closed, got) = closed_within(&mut slow, Duration::from_millis(300)).await;
+        assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+        if closed {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "a trickled request head was still open after 20 s");
+    let (closed, _) = closed_within(&mut silent, BOUND).await;
+    assert!(closed, "a connection that never handshakes is closed");
+
+    // A client that sends its head at once is served as before.
+    let resp = cp.get("/healthz").await.unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let reader = mtls(&cp, "a");
+    assert!(metric(&reader, &cp, "header_timeout").await >= 1);
+    assert!(metric(&reader, &cp, "handshake_timeout").await >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_connections_cannot_keep_mtls_clients_from_their_snapshot() {
+    let (_dir, cp) = start(
+        "cp-limits-anon",
+        &[
+            "--max-connections",
+            "6",
+            "--max-anonymous-connections",
+            "3",
+            "--header-timeout",
+            "60s",
+        ],
+    )
+    .await;
+    let anon = anonymous(&cp);
+    let mut held = Vec::new();
+    for i in 0..3 {
+        held.push(
+            hold(anon.clone(), cp.addr())
+                .await
+                .unwrap_or_else(|e| panic!("anonymous connection {i} within the budget: {e:#}")),
+        );
+    }
+    for i in 3..5 {
+        assert!(
+            hold(anon.clone(), cp.addr()).await.is_err(),
+            "anonymous connection {i} is over --max-anonymous-connections 3 and must be closed"
+        );
+    }
+    // The anonymous budget is spent, yet a client with a mesh certificate gets its snapshot.
+    let a = mtls(&cp, "a");
+    let snap = mtls_get(a.clone(), cp.addr(), "localhost", "/v1/snapshot")
+        .await
+        .expect("an mTLS client is served while the anonymous budget is spent");
+    assert_eq!(snap.status, 200, "{}", snap.text());
+    assert_eq!(
+        snap.json().unwrap()["identity"],
+        spiffe_id("test", "a"),
+        "{}",
+        snap.text()
+    );
+    assert!(metric(&a, &cp, "anonymous_connections").await >= 2);
+
+    // --max-connections bounds everyone: 3 anonymous + 3 verified fill it.
+    for i in 0..3 {
+        held.push(
+            hold(a.clone(), cp.addr()).await.unwrap_or_else(|e| {
+                panic!("verified connection {i} within --max-connections: {e:#}")
+            }),
+        );
+    }
+    assert!(
+        hold(a.clone(), cp.addr()).await.is_err(),
+        "a seventh connection is over --max-connections 6"
+    );
+    held.pop();
+    let refused = poll_until("a slot to free up", BOUND, || async {
+        Ok(mtls_get(a.clone(), cp.addr(), "localhost", "/metrics")
+            .await
+            .ok()
+            .map(|_| ()))
+    })
+    .await;
+    refused.expect("a closed connection frees its slot");
+    assert!(metric(&a, &cp, "connections").await >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_identitys_long_polls_are_capped_while_another_identity_waits() {
+    let (_dir, cp) = start("cp-limits-watch", &["--max-watches-per-identity", "2"]).await;
+    let a = mtls(&cp, "a");
+    let b = mtls(&cp, "b");
+    let first = mtls_get(a.clone(), cp.addr(), "localhost", "/v1/snapshot")
+        .await
+        .unwrap();
+    assert_eq!(first.status, 200, "{}", first.text());
+    let version = first.json().unwrap()["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let waiting = format!("/v1/snapshot?version={version}&wait=60s");
+    let mut polls = Vec::new();
+    for _ in 0..2 {
+        let (a, addr, path) = (a.clone(), cp.addr(), waiting.clone());
+        polls.push(tokio::spawn(async move {
+            mtls_get(a, addr, "localhost", &path).await
+        }));
+    }
+    poll_until("two of a's polls waiting", BOUND, || async {
+        Ok((metric(&b, &cp, "trustmesh_cp_watches_open").await == 2).then_some(()))
+    })
+    .await
+    .unwrap();
+
+    let third = mtls_get(a.clone(), cp.addr(), "localhost", &waiting)
+        .await
+        .expect("the third poll is answered at once");
+    assert_eq!(third.status, 429, "{}", third.text());
+    assert_eq!(third.json().unwrap()["error"], "too_many_watches");
+    // A poll that does not wait is not a watch, and another identity waits as usual.
+    let now = format!("/v1/snapshot?version={version}&wait=0s");
+    let quick = mtls_get(a.clone(), cp.addr(), "localhost", &now)
+        .await
+        .unwrap();
+    assert_eq!(quick.status, 304, "{}", quick.text());
+    let b_first = mtls_get(b.clone(), cp.addr(), "localhost", "/v1/snapshot")
+        .await
+        .unwrap();
+    let b_version = b_first.json().unwrap()["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b_wait = format!("/v1/snapshot?version={b_version}&wait=1s");
+    let b_poll = mtls_get(b.clone(), cp.addr(), "localhost", &b_wait)
+        .await
+        .unwrap();
+    assert_eq!(b_poll.status, 304, "b's poll waited: {}", b_poll.text());
+    assert_eq!(metric(&b, &cp, "watches").await, 1);
+    for p in &polls {
+        assert!(!p.is_finished(), "a's first two polls still wait");
+    }
+    polls.iter().for_each(|p| p.abort());
+}
+
+/// An HTTP/2 frame header (RFC 9113 §4.1) and payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = len.to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_rapid_reset_on_the_http11_listener_is_cut_off() {
+    let (_dir, cp) = start("cp-limits-h2", &[]).await;
+    let a = mtls(&cp, "a");
+    // RFC 9113 §3.4 preface and SETTINGS, then the rapid-reset pattern (CVE-2023-44487):
+    // HEADERS of `GET /` (HPACK static :method GET, :scheme https, :path /) and RST_STREAM
+    // CANCEL at once, over and over.
+    let mut flood = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    flood.extend(frame(0x4, 0, 0, &[]));
+    for i in 0..500u32 {
+        let stream = 2 * i + 1;
+        flood.extend(frame(0x1, 0x5, stream, &[0x82, 0x87, 0x84]));
+        flood.extend(frame(0x3, 0, stream, &8u32.to_be_bytes()));
+    }
+    let mut s = tls(a.clone(), cp.addr()).await.unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    // The server may close while the flood is still being written.
+    let _ = s.write_all(&flood).await;
+    let _ = s.flush().await;
+    let (closed, got) = closed_within(&mut s, BOUND).await;
+    assert!(closed, "the HTTP/2 client's connection stays open");
+    assert!(
+        got.is_empty(),
+        "the server answered HTTP/2 on an http/1.1 connection: {got:?}"
+    );
+    // A client that asks for h2 alone gets no protocol at all (ALPN and the served protocol
+    // agree).
+    let mut h2_only = (*a).clone();
+    h2_only.alpn_protocols = vec![b"h2".to_vec()];
+    let refused = match tls(Arc::new(h2_only), cp.addr()).await {
+        Err(_) => true,
+        Ok(mut s) => closed_within(&mut s, BOUND).await.0,
+    };
+    assert!(refused, "an h2-only client was accepted");
+    assert!(metric(&a, &cp, "protocol").await >= 1);
+    let snap = mtls_get(a, cp.addr(), "localhost", "/v1/snapshot")
+        .await
+        .unwrap();
+    assert_eq!(snap.status, 200, "HTTP/1.1 is served as before");
+}
