@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the control plane: the mesh CA, the policy source and the API on :15012.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Bootstrap tokens for proxies.
     Token {
         #[command(subcommand)]
@@ -192,7 +192,7 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
-            runtime()?.block_on(crate::serve::run(args))?;
+            runtime()?.block_on(crate::serve::run(*args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Token {

@@ -114,11 +114,13 @@ impl std::fmt::Debug for Limits {
 
 impl Limits {
     /// Limits of `args` (register their metrics with [`Limits::collectors`]). Refuses an
-    /// anonymous budget larger than the whole.
+    /// anonymous budget that is not below the whole: it must leave room for clients with a
+    /// mesh certificate.
     pub fn new(args: LimitArgs) -> anyhow::Result<Arc<Self>> {
-        if args.max_anonymous_connections > args.max_connections {
+        if args.max_anonymous_connections >= args.max_connections {
             anyhow::bail!(
-                "--max-anonymous-connections {} is above --max-connections {}",
+                "--max-anonymous-connections {} must be below --max-connections {}, so that \
+                 clients with a mesh certificate always have room (lower both together)",
                 args.max_anonymous_connections,
                 args.max_connections
             );

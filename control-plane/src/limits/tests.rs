@@ -21,7 +21,7 @@ fn id(sa: &str) -> SpiffeId {
 
 #[test]
 fn connections_over_the_cap_are_refused_and_counted() {
-    let l = limits(2, 2, 1);
+    let l = limits(2, 1, 1);
     let a = l.accept().unwrap();
     let _b = l.accept().unwrap();
     assert!(l.accept().is_none(), "a third connection is over the cap");
@@ -75,21 +75,28 @@ fn anonymous_connections_cannot_take_the_slots_of_verified_ones() {
 }
 
 #[test]
-fn the_anonymous_budget_may_not_exceed_the_whole() {
-    let args = LimitArgs {
-        header_timeout: Duration::from_secs(10),
-        handshake_timeout: Duration::from_secs(10),
-        max_connections: 10,
-        max_anonymous_connections: 11,
-        max_watches_per_identity: 1,
-    };
-    let err = Limits::new(args).unwrap_err().to_string();
-    assert!(err.contains("--max-anonymous-connections 11"), "{err}");
+fn the_anonymous_budget_must_leave_room_for_verified_clients() {
+    for anonymous in [10, 11] {
+        let args = LimitArgs {
+            header_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 10,
+            max_anonymous_connections: anonymous,
+            max_watches_per_identity: 1,
+        };
+        let err = Limits::new(args).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "--max-anonymous-connections {anonymous} must be below"
+            )),
+            "{err}"
+        );
+    }
 }
 
 #[test]
 fn watches_are_capped_per_identity_and_freed_when_they_end() {
-    let l = limits(10, 10, 2);
+    let l = limits(10, 9, 2);
     let a1 = l.watch(&id("a")).unwrap();
     let _a2 = l.watch(&id("a")).unwrap();
     assert!(
@@ -112,7 +119,7 @@ fn watches_are_capped_per_identity_and_freed_when_they_end() {
 
 #[test]
 fn connection_slots_hold_under_concurrent_accepts() {
-    let l = limits(64, 64, 1);
+    let l = limits(64, 1, 1);
     let held: Vec<Connection> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..8)
             .map(|_| s.spawn(|| (0..32).filter_map(|_| l.accept()).collect::<Vec<_>>()))
