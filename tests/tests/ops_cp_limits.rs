@@ -1,7 +1,7 @@
 //! The control plane's listener against denial of service without credentials: a client that
 //! trickles its TLS handshake or its request head is closed at `--handshake-timeout` and
 //! `--header-timeout`; anonymous connections up to `--max-anonymous-connections` cannot keep a
-//! client with a mesh certificate from its snapshot; one identity's long polls beyond
+//! client with a mesh certificate (a sidecar's watch among them) from its snapshot; one identity's long polls beyond
 //! `--max-watches-per-identity` get `429 too_many_watches` while another identity's wait; an
 //! HTTP/2 client (rapid reset) on the HTTP/1.1 listener is cut off. Every refusal is counted in
 //! `trustmesh_cp_limits_exceeded_total{limit}`.
@@ -24,12 +24,13 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use trustmesh_certs::{control_plane_identity, TrustBundle};
-use trustmesh_e2e::client::connect;
+use trustmesh_e2e::client::{admin_get, connect};
 use trustmesh_e2e::control_plane::ControlPlane;
 use trustmesh_e2e::https::client_config;
 use trustmesh_e2e::mtls::{client_with_cert, issue, mesh_ca, mtls_get, trust_domain};
 use trustmesh_e2e::policies::{spiffe_id, write_policies, ServiceEntry};
-use trustmesh_e2e::ports::free_addr;
+use trustmesh_e2e::ports::{free_addr, ProxyPorts};
+use trustmesh_e2e::proxy::Proxy;
 use trustmesh_e2e::wait::poll_until;
 use trustmesh_e2e::workdir::WorkDir;
 
@@ -117,6 +118,22 @@ async fn hold_soon(config: &Arc<ClientConfig>, addr: SocketAddr, what: &str) -> 
     })
     .await
     .unwrap()
+}
+
+/// A policy change for the sidecar of `test/a`.
+const ALLOW_B: &str = "apiVersion: trustmesh.io/v1\nkind: AuthorizationPolicy\n\
+    metadata: {name: allow-b, namespace: test}\n\
+    spec:\n  selector: {matchLabels: {app: a}}\n  action: ALLOW\n  \
+    rules:\n    - from: [{source: {principals: [\"cluster.local/ns/test/sa/b\"]}}]\n";
+
+/// The policy version a sidecar has in force (`/config`).
+async fn proxy_version(proxy: &Proxy) -> String {
+    let config = admin_get(proxy.admin(), "/config")
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    config["policy_version"].as_str().unwrap().to_string()
 }
 
 /// Reads until the server closes (`true`) or `within` passes (`false`); returns what it sent.
@@ -209,6 +226,17 @@ async fn anonymous_connections_cannot_keep_mtls_clients_from_their_snapshot() {
         ],
     )
     .await;
+    // A real sidecar, bootstrapped before the flood, long-polls with its mesh certificate.
+    let proxy = Proxy::start(
+        &cp,
+        "a",
+        &spiffe_id("test", "a"),
+        free_addr().unwrap(),
+        ProxyPorts::allocate().unwrap(),
+    )
+    .await
+    .expect("the sidecar starts");
+    let before = proxy_version(&proxy).await;
     let anon = anonymous(&cp);
     let mut held = Vec::new();
     for i in 0..3 {
@@ -240,8 +268,18 @@ async fn anonymous_connections_cannot_keep_mtls_clients_from_their_snapshot() {
         snap.text()
     );
     assert!(metric(&a, &cp, "anonymous_connections").await >= 2);
+    // And the sidecar's watch carries a policy change to it.
+    std::fs::write(cp.policies().join("allow-b.yaml"), ALLOW_B).unwrap();
+    poll_until(
+        "the sidecar to get the new policy version",
+        BOUND,
+        || async { Ok((proxy_version(&proxy).await != before).then_some(())) },
+    )
+    .await
+    .unwrap();
 
-    // --max-connections bounds everyone: 3 anonymous + 3 verified fill it.
+    // --max-connections bounds everyone: 3 anonymous + 3 verified fill it (the sidecar gone).
+    drop(proxy);
     for i in 0..3 {
         held.push(
             hold_soon(
