@@ -329,7 +329,7 @@ async fn certificates(
             format!("{identity} is blocked (trustmesh identity block)"),
         ));
     }
-    let body: CertificateRequest = read_json(req).await?;
+    let body: CertificateRequest = read_json(state, req).await?;
     let issued = trust
         .signer
         .sign_csr(&body.csr, &identity, state.cert_ttl, SystemTime::now())
@@ -490,10 +490,24 @@ async fn snapshot(
     }
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
-    let bytes = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
+/// Reads a JSON body of at most [`MAX_BODY`] bytes, sent within `--header-timeout` (a body
+/// trickled to hold the connection gets 408, as a trickled head is closed).
+async fn read_json<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<T, ApiError> {
+    let timeout = state.limits.args.header_timeout;
+    let body = tokio::time::timeout(timeout, Limited::new(req.into_body(), MAX_BODY).collect())
         .await
+        .map_err(|_| {
+            state.limits.exceeded(crate::limits::Limit::BodyTimeout);
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("the request body did not arrive within {timeout:?} (--header-timeout)"),
+            )
+        })?;
+    let bytes = body
         .map_err(|_| {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,

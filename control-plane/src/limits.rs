@@ -8,6 +8,7 @@
 //! | `anonymous_connections` | `--max-anonymous-connections` | 1024 | a connection whose handshake ended without a client certificate, over it, is closed at once |
 //! | `handshake_timeout` | `--handshake-timeout` | 10s | a TLS handshake slower than this is dropped |
 //! | `header_timeout` | `--header-timeout` | 10s | a request head (or the next one on a kept-alive connection) not complete in time closes the connection (slowloris) |
+//! | `body_timeout` | `--header-timeout` | 10s | a request body not complete in time gets `408 body_timeout` |
 //! | `header_bytes` | | 64 KiB | a larger request head gets `431` |
 //! | `protocol` | | | an HTTP/2 preface on the HTTP/1.1 connection ALPN chose closes it |
 //! | `watches` | `--max-watches-per-identity` | 1024 | a snapshot long poll of an identity that has that many waiting gets `429 too_many_watches` |
@@ -36,8 +37,8 @@ pub const MAX_HEADERS: usize = 64;
 /// Flags of `trustmesh serve` that bound what one client can hold.
 #[derive(Debug, Clone, Args)]
 pub struct LimitArgs {
-    /// Time a client has to send a whole request head, and longest idle time of a kept-alive
-    /// connection between requests; then the connection is closed (slowloris).
+    /// Time a client has to send a whole request head (then the connection is closed), and
+    /// then its body (then 408); also the longest idle time of a kept-alive connection.
     #[arg(long, env = "TRUSTMESH_HEADER_TIMEOUT", default_value = "10s", value_parser = crate::cli::parse_duration)]
     pub header_timeout: Duration,
     /// Time a client has to finish its TLS handshake.
@@ -67,6 +68,8 @@ pub enum Limit {
     HandshakeTimeout,
     /// `--header-timeout`.
     HeaderTimeout,
+    /// A request body not complete within `--header-timeout`.
+    BodyTimeout,
     /// [`MAX_HEAD_BYTES`] or [`MAX_HEADERS`].
     HeaderBytes,
     /// HTTP/2 on a connection that negotiated HTTP/1.1.
@@ -83,6 +86,7 @@ impl Limit {
             Limit::AnonymousConnections => "anonymous_connections",
             Limit::HandshakeTimeout => "handshake_timeout",
             Limit::HeaderTimeout => "header_timeout",
+            Limit::BodyTimeout => "body_timeout",
             Limit::HeaderBytes => "header_bytes",
             Limit::Protocol => "protocol",
             Limit::Watches => "watches",

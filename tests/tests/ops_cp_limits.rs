@@ -1,6 +1,6 @@
 //! The control plane's listener against denial of service without credentials: a client that
 //! trickles its TLS handshake or its request head is closed at `--handshake-timeout` and
-//! `--header-timeout`; anonymous connections up to `--max-anonymous-connections` cannot keep a
+//! `--header-timeout` (a stalled body gets 408); anonymous connections up to `--max-anonymous-connections` cannot keep a
 //! client with a mesh certificate (a sidecar's watch among them) from its snapshot; one
 //! identity's long polls beyond `--max-watches-per-identity` get `429 too_many_watches` while
 //! another identity's wait; an HTTP/2 client (rapid reset) on the HTTP/1.1 listener is cut off.
@@ -26,7 +26,7 @@ use trustmesh_e2e::wait::poll_until;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_handshakes_and_trickled_heads_are_closed_at_their_timeouts() {
+async fn slow_handshakes_heads_and_bodies_are_cut_at_their_timeouts() {
     let (_dir, cp) = start(
         "cp-limits-slow",
         &["--header-timeout", "2s", "--handshake-timeout", "2s"],
@@ -56,6 +56,21 @@ async fn slow_handshakes_and_trickled_heads_are_closed_at_their_timeouts() {
     assert!(cut, "a trickled request head was still open after 20 s");
     let (closed, _) = closed_within(&mut silent, BOUND).await;
     assert!(closed, "a connection that never handshakes is closed");
+    // A bootstrap request (a good token) whose body stalls gets 408 instead of holding on.
+    let token = cp.token(&spiffe_id("test", "a")).await.unwrap();
+    let mut stalled = tls(anonymous(&cp), cp.addr()).await.unwrap();
+    let head = format!(
+        "POST /v1/certificates HTTP/1.1\r\nhost: cp\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"csr\": "
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    let (_, got) = closed_within(&mut stalled, BOUND).await;
+    let got = String::from_utf8_lossy(&got);
+    assert!(
+        got.starts_with("HTTP/1.1 408"),
+        "a stalled body was answered {got:?}"
+    );
+    assert!(got.contains("body_timeout"), "{got}");
 
     // A client that sends its head at once is served as before.
     let resp = cp.get("/healthz").await.unwrap();
@@ -63,6 +78,7 @@ async fn slow_handshakes_and_trickled_heads_are_closed_at_their_timeouts() {
     let reader = mtls(&cp, "a");
     assert!(metric(&reader, &cp, "header_timeout").await >= 1);
     assert!(metric(&reader, &cp, "handshake_timeout").await >= 1);
+    assert!(metric(&reader, &cp, "body_timeout").await >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
