@@ -48,6 +48,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Graceful drain on SIGTERM.
     pub drain: crate::drain::Drain,
+    /// The listener's caps and timeouts, and what is held against them.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 /// The caller of one connection, as the TLS handshake proved it.
@@ -350,7 +352,7 @@ async fn certificates(
             format!("{identity} is blocked (trustmesh identity block)"),
         ));
     }
-    let body: CertificateRequest = read_json(req).await?;
+    let body: CertificateRequest = read_json(state, req).await?;
     let issued = trust
         .signer
         .sign_csr(&body.csr, &identity, state.cert_ttl, SystemTime::now())
@@ -466,6 +468,8 @@ async fn snapshot(
     let mut rx = state.policies.subscribe();
     let mut trust_rx = state.trust.subscribe();
     let deadline = tokio::time::Instant::now() + wait;
+    // Held while this poll waits: at most --max-watches-per-identity of one identity's polls.
+    let mut watching = None;
     loop {
         let current = rx.borrow_and_update().clone();
         let trust = trust_rx.borrow_and_update().clone();
@@ -484,6 +488,19 @@ async fn snapshot(
             let resp = json(StatusCode::OK, &snap);
             timer.observe_duration();
             return Ok(resp);
+        }
+        if watching.is_none() && !wait.is_zero() {
+            watching = Some(state.limits.watch(&identity).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_watches",
+                    format!(
+                        "{identity} already has {} snapshot polls waiting \
+                         (--max-watches-per-identity); retry later",
+                        state.limits.args.max_watches_per_identity
+                    ),
+                )
+            })?);
         }
         let changed = async {
             tokio::select! {
@@ -506,10 +523,24 @@ async fn snapshot(
     }
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
-    let bytes = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
+/// Reads a JSON body of at most [`MAX_BODY`] bytes, sent within `--header-timeout` (a body
+/// trickled to hold the connection gets 408, as a trickled head is closed).
+async fn read_json<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<T, ApiError> {
+    let timeout = state.limits.args.header_timeout;
+    let body = tokio::time::timeout(timeout, Limited::new(req.into_body(), MAX_BODY).collect())
         .await
+        .map_err(|_| {
+            state.limits.exceeded(crate::limits::Limit::BodyTimeout);
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("the request body did not arrive within {timeout:?} (--header-timeout)"),
+            )
+        })?;
+    let bytes = body
         .map_err(|_| {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,

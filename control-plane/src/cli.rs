@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the control plane: the mesh CA, the policy source and the API on :15012.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Bootstrap tokens for proxies.
     Token {
         #[command(subcommand)]
@@ -133,6 +133,9 @@ pub struct ServeArgs {
     /// (snapshot long polls are answered at once).
     #[arg(long, env = "TRUSTMESH_DRAIN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Timeouts and caps of the API listener.
+    #[command(flatten)]
+    pub limits: crate::limits::LimitArgs,
     /// YAML file with any of these flags as keys (`cert_ttl: 30m`); flags and TRUSTMESH_*
     /// variables win over it.
     #[arg(long, env = "TRUSTMESH_CONFIG")]
@@ -167,7 +170,7 @@ pub struct DemoArgs {
     pub data_dir: Option<PathBuf>,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration ({e})"))?;
     if d.is_zero() {
         return Err(format!("{s:?} is zero; a positive duration is needed"));
@@ -189,7 +192,7 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
-            runtime()?.block_on(crate::serve::run(args))?;
+            runtime()?.block_on(crate::serve::run(*args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Token {

@@ -18,6 +18,7 @@ mod drain;
 mod files;
 mod inject;
 mod k8s_jwt;
+mod limits;
 mod lock;
 mod peers;
 mod policy_source;

@@ -16,6 +16,7 @@ use crate::{server_tls, tokens};
 
 /// Runs the control plane.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let limits = crate::limits::Limits::new(args.limits.clone())?;
     let policies = PolicySource::load(&args.policies)?;
     let mesh_td = &policies.current().set.mesh.trust_domain;
     if *mesh_td != args.trust_domain {
@@ -42,8 +43,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         peers: Default::default(),
         metrics: Metrics::new()?,
         drain: crate::drain::Drain::new(args.drain_timeout),
+        limits,
     });
     state.metrics.register(Box::new(policies.reloads.clone()))?;
+    for c in state.limits.collectors() {
+        state.metrics.register(c)?;
+    }
     tokio::spawn(policies.watch());
     if !args.peers.is_empty() {
         tokio::spawn(crate::peers::run(state.clone(), args.peers.clone()));
