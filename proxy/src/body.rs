@@ -1,7 +1,7 @@
 //! The body type every request and response carries through the proxy: bodies are streamed
 //! frame by frame, never collected. A request body from a client is also watched for stalls:
 //! one that sends nothing for `--body-timeout` is cut, and the request answered `408` if no
-//! response has started.
+//! response has started, and its trailers are cleaned as its headers are.
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -41,7 +41,8 @@ impl Stalled {
     }
 }
 
-/// A client's request body, cut when no frame arrives for `idle`.
+/// A client's request body, cut when no frame arrives for `idle`. Its trailers lose
+/// trustmesh's own and hop-by-hop fields ([`crate::headers::strip_trailers`]).
 pub fn request(b: hyper::body::Incoming, idle: Duration) -> (Body, Stalled) {
     let stalled = Stalled::default();
     if b.is_end_stream() {
@@ -81,7 +82,13 @@ impl http_body::Body for TimeoutBody {
             Poll::Ready(frame) => {
                 let deadline = tokio::time::Instant::now() + this.idle;
                 this.sleep.as_mut().reset(deadline);
-                Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+                Poll::Ready(frame.map(|f| {
+                    let mut f = f.map_err(BoxError::from)?;
+                    if let Some(trailers) = f.trailers_mut() {
+                        crate::headers::strip_trailers(trailers);
+                    }
+                    Ok(f)
+                }))
             }
             Poll::Pending => match this.sleep.as_mut().poll(cx) {
                 Poll::Ready(()) => {

@@ -92,6 +92,10 @@ pub struct Args {
     /// closed at once.
     #[arg(long, env = "TRUSTMESH_MAX_CONNECTIONS", default_value = "10000", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// Most inbound connections one peer identity may hold at once (counted after the TLS
+    /// handshake); more are closed. Default: a quarter of --max-connections.
+    #[arg(long, env = "TRUSTMESH_MAX_CONNECTIONS_PER_IDENTITY", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_identity: Option<u32>,
     /// Most concurrent HTTP/2 streams a client may open on one connection.
     #[arg(long, env = "TRUSTMESH_MAX_CONCURRENT_STREAMS", default_value = "256", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_streams: u32,
@@ -116,6 +120,22 @@ pub struct Args {
     /// Log filter; RUST_LOG wins when set. Changeable at run time: PUT /log-level on --admin.
     #[arg(long, env = "TRUSTMESH_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+}
+
+impl Args {
+    /// `--max-connections-per-identity`, or a quarter of `--max-connections` (at least 1).
+    pub fn connections_per_identity(&self) -> u32 {
+        self.max_connections_per_identity
+            .unwrap_or((self.max_connections / 4).max(1))
+    }
+
+    /// The timeouts every served HTTP connection is held to.
+    pub fn timeouts(&self) -> crate::drive::Timeouts {
+        crate::drive::Timeouts {
+            header: self.header_timeout,
+            idle: self.idle_timeout,
+        }
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -1,7 +1,7 @@
 //! The one place where a failure on the request path becomes an HTTP status (as linkerd's
-//! `ServerRescue` does): 400 bad request, 404 unknown destination, 502 upstream refused or
-//! failed verification, 503 no certificate yet, 504 upstream timeout. Bodies are short and
-//! say what happened without echoing anything secret.
+//! `ServerRescue` does): 400 bad request, 404 unknown destination, 405 inbound `CONNECT`,
+//! 502 upstream refused or failed verification, 503 no certificate yet, 504 upstream timeout.
+//! Bodies are short and say what happened without echoing anything secret.
 
 use http::{header, Response, StatusCode};
 
@@ -16,6 +16,9 @@ pub enum ProxyError {
     /// The request is not something the proxy can carry.
     #[error("{0}")]
     BadRequest(String),
+    /// The method is one this listener never carries (inbound `CONNECT`): 405.
+    #[error("{0} is not allowed here")]
+    MethodNotAllowed(&'static str),
     /// The Host names no service in the registry.
     #[error("no service {host:?} in the mesh registry (known as name, name.namespace or name.namespace.svc.cluster.local)")]
     UnknownService {
@@ -87,6 +90,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoHost | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::UnknownService { .. } => StatusCode::NOT_FOUND,
             Self::Withheld { .. } => StatusCode::FORBIDDEN,
             Self::NotReady(_) | Self::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,

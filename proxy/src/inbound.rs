@@ -3,7 +3,14 @@
 //! SPIFFE ID to the app in `x-trustmesh-peer-identity` (any header of that name that arrived
 //! is replaced) and goes to the app in the HTTP version the calling app used.
 //!
-//! Data path: accept → TLS (client cert required) → peer identity → HTTP → forward to app.
+//! Before authorization the request is made what the app will receive: a malformed head
+//! (lower-case method, two `Host`s, userinfo) gets 400 and `CONNECT` 405; hop-by-hop fields
+//! and `x-trustmesh-orig-proto` are removed and `x-trustmesh-peer-identity` set to the
+//! verified identity, so a policy on a header sees exactly the value the app gets. Request
+//! trailers lose every `x-trustmesh-*` and hop-by-hop field ([`crate::body::request`]).
+//!
+//! Data path: accept → TLS (client cert required) → peer identity (and its connection
+//! share) → HTTP → check the head → strip, set identity → authorize → forward to app.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,10 +30,12 @@ use crate::access_log::{self, Entry};
 use crate::app_ports::Carrier;
 use crate::authorize::{authorize, Peer};
 use crate::body::{self, Body};
+use crate::drive;
 use crate::error::ProxyError;
 use crate::headers::{self, ORIG_PROTO, PEER_IDENTITY};
 use crate::limits;
 use crate::metrics::ConnGuard;
+use crate::peer_cap::PeerCap;
 use crate::state::Shared;
 use crate::upstream::{self, PlainClient};
 
@@ -38,6 +47,8 @@ pub struct Inbound {
     app_authority: String,
     /// `--max-connections` open at once on this listener.
     conns: Arc<tokio::sync::Semaphore>,
+    /// `--max-connections-per-identity` of them per peer identity.
+    peers: Arc<PeerCap>,
 }
 
 impl Inbound {
@@ -58,6 +69,7 @@ impl Inbound {
             conns: Arc::new(tokio::sync::Semaphore::new(
                 shared.args.max_connections as usize,
             )),
+            peers: PeerCap::new(shared.args.connections_per_identity()),
             shared,
             http1,
             h2c,
@@ -133,6 +145,13 @@ impl Inbound {
                 return;
             }
         }
+        let Some(_permit) = self.peers.acquire(&peer) else {
+            limits::exceeded(&self.shared.metrics, "connections_per_identity", "inbound");
+            tracing::info!(client.id = %peer, client.addr = %addr, "over --max-connections-per-identity; closed");
+            let mut tls = tls;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+            return;
+        };
         if tls.get_ref().1.alpn_protocol() == Some(crate::opaque::ALPN) {
             crate::opaque::inbound(self.shared.clone(), tls, peer, addr, original).await;
             return;
@@ -157,11 +176,12 @@ impl Inbound {
         let svc = service_fn(move |req| {
             let this = this.clone();
             let conn = conn.clone();
+            let act = act.clone();
             let in_flight = act.request();
             async move {
                 let resp = this.handle(req, &conn).await;
                 drop(in_flight);
-                Ok::<_, std::convert::Infallible>(resp)
+                Ok::<_, std::convert::Infallible>(resp.map(|b| drive::touching(b, act)))
             }
         });
         let builder = limits::builder(&self.shared.args);
@@ -170,19 +190,17 @@ impl Inbound {
             activity.clone(),
             self.shared.args.header_timeout,
         ));
-        let conn = watcher.watch(builder.serve_connection(io, svc));
-        tokio::select! {
-            r = conn => if let Err(e) = r {
-                limits::count_error(&self.shared.metrics, "inbound", e.as_ref());
-                tracing::debug!(client.addr = %addr, "connection ended: {e}");
-            },
-            () = activity.idle(self.shared.args.idle_timeout) => {
-                limits::exceeded(&self.shared.metrics, "idle_timeout", "inbound");
-            }
-        }
-        if activity.head_timed_out() {
-            limits::exceeded(&self.shared.metrics, "header_timeout", "inbound");
-        }
+        let shared = &self.shared;
+        drive::drive(
+            builder.serve_connection(io, svc),
+            Some(watcher),
+            &activity,
+            shared.args.timeouts(),
+            &shared.drain,
+            &shared.metrics,
+            "inbound",
+        )
+        .await;
     }
 
     async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
@@ -238,6 +256,22 @@ impl Inbound {
         if crate::revocation::refuses(&self.shared, &mesh, peer, "request") {
             return Ok(crate::revocation::denied());
         }
+        if let Err(e) = check_head(&parts) {
+            self.refused(log);
+            return Err(e);
+        }
+        // What the policy sees is what the app gets: the caller's own version of our headers
+        // and the hop-by-hop fields are gone, and the verified identity is in place.
+        let app_speaks_http1 = match parts.headers.remove(ORIG_PROTO) {
+            Some(_) => true,
+            // A caller that reached us over HTTP/1.1 directly is forwarded as HTTP/1.1 too.
+            None => parts.version != Version::HTTP_2,
+        };
+        headers::strip_hop_by_hop(&mut parts.headers);
+        // Replaces every header of that name that arrived: only we can vouch for the caller.
+        parts
+            .headers
+            .insert(PEER_IDENTITY, conn.peer_header.clone());
         // The port the request reaches is the port authorized, never one written in Host.
         let port = match conn.original {
             None => self.shared.ports.app(),
@@ -283,16 +317,6 @@ impl Inbound {
                     .and_then(|h| h.to_str().ok())
                     .map(str::to_string)
             });
-        let app_speaks_http1 = match parts.headers.remove(ORIG_PROTO) {
-            Some(_) => true,
-            // A caller that reached us over HTTP/1.1 directly is forwarded as HTTP/1.1 too.
-            None => parts.version != Version::HTTP_2,
-        };
-        headers::strip_hop_by_hop(&mut parts.headers);
-        // Replaces every header of that name that arrived: only we can vouch for the caller.
-        parts
-            .headers
-            .insert(PEER_IDENTITY, conn.peer_header.clone());
         // The app gets exactly the path that was authorized.
         parts.uri = Uri::builder()
             .scheme("http")
@@ -332,6 +356,27 @@ impl Inbound {
                 _ => e,
             })
     }
+}
+
+impl Inbound {
+    /// Counts and logs a request refused before authorization (its head is malformed).
+    fn refused(&self, log: &mut Entry) {
+        self.shared
+            .metrics
+            .authz_decisions
+            .with_label_values(&["bad_request", "-"])
+            .inc();
+        log.decision = Some("bad_request");
+    }
+}
+
+/// Refuses what no app behind the mesh is sent: `CONNECT` (405: the inbound sidecar
+/// tunnels nothing), then what [`headers::check_head`] refuses (400).
+fn check_head(parts: &http::request::Parts) -> Result<(), ProxyError> {
+    if parts.method == http::Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed("CONNECT"));
+    }
+    headers::check_head(parts)
 }
 
 /// What one mTLS connection proved about its caller.

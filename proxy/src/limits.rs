@@ -8,12 +8,14 @@
 //! | `header_timeout` | `--header-timeout` | 10s | an HTTP/1 request head (or the next one on a kept-alive connection) not complete in time gets `408` and the connection is closed (slowloris) |
 //! | `header_bytes` | `--max-header-bytes` | 64 KiB | an HTTP/1 head larger than this gets `431`; for HTTP/2, the header list limit is announced in SETTINGS |
 //! | `body_timeout` | `--body-timeout` | 10s | a request body that sends nothing this long is cut; `408` when no response has started (`body.rs`) |
-//! | `idle_timeout` | `--idle-timeout` | 5m | a connection with no request in flight and no byte moving for this long is closed |
+//! | `header_timeout` (HTTP/2) | `--header-timeout` | 10s | an HTTP/2 connection whose preface and first request are not complete in time is closed; PING and SETTINGS frames do not count |
+//! | `idle_timeout` | `--idle-timeout` | 5m | a connection with no request in flight and nothing moving for this long is closed (HTTP/2: no stream, then GOAWAY; frames without a stream do not count) |
+//! | `connections_per_identity` | `--max-connections-per-identity` | a quarter of `--max-connections` | an inbound connection of an identity that already holds this many is closed after the handshake |
 //! | streams | `--max-concurrent-streams` | 256 | announced to HTTP/2 clients (RFC 9113 §6.5.2); the client must not open more |
 
 use std::future::Future as _;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -72,7 +74,29 @@ pub struct Activity {
     /// Requests started on the connection so far (a head was complete).
     started: AtomicU64,
     /// The connection was closed with `408` because a head did not complete in time.
-    head_timed_out: std::sync::atomic::AtomicBool,
+    head_timed_out: AtomicBool,
+    /// The client sent the HTTP/2 preface: from then on only streams count as activity,
+    /// never bytes (PING, SETTINGS and WINDOW_UPDATE frames keep nothing alive).
+    h2: AtomicBool,
+}
+
+/// Why the watchdog ([`Activity::expired`]) gave up on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// An HTTP/2 connection opened no stream within `--header-timeout` of its start.
+    Header,
+    /// Nothing in flight and nothing moving for `--idle-timeout`.
+    Idle,
+}
+
+impl Expired {
+    /// The `limit` label it is counted under.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Header => "header_timeout",
+            Self::Idle => "idle_timeout",
+        }
+    }
 }
 
 impl Activity {
@@ -83,11 +107,13 @@ impl Activity {
             last_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             started: AtomicU64::new(0),
-            head_timed_out: std::sync::atomic::AtomicBool::new(false),
+            head_timed_out: AtomicBool::new(false),
+            h2: AtomicBool::new(false),
         })
     }
 
-    fn touch(&self) {
+    /// Records that the connection moved something that counts (a request, a body frame).
+    pub fn touch(&self) {
         let ms = self.base.elapsed().as_millis() as u64;
         self.last_ms.store(ms, Ordering::Relaxed);
     }
@@ -104,26 +130,46 @@ impl Activity {
         self.head_timed_out.load(Ordering::Relaxed)
     }
 
-    /// Resolves once the connection has been idle (no request in flight, no byte moved) for
-    /// `timeout`.
-    pub async fn idle(&self, timeout: Duration) {
+    /// Whether the connection speaks HTTP/2 (its preface arrived).
+    pub fn is_h2(&self) -> bool {
+        self.h2.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when the connection should be closed: an HTTP/2 connection that has not
+    /// started a request `header_timeout` after it was accepted (its preface and first
+    /// HEADERS must arrive by then; HTTP/1 heads have [`Tracked`]'s 408 for that), or any
+    /// connection with no request in flight and nothing moving for `idle_timeout`.
+    pub async fn expired(&self, header_timeout: Duration, idle_timeout: Duration) -> Expired {
         loop {
-            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let idle_for = self.base.elapsed().saturating_sub(last);
-            if idle_for >= timeout && self.in_flight.load(Ordering::Relaxed) == 0 {
-                return;
+            if self.is_h2() && self.started.load(Ordering::Relaxed) == 0 {
+                let left = header_timeout.saturating_sub(self.base.elapsed());
+                if left.is_zero() {
+                    return Expired::Header;
+                }
+                tokio::time::sleep(left.clamp(Duration::from_millis(10), Duration::from_secs(1)))
+                    .await;
+                continue;
             }
-            // Check again when the timeout could next run out (at least every second while
-            // a request is in flight).
-            let wait = timeout
-                .saturating_sub(idle_for)
-                .max(Duration::from_millis(50));
-            tokio::time::sleep(
-                wait.min(Duration::from_secs(1))
-                    .max(Duration::from_millis(50)),
-            )
-            .await;
+            let wait = self.idle_wait(idle_timeout);
+            if wait.is_zero() {
+                return Expired::Idle;
+            }
+            tokio::time::sleep(wait).await;
         }
+    }
+
+    /// How long until the connection could be idle for `timeout`; zero when it is now.
+    fn idle_wait(&self, timeout: Duration) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        let idle_for = self.base.elapsed().saturating_sub(last);
+        if idle_for >= timeout && self.in_flight.load(Ordering::Relaxed) == 0 {
+            return Duration::ZERO;
+        }
+        // Check again when the timeout could next run out (at least every second while a
+        // request is in flight).
+        timeout
+            .saturating_sub(idle_for)
+            .clamp(Duration::from_millis(50), Duration::from_secs(1))
     }
 }
 
@@ -140,7 +186,8 @@ impl Drop for InFlight {
 /// An IO that records its activity and, for HTTP/1, enforces `--header-timeout` itself so
 /// that a client too slow to finish a request head gets `408 Request Timeout` before the
 /// connection closes (hyper's own header timeout closes without a word; it stays behind this
-/// one as a backstop). HTTP/2 connections (seen by their preface) are left alone.
+/// one as a backstop). On an HTTP/2 connection (seen by its preface) bytes stop counting as
+/// activity: only streams do, so PINGs cannot hold a connection open.
 pub struct Tracked<T> {
     inner: T,
     activity: Arc<Activity>,
@@ -225,7 +272,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Tracked<T> {
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         let got = &buf.filled()[before..];
-        if !got.is_empty() {
+        if !got.is_empty() && !this.activity.is_h2() {
             this.activity.touch();
         }
         let Some(head) = this.head.as_mut() else {
@@ -233,7 +280,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Tracked<T> {
         };
         if !got.is_empty() {
             if head.first_read && got.starts_with(b"PRI ") {
-                // The HTTP/2 preface: streams have their own limits.
+                // The HTTP/2 preface: from here on streams, not bytes, are activity, and
+                // `Activity::expired` holds the first request to the header timeout.
+                this.activity.h2.store(true, Ordering::Relaxed);
                 this.head = None;
                 return r;
             }
@@ -263,7 +312,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) && !self.activity.is_h2() {
             self.activity.touch();
         }
         r
@@ -283,7 +332,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) && !self.activity.is_h2() {
             self.activity.touch();
         }
         r
@@ -302,13 +351,27 @@ mod tests {
     async fn idle_waits_for_requests_in_flight() {
         let a = Activity::new();
         let req = a.request();
-        let idle = tokio::time::timeout(
-            Duration::from_millis(300),
-            a.idle(Duration::from_millis(50)),
-        );
-        assert!(idle.await.is_err(), "idle while a request is in flight");
+        let (header, idle) = (Duration::from_millis(50), Duration::from_millis(50));
+        let expired = tokio::time::timeout(Duration::from_millis(300), a.expired(header, idle));
+        assert!(expired.await.is_err(), "idle while a request is in flight");
         drop(req);
-        let idle = tokio::time::timeout(Duration::from_secs(2), a.idle(Duration::from_millis(50)));
-        assert!(idle.await.is_ok());
+        let expired = tokio::time::timeout(Duration::from_secs(2), a.expired(header, idle));
+        assert_eq!(expired.await.ok(), Some(Expired::Idle));
+    }
+
+    #[tokio::test]
+    async fn an_h2_connection_without_a_request_expires_at_the_header_timeout() {
+        let a = Activity::new();
+        a.h2.store(true, Ordering::Relaxed);
+        let (header, idle) = (Duration::from_millis(100), Duration::from_secs(60));
+        let got = tokio::time::timeout(Duration::from_secs(5), a.expired(header, idle)).await;
+        assert_eq!(got.ok(), Some(Expired::Header));
+        // Once it has served a request, only the idle timeout applies.
+        drop(a.request());
+        let got = tokio::time::timeout(Duration::from_millis(300), a.expired(header, idle)).await;
+        assert!(
+            got.is_err(),
+            "a connection that served a request is not held to the header timeout"
+        );
     }
 }

@@ -25,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::accept::accept_loop;
 use crate::access_log::{self, Entry};
 use crate::body::{self, Body};
+use crate::drive;
 use crate::error::ProxyError;
 use crate::headers::{self, ORIG_PROTO, PEER_IDENTITY};
 use crate::intercept::{self, Route};
@@ -87,11 +88,12 @@ impl Outbound {
         let act = activity.clone();
         let svc = service_fn(move |req| {
             let this = this.clone();
+            let act = act.clone();
             let in_flight = act.request();
             async move {
                 let resp = this.handle(req, orig).await;
                 drop(in_flight);
-                Ok::<_, std::convert::Infallible>(resp)
+                Ok::<_, std::convert::Infallible>(resp.map(|b| drive::touching(b, act)))
             }
         });
         let builder = limits::builder(&shared.args);
@@ -100,19 +102,17 @@ impl Outbound {
             activity.clone(),
             shared.args.header_timeout,
         ));
-        let conn = watcher.watch(builder.serve_connection(io, svc));
-        tokio::select! {
-            r = conn => if let Err(e) = r {
-                limits::count_error(&shared.metrics, "outbound", e.as_ref());
-                tracing::debug!(client.addr = %addr, "connection ended: {e}");
-            },
-            () = activity.idle(shared.args.idle_timeout) => {
-                limits::exceeded(&shared.metrics, "idle_timeout", "outbound");
-            }
-        }
-        if activity.head_timed_out() {
-            limits::exceeded(&shared.metrics, "header_timeout", "outbound");
-        }
+        tracing::trace!(client.addr = %addr, "outbound connection");
+        drive::drive(
+            builder.serve_connection(io, svc),
+            Some(watcher),
+            &activity,
+            shared.args.timeouts(),
+            &shared.drain,
+            &shared.metrics,
+            "outbound",
+        )
+        .await;
     }
 
     async fn handle(&self, mut req: Request<Incoming>, orig: Option<SocketAddr>) -> Response<Body> {
@@ -185,6 +185,11 @@ impl Outbound {
                 "CONNECT is not supported through the mesh".to_string(),
             ));
         }
+        // The same head checks as inbound, so the app hears why here rather than from the
+        // callee (lower-case method, two Host headers, userinfo: 400).
+        let (parts, body) = req.into_parts();
+        headers::check_head(&parts)?;
+        let req = Request::from_parts(parts, body);
         let host = request_host(&req);
         let route = intercept::decide(
             &self.shared,

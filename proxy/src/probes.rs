@@ -16,7 +16,9 @@
 //! `--exclude-inbound-ports 15020`) answers exactly those paths, `GET` or `HEAD` only, by
 //! making the declared probe against the app on loopback and returning its status (a TCP
 //! probe answers 200 or 503). Any other path gets 404, so the only plaintext that reaches the
-//! app from outside the pod is the probes the pod declares, with their declared paths.
+//! app from outside the pod is the probes the pod declares, with their declared paths. The
+//! listener needs no credentials, so it is held to the same header and idle timeouts as the
+//! others and to [`MAX_CONNECTIONS`] connections.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -30,12 +32,17 @@ use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::body::{self, Body};
+use crate::drive::drive;
 use crate::error::text_response;
+use crate::limits;
+use crate::state::Shared;
 
 /// The path prefix of rewritten probes.
 pub const PREFIX: &str = "/app-health/";
@@ -141,19 +148,31 @@ pub fn parse_app_probes(s: &str) -> Result<AppProbes, String> {
     Ok(probes)
 }
 
+/// Most probe connections open at once: the kubelet opens one per probe and period, so this
+/// is plenty, and a client without credentials cannot hold more.
+pub const MAX_CONNECTIONS: usize = 64;
+
 /// Serves rewritten probes until the listener fails; `app_ip` is the app's address (`--app`).
-pub async fn serve(listener: TcpListener, app_ip: IpAddr, probes: AppProbes) {
+/// Each connection is held to `--header-timeout` (408) and `--idle-timeout`, and at most
+/// [`MAX_CONNECTIONS`] are open; hits count as `trustmesh_limits_exceeded_total` with
+/// `direction="probe"`.
+pub async fn serve(listener: TcpListener, app_ip: IpAddr, probes: AppProbes, shared: Arc<Shared>) {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(DEFAULT_TIMEOUT * 5));
     let client: Client<HttpConnector, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build(connector);
     let state = Arc::new((app_ip, probes, client));
+    let conns = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let state = state.clone();
+        let Ok(permit) = conns.clone().try_acquire_owned() else {
+            limits::exceeded(&shared.metrics, "connections", DIRECTION);
+            continue;
+        };
+        let (state, shared) = (state.clone(), shared.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let state = state.clone();
@@ -162,12 +181,39 @@ pub async fn serve(listener: TcpListener, app_ip: IpAddr, probes: AppProbes) {
                     Ok::<_, Infallible>(answer(&req, *app_ip, probes, client).await)
                 }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await;
+            let args = &shared.args;
+            let activity = limits::Activity::new();
+            let io = TokioIo::new(limits::Tracked::with_head_timeout(
+                tcp,
+                activity.clone(),
+                args.header_timeout,
+            ));
+            let mut builder = Builder::new(TokioExecutor::new()).http1_only();
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                // `Tracked` answers 408 first; hyper's own stays behind it as a backstop.
+                .header_read_timeout(args.header_timeout + Duration::from_secs(2))
+                .max_buf_size(args.max_header_bytes as usize);
+            let conn = builder.serve_connection(io, svc);
+            let (drain, metrics) = (&shared.drain, &shared.metrics);
+            drive(
+                conn,
+                None,
+                &activity,
+                args.timeouts(),
+                drain,
+                metrics,
+                DIRECTION,
+            )
+            .await;
+            drop(permit);
         });
     }
 }
+
+/// The `direction` label of the probe listener's limits.
+const DIRECTION: &str = "probe";
 
 async fn answer(
     req: &Request<Incoming>,

@@ -104,9 +104,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(l) = probe_l {
         let probes = args.app_probes.clone().unwrap_or_default();
         if let Some(l6) = listen::ipv6_twin(l.local_addr()?).await {
-            tokio::spawn(crate::probes::serve(l6, args.app.ip(), probes.clone()));
+            let shared = shared.clone();
+            tokio::spawn(crate::probes::serve(
+                l6,
+                args.app.ip(),
+                probes.clone(),
+                shared,
+            ));
         }
-        tokio::spawn(crate::probes::serve(l, args.app.ip(), probes));
+        tokio::spawn(crate::probes::serve(
+            l,
+            args.app.ip(),
+            probes,
+            shared.clone(),
+        ));
     }
     tracing::info!(
         identity = %args.identity,

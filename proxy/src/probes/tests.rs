@@ -2,6 +2,33 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::*;
 
+/// The state `serve` reads, with every flag at its default.
+fn shared() -> Arc<Shared> {
+    use clap::Parser as _;
+    let args = crate::config::Args::try_parse_from([
+        "trustmesh-proxy",
+        "--control-plane",
+        "https://127.0.0.1:1",
+        "--trust-bundle",
+        "bundle.pem",
+        "--token-file",
+        "token",
+        "--identity",
+        "spiffe://cluster.local/ns/t/sa/probes",
+    ])
+    .unwrap();
+    Arc::new(Shared {
+        identity: args.identity.clone(),
+        resolver: Arc::new(trustmesh_certs::RotatingResolver::new()),
+        cert: arc_swap::ArcSwapOption::empty(),
+        mesh: arc_swap::ArcSwapOption::empty(),
+        metrics: crate::metrics::Metrics::new().unwrap(),
+        drain: Default::default(),
+        mesh_changes: tokio::sync::watch::channel(0).0,
+        args,
+    })
+}
+
 #[test]
 fn parses_istio_style_probers_and_refuses_bad_ones() {
     let p = parse_app_probes(
@@ -89,7 +116,7 @@ async fn declared_probes_reach_the_app_and_nothing_else_does() {
     let probes = parse_app_probes(&json).unwrap();
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    tokio::spawn(serve(l, app.ip(), probes));
+    tokio::spawn(serve(l, app.ip(), probes, shared()));
 
     assert_eq!(get(addr, "/app-health/orders/livez").await, 200);
     assert_eq!(get(addr, "/app-health/orders/readyz").await, 204);

@@ -1,0 +1,150 @@
+//! Drives one served HTTP connection to its end, for the inbound, outbound and probe
+//! listeners alike: it asks the connection to finish (HTTP/1.1: close once idle; HTTP/2:
+//! GOAWAY, RFC 9113 §6.8) when the drain begins or when [`Activity::expired`] says so (an
+//! HTTP/2 connection that started no request within `--header-timeout`, or any connection
+//! idle for `--idle-timeout`), and closes it outright if it has not finished a moment later.
+//!
+//! Data path: accept → (TLS) → [`crate::limits::Tracked`] IO → hyper → this loop.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt as _;
+use hyper_util::server::graceful::Watcher;
+
+use crate::body::{Body, BoxError};
+use crate::drain::Drain;
+use crate::limits::{self, Activity};
+use crate::metrics::Metrics;
+
+/// How long a connection asked to finish on a timeout may take before it is dropped (a
+/// client that reads nothing must not keep it by never taking the GOAWAY).
+const GRACE: Duration = Duration::from_secs(2);
+
+/// A served connection that can be asked to finish gracefully.
+pub trait Graceful: Future<Output = Result<(), BoxError>> {
+    /// HTTP/1.1: close once the response in flight is done; HTTP/2: send GOAWAY and close
+    /// once the open streams are done.
+    fn finish(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Graceful
+    for hyper_util::server::conn::auto::Connection<'_, I, S, hyper_util::rt::TokioExecutor>
+where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Send,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    fn finish(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// The limits a connection is held to.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// `--header-timeout`.
+    pub header: Duration,
+    /// `--idle-timeout`.
+    pub idle: Duration,
+}
+
+/// Runs `conn` to its end. `watcher` (held until then) keeps a drain waiting for it.
+pub async fn drive<C: Graceful>(
+    conn: C,
+    watcher: Option<Watcher>,
+    activity: &Activity,
+    timeouts: Timeouts,
+    drain: &Drain,
+    metrics: &Metrics,
+    direction: &'static str,
+) {
+    tokio::pin!(conn);
+    let mut draining = false;
+    let mut closing: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    limits::count_error(metrics, direction, e.as_ref());
+                    tracing::debug!(direction, "connection ended: {e}");
+                }
+                break;
+            }
+            () = drain.started(), if !draining => {
+                draining = true;
+                conn.as_mut().finish();
+            }
+            why = activity.expired(timeouts.header, timeouts.idle), if closing.is_none() => {
+                limits::exceeded(metrics, why.label(), direction);
+                conn.as_mut().finish();
+                closing = Some(Box::pin(tokio::time::sleep(GRACE)));
+            }
+            () = async {
+                match closing.as_mut() {
+                    Some(s) => s.as_mut().await,
+                    None => std::future::pending().await,
+                }
+            } => break,
+        }
+    }
+    if activity.head_timed_out() {
+        limits::exceeded(metrics, "header_timeout", direction);
+    }
+    drop(watcher);
+}
+
+/// A response body whose frames count as the connection's activity: a streaming response
+/// keeps an HTTP/2 connection alive, a stalled one does not.
+pub fn touching(body: Body, activity: Arc<Activity>) -> Body {
+    Touching {
+        inner: body,
+        activity,
+    }
+    .boxed()
+}
+
+struct Touching {
+    inner: Body,
+    activity: Arc<Activity>,
+}
+
+impl http_body::Body for Touching {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if r.is_ready() {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Touching {
+    fn drop(&mut self) {
+        self.activity.touch();
+    }
+}
