@@ -123,6 +123,9 @@ pub fn run(args: AuthzCheckArgs) -> anyhow::Result<ExitCode> {
     if d.would_deny {
         println!("note: dry run: enforcing would deny this request");
     }
+    if d.would_allow {
+        println!("note: dry run: a dry-run ALLOW policy would allow this request (it is denied)");
+    }
     if let Some(a) = d.audit.as_deref() {
         println!("audit: {a}");
     }

@@ -9,8 +9,12 @@
 //! namespace or in the mesh's root namespace, and its selector (if any) matches the labels of
 //! the workload's `Service` entry.
 //!
-//! Dry run: a policy with `mode: audit` is evaluated as if enforced, and if it alone turns an
-//! allow into a deny, the request passes with `would_deny` set. With `enforcement: audit` in
+//! Dry run (`mode: audit`, or Istio's `istio.io/dry-run: "true"` annotation): the decision is
+//! made with dry-run policies left out, exactly as if they were not there (so a dry-run ALLOW
+//! never allows, and a workload whose only ALLOW policies are dry-run falls to
+//! `default_action`, as Istio's shadow rules do). A second pass with them in force only reports
+//! the difference: `would_deny` when enforcing them would deny a request that passes,
+//! `would_allow` when it would allow a request that is denied. With `enforcement: audit` in
 //! `mesh.yaml` every denial becomes a `would_deny`.
 
 use std::collections::HashMap;
@@ -64,6 +68,9 @@ pub struct Decision {
     pub allowed: bool,
     /// Dry run: the request passes (`allowed`) but enforcing every policy would deny it.
     pub would_deny: bool,
+    /// Dry run: the request is denied, and enforcing the dry-run policies too would allow it.
+    /// Reported only; it never lets the request through.
+    pub would_allow: bool,
     /// The deciding policy, `namespace/name` (for a `would_deny`, the one that would deny).
     pub policy: Option<Arc<str>>,
     /// The 0-based index of the deciding rule in that policy's `rules`.
@@ -265,6 +272,7 @@ impl WorkloadPolicies {
         let decision = |o: &Outcome<'_>, allowed: bool, would_deny: bool| Decision {
             allowed,
             would_deny,
+            would_allow: false,
             policy: o.policy.map(|p| p.key.clone()),
             rule: o.rule,
             route: o
@@ -277,14 +285,18 @@ impl WorkloadPolicies {
         if i.enforcement == Enforcement::Audit {
             return decision(&full, true, !full.allowed);
         }
-        if full.allowed || !i.has_dry_run {
+        if !i.has_dry_run {
             return decision(&full, full.allowed, false);
         }
+        // The decision never depends on a dry-run policy; `full` only tells what would change.
         let enforced = self.evaluate(&attrs, false);
-        if enforced.allowed {
-            decision(&full, true, true)
-        } else {
-            decision(&enforced, false, false)
+        match (enforced.allowed, full.allowed) {
+            (true, false) => decision(&full, true, true),
+            (false, true) => Decision {
+                would_allow: true,
+                ..decision(&enforced, false, false)
+            },
+            _ => decision(&enforced, enforced.allowed, false),
         }
     }
 
@@ -353,22 +365,24 @@ impl AuthorizationPolicy {
 impl WorkloadPolicies {
     /// Whether `source` could be allowed any request to this workload at all: what decides
     /// which registry entries a proxy is sent (least privilege). An over-approximation: IP
-    /// blocks, operations and conditions are taken as "could match", and dry-run policies as
-    /// allowing; `false` only when every request from `source` is certainly denied (no ALLOW
+    /// blocks, operations and conditions are taken as "could match"; dry-run ALLOW policies
+    /// are left out, as in [`WorkloadPolicies::authorize`]; `false` only when every request from `source` is certainly denied (no ALLOW
     /// rule's `from` can match it, or no ALLOW policy and `default_action: deny`).
     pub fn may_be_called_by(&self, source: &SpiffeId) -> bool {
         let i = &self.inner;
-        if i.enforcement == Enforcement::Audit || i.allow.iter().any(|p| p.dry_run) {
+        if i.enforcement == Enforcement::Audit {
             return true;
         }
-        if i.allow.is_empty() {
+        // Dry-run ALLOW policies never allow, so they cannot make a caller reach a service.
+        let mut allows = i.allow.iter().filter(|p| !p.dry_run).peekable();
+        if allows.peek().is_none() {
             return i.default_action == DefaultAction::Allow;
         }
         let principal = source.principal();
         let namespace = source.namespace();
         let any =
             |patterns: &[crate::pattern::StrMatch], v: &str| patterns.iter().any(|p| p.matches(v));
-        i.allow.iter().any(|p| {
+        allows.any(|p| {
             p.rules.iter().any(|r| {
                 r.from.is_empty()
                     || r.from.iter().any(|s| {

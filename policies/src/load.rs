@@ -170,9 +170,8 @@ pub(crate) struct Metadata {
     pub namespace: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    /// Accepted so that Kubernetes manifests load; not used.
+    /// Kubernetes annotations; only `istio.io/dry-run` means something (on a policy).
     #[serde(default)]
-    #[allow(dead_code)]
     pub annotations: BTreeMap<String, String>,
 }
 

@@ -103,7 +103,7 @@ pub fn authorize(
     tracing::info!(
         client.id = %peer.id, method = %parts.method, route = path.as_str(),
         authz.policy = policy, authz.rule = rule, reason = decision.reason.as_str(),
-        decision = "deny", "request denied"
+        decision = "deny", authz.would_allow = decision.would_allow, "request denied"
     );
     Err(Box::new(denied(parts)))
 }
