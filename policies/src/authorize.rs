@@ -27,6 +27,7 @@ use crate::evaluate::Attrs;
 use crate::load::PolicySet;
 use crate::mesh::{DefaultAction, Enforcement, MeshConfig};
 use crate::model::{Action, AuthorizationPolicy};
+use crate::normalize::PathParameters;
 use crate::registry::Registry;
 use crate::request::Request;
 use crate::service::ServiceEntry;
@@ -193,6 +194,7 @@ struct WorkloadInner {
     labels: std::collections::BTreeMap<String, String>,
     default_action: DefaultAction,
     enforcement: Enforcement,
+    path_parameters: PathParameters,
     deny: Vec<Arc<CompiledPolicy>>,
     allow: Vec<Arc<CompiledPolicy>>,
     audit: Vec<Arc<CompiledPolicy>>,
@@ -215,6 +217,7 @@ fn select(
         labels: w.labels.clone(),
         default_action: mesh.default_action,
         enforcement: mesh.enforcement,
+        path_parameters: mesh.path_parameters,
         deny: Vec::new(),
         allow: Vec::new(),
         audit: Vec::new(),
@@ -257,6 +260,12 @@ impl WorkloadPolicies {
             .chain(&i.allow)
             .chain(&i.audit)
             .map(|p| &*p.key)
+    }
+
+    /// How the path of a request to this workload is normalized (`mesh.yaml`
+    /// `path_parameters`): pass it to [`crate::normalize_path_with`] before [`Self::authorize`].
+    pub fn path_parameters(&self) -> PathParameters {
+        self.inner.path_parameters
     }
 
     /// Decides whether `request` may pass; see the module docs. Allocates nothing.

@@ -43,7 +43,7 @@ pub use model::{
     Action, AuthorizationPolicy, Condition, Mode, Operation, PolicySpec, Rule, RuleFrom, RuleTo,
     Selector, Source,
 };
-pub use normalize::{normalize_path, PathError, RoutePath};
+pub use normalize::{normalize_path, normalize_path_with, PathError, PathParameters, RoutePath};
 pub use registry::Registry;
 pub use request::{Headers, NoHeaders, Request};
 pub use service::{Protocol, ServiceEntry, ServicePort};

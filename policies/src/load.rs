@@ -18,6 +18,7 @@ use crate::diagnostic::Diagnostic;
 use crate::document::{split_documents, Document};
 use crate::mesh::{DefaultAction, Enforcement, MeshConfig, OutboundPolicy, MESH_FILE};
 use crate::model::{AuthorizationPolicy, PolicySpec};
+use crate::normalize::PathParameters;
 use crate::registry::Registry;
 use crate::service::ServicePort;
 use crate::walk::yaml_files;
@@ -226,6 +227,7 @@ struct MeshFile {
     root_namespace: Option<String>,
     enforcement: Enforcement,
     outbound_policy: OutboundPolicy,
+    path_parameters: PathParameters,
 }
 
 fn parse_mesh(path: &Path, text: &str, diagnostics: &mut Vec<Diagnostic>) -> Option<MeshConfig> {
@@ -244,6 +246,7 @@ fn parse_mesh(path: &Path, text: &str, diagnostics: &mut Vec<Diagnostic>) -> Opt
         default_action: raw.default_action,
         enforcement: raw.enforcement,
         outbound_policy: raw.outbound_policy,
+        path_parameters: raw.path_parameters,
         ..MeshConfig::default()
     };
     let mut ok = true;

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use trustmesh_certs::TrustDomain;
 
+use crate::normalize::PathParameters;
+
 /// The name of the mesh settings file at the root of the policy folder.
 pub const MESH_FILE: &str = "mesh.yaml";
 
@@ -62,6 +64,9 @@ pub struct MeshConfig {
     /// Traffic to an address outside the registry: deny (default) or passthrough.
     #[serde(default)]
     pub outbound_policy: OutboundPolicy,
+    /// `;` path parameters: reject (default, `400`) or strip (matched without them).
+    #[serde(default)]
+    pub path_parameters: PathParameters,
 }
 
 impl Default for MeshConfig {
@@ -72,6 +77,7 @@ impl Default for MeshConfig {
             root_namespace: DEFAULT_ROOT_NAMESPACE.to_string(),
             enforcement: Enforcement::Enforce,
             outbound_policy: OutboundPolicy::Deny,
+            path_parameters: PathParameters::Reject,
         }
     }
 }
@@ -108,6 +114,19 @@ mod tests {
         old.as_object_mut().unwrap().remove("outbound_policy");
         let back: MeshConfig = serde_json::from_value(old).unwrap();
         assert_eq!(back.outbound_policy, OutboundPolicy::Deny);
+    }
+
+    #[test]
+    fn path_parameters_default_to_reject_and_read_strip() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(MESH_FILE), "trust_domain: cluster.local\n").unwrap();
+        let set = crate::load_dir(dir.path()).unwrap();
+        assert_eq!(set.mesh.path_parameters, PathParameters::Reject);
+        std::fs::write(dir.path().join(MESH_FILE), "path_parameters: strip\n").unwrap();
+        let set = crate::load_dir(dir.path()).unwrap();
+        assert_eq!(set.mesh.path_parameters, PathParameters::Strip);
+        std::fs::write(dir.path().join(MESH_FILE), "path_parameters: allow\n").unwrap();
+        assert!(crate::load_dir(dir.path()).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use http::{header, request::Parts, HeaderValue, Response, StatusCode};
 use trustmesh_certs::SpiffeId;
-use trustmesh_policies::normalize::{normalize_path, RoutePath};
+use trustmesh_policies::normalize::{normalize_path_with, RoutePath};
 use trustmesh_policies::request::Request as AuthzRequest;
 use trustmesh_policies::WorkloadPolicies;
 
@@ -43,7 +43,7 @@ pub fn authorize(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let path = normalize_path(raw).map_err(|e| {
+    let path = normalize_path_with(raw, policies.path_parameters()).map_err(|e| {
         tracing::info!(client.id = %peer.id, "refused a request path: {e}");
         metrics
             .authz_decisions

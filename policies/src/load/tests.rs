@@ -97,7 +97,7 @@ fn reports_every_error_with_its_position() {
     let cases: Vec<Case<'_>> = vec![
         (
             vec![("mesh.yaml", "trust_domain: cluster.local\nbogus: 1\n")],
-            vec!["mesh.yaml:2:1: unknown field `bogus`, expected one of `trust_domain`, `default_action`, `root_namespace`, `enforcement`, `outbound_policy`"],
+            vec!["mesh.yaml:2:1: unknown field `bogus`, expected one of `trust_domain`, `default_action`, `root_namespace`, `enforcement`, `outbound_policy`, `path_parameters`"],
         ),
         (
             vec![("mesh.yaml", "trust_domain: Cluster.Local\n")],
