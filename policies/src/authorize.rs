@@ -129,7 +129,7 @@ impl CompiledPolicies {
         let mut compiled = Vec::with_capacity(policies.len());
         let mut errors = Vec::new();
         for p in policies {
-            match compile_policy(p) {
+            match compile_policy(p, &mesh.trust_domain) {
                 Ok(c) => compiled.push(Arc::new(c)),
                 Err(e) => errors.extend(e),
             }

@@ -150,7 +150,14 @@ pub(crate) fn check(
         if dry_run_annotation(p, &policy, &d.metadata, diagnostics) {
             policy.spec.mode = Mode::Audit;
         }
-        if let Err(errors) = compile_policy(&policy) {
+        for f in crate::lint::lint(&policy, mesh.trust_domain.as_str()) {
+            diagnostics.push(if f.is_error {
+                p.error(f.field, Some(&f.value), f.message)
+            } else {
+                p.warning(f.field, Some(&f.value), f.message)
+            });
+        }
+        if let Err(errors) = compile_policy(&policy, &mesh.trust_domain) {
             for e in errors {
                 diagnostics.push(p.error(
                     e.field,

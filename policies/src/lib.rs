@@ -22,6 +22,7 @@ pub mod compile;
 pub mod diagnostic;
 mod document;
 mod evaluate;
+mod lint;
 pub mod load;
 pub mod mesh;
 pub mod model;

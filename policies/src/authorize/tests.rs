@@ -440,6 +440,20 @@ fn cases() -> Vec<(Case, String)> {
         ),
         (
             Case {
+                name: "request.headers[host] is the request's authority, any case, port ignored",
+                mesh: "default_action: allow\n",
+                policies: "",
+                requests: vec![
+                    (Req { host: Some("ADMIN.example.com:8443"), ..get(GATEWAY, "/") }, ("deny", Some("production/no-admin-host"), Some(0))),
+                    (Req { host: Some("admin.example.com"), ..get(GATEWAY, "/") }, ("deny", Some("production/no-admin-host"), Some(0))),
+                    (Req { host: Some("api.example.com"), ..get(GATEWAY, "/") }, ("allow", None, None)),
+                    (get(GATEWAY, "/"), ("allow", None, None)),
+                ],
+            },
+            p("no-admin-host", "production", "  action: DENY\n  rules:\n  - when:\n    - {key: \"request.headers[Host]\", values: [\"admin.example.com\"]}\n"),
+        ),
+        (
+            Case {
                 name: "mesh-wide enforcement audit",
                 mesh: "enforcement: audit\n",
                 policies: "",
@@ -585,4 +599,41 @@ fn a_bad_dry_run_annotation_is_an_error_at_its_value() {
         assert!(found[0].contains("policies.yaml:7:"), "{found:?}");
         assert!(found[0].contains("istio.io/dry-run"), "{found:?}");
     }
+}
+
+#[test]
+fn cluster_local_principals_name_the_mesh_trust_domain() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("services.yaml"), SERVICES.replace("cluster.local", "example.org")).unwrap();
+    std::fs::write(dir.path().join("mesh.yaml"), "trust_domain: example.org\ndefault_action: allow\n").unwrap();
+    let policies = format!(
+        "{}{}",
+        policy("no-mallory", "production", "  action: DENY\n  rules:\n  - from:\n    - source: {principals: [\"cluster.local/ns/evil/sa/mallory\"]}\n"),
+        policy("no-eve", "production", "  action: DENY\n  rules:\n  - when:\n    - {key: source.principal, values: [\"spiffe://cluster.local/ns/evil/sa/eve\"]}\n"),
+    );
+    std::fs::write(dir.path().join("policies.yaml"), policies).unwrap();
+    let set = load_dir(dir.path()).unwrap_or_else(|e| panic!("{e:#?}"));
+    let c = CompiledPolicies::from_set(&set).unwrap();
+    let workload = c.registry().entries()[1].clone();
+    let path = normalize_path("/").unwrap();
+    let decide = |who: &str| {
+        let id = SpiffeId::parse(&format!("spiffe://example.org/{who}")).unwrap();
+        c.authorize(&workload, &Request::http(Some(&id), "GET", &path, 80))
+    };
+    let d = decide("ns/evil/sa/mallory");
+    assert_eq!((d.allowed, d.policy.as_deref()), (false, Some("production/no-mallory")), "{d:?}");
+    let d = decide("ns/evil/sa/eve");
+    assert_eq!((d.allowed, d.policy.as_deref()), (false, Some("production/no-eve")), "{d:?}");
+    assert!(decide(GATEWAY).allowed);
+}
+
+#[test]
+fn conditions_on_trustmesh_headers_are_errors_at_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    let body = "  rules:\n  - when:\n    - key: request.headers[X-Trustmesh-Peer-Identity]\n      values: [\"spiffe://cluster.local/ns/production/sa/api-gateway\"]\n";
+    std::fs::write(dir.path().join("policies.yaml"), policy("spoofable", "production", body)).unwrap();
+    let errors: Vec<String> = load_dir(dir.path()).unwrap_err().iter().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("policies.yaml:8:12: key \"request.headers[X-Trustmesh-Peer-Identity]\": conditions on x-trustmesh-* headers are refused"), "{errors:?}");
 }
