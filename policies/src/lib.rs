@@ -32,6 +32,7 @@ pub mod registry;
 pub mod request;
 pub mod service;
 pub mod snapshot;
+mod shape;
 mod walk;
 mod yaml_error;
 
