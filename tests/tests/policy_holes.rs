@@ -117,3 +117,51 @@ async fn paths_servers_read_differently_get_400_before_the_app() {
         mesh.app_b.requests()
     );
 }
+
+/// Several errors in one document, and in a second one, plus a warning.
+const MANY_ERRORS: &str = "\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: p
+  namespace: test
+  annotations: {istio.io/dry-run: \"maybe\"}
+spec:
+  actoin: DENY
+  rules:
+    - from: [{source: {principal: [a]}}]
+      when: [{key: \"request.headers[x-trustmesh-peer-identity]\", values: [x]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: q, namespace: test}
+spec:
+  action: DENY
+  mode: dryrun
+  rules:
+    - to: [{operation: {paths: [\"/admin/*\"], verbs: [GET]}}]
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_validate_prints_every_error_at_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), MANY_ERRORS).unwrap();
+    let out = trustmesh_e2e::control_plane::run_cli(&[
+        "policy",
+        "validate",
+        dir.path().to_str().unwrap(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    for want in [
+        "p.yaml:6:35: bad istio.io/dry-run annotation \"maybe\"",
+        "p.yaml:8:3: spec: unknown field `actoin`",
+        "p.yaml:10:24: spec.rules[0].from[0].source: unknown field `principal`",
+        "p.yaml:11:20: key \"request.headers[x-trustmesh-peer-identity]\": conditions on x-trustmesh-* headers are refused",
+        "p.yaml:18:9: spec.mode: unknown variant `dryrun`",
+        "p.yaml:20:46: spec.rules[0].to[0].operation: unknown field `verbs`",
+    ] {
+        assert!(out.stderr.contains(want), "missing {want:?} in:\n{}", out.stderr);
+    }
+}
