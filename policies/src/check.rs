@@ -236,7 +236,9 @@ fn dry_run_annotation<T>(
             diagnostics.push(doc.error(
                 DRY_RUN_ANNOTATION,
                 Some(value),
-                format!("bad {DRY_RUN_ANNOTATION} annotation {value:?}: must be \"true\" or \"false\""),
+                format!(
+                    "bad {DRY_RUN_ANNOTATION} annotation {value:?}: must be \"true\" or \"false\""
+                ),
             ));
             return false;
         }

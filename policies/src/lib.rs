@@ -31,8 +31,8 @@ mod pattern;
 pub mod registry;
 pub mod request;
 pub mod service;
-pub mod snapshot;
 mod shape;
+pub mod snapshot;
 mod walk;
 mod yaml_error;
 

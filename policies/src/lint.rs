@@ -137,7 +137,11 @@ mod tests {
             "*/ns/a/sa/b",
             "*",
         ] {
-            assert_eq!(lint(&policy(Action::Deny, &[ok], &[]), "example.org"), vec![], "{ok}");
+            assert_eq!(
+                lint(&policy(Action::Deny, &[ok], &[]), "example.org"),
+                vec![],
+                "{ok}"
+            );
         }
     }
 
@@ -146,9 +150,18 @@ mod tests {
         let found = lint(&policy(Action::Deny, &[], &["/admin/*"]), "cluster.local");
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(!found[0].is_error && found[0].value == "/admin/*");
-        let both = lint(&policy(Action::Deny, &[], &["/admin/*", "/admin"]), "cluster.local");
+        let both = lint(
+            &policy(Action::Deny, &[], &["/admin/*", "/admin"]),
+            "cluster.local",
+        );
         assert_eq!(both, vec![]);
-        assert_eq!(lint(&policy(Action::Deny, &[], &["/*"]), "cluster.local"), vec![]);
-        assert_eq!(lint(&policy(Action::Allow, &[], &["/admin/*"]), "cluster.local"), vec![]);
+        assert_eq!(
+            lint(&policy(Action::Deny, &[], &["/*"]), "cluster.local"),
+            vec![]
+        );
+        assert_eq!(
+            lint(&policy(Action::Allow, &[], &["/admin/*"]), "cluster.local"),
+            vec![]
+        );
     }
 }

@@ -23,8 +23,8 @@ use crate::model::{AuthorizationPolicy, PolicySpec};
 use crate::normalize::PathParameters;
 use crate::registry::Registry;
 use crate::service::ServicePort;
-use crate::walk::yaml_files;
 use crate::shape;
+use crate::walk::yaml_files;
 use crate::yaml_error;
 
 /// A fully valid policy folder: the only input from which policies are put in force.

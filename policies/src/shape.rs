@@ -76,7 +76,9 @@ pub(crate) fn parse<T: DeserializeOwned>(text: &str) -> Parsed<T> {
                     // in the original, or the nearest enclosing one.
                     let (l, c) = (0..=p.len())
                         .rev()
-                        .find_map(|n| locate(text, &p[..n], unknown_field(&m).filter(|_| n == p.len())))
+                        .find_map(|n| {
+                            locate(text, &p[..n], unknown_field(&m).filter(|_| n == p.len()))
+                        })
                         .unwrap_or((1, 1));
                     errors.push((l, c, full));
                     if errors.len() >= MAX_ERRORS {
@@ -126,10 +128,12 @@ fn parse_path(p: &str) -> Vec<Seg> {
 
 /// The field an "unknown field `X`" (or "unsupported field `X`") message names.
 fn unknown_field(message: &str) -> Option<&str> {
-    ["unknown field `", "unsupported field `"].iter().find_map(|start| {
-        let rest = message.strip_prefix(start)?;
-        rest.split_once('`').map(|(f, _)| f)
-    })
+    ["unknown field `", "unsupported field `"]
+        .iter()
+        .find_map(|start| {
+            let rest = message.strip_prefix(start)?;
+            rest.split_once('`').map(|(f, _)| f)
+        })
 }
 
 /// The field a "missing field `X`" message names.

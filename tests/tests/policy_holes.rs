@@ -72,7 +72,11 @@ async fn a_dry_run_allow_never_lets_a_request_in_under_default_deny() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(status(&mesh, "/public").await, 200, "the enforced ALLOW allows");
+    assert_eq!(
+        status(&mesh, "/public").await,
+        200,
+        "the enforced ALLOW allows"
+    );
     let before = mesh.app_b.request_count();
     for path in ["/private-a", "/private-b"] {
         assert_eq!(

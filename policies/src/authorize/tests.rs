@@ -604,8 +604,16 @@ fn a_bad_dry_run_annotation_is_an_error_at_its_value() {
 #[test]
 fn cluster_local_principals_name_the_mesh_trust_domain() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("services.yaml"), SERVICES.replace("cluster.local", "example.org")).unwrap();
-    std::fs::write(dir.path().join("mesh.yaml"), "trust_domain: example.org\ndefault_action: allow\n").unwrap();
+    std::fs::write(
+        dir.path().join("services.yaml"),
+        SERVICES.replace("cluster.local", "example.org"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("mesh.yaml"),
+        "trust_domain: example.org\ndefault_action: allow\n",
+    )
+    .unwrap();
     let policies = format!(
         "{}{}",
         policy("no-mallory", "production", "  action: DENY\n  rules:\n  - from:\n    - source: {principals: [\"cluster.local/ns/evil/sa/mallory\"]}\n"),
@@ -621,9 +629,17 @@ fn cluster_local_principals_name_the_mesh_trust_domain() {
         c.authorize(&workload, &Request::http(Some(&id), "GET", &path, 80))
     };
     let d = decide("ns/evil/sa/mallory");
-    assert_eq!((d.allowed, d.policy.as_deref()), (false, Some("production/no-mallory")), "{d:?}");
+    assert_eq!(
+        (d.allowed, d.policy.as_deref()),
+        (false, Some("production/no-mallory")),
+        "{d:?}"
+    );
     let d = decide("ns/evil/sa/eve");
-    assert_eq!((d.allowed, d.policy.as_deref()), (false, Some("production/no-eve")), "{d:?}");
+    assert_eq!(
+        (d.allowed, d.policy.as_deref()),
+        (false, Some("production/no-eve")),
+        "{d:?}"
+    );
     assert!(decide(GATEWAY).allowed);
 }
 
@@ -632,8 +648,16 @@ fn conditions_on_trustmesh_headers_are_errors_at_their_key() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
     let body = "  rules:\n  - when:\n    - key: request.headers[X-Trustmesh-Peer-Identity]\n      values: [\"spiffe://cluster.local/ns/production/sa/api-gateway\"]\n";
-    std::fs::write(dir.path().join("policies.yaml"), policy("spoofable", "production", body)).unwrap();
-    let errors: Vec<String> = load_dir(dir.path()).unwrap_err().iter().map(|e| e.to_string()).collect();
+    std::fs::write(
+        dir.path().join("policies.yaml"),
+        policy("spoofable", "production", body),
+    )
+    .unwrap();
+    let errors: Vec<String> = load_dir(dir.path())
+        .unwrap_err()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("policies.yaml:8:12: key \"request.headers[X-Trustmesh-Peer-Identity]\": conditions on x-trustmesh-* headers are refused"), "{errors:?}");
 }

@@ -91,7 +91,8 @@ fn strip_matches_without_path_parameters_and_forwards_them() {
         ("/plain/path", "/plain/path", "/plain/path"),
     ];
     for (raw, matched, forwarded) in cases {
-        let p = normalize_path_with(raw, PathParameters::Strip).unwrap_or_else(|e| panic!("{raw}: {e}"));
+        let p = normalize_path_with(raw, PathParameters::Strip)
+            .unwrap_or_else(|e| panic!("{raw}: {e}"));
         assert_eq!(p.as_str(), *matched, "{raw}");
         assert_eq!(p.path_and_query(), *forwarded, "{raw}");
     }
@@ -99,7 +100,14 @@ fn strip_matches_without_path_parameters_and_forwards_them() {
 
 #[test]
 fn strip_still_refuses_parameters_on_dot_and_empty_segments() {
-    for raw in ["/..;/admin", "/public/..;/admin", "/public/..;x=1/admin", "/.;x/a", "/a/;x/b", "/%2E%2E;/x"] {
+    for raw in [
+        "/..;/admin",
+        "/public/..;/admin",
+        "/public/..;x=1/admin",
+        "/.;x/a",
+        "/a/;x/b",
+        "/%2E%2E;/x",
+    ] {
         assert_eq!(
             normalize_path_with(raw, PathParameters::Strip),
             Err(PathError::DotSegmentParameter),
@@ -107,7 +115,10 @@ fn strip_still_refuses_parameters_on_dot_and_empty_segments() {
         );
     }
     // Everything the default refuses besides `;` stays refused.
-    assert_eq!(normalize_path_with("/a%00;b", PathParameters::Strip), Err(PathError::EncodedNul));
+    assert_eq!(
+        normalize_path_with("/a%00;b", PathParameters::Strip),
+        Err(PathError::EncodedNul)
+    );
 }
 
 #[test]

@@ -58,10 +58,22 @@ spec:
 ";
     let got = errors::<PolicyDoc>(text);
     assert_eq!(got.len(), 4, "{got:#?}");
-    assert!(got[0].starts_with("5:11: spec.action: unknown variant `ALOW`"), "{got:#?}");
-    assert!(got[1].starts_with("6:9: spec.mode: unknown variant `dryrun`"), "{got:#?}");
-    assert!(got[2].starts_with("9:26: spec.rules[0].to[0].operation.ports"), "{got:#?}");
-    assert!(got[3].starts_with("10:11: spec.rules[1].from: invalid type: map"), "{got:#?}");
+    assert!(
+        got[0].starts_with("5:11: spec.action: unknown variant `ALOW`"),
+        "{got:#?}"
+    );
+    assert!(
+        got[1].starts_with("6:9: spec.mode: unknown variant `dryrun`"),
+        "{got:#?}"
+    );
+    assert!(
+        got[2].starts_with("9:26: spec.rules[0].to[0].operation.ports"),
+        "{got:#?}"
+    );
+    assert!(
+        got[3].starts_with("10:11: spec.rules[1].from: invalid type: map"),
+        "{got:#?}"
+    );
     assert!(parse::<PolicyDoc>(text).doc.is_none());
 }
 
@@ -77,9 +89,18 @@ spec:
 ";
     let got = errors::<ServiceDoc>(text);
     assert_eq!(got.len(), 3, "{got:#?}");
-    assert!(got[0].contains("metadata: missing field `name`"), "{got:#?}");
-    assert!(got[1].starts_with("5:13: spec.identity: invalid type: sequence"), "{got:#?}");
-    assert!(got[2].starts_with("6:3: spec: unknown field `endpoint`"), "{got:#?}");
+    assert!(
+        got[0].contains("metadata: missing field `name`"),
+        "{got:#?}"
+    );
+    assert!(
+        got[1].starts_with("5:13: spec.identity: invalid type: sequence"),
+        "{got:#?}"
+    );
+    assert!(
+        got[2].starts_with("6:3: spec: unknown field `endpoint`"),
+        "{got:#?}"
+    );
 }
 
 #[test]
