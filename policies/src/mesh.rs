@@ -64,8 +64,10 @@ pub struct MeshConfig {
     /// Traffic to an address outside the registry: deny (default) or passthrough.
     #[serde(default)]
     pub outbound_policy: OutboundPolicy,
-    /// `;` path parameters: reject (default, `400`) or strip (matched without them).
-    #[serde(default)]
+    /// `;` path parameters: reject (default, `400`) or strip (matched without them). Left out
+    /// of a snapshot when it is the default, so that sidecars of the previous release (whose
+    /// `MeshConfig` refuses unknown keys) still read it.
+    #[serde(default, skip_serializing_if = "is_reject")]
     pub path_parameters: PathParameters,
 }
 
@@ -80,6 +82,10 @@ impl Default for MeshConfig {
             path_parameters: PathParameters::Reject,
         }
     }
+}
+
+fn is_reject(p: &PathParameters) -> bool {
+    *p == PathParameters::Reject
 }
 
 fn default_trust_domain() -> TrustDomain {
@@ -122,9 +128,17 @@ mod tests {
         std::fs::write(dir.path().join(MESH_FILE), "trust_domain: cluster.local\n").unwrap();
         let set = crate::load_dir(dir.path()).unwrap();
         assert_eq!(set.mesh.path_parameters, PathParameters::Reject);
+        let json = serde_json::to_value(&set.mesh).unwrap();
+        assert!(json.get("path_parameters").is_none(), "{json}");
         std::fs::write(dir.path().join(MESH_FILE), "path_parameters: strip\n").unwrap();
         let set = crate::load_dir(dir.path()).unwrap();
         assert_eq!(set.mesh.path_parameters, PathParameters::Strip);
+        let json = serde_json::to_value(&set.mesh).unwrap();
+        assert_eq!(json["path_parameters"], "strip");
+        assert_eq!(
+            serde_json::from_value::<MeshConfig>(json).unwrap(),
+            set.mesh
+        );
         std::fs::write(dir.path().join(MESH_FILE), "path_parameters: allow\n").unwrap();
         assert!(crate::load_dir(dir.path()).is_err());
     }
