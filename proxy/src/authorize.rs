@@ -1,5 +1,6 @@
 //! The authorization step of the inbound path, after TLS and before anything reaches the app:
-//! normalize the path (RFC 3986; `%2F`, malformed escapes or a climb above the root get 400),
+//! normalize the path (RFC 3986; `%2F`, `%00`, double encoding, `;` parameters, malformed
+//! escapes or a climb above the root get 400; `mesh.yaml` `path_parameters` says about `;`),
 //! then ask the workload's compiled policies (the same evaluator `trustmesh authz check`
 //! calls). A denied HTTP request gets `403 RBAC: access denied`; a denied gRPC request a
 //! trailers-only response with `grpc-status: 7`. The log and the metrics name the deciding
