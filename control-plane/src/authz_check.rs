@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use trustmesh_certs::SpiffeId;
-use trustmesh_policies::normalize::normalize_path;
+use trustmesh_policies::normalize::normalize_path_with;
 use trustmesh_policies::request::Request;
 use trustmesh_policies::snapshot::workload_entry;
 use trustmesh_policies::CompiledPolicies;
@@ -87,7 +87,7 @@ pub fn run(args: AuthzCheckArgs) -> anyhow::Result<ExitCode> {
         .port
         .or_else(|| workload.ports.first().map(|p| p.port))
         .unwrap_or(80);
-    let path = match normalize_path(&args.path) {
+    let path = match normalize_path_with(&args.path, set.mesh.path_parameters) {
         Ok(p) => p,
         Err(e) => {
             println!("DENY  bad request path: {e} (the sidecar answers 400)");
@@ -122,6 +122,9 @@ pub fn run(args: AuthzCheckArgs) -> anyhow::Result<ExitCode> {
     );
     if d.would_deny {
         println!("note: dry run: enforcing would deny this request");
+    }
+    if d.would_allow {
+        println!("note: dry run: a dry-run ALLOW policy would allow this request (it is denied)");
     }
     if let Some(a) = d.audit.as_deref() {
         println!("audit: {a}");

@@ -9,8 +9,12 @@
 //! namespace or in the mesh's root namespace, and its selector (if any) matches the labels of
 //! the workload's `Service` entry.
 //!
-//! Dry run: a policy with `mode: audit` is evaluated as if enforced, and if it alone turns an
-//! allow into a deny, the request passes with `would_deny` set. With `enforcement: audit` in
+//! Dry run (`mode: audit`, or Istio's `istio.io/dry-run: "true"` annotation): the decision is
+//! made with dry-run policies left out, exactly as if they were not there (so a dry-run ALLOW
+//! never allows, and a workload whose only ALLOW policies are dry-run falls to
+//! `default_action`, as Istio's shadow rules do). A second pass with them in force only reports
+//! the difference: `would_deny` when enforcing them would deny a request that passes,
+//! `would_allow` when it would allow a request that is denied. With `enforcement: audit` in
 //! `mesh.yaml` every denial becomes a `would_deny`.
 
 use std::collections::HashMap;
@@ -23,6 +27,7 @@ use crate::evaluate::Attrs;
 use crate::load::PolicySet;
 use crate::mesh::{DefaultAction, Enforcement, MeshConfig};
 use crate::model::{Action, AuthorizationPolicy};
+use crate::normalize::PathParameters;
 use crate::registry::Registry;
 use crate::request::Request;
 use crate::service::ServiceEntry;
@@ -64,6 +69,9 @@ pub struct Decision {
     pub allowed: bool,
     /// Dry run: the request passes (`allowed`) but enforcing every policy would deny it.
     pub would_deny: bool,
+    /// Dry run: the request is denied, and enforcing the dry-run policies too would allow it.
+    /// Reported only; it never lets the request through.
+    pub would_allow: bool,
     /// The deciding policy, `namespace/name` (for a `would_deny`, the one that would deny).
     pub policy: Option<Arc<str>>,
     /// The 0-based index of the deciding rule in that policy's `rules`.
@@ -121,7 +129,7 @@ impl CompiledPolicies {
         let mut compiled = Vec::with_capacity(policies.len());
         let mut errors = Vec::new();
         for p in policies {
-            match compile_policy(p) {
+            match compile_policy(p, &mesh.trust_domain) {
                 Ok(c) => compiled.push(Arc::new(c)),
                 Err(e) => errors.extend(e),
             }
@@ -186,6 +194,7 @@ struct WorkloadInner {
     labels: std::collections::BTreeMap<String, String>,
     default_action: DefaultAction,
     enforcement: Enforcement,
+    path_parameters: PathParameters,
     deny: Vec<Arc<CompiledPolicy>>,
     allow: Vec<Arc<CompiledPolicy>>,
     audit: Vec<Arc<CompiledPolicy>>,
@@ -208,6 +217,7 @@ fn select(
         labels: w.labels.clone(),
         default_action: mesh.default_action,
         enforcement: mesh.enforcement,
+        path_parameters: mesh.path_parameters,
         deny: Vec::new(),
         allow: Vec::new(),
         audit: Vec::new(),
@@ -252,6 +262,12 @@ impl WorkloadPolicies {
             .map(|p| &*p.key)
     }
 
+    /// How the path of a request to this workload is normalized (`mesh.yaml`
+    /// `path_parameters`): pass it to [`crate::normalize_path_with`] before [`Self::authorize`].
+    pub fn path_parameters(&self) -> PathParameters {
+        self.inner.path_parameters
+    }
+
     /// Decides whether `request` may pass; see the module docs. Allocates nothing.
     pub fn authorize(&self, request: &Request<'_>) -> Decision {
         let i = &self.inner;
@@ -265,6 +281,7 @@ impl WorkloadPolicies {
         let decision = |o: &Outcome<'_>, allowed: bool, would_deny: bool| Decision {
             allowed,
             would_deny,
+            would_allow: false,
             policy: o.policy.map(|p| p.key.clone()),
             rule: o.rule,
             route: o
@@ -277,14 +294,18 @@ impl WorkloadPolicies {
         if i.enforcement == Enforcement::Audit {
             return decision(&full, true, !full.allowed);
         }
-        if full.allowed || !i.has_dry_run {
+        if !i.has_dry_run {
             return decision(&full, full.allowed, false);
         }
+        // The decision never depends on a dry-run policy; `full` only tells what would change.
         let enforced = self.evaluate(&attrs, false);
-        if enforced.allowed {
-            decision(&full, true, true)
-        } else {
-            decision(&enforced, false, false)
+        match (enforced.allowed, full.allowed) {
+            (true, false) => decision(&full, true, true),
+            (false, true) => Decision {
+                would_allow: true,
+                ..decision(&enforced, false, false)
+            },
+            _ => decision(&enforced, enforced.allowed, false),
         }
     }
 
@@ -337,56 +358,7 @@ impl WorkloadPolicies {
     }
 }
 
-impl AuthorizationPolicy {
-    /// Whether this policy applies to `workload` in a mesh whose root namespace is
-    /// `root_namespace` (for sending each proxy only the policies that concern it).
-    pub fn applies_to(&self, workload: &ServiceEntry, root_namespace: &str) -> bool {
-        (self.namespace == workload.namespace || self.namespace == root_namespace)
-            && self.spec.selector.as_ref().is_none_or(|s| {
-                s.match_labels
-                    .iter()
-                    .all(|(k, v)| workload.labels.get(k) == Some(v))
-            })
-    }
-}
-
-impl WorkloadPolicies {
-    /// Whether `source` could be allowed any request to this workload at all: what decides
-    /// which registry entries a proxy is sent (least privilege). An over-approximation: IP
-    /// blocks, operations and conditions are taken as "could match", and dry-run policies as
-    /// allowing; `false` only when every request from `source` is certainly denied (no ALLOW
-    /// rule's `from` can match it, or no ALLOW policy and `default_action: deny`).
-    pub fn may_be_called_by(&self, source: &SpiffeId) -> bool {
-        let i = &self.inner;
-        if i.enforcement == Enforcement::Audit || i.allow.iter().any(|p| p.dry_run) {
-            return true;
-        }
-        if i.allow.is_empty() {
-            return i.default_action == DefaultAction::Allow;
-        }
-        let principal = source.principal();
-        let namespace = source.namespace();
-        let any =
-            |patterns: &[crate::pattern::StrMatch], v: &str| patterns.iter().any(|p| p.matches(v));
-        i.allow.iter().any(|p| {
-            p.rules.iter().any(|r| {
-                r.from.is_empty()
-                    || r.from.iter().any(|s| {
-                        (s.principals.is_empty() || any(&s.principals, principal))
-                            && (s.not_principals.is_empty() || !any(&s.not_principals, principal))
-                            && match namespace {
-                                Some(ns) => {
-                                    (s.namespaces.is_empty() || any(&s.namespaces, ns))
-                                        && (s.not_namespaces.is_empty()
-                                            || !any(&s.not_namespaces, ns))
-                                }
-                                None => s.namespaces.is_empty() && s.not_namespaces.is_empty(),
-                            }
-                    })
-            })
-        })
-    }
-}
+mod reach;
 
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,7 @@ use crate::compile::compile_policy;
 use crate::diagnostic::Diagnostic;
 use crate::load::{Located, Metadata, Parsed};
 use crate::mesh::MeshConfig;
-use crate::model::{AuthorizationPolicy, POLICY_API_VERSIONS};
+use crate::model::{Action, AuthorizationPolicy, Mode, POLICY_API_VERSIONS};
 use crate::service::{validate_endpoint, ServiceEntry};
 
 /// The `apiVersion` of a `Service`.
@@ -142,12 +142,22 @@ pub(crate) fn check(
             &mut seen,
             diagnostics,
         );
-        let policy = AuthorizationPolicy {
+        let mut policy = AuthorizationPolicy {
             name: d.metadata.name.clone(),
             namespace: d.metadata.namespace.clone(),
             spec: d.spec.clone().unwrap_or_default(),
         };
-        if let Err(errors) = compile_policy(&policy) {
+        if dry_run_annotation(p, &policy, &d.metadata, diagnostics) {
+            policy.spec.mode = Mode::Audit;
+        }
+        for f in crate::lint::lint(&policy, mesh.trust_domain.as_str()) {
+            diagnostics.push(if f.is_error {
+                p.error(f.field, Some(&f.value), f.message)
+            } else {
+                p.warning(f.field, Some(&f.value), f.message)
+            });
+        }
+        if let Err(errors) = compile_policy(&policy, &mesh.trust_domain) {
             for e in errors {
                 diagnostics.push(p.error(
                     e.field,
@@ -201,6 +211,46 @@ fn selector_warning<T>(
             policy.key()
         ),
     ))
+}
+
+/// Istio's dry-run annotation on an `AuthorizationPolicy`.
+pub const DRY_RUN_ANNOTATION: &str = "istio.io/dry-run";
+
+/// Whether `metadata.annotations` puts the policy in dry run (`istio.io/dry-run`, read as Go's
+/// `strconv.ParseBool` reads it, as Istio does: `1 t T TRUE true True`, `0 f F FALSE false
+/// False`). Any other value, or the annotation on an AUDIT policy, is an error at the value
+/// (Istio's validation refuses both).
+fn dry_run_annotation<T>(
+    doc: &Located<T>,
+    policy: &AuthorizationPolicy,
+    m: &Metadata,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> bool {
+    let Some(value) = m.annotations.get(DRY_RUN_ANNOTATION) else {
+        return false;
+    };
+    let dry_run = match value.as_str() {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => true,
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => false,
+        _ => {
+            diagnostics.push(doc.error(
+                DRY_RUN_ANNOTATION,
+                Some(value),
+                format!(
+                    "bad {DRY_RUN_ANNOTATION} annotation {value:?}: must be \"true\" or \"false\""
+                ),
+            ));
+            return false;
+        }
+    };
+    if policy.spec.action == Action::Audit {
+        diagnostics.push(doc.error(
+            DRY_RUN_ANNOTATION,
+            Some(value),
+            format!("the {DRY_RUN_ANNOTATION} annotation applies to ALLOW and DENY policies only, not AUDIT"),
+        ));
+    }
+    dry_run
 }
 
 fn check_metadata<T>(doc: &Located<T>, m: &Metadata, diagnostics: &mut Vec<Diagnostic>) {

@@ -3,12 +3,19 @@
 //! per-request evaluation (`evaluate`) only compares. Every value that cannot be compiled is
 //! an error that names its field and value; the loader turns those into `FILE:LINE:COL`
 //! diagnostics, and only a policy set without any becomes a `CompiledPolicies`.
+//!
+//! Principals follow Istio's trust-domain handling (`pilot/pkg/security/trustdomain`): a
+//! principal in `cluster.local` names the mesh's own trust domain whatever `mesh.yaml` calls
+//! it, so `cluster.local/ns/a/sa/b` is compiled as `TD/ns/a/sa/b` (in `principals`,
+//! `notPrincipals` and `source.principal` conditions; prefix patterns too, where Istio rewrites
+//! only five-segment principals). Principals of any other trust domain are kept as written
+//! (the loader reports them, see `lint`).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use trustmesh_certs::SpiffeId;
+use trustmesh_certs::{SpiffeId, TrustDomain};
 
 use crate::model::{Action, AuthorizationPolicy, Condition, Mode, Operation, Rule, Source};
 use crate::pattern::{parse_port, IpBlock, PathPattern, PatternError, StrMatch};
@@ -100,6 +107,9 @@ impl CompiledOperation {
 pub(crate) enum CompiledCondition {
     /// `request.headers[NAME]` (name lowercase; HTTP only).
     Header(Box<str>, Box<[StrMatch]>, Box<[StrMatch]>),
+    /// `request.headers[host]`: the request's authority (`:authority` or `Host`, as the
+    /// request holds it), matched as `hosts` match it: ignoring case, without the port.
+    Authority(Box<[StrMatch]>, Box<[StrMatch]>),
     /// `source.ip`.
     SourceIp(Box<[IpBlock]>, Box<[IpBlock]>),
     /// `source.namespace`.
@@ -115,6 +125,7 @@ pub(crate) enum CompiledCondition {
 /// Collects errors while compiling one policy.
 struct Compiler<'a> {
     policy: &'a str,
+    trust_domain: &'a str,
     errors: Vec<CompileError>,
 }
 
@@ -126,6 +137,12 @@ impl Compiler<'_> {
             value: value.to_string(),
             message: message.to_string(),
         });
+    }
+
+    /// Compiles principals, `cluster.local` standing for the mesh's trust domain.
+    fn principals(&mut self, field: &'static str, values: &[String]) -> Box<[StrMatch]> {
+        let td = self.trust_domain;
+        self.list(field, values, |p| principal(&alias_trust_domain(p, td)))
     }
 
     /// Compiles every value of a list with `f`, recording failures.
@@ -159,8 +176,8 @@ impl Compiler<'_> {
 
     fn source(&mut self, s: &Source) -> CompiledSource {
         CompiledSource {
-            principals: self.list("principals", &s.principals, principal),
-            not_principals: self.list("notPrincipals", &s.not_principals, principal),
+            principals: self.principals("principals", &s.principals),
+            not_principals: self.principals("notPrincipals", &s.not_principals),
             namespaces: self.list("namespaces", &s.namespaces, namespace),
             not_namespaces: self.list("notNamespaces", &s.not_namespaces, namespace),
             ip_blocks: self.list("ipBlocks", &s.ip_blocks, ip_block),
@@ -197,8 +214,8 @@ impl Compiler<'_> {
                 self.list("notValues", n, namespace),
             ),
             "source.principal" => CompiledCondition::SourcePrincipal(
-                self.list("values", v, principal),
-                self.list("notValues", n, principal),
+                self.principals("values", v),
+                self.principals("notValues", n),
             ),
             "destination.port" => CompiledCondition::DestinationPort(
                 self.list("values", v, port),
@@ -216,6 +233,17 @@ impl Compiler<'_> {
                     if name.is_empty() || !name.bytes().all(is_tchar) {
                         self.error("key", key, "bad header name");
                         return None;
+                    }
+                    let lower = name.to_ascii_lowercase();
+                    if lower.starts_with(RESERVED_HEADER_PREFIX) {
+                        self.error("key", key, "conditions on x-trustmesh-* headers are refused: the sidecars set and replace them, so a condition on one says nothing about the caller; use source.principal or source.namespace");
+                        return None;
+                    }
+                    if lower == "host" {
+                        return Some(CompiledCondition::Authority(
+                            self.list("values", v, host),
+                            self.list("notValues", n, host),
+                        ));
                     }
                     CompiledCondition::Header(
                         name.to_ascii_lowercase().into(),
@@ -235,13 +263,35 @@ impl Compiler<'_> {
     }
 }
 
-/// Compiles one policy, or returns every error in it.
+/// Headers the sidecars own (`x-trustmesh-peer-identity`, `x-trustmesh-orig-proto`): a
+/// condition on one is refused.
+pub(crate) const RESERVED_HEADER_PREFIX: &str = "x-trustmesh-";
+
+/// Istio's alias: the trust domain `cluster.local` in a principal means the mesh's own.
+pub(crate) const LOCAL_TRUST_DOMAIN_ALIAS: &str = "cluster.local";
+
+/// `p` with a leading `cluster.local/` (after an optional `spiffe://`) replaced by
+/// `trust_domain/`; any other principal unchanged.
+pub(crate) fn alias_trust_domain(p: &str, trust_domain: &str) -> String {
+    let bare = p.strip_prefix("spiffe://").unwrap_or(p);
+    match bare
+        .strip_prefix(LOCAL_TRUST_DOMAIN_ALIAS)
+        .and_then(|rest| rest.strip_prefix('/'))
+    {
+        Some(rest) => format!("{trust_domain}/{rest}"),
+        None => bare.to_string(),
+    }
+}
+
+/// Compiles one policy for a mesh of trust domain `trust_domain`, or returns every error in it.
 pub(crate) fn compile_policy(
     policy: &AuthorizationPolicy,
+    trust_domain: &TrustDomain,
 ) -> Result<CompiledPolicy, Vec<CompileError>> {
     let key = policy.key();
     let mut c = Compiler {
         policy: &key,
+        trust_domain: trust_domain.as_str(),
         errors: Vec::new(),
     };
     let rules: Box<[CompiledRule]> = policy.spec.rules.iter().map(|r| c.rule(r)).collect();

@@ -186,6 +186,18 @@ fn condition_matches(c: &CompiledCondition, a: &Attrs<'_>, deny: bool) -> bool {
                 !req.headers.any_value(name, &mut |h| !sat(h))
             }
         }
+        CompiledCondition::Authority(v, n) => {
+            if req.is_tcp {
+                return deny;
+            }
+            absent_ok(
+                a.host,
+                v.is_empty(),
+                n.is_empty(),
+                |h| v.iter().any(|p| p.matches_ignore_case(h)),
+                |h| n.iter().any(|p| p.matches_ignore_case(h)),
+            )
+        }
         CompiledCondition::SourceIp(v, n) => peer_attr(
             req.source_ip,
             v.is_empty(),

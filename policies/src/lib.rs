@@ -22,6 +22,7 @@ pub mod compile;
 pub mod diagnostic;
 mod document;
 mod evaluate;
+mod lint;
 pub mod load;
 pub mod mesh;
 pub mod model;
@@ -30,6 +31,7 @@ mod pattern;
 pub mod registry;
 pub mod request;
 pub mod service;
+mod shape;
 pub mod snapshot;
 mod walk;
 mod yaml_error;
@@ -43,7 +45,7 @@ pub use model::{
     Action, AuthorizationPolicy, Condition, Mode, Operation, PolicySpec, Rule, RuleFrom, RuleTo,
     Selector, Source,
 };
-pub use normalize::{normalize_path, PathError, RoutePath};
+pub use normalize::{normalize_path, normalize_path_with, PathError, PathParameters, RoutePath};
 pub use registry::Registry;
 pub use request::{Headers, NoHeaders, Request};
 pub use service::{Protocol, ServiceEntry, ServicePort};

@@ -2,14 +2,16 @@
 //! everything that can be checked, and hand back either a [`PolicySet`] or every problem found.
 //!
 //! A folder is all or nothing: one error anywhere and no `PolicySet` is made, so the last good
-//! set stays in force (see ARCHITECTURE.md, "Policy source"). Shape errors (YAML syntax,
-//! unknown keys, wrong types) stop the parsing of their own document only; every other
-//! document, and every semantic check of the documents that parsed, still runs.
+//! set stays in force (see ARCHITECTURE.md, "Policy source"). Every shape error of a document
+//! (unknown keys, wrong types, bad values) is reported, each at its own position (see
+//! `shape`); a YAML syntax error stops its own document only. Every other document, and every
+//! semantic check of the documents that parsed (or had only unknown keys), still runs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::digest;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use trustmesh_certs::TrustDomain;
 
@@ -18,8 +20,10 @@ use crate::diagnostic::Diagnostic;
 use crate::document::{split_documents, Document};
 use crate::mesh::{DefaultAction, Enforcement, MeshConfig, OutboundPolicy, MESH_FILE};
 use crate::model::{AuthorizationPolicy, PolicySpec};
+use crate::normalize::PathParameters;
 use crate::registry::Registry;
 use crate::service::ServicePort;
+use crate::shape;
 use crate::walk::yaml_files;
 use crate::yaml_error;
 
@@ -170,9 +174,8 @@ pub(crate) struct Metadata {
     pub namespace: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    /// Accepted so that Kubernetes manifests load; not used.
+    /// Kubernetes annotations; only `istio.io/dry-run` means something (on a policy).
     #[serde(default)]
-    #[allow(dead_code)]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -227,27 +230,23 @@ struct MeshFile {
     root_namespace: Option<String>,
     enforcement: Enforcement,
     outbound_policy: OutboundPolicy,
+    path_parameters: PathParameters,
 }
 
 fn parse_mesh(path: &Path, text: &str, diagnostics: &mut Vec<Diagnostic>) -> Option<MeshConfig> {
     let Some(doc) = split_documents(text).into_iter().next() else {
         return Some(MeshConfig::default());
     };
-    let raw = match serde_yaml::from_str::<MeshFile>(text) {
-        Ok(raw) => raw,
-        Err(e) => {
-            let (line, col, message) = yaml_error::describe(&e);
-            diagnostics.push(Diagnostic::error(path, line, col, message));
-            return None;
-        }
-    };
+    let before = diagnostics.len();
+    let raw = read::<MeshFile>(path, &doc, diagnostics)?;
+    let mut ok = diagnostics.len() == before;
     let mut mesh = MeshConfig {
         default_action: raw.default_action,
         enforcement: raw.enforcement,
         outbound_policy: raw.outbound_policy,
+        path_parameters: raw.path_parameters,
         ..MeshConfig::default()
     };
-    let mut ok = true;
     if let Some(td) = raw.trust_domain {
         match TrustDomain::parse(&td) {
             Ok(td) => mesh.trust_domain = td,
@@ -294,14 +293,16 @@ fn parse_file(path: &Path, text: &str, parsed: &mut Parsed, diagnostics: &mut Ve
             }
         };
         match header.kind.as_deref() {
-            Some("Service") => match serde_yaml::from_str::<ServiceDoc>(doc.text) {
-                Ok(d) => parsed.services.push(Located::new(d, path, &doc)),
-                Err(e) => diagnostics.push(fail(&e)),
-            },
-            Some("AuthorizationPolicy") => match serde_yaml::from_str::<PolicyDoc>(doc.text) {
-                Ok(d) => parsed.policies.push(Located::new(d, path, &doc)),
-                Err(e) => diagnostics.push(fail(&e)),
-            },
+            Some("Service") => {
+                if let Some(d) = read::<ServiceDoc>(path, &doc, diagnostics) {
+                    parsed.services.push(Located::new(d, path, &doc));
+                }
+            }
+            Some("AuthorizationPolicy") => {
+                if let Some(d) = read::<PolicyDoc>(path, &doc, diagnostics) {
+                    parsed.policies.push(Located::new(d, path, &doc));
+                }
+            }
             Some(other) => {
                 let (line, col) = doc.locate("kind", Some(other));
                 diagnostics.push(Diagnostic::error(
@@ -317,6 +318,21 @@ fn parse_file(path: &Path, text: &str, parsed: &mut Parsed, diagnostics: &mut Ve
             }
         }
     }
+}
+
+/// Reads one document as `T`, pushing every shape error; the document when it read (perhaps
+/// with unknown keys left out, which were reported).
+fn read<T: DeserializeOwned>(
+    path: &Path,
+    doc: &Document<'_>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    let parsed = shape::parse::<T>(doc.text);
+    for (line, col, message) in parsed.errors {
+        let (line, col) = doc.shift(line, col);
+        diagnostics.push(Diagnostic::error(path, line, col, message));
+    }
+    parsed.doc
 }
 
 /// The 1-based line and column of byte `offset` in `bytes`.

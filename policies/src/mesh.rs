@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use trustmesh_certs::TrustDomain;
 
+use crate::normalize::PathParameters;
+
 /// The name of the mesh settings file at the root of the policy folder.
 pub const MESH_FILE: &str = "mesh.yaml";
 
@@ -62,6 +64,11 @@ pub struct MeshConfig {
     /// Traffic to an address outside the registry: deny (default) or passthrough.
     #[serde(default)]
     pub outbound_policy: OutboundPolicy,
+    /// `;` path parameters: reject (default, `400`) or strip (matched without them). Left out
+    /// of a snapshot when it is the default, so that sidecars of the previous release (whose
+    /// `MeshConfig` refuses unknown keys) still read it.
+    #[serde(default, skip_serializing_if = "is_reject")]
+    pub path_parameters: PathParameters,
 }
 
 impl Default for MeshConfig {
@@ -72,8 +79,13 @@ impl Default for MeshConfig {
             root_namespace: DEFAULT_ROOT_NAMESPACE.to_string(),
             enforcement: Enforcement::Enforce,
             outbound_policy: OutboundPolicy::Deny,
+            path_parameters: PathParameters::Reject,
         }
     }
+}
+
+fn is_reject(p: &PathParameters) -> bool {
+    *p == PathParameters::Reject
 }
 
 fn default_trust_domain() -> TrustDomain {
@@ -108,6 +120,27 @@ mod tests {
         old.as_object_mut().unwrap().remove("outbound_policy");
         let back: MeshConfig = serde_json::from_value(old).unwrap();
         assert_eq!(back.outbound_policy, OutboundPolicy::Deny);
+    }
+
+    #[test]
+    fn path_parameters_default_to_reject_and_read_strip() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(MESH_FILE), "trust_domain: cluster.local\n").unwrap();
+        let set = crate::load_dir(dir.path()).unwrap();
+        assert_eq!(set.mesh.path_parameters, PathParameters::Reject);
+        let json = serde_json::to_value(&set.mesh).unwrap();
+        assert!(json.get("path_parameters").is_none(), "{json}");
+        std::fs::write(dir.path().join(MESH_FILE), "path_parameters: strip\n").unwrap();
+        let set = crate::load_dir(dir.path()).unwrap();
+        assert_eq!(set.mesh.path_parameters, PathParameters::Strip);
+        let json = serde_json::to_value(&set.mesh).unwrap();
+        assert_eq!(json["path_parameters"], "strip");
+        assert_eq!(
+            serde_json::from_value::<MeshConfig>(json).unwrap(),
+            set.mesh
+        );
+        std::fs::write(dir.path().join(MESH_FILE), "path_parameters: allow\n").unwrap();
+        assert!(crate::load_dir(dir.path()).is_err());
     }
 
     #[test]

@@ -10,6 +10,17 @@
 //!    would mean one thing to us and another to the app) and malformed escapes;
 //! 4. merge duplicate slashes and remove dot segments (RFC 3986 §5.2.4), refusing a path that
 //!    climbs above the root instead of clamping it.
+//!
+//! Also refused, because servers behind the sidecar read them differently from us: `%00` (C
+//! code stops there), double encoding (`%25` followed by two hex digits: an app or framework
+//! that decodes twice sees another path), escapes that are not UTF-8 (decoders disagree on
+//! them), and `;` path parameters (RFC 3986 §3.3): Tomcat and Spring drop `;...` from each
+//! segment before routing, so `/public/..;/admin` is `/admin` to them and a path under
+//! `/public` to a plain matcher. With `path_parameters: strip` in `mesh.yaml` ([`PathParameters`])
+//! `;` is accepted for apps that use matrix parameters: policies then match the path with the
+//! parameter part of every segment removed (as those servers route), the app still receives
+//! the parameters, and a parameter on a dot or empty segment (`/..;/`, `/.;x/`, `/;x/`) is
+//! still refused (Tomcat reads `..;x` as `..`).
 
 use std::fmt;
 
@@ -39,6 +50,32 @@ pub enum PathError {
     /// `..` segments climb above `/`.
     #[error("path climbs above the root")]
     AboveRoot,
+    /// A `;` path parameter, with `path_parameters: reject` (the default).
+    #[error("path contains a ';' path parameter")]
+    PathParameter,
+    /// A path parameter on a `.`, `..` or empty segment (`/..;/`), refused in every mode.
+    #[error("path contains a ';' parameter on a dot or empty segment")]
+    DotSegmentParameter,
+    /// `%00`.
+    #[error("path contains an encoded NUL (%00)")]
+    EncodedNul,
+    /// `%25` followed by two hex digits (`%252F`).
+    #[error("path contains a double-encoded escape (%25 followed by two hex digits)")]
+    DoubleEncoding,
+    /// Percent-escapes whose bytes are not valid UTF-8.
+    #[error("path contains percent-escapes that are not valid UTF-8")]
+    InvalidUtf8,
+}
+
+/// What the sidecar does with `;` path parameters (`mesh.yaml` `path_parameters`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathParameters {
+    /// Refuse any `;` in the path with `400` (the default).
+    #[default]
+    Reject,
+    /// Accept them; policies match each segment without its `;...` part, the app receives them.
+    Strip,
 }
 
 /// A normalized request path (always starts with `/`, has no `.`/`..` segments, no `//`, no
@@ -53,12 +90,17 @@ pub struct RoutePath {
     full: String,
     /// Where the path ends in `full`.
     path_len: usize,
+    /// With `path_parameters: strip` and parameters present: the path without them.
+    matched: Option<Box<str>>,
 }
 
 impl RoutePath {
-    /// The normalized path, without the query: what policies match.
+    /// The normalized path, without the query (and without `;` parameters, which only
+    /// `path_parameters: strip` lets through): what policies match.
     pub fn as_str(&self) -> &str {
-        &self.full[..self.path_len]
+        self.matched
+            .as_deref()
+            .unwrap_or_else(|| &self.full[..self.path_len])
     }
 
     /// The query, without its `?`, as the client sent it.
@@ -86,10 +128,12 @@ impl fmt::Debug for RoutePath {
     }
 }
 
+/// Reads the forwarded form back (`path_parameters: strip` accepts every path the default
+/// accepts and gives the same result for them).
 impl TryFrom<String> for RoutePath {
     type Error = PathError;
     fn try_from(s: String) -> Result<Self, PathError> {
-        normalize_path(&s)
+        normalize_path_with(&s, PathParameters::Strip)
     }
 }
 
@@ -99,9 +143,14 @@ impl From<RoutePath> for String {
     }
 }
 
-/// Normalizes a request target in origin form (`/path?query`); see the module docs for the
-/// steps. Normalizing a normalized path changes nothing.
+/// Normalizes a request target in origin form (`/path?query`) with `;` path parameters
+/// refused; see the module docs for the steps. Normalizing a normalized path changes nothing.
 pub fn normalize_path(raw: &str) -> Result<RoutePath, PathError> {
+    normalize_path_with(raw, PathParameters::Reject)
+}
+
+/// [`normalize_path`], with `;` path parameters handled as `params` says.
+pub fn normalize_path_with(raw: &str, params: PathParameters) -> Result<RoutePath, PathError> {
     let (path, query) = match raw.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (raw, None),
@@ -114,10 +163,18 @@ pub fn normalize_path(raw: &str) -> Result<RoutePath, PathError> {
     }
     let decoded = decode_unreserved(path)?;
     let mut out = String::with_capacity(decoded.len() + query.map_or(0, |q| q.len() + 1));
-    let mut segments: Vec<&str> = Vec::new();
+    // (segment as forwarded, segment as matched)
+    let mut segments: Vec<(&str, &str)> = Vec::new();
     let mut last = "";
     for seg in decoded.split('/').skip(1) {
         last = seg;
+        let name = match seg.split_once(';') {
+            None => seg,
+            Some(_) if params == PathParameters::Reject => return Err(PathError::PathParameter),
+            // Tomcat reads `..;x` as `..`: a dot segment we would keep and it would climb.
+            Some(("" | "." | "..", _)) => return Err(PathError::DotSegmentParameter),
+            Some((name, _)) => name,
+        };
         match seg {
             "" | "." => {}
             ".." => {
@@ -125,18 +182,28 @@ pub fn normalize_path(raw: &str) -> Result<RoutePath, PathError> {
                     return Err(PathError::AboveRoot);
                 }
             }
-            _ => segments.push(seg),
+            _ => segments.push((seg, name)),
         }
     }
     // A path that ends in `/`, `/.` or `/..` names a directory: keep its trailing slash.
     let trailing = matches!(last, "" | "." | "..") && !segments.is_empty();
-    for seg in &segments {
-        out.push('/');
-        out.push_str(seg);
-    }
-    if segments.is_empty() || trailing {
-        out.push('/');
-    }
+    let join = |matched: bool, out: &mut String| {
+        for (forwarded, name) in &segments {
+            out.push('/');
+            out.push_str(if matched { name } else { forwarded });
+        }
+        if segments.is_empty() || trailing {
+            out.push('/');
+        }
+    };
+    join(false, &mut out);
+    // Only the segments that remain count (`/a;x/..` is `/`, with nothing stripped).
+    let has_params = segments.iter().any(|(f, n)| f.len() != n.len());
+    let matched = has_params.then(|| {
+        let mut m = String::with_capacity(out.len());
+        join(true, &mut m);
+        m.into_boxed_str()
+    });
     let path_len = out.len();
     if let Some(q) = query {
         if q.bytes().any(|b| b <= b' ' || b >= 0x7f) {
@@ -148,6 +215,7 @@ pub fn normalize_path(raw: &str) -> Result<RoutePath, PathError> {
     Ok(RoutePath {
         full: out,
         path_len,
+        matched,
     })
 }
 
@@ -170,19 +238,33 @@ fn hex_value(b: u8) -> Option<u8> {
 fn decode_unreserved(path: &str) -> Result<String, PathError> {
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
+    // The bytes of consecutive escapes of non-ASCII bytes, which must form UTF-8 characters.
+    let mut high: Vec<u8> = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        match b {
-            b'%' => {
-                let hi = bytes.get(i + 1).copied().and_then(hex_value);
-                let lo = bytes.get(i + 2).copied().and_then(hex_value);
-                let (Some(hi), Some(lo)) = (hi, lo) else {
-                    return Err(PathError::MalformedEscape);
-                };
+        let escaped = if b == b'%' {
+            let hi = bytes.get(i + 1).copied().and_then(hex_value);
+            let lo = bytes.get(i + 2).copied().and_then(hex_value);
+            let (Some(hi), Some(lo)) = (hi, lo) else {
+                return Err(PathError::MalformedEscape);
+            };
+            Some((hi, lo))
+        } else {
+            None
+        };
+        if escaped.is_none_or(|(hi, _)| hi < 8) && !high.is_empty() {
+            std::str::from_utf8(&high).map_err(|_| PathError::InvalidUtf8)?;
+            high.clear();
+        }
+        match escaped {
+            Some((hi, lo)) => {
                 let decoded = hi << 4 | lo;
-                if decoded == b'/' || decoded == b'\\' {
-                    return Err(PathError::EncodedSlash);
+                match decoded {
+                    b'/' | b'\\' => return Err(PathError::EncodedSlash),
+                    0 => return Err(PathError::EncodedNul),
+                    0x80.. => high.push(decoded),
+                    _ => {}
                 }
                 if is_unreserved(decoded) {
                     out.push(char::from(decoded));
@@ -193,13 +275,22 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
                 }
                 i += 3;
             }
-            b'\\' => return Err(PathError::Backslash),
-            _ if b <= b' ' || b >= 0x7f => return Err(PathError::BadCharacter),
-            _ => {
+            None if b == b'\\' => return Err(PathError::Backslash),
+            None if b <= b' ' || b >= 0x7f => return Err(PathError::BadCharacter),
+            None => {
                 out.push(char::from(b));
                 i += 1;
             }
         }
+    }
+    std::str::from_utf8(&high).map_err(|_| PathError::InvalidUtf8)?;
+    // Checked on the result, so that `%25%34%31` (which becomes `%2541`) is caught too.
+    let o = out.as_bytes();
+    let double = (0..o.len().saturating_sub(4)).any(|j| {
+        &o[j..j + 3] == b"%25" && hex_value(o[j + 3]).is_some() && hex_value(o[j + 4]).is_some()
+    });
+    if double {
+        return Err(PathError::DoubleEncoding);
     }
     Ok(out)
 }

@@ -1,5 +1,6 @@
 //! The authorization step of the inbound path, after TLS and before anything reaches the app:
-//! normalize the path (RFC 3986; `%2F`, malformed escapes or a climb above the root get 400),
+//! normalize the path (RFC 3986; `%2F`, `%00`, double encoding, `;` parameters, malformed
+//! escapes or a climb above the root get 400; `mesh.yaml` `path_parameters` says about `;`),
 //! then ask the workload's compiled policies (the same evaluator `trustmesh authz check`
 //! calls). A denied HTTP request gets `403 RBAC: access denied`; a denied gRPC request a
 //! trailers-only response with `grpc-status: 7`. The log and the metrics name the deciding
@@ -9,7 +10,7 @@ use std::net::IpAddr;
 
 use http::{header, request::Parts, HeaderValue, Response, StatusCode};
 use trustmesh_certs::SpiffeId;
-use trustmesh_policies::normalize::{normalize_path, RoutePath};
+use trustmesh_policies::normalize::{normalize_path_with, RoutePath};
 use trustmesh_policies::request::Request as AuthzRequest;
 use trustmesh_policies::WorkloadPolicies;
 
@@ -43,7 +44,7 @@ pub fn authorize(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let path = normalize_path(raw).map_err(|e| {
+    let path = normalize_path_with(raw, policies.path_parameters()).map_err(|e| {
         tracing::info!(client.id = %peer.id, "refused a request path: {e}");
         metrics
             .authz_decisions
@@ -103,7 +104,7 @@ pub fn authorize(
     tracing::info!(
         client.id = %peer.id, method = %parts.method, route = path.as_str(),
         authz.policy = policy, authz.rule = rule, reason = decision.reason.as_str(),
-        decision = "deny", "request denied"
+        decision = "deny", authz.would_allow = decision.would_allow, "request denied"
     );
     Err(Box::new(denied(parts)))
 }

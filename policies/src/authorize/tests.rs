@@ -90,6 +90,11 @@ fn policy(name: &str, ns: &str, body: &str) -> String {
     format!("---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{body}")
 }
 
+/// A policy in `production` with an `istio.io/dry-run` annotation of `value` (YAML as written).
+fn annotated(name: &str, value: &str, body: &str) -> String {
+    format!("---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: {name}\n  namespace: production\n  annotations: {{istio.io/dry-run: {value}}}\nspec:\n{body}")
+}
+
 fn compiled(mesh: &str, policies: &str) -> CompiledPolicies {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
@@ -376,11 +381,76 @@ fn cases() -> Vec<(Case, String)> {
                 mesh: "default_action: allow\n",
                 policies: "",
                 requests: vec![
-                    (get(GATEWAY, "/"), ("allow", Some("production/only-gateway"), Some(0))),
+                    // The dry-run ALLOW decides nothing: the workload has no enforced ALLOW
+                    // policy, so the mesh default decides, and enforcing it would deny others.
+                    (get(GATEWAY, "/"), ("allow", None, None)),
                     (get(CHECKOUT, "/"), ("would_deny", None, None)),
                 ],
             },
             p("only-gateway", "production", "  mode: audit\n  rules:\n  - from:\n    - source: {principals: [\"*/sa/api-gateway\"]}\n"),
+        ),
+        (
+            Case {
+                name: "dry run: a mode audit ALLOW never allows under default_action deny",
+                mesh: "",
+                policies: "",
+                requests: vec![
+                    (get(GATEWAY, "/"), ("deny", None, None)),
+                    (get(CHECKOUT, "/"), ("deny", None, None)),
+                ],
+            },
+            p("only-gateway", "production", "  mode: audit\n  rules:\n  - from:\n    - source: {principals: [\"*/sa/api-gateway\"]}\n"),
+        ),
+        (
+            Case {
+                name: "dry run: a mode audit ALLOW beside an enforced one adds nothing",
+                mesh: "",
+                policies: "",
+                requests: vec![
+                    (get(GATEWAY, "/"), ("deny", None, None)),
+                    (get(CHECKOUT, "/"), ("allow", Some("production/b-checkout"), Some(0))),
+                ],
+            },
+            format!(
+                "{}{}",
+                p("a-dry-gateway", "production", "  mode: audit\n  rules:\n  - from:\n    - source: {principals: [\"*/sa/api-gateway\"]}\n"),
+                p("b-checkout", "production", "  rules:\n  - from:\n    - source: {principals: [\"*/sa/checkout-service\"]}\n"),
+            ),
+        ),
+        (
+            Case {
+                name: "istio.io/dry-run: \"true\" is mode audit, \"false\" is enforced",
+                mesh: "",
+                policies: "",
+                requests: vec![
+                    // The dry-run ALLOW of the gateway does not let it in ...
+                    (get(GATEWAY, "/"), ("deny", None, None)),
+                    // ... the enforced ALLOW (annotation "false") lets checkout in, and the
+                    // dry-run DENY of /admin only reports.
+                    (get(CHECKOUT, "/"), ("allow", Some("production/checkout"), Some(0))),
+                    (get(CHECKOUT, "/admin"), ("would_deny", Some("production/no-admin"), Some(0))),
+                ],
+            },
+            format!(
+                "{}{}{}",
+                annotated("gateway", "\"true\"", "  rules:\n  - from:\n    - source: {principals: [\"*/sa/api-gateway\"]}\n"),
+                annotated("checkout", "\"false\"", "  rules:\n  - from:\n    - source: {principals: [\"*/sa/checkout-service\"]}\n"),
+                annotated("no-admin", "\"True\"", "  action: DENY\n  rules:\n  - to:\n    - operation: {paths: [\"/admin\"]}\n"),
+            ),
+        ),
+        (
+            Case {
+                name: "request.headers[host] is the request's authority, any case, port ignored",
+                mesh: "default_action: allow\n",
+                policies: "",
+                requests: vec![
+                    (Req { host: Some("ADMIN.example.com:8443"), ..get(GATEWAY, "/") }, ("deny", Some("production/no-admin-host"), Some(0))),
+                    (Req { host: Some("admin.example.com"), ..get(GATEWAY, "/") }, ("deny", Some("production/no-admin-host"), Some(0))),
+                    (Req { host: Some("api.example.com"), ..get(GATEWAY, "/") }, ("allow", None, None)),
+                    (get(GATEWAY, "/"), ("allow", None, None)),
+                ],
+            },
+            p("no-admin-host", "production", "  action: DENY\n  rules:\n  - when:\n    - {key: \"request.headers[Host]\", values: [\"admin.example.com\"]}\n"),
         ),
         (
             Case {
@@ -488,4 +558,106 @@ fn workload_outside_the_registry_is_evaluated_on_its_own_labels() {
     let stable = &c.registry().entries()[1];
     assert!(c.authorize(stable, &req).allowed);
     let _ = NoHeaders;
+}
+
+#[test]
+fn a_dry_run_allow_is_reported_as_would_allow_and_still_denies() {
+    let c = compiled(
+        "",
+        &policy(
+            "dry",
+            "production",
+            "  mode: audit\n  rules:\n  - from:\n    - source: {principals: [\"*/sa/api-gateway\"]}\n",
+        ),
+    );
+    let d = run(&c, &get(GATEWAY, "/"));
+    assert!(!d.allowed, "{d:?}");
+    assert!(d.would_allow && !d.would_deny, "{d:?}");
+    assert_eq!(d.reason, Reason::DefaultDeny);
+    let d = run(&c, &get(CHECKOUT, "/"));
+    assert!(!d.allowed && !d.would_allow, "{d:?}");
+    // Least privilege: a dry-run ALLOW does not make the gateway a caller of the service.
+    let workload = c.registry().entries()[1].clone();
+    assert_eq!(workload.name, "order-service");
+    let gateway = SpiffeId::parse(&format!("spiffe://cluster.local/{GATEWAY}")).unwrap();
+    assert!(!c.policies_for(&workload).may_be_called_by(&gateway));
+}
+
+#[test]
+fn a_bad_dry_run_annotation_is_an_error_at_its_value() {
+    for value in ["\"yes\"", "\"\"", "on"] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+        std::fs::write(
+            dir.path().join("policies.yaml"),
+            annotated("p", value, "  rules:\n  - {}\n"),
+        )
+        .unwrap();
+        let errors = load_dir(dir.path()).unwrap_err();
+        let found: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errors.len(), 1, "{found:?}");
+        assert!(found[0].contains("policies.yaml:7:"), "{found:?}");
+        assert!(found[0].contains("istio.io/dry-run"), "{found:?}");
+    }
+}
+
+#[test]
+fn cluster_local_principals_name_the_mesh_trust_domain() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("services.yaml"),
+        SERVICES.replace("cluster.local", "example.org"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("mesh.yaml"),
+        "trust_domain: example.org\ndefault_action: allow\n",
+    )
+    .unwrap();
+    let policies = format!(
+        "{}{}",
+        policy("no-mallory", "production", "  action: DENY\n  rules:\n  - from:\n    - source: {principals: [\"cluster.local/ns/evil/sa/mallory\"]}\n"),
+        policy("no-eve", "production", "  action: DENY\n  rules:\n  - when:\n    - {key: source.principal, values: [\"spiffe://cluster.local/ns/evil/sa/eve\"]}\n"),
+    );
+    std::fs::write(dir.path().join("policies.yaml"), policies).unwrap();
+    let set = load_dir(dir.path()).unwrap_or_else(|e| panic!("{e:#?}"));
+    let c = CompiledPolicies::from_set(&set).unwrap();
+    let workload = c.registry().entries()[1].clone();
+    let path = normalize_path("/").unwrap();
+    let decide = |who: &str| {
+        let id = SpiffeId::parse(&format!("spiffe://example.org/{who}")).unwrap();
+        c.authorize(&workload, &Request::http(Some(&id), "GET", &path, 80))
+    };
+    let d = decide("ns/evil/sa/mallory");
+    assert_eq!(
+        (d.allowed, d.policy.as_deref()),
+        (false, Some("production/no-mallory")),
+        "{d:?}"
+    );
+    let d = decide("ns/evil/sa/eve");
+    assert_eq!(
+        (d.allowed, d.policy.as_deref()),
+        (false, Some("production/no-eve")),
+        "{d:?}"
+    );
+    assert!(decide(GATEWAY).allowed);
+}
+
+#[test]
+fn conditions_on_trustmesh_headers_are_errors_at_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    let body = "  rules:\n  - when:\n    - key: request.headers[X-Trustmesh-Peer-Identity]\n      values: [\"spiffe://cluster.local/ns/production/sa/api-gateway\"]\n";
+    std::fs::write(
+        dir.path().join("policies.yaml"),
+        policy("spoofable", "production", body),
+    )
+    .unwrap();
+    let errors: Vec<String> = load_dir(dir.path())
+        .unwrap_err()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("policies.yaml:8:12: key \"request.headers[X-Trustmesh-Peer-Identity]\": conditions on x-trustmesh-* headers are refused"), "{errors:?}");
 }

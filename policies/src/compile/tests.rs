@@ -67,7 +67,10 @@ fn bad_values_are_errors_that_name_field_and_position() {
         ),
         (
             "  action: CUSTOM\n  provider: {name: opa}\n",
-            &["5:11: spec.action: unsupported action CUSTOM: external authorizers are not supported; use ALLOW, DENY or AUDIT"],
+            &[
+                "5:11: spec.action: unsupported action CUSTOM: external authorizers are not supported; use ALLOW, DENY or AUDIT",
+                "6:3: spec: unsupported field `provider`: CUSTOM authorization providers are not supported",
+            ],
         ),
         (
             "  action: MAYBE\n",

@@ -97,7 +97,7 @@ fn reports_every_error_with_its_position() {
     let cases: Vec<Case<'_>> = vec![
         (
             vec![("mesh.yaml", "trust_domain: cluster.local\nbogus: 1\n")],
-            vec!["mesh.yaml:2:1: unknown field `bogus`, expected one of `trust_domain`, `default_action`, `root_namespace`, `enforcement`, `outbound_policy`"],
+            vec!["mesh.yaml:2:1: unknown field `bogus`, expected one of `trust_domain`, `default_action`, `root_namespace`, `enforcement`, `outbound_policy`, `path_parameters`"],
         ),
         (
             vec![("mesh.yaml", "trust_domain: Cluster.Local\n")],
@@ -142,7 +142,10 @@ fn reports_every_error_with_its_position() {
         ),
         (
             vec![("a.yaml", "apiVersion: trustmesh.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec:\n  action: CUSTOM\n  provider: {name: ext}\n")],
-            vec!["a.yaml:5:11: spec.action: unsupported action CUSTOM: external authorizers are not supported; use ALLOW, DENY or AUDIT"],
+            vec![
+                "a.yaml:5:11: spec.action: unsupported action CUSTOM: external authorizers are not supported; use ALLOW, DENY or AUDIT",
+                "a.yaml:6:3: spec: unsupported field `provider`: CUSTOM authorization providers are not supported",
+            ],
         ),
         (
             vec![("a.yaml", "apiVersion: trustmesh.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec:\n  rules:\n  - from:\n    - source:\n        requestPrincipals: [\"*\"]\n")],
@@ -153,6 +156,18 @@ fn reports_every_error_with_its_position() {
             vec![
                 "a.yaml:1:13: unsupported apiVersion `security.istio.io/v2` for AuthorizationPolicy; expected one of trustmesh.io/v1, security.istio.io/v1, security.istio.io/v1beta1",
                 "a.yaml:3:18: bad name \"Bad_Name\": lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters",
+            ],
+        ),
+        (
+            // Every unknown key of a document, in two documents, each at its own position;
+            // a document whose only shape errors are unknown keys is still checked further.
+            vec![("a.yaml", "apiVersion: trustmesh.io/v1\nkind: Service\nmetadata: {name: a, lables: {}}\nspec:\n  identity: not-an-id\n  port: []\n---\napiVersion: trustmesh.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec:\n  action: ALOW\n  rules:\n  - from: [{source: {principal: [a]}}]\n")],
+            vec![
+                "a.yaml:3:21: metadata: unknown field `lables`, expected one of `name`, `namespace`, `labels`, `annotations`",
+                "a.yaml:5:13: bad identity \"not-an-id\": SPIFFE ID must start with \"spiffe://\"",
+                "a.yaml:6:3: spec: unknown field `port`, expected one of `identity`, `endpoints`, `ports`",
+                "a.yaml:12:11: spec.action: unknown variant `ALOW`, expected one of `ALLOW`, `DENY`, `AUDIT`",
+                "a.yaml:14:22: spec.rules[0].from[0].source: unknown field `principal`, expected one of `principals`, `notPrincipals`, `namespaces`, `notNamespaces`, `ipBlocks`, `notIpBlocks`",
             ],
         ),
         (
