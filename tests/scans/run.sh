@@ -85,9 +85,9 @@ free_port() {
 }
 # Waits (at most 30 s) until "$@" succeeds.
 wait_for() {
-  local what=$1 i
+  local what=$1 _
   shift
-  for i in $(seq 1 150); do
+  for _ in $(seq 1 150); do
     "$@" >/dev/null 2>&1 && return 0
     sleep 0.2
   done
@@ -158,8 +158,8 @@ PY
 
 # --- 1. testssl.sh -------------------------------------------------------------------------
 say "testssl.sh against both listeners, in the background (about a minute)"
-testssl_run() { # NAME PORT
-  timeout 300 testssl --quiet --color 0 --warnings off --add-ca "$bundle" \
+testssl_run() { # NAME PORT; run with & (exec: the job's pid is timeout's, which cleanup kills)
+  exec timeout 300 testssl --quiet --color 0 --warnings off --add-ca "$bundle" \
     -p -E -P -S -f -U -h --jsonfile "$work/testssl-$1.json" "127.0.0.1:$2" \
     >"$work/testssl-$1.txt" 2>&1
 }
@@ -168,9 +168,11 @@ testssl_run inbound "$inbound_port" &
 t1=$!
 testssl_run control-plane "$cp_port" &
 t2=$!
+pids+=("$t1" "$t2")
 
 # --- 2. client certificates on the inbound listener ----------------------------------------
-# Nothing listens behind the sidecar: a request that passes the handshake gets its 502 (or a
+# -k: an SVID names no host for curl to check. Nothing listens behind the sidecar: a request
+# that passes the handshake gets its 502 (or a
 # policy 403), which is all these checks need.
 inbound=https://127.0.0.1:$inbound_port/
 {
