@@ -186,7 +186,7 @@ inbound=https://127.0.0.1:$inbound_port/
 
 # --- 3. schemathesis -----------------------------------------------------------------------
 say "schemathesis against control-plane/openapi.yaml ($examples examples per operation, 3 runs)"
-export SCHEMATHESIS_HOOKS=hooks PYTHONPATH=$here TRUSTMESH_SCAN_CSRS=$work/csrs
+export SCHEMATHESIS_HOOKS=hooks PYTHONPATH=$here TRUSTMESH_SCAN_CSRS=$work/csrs PYTHONDONTWRITEBYTECODE=1
 st_run() { # NAME ARGS...
   local name=$1
   shift
