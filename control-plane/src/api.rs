@@ -19,6 +19,10 @@ use crate::snapshot::{self, ProxyBook};
 use crate::tokens::{TokenError, UsedTokens};
 use crate::trust::TrustStore;
 
+mod methods;
+#[cfg(test)]
+mod tests;
+
 /// Largest request body accepted (a CSR is well under 2 KiB).
 const MAX_BODY: usize = 64 * 1024;
 /// Default and longest wait of a snapshot long poll.
@@ -216,11 +220,7 @@ pub async fn handle(
         (&Method::POST, "/v1/inject") => {
             Ok(crate::inject::handle(req, caller.identity.as_ref(), &state.trust.current()).await)
         }
-        (
-            _,
-            "/healthz" | "/metrics" | "/v1/trust-bundle" | "/v1/certificates" | "/v1/snapshot"
-            | "/v1/proxies" | "/v1/blocklist",
-        ) => Err(ApiError::new(
+        (_, p) if methods::allowed(p).is_some() => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             format!("{method} is not allowed on {path}"),
@@ -231,7 +231,15 @@ pub async fn handle(
             format!("no such endpoint: {path}"),
         )),
     };
-    Ok(result.unwrap_or_else(error_response))
+    let mut resp = result.unwrap_or_else(error_response);
+    methods::add_allow(&path, &mut resp);
+    // No browser is a client here, but one pointed at the API must render JSON and PEM as
+    // what they are declared to be, never sniff them into HTML (OWASP REST Security).
+    resp.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    Ok(resp)
 }
 
 /// `GET /v1/blocklist`: the blocked identities with the dated unblocks, for peer replicas
@@ -357,12 +365,7 @@ async fn certificates(
         .signer
         .sign_csr(&body.csr, &identity, state.cert_ttl, SystemTime::now())
         .map_err(|e| {
-            let (status, code) = match e {
-                CertError::CsrIdentityMismatch { .. } | CertError::TrustDomainMismatch { .. } => {
-                    (StatusCode::FORBIDDEN, "csr_identity_mismatch")
-                }
-                _ => (StatusCode::BAD_REQUEST, "bad_csr"),
-            };
+            let (status, code) = csr_refusal(&e);
             state.metrics.issued.with_label_values(&[code]).inc();
             ApiError::new(status, code, e.to_string())
         })?;
@@ -391,6 +394,18 @@ async fn certificates(
             trust_bundle: trust.bundle.pem().to_string(),
         },
     ))
+}
+
+/// The status and code of a CSR the CA refused to sign. One that names an identity beyond the
+/// caller's (another SPIFFE ID, another trust domain, or a second URI SAN beside the caller's
+/// own) is a `403`; one that does not parse or verify is a `400`.
+fn csr_refusal(e: &CertError) -> (StatusCode, &'static str) {
+    match e {
+        CertError::CsrIdentityMismatch { .. }
+        | CertError::TrustDomainMismatch { .. }
+        | CertError::MultipleUriSans => (StatusCode::FORBIDDEN, "csr_identity_mismatch"),
+        _ => (StatusCode::BAD_REQUEST, "bad_csr"),
+    }
 }
 
 /// The metrics label of a refused bootstrap token.
