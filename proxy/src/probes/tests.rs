@@ -25,6 +25,7 @@ fn shared() -> Arc<Shared> {
         metrics: crate::metrics::Metrics::new().unwrap(),
         drain: Default::default(),
         mesh_changes: tokio::sync::watch::channel(0).0,
+        ports: crate::app_ports::SidecarPorts::new(&[], args.app).unwrap(),
         args,
     })
 }
