@@ -10,9 +10,10 @@ use trustmesh_certs::SpiffeId;
 
 use crate::compile::compile_policy;
 use crate::diagnostic::Diagnostic;
-use crate::load::{Located, Metadata, Parsed};
 use crate::mesh::MeshConfig;
 use crate::model::{Action, AuthorizationPolicy, Mode, POLICY_API_VERSIONS};
+use crate::names::{is_dns_label, is_dns_subdomain};
+use crate::parsed::{Located, Metadata, Parsed};
 use crate::service::{validate_endpoint, ServiceEntry};
 
 /// The `apiVersion` of a `Service`.
@@ -292,19 +293,4 @@ fn check_duplicate<'a, T>(
     } else {
         seen.insert((kind, &m.namespace, &m.name), here);
     }
-}
-
-/// A Kubernetes DNS-1123 label: `[a-z0-9-]`, 1 to 63, alphanumeric at both ends.
-pub(crate) fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// A Kubernetes DNS-1123 subdomain: DNS-1123 labels joined by `.`, at most 253.
-pub(crate) fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns_label)
 }

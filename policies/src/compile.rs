@@ -336,7 +336,7 @@ fn principal(p: &str) -> Result<StrMatch, String> {
 fn namespace(p: &str) -> Result<StrMatch, String> {
     let m = StrMatch::parse(p).map_err(describe)?;
     if let StrMatch::Exact(ns) = &m {
-        if !crate::check::is_dns_label(ns) {
+        if !crate::names::is_dns_label(ns) {
             return Err(
                 "bad namespace: lowercase letters, digits and '-', at most 63 characters"
                     .to_string(),

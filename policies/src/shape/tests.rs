@@ -1,5 +1,5 @@
 use super::*;
-use crate::load::{PolicyDoc, ServiceDoc};
+use crate::parsed::{PolicyDoc, ServiceDoc};
 
 fn errors<T: DeserializeOwned>(text: &str) -> Vec<String> {
     parse::<T>(text)
