@@ -29,8 +29,13 @@ max_bytes=$((40 * 1000 * 1000))
 tag=0.1.0
 run_id=tm-ci-$$
 log() { echo "images.sh [$(($(date +%s) - t0))s]: $*"; }
+# die MESSAGE: fail, showing the end of the logs of this run's containers.
 die() {
   echo "images.sh: FAIL: $*" >&2
+  for c in $(podman ps -a --format '{{.Names}}' --filter "name=^$run_id" 2>/dev/null); do
+    echo "--- logs of $c" >&2
+    podman logs --tail 20 "$c" >&2 2>&1
+  done
   exit 1
 }
 
@@ -156,8 +161,8 @@ podman run -d --name "$run_id-proxy" --network "$net" "${harden[@]}" -v "$work/b
   --identity spiffe://cluster.local/ns/shop/sa/orders >/dev/null
 # The admin port is on the proxy's loopback: ask from a container in its network namespace.
 ready() {
-  podman run --rm --network "container:$run_id-proxy" trustmesh-ci/example-app:latest \
-    curl -sf -o /dev/null http://127.0.0.1:15000/ready
+  podman run --rm --network "container:$run_id-proxy" --entrypoint curl \
+    trustmesh-ci/example-app:latest -sf -o /dev/null http://127.0.0.1:15000/ready
 }
 wait_for 60 "proxy /ready" ready
 [ "$(podman inspect --format '{{.State.Running}}' "$run_id-proxy")" = true ] || die "proxy exited"

@@ -35,14 +35,23 @@ compose_down() {
 }
 cleanups+=(compose_down)
 
+# In two steps, the one-shot jobs before the sidecars that need them: podman-compose turns
+# depends_on into `podman --requires`, and podman 4.3 (Debian 12's) cannot start a container
+# whose requirement has requirements of its own ("not found in input list").
+up() {
+  timeout 300 "${compose[@]}" up -d --no-build --no-deps "$@" >>"$work/compose-up.log" 2>&1 \
+    || { tail -30 "$work/compose-up.log"; die "podman-compose up $*"; }
+}
 log "podman-compose up (deploy/docker/compose.yaml)"
-timeout 300 "${compose[@]}" up -d --no-build >"$work/compose-up.log" 2>&1 \
-  || { tail -30 "$work/compose-up.log"; die "podman-compose up"; }
-
+up control-plane orders frontend
+up bootstrap orders-init frontend-init
+timeout 120 podman wait "${run_id}_bootstrap_1" "${run_id}_orders-init_1" "${run_id}_frontend-init_1" \
+  >/dev/null || die "the one-shot jobs did not finish within 120s"
 for svc in bootstrap orders-init frontend-init; do
   code=$(podman inspect --format '{{.State.ExitCode}} {{.State.Status}}' "${run_id}_${svc}_1")
-  [ "$code" = "0 exited" ] || { podman logs "${run_id}_${svc}_1" | tail -20; die "$svc: $code"; }
+  [ "$code" = "0 exited" ] || die "$svc: $code"
 done
+up orders-proxy frontend-proxy
 frontend=${run_id}_frontend_1
 orders=${run_id}_orders_1
 # The apps share their pod's network namespace with its sidecar, whose admin port is there.
@@ -62,8 +71,8 @@ log "compose: frontend -> orders GET /admin: 403"
 
 # A container without a sidecar on the same network.
 outsider() {
-  podman run --rm --network "${run_id}_default" localhost/trustmesh-ci/example-app:latest \
-    curl -s -m 10 -w '\n%{http_code}' "$@"
+  podman run --rm --network "${run_id}_default" --entrypoint curl \
+    localhost/trustmesh-ci/example-app:latest -s -m 10 -w '\n%{http_code}' "$@"
 }
 out=$(outsider http://orders:15020/app-health/orders/livez) \
   || die "a container without a sidecar cannot reach orders' probe port at all: $out"
