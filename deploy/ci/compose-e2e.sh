@@ -1,4 +1,5 @@
-# Sourced by deploy/images.sh after the images are built (it defines root, work, run_id, log,
+# shellcheck shell=bash disable=SC2154
+# Sourced by deploy/images.sh after the images are built (it defines work, run_id, log,
 # die, wait_for and cleanups): runs deploy/docker/compose.yaml, unchanged, with podman-compose
 # and checks what its README promises:
 #
