@@ -140,14 +140,13 @@ podman run -d --name "$run_id-cp" --network "$net" --network-alias control-plane
   -v "$work/policies:/policies:ro" -v "$work/cp-data:/var/lib/trustmesh" \
   "trustmesh/control-plane:$tag" serve --listen 0.0.0.0:15012 --data-dir /var/lib/trustmesh \
   --policies /policies --server-name control-plane >/dev/null
-podman run -d --name "$run_id-client" --network "$net" --entrypoint sleep \
-  trustmesh-ci/example-app:latest infinity >/dev/null
-wait_for 30 "the trust bundle" test -s "$work/cp-data/trust-bundle.pem"
 mkdir -p "$work/boot"
+podman run -d --name "$run_id-client" --network "$net" -v "$work/boot:/bootstrap:ro" \
+  --entrypoint sleep trustmesh-ci/example-app:latest infinity >/dev/null
+wait_for 30 "the trust bundle" test -s "$work/cp-data/trust-bundle.pem"
 cp "$work/cp-data/trust-bundle.pem" "$work/boot/trust-bundle.pem"
-podman cp "$work/boot/trust-bundle.pem" "$run_id-client:/trust-bundle.pem"
 wait_for 30 "control plane /healthz" podman exec "$run_id-client" curl -sf \
-  --cacert /trust-bundle.pem https://control-plane:15012/healthz
+  --cacert /bootstrap/trust-bundle.pem https://control-plane:15012/healthz
 log "control plane: /healthz 200"
 podman run --rm --user 10001 -v "$work/cp-data:/var/lib/trustmesh" "trustmesh/control-plane:$tag" \
   token create --identity spiffe://cluster.local/ns/shop/sa/orders --data-dir /var/lib/trustmesh \
