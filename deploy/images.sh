@@ -65,7 +65,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# 1. The base image, unless it is already there.
+# 1. The base image, unless it is already there (`FROM debian:bookworm-slim` finds it: podman
+# looks up short names under localhost/ too).
 base=localhost/debian:bookworm-slim
 if ! podman image exists "$base"; then
   log "making $base with debootstrap"
@@ -76,7 +77,6 @@ if ! podman image exists "$base"; then
   tar -C "$work/rootfs" -c . | podman import -q - "$base" >/dev/null
   rm -rf "$work/rootfs"
 fi
-podman tag "$base" docker.io/library/debian:bookworm-slim
 
 # 2. The binaries, as the Dockerfiles' build stage makes them.
 log "cargo build --profile dist"
