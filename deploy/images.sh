@@ -129,7 +129,8 @@ wait_for() {
 # 4. The images on their own: a control plane, and a proxy that bootstraps from it.
 log "running the images"
 net=$run_id-net
-podman network create "$net" >/dev/null
+# --internal: no route off this machine (the containers talk only to each other).
+podman network create --internal "$net" >/dev/null
 cleanups+=("podman network rm -f $net")
 install -d -m 0700 -o 10001 -g 10001 "$work/cp-data"
 cp -r deploy/docker/policies "$work/policies"

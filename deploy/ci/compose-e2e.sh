@@ -10,7 +10,7 @@
 #   - a policy change in the mounted folder takes effect (/admin allowed: 200).
 #
 # The project is named after this run, so its containers, network and volumes are its own;
-# they are removed on exit.
+# they are removed on exit. Its network is internal: traffic stays on this machine.
 
 compose_venv=${TRUSTMESH_PODMAN_COMPOSE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/trustmesh-podman-compose}
 compose_version=1.6.0
@@ -44,6 +44,9 @@ up() {
     || { tail -30 "$work/compose-up.log"; die "podman-compose up $*"; }
 }
 log "podman-compose up (deploy/docker/compose.yaml)"
+# The project's network, made here --internal (no route off this machine); podman-compose
+# uses a network that exists.
+podman network create --internal "${run_id}_default" >/dev/null
 up control-plane orders frontend
 up bootstrap orders-init frontend-init
 timeout 120 podman wait "${run_id}_bootstrap_1" "${run_id}_orders-init_1" "${run_id}_frontend-init_1" \
