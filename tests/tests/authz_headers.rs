@@ -163,22 +163,23 @@ async fn policies_judge_headers_as_the_app_receives_them() {
              metadata: {{name: deny-a, namespace: {NAMESPACE}}}\n\
              spec:\n  selector: {{matchLabels: {{app: b}}}}\n  action: DENY\n  rules:\n\
              \x20 - to: [{{operation: {{paths: [\"/deny-a\"]}}}}]\n\
-             \x20   when: [{{key: \"request.headers[x-trustmesh-peer-identity]\", values: [\"{id_a}\"]}}]\n\
+             \x20   from: [{{source: {{principals: [\"{id_a}\"]}}}}]\n\
              ---\n\
              apiVersion: trustmesh.io/v1\nkind: AuthorizationPolicy\n\
              metadata: {{name: allow-b, namespace: {NAMESPACE}}}\n\
              spec:\n  selector: {{matchLabels: {{app: b}}}}\n  action: ALLOW\n  rules:\n\
              \x20 - to: [{{operation: {{notPaths: [\"/admin\", \"/role\"]}}}}]\n\
              \x20 - to: [{{operation: {{paths: [\"/admin\"]}}}}]\n\
-             \x20   when: [{{key: \"request.headers[x-trustmesh-peer-identity]\", values: [\"{id_admin}\"]}}]\n\
+             \x20   from: [{{source: {{principals: [\"{id_admin}\"]}}}}]\n\
              \x20 - to: [{{operation: {{paths: [\"/role\"]}}}}]\n\
              \x20   when: [{{key: \"request.headers[x-role]\", values: [reader]}}]\n"
         ),
     )
     .await;
 
-    // A DENY on the identity header holds for A's requests: the policy sees the verified
-    // identity, not the header A's sidecar dropped (nor one A's app wrote).
+    // (A condition on `x-trustmesh-*` headers is a validation error; policies name callers by
+    // principal.) A DENY on A holds whatever identity header A's app or A itself writes: the
+    // decision and the app see the verified identity only.
     let r = http1_get(mesh.a.outbound(), "b.test", "/deny-a", &[])
         .await
         .unwrap();
@@ -207,7 +208,8 @@ async fn policies_judge_headers_as_the_app_receives_them() {
         r.text()
     );
 
-    // A spoofed identity header cannot satisfy an ALLOW on it; the real identity does.
+    // A spoofed identity header cannot get a caller past an ALLOW for another principal; the
+    // real identity does, and the app sees only the verified one.
     let req = Request::get("http://b.test/admin")
         .header("x-trustmesh-peer-identity", id_admin.as_str())
         .body(Empty::<Bytes>::new())
