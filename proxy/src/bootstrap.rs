@@ -85,4 +85,3 @@ pub fn restore(shared: &Shared) -> anyhow::Result<Result<(), String>> {
     tracing::info!(target: "identity", "{why}: bootstrapping with --token-file");
     Ok(Err(why))
 }
-

@@ -115,7 +115,9 @@ async fn renew_once(shared: &Shared, control: &ControlClient, cert: &CertInfo, l
             Some(kc) => request(shared, control, token.as_deref(), kc).await,
             None => match generate_csr(&shared.identity) {
                 Ok(new) => request(shared, control, token.as_deref(), kc.insert(new)).await,
-                Err(e) => Err(IssueError::Unavailable(anyhow::anyhow!("making a CSR: {e}"))),
+                Err(e) => Err(IssueError::Unavailable(anyhow::anyhow!(
+                    "making a CSR: {e}"
+                ))),
             },
         };
         let label = match &result {

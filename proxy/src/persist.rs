@@ -136,7 +136,9 @@ mod tests {
         let td = TrustDomain::parse("cluster.local").unwrap();
         let ca = CertificateAuthority::generate(&td, SystemTime::now()).unwrap();
         let kc = trustmesh_certs::generate_csr(id).unwrap();
-        let issued = ca.sign_csr(&kc.csr_pem, id, ttl, SystemTime::now()).unwrap();
+        let issued = ca
+            .sign_csr(&kc.csr_pem, id, ttl, SystemTime::now())
+            .unwrap();
         (issued.chain_pem, kc.key)
     }
 
