@@ -287,3 +287,39 @@ async fn the_open_files_soft_limit_is_raised_to_the_hard_limit() {
     assert_eq!(c["open_files_limit"], 4096, "{c}");
     assert_eq!(c["open_files_limit_hard"], 4096, "{c}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_started_while_its_control_plane_is_away_waits_for_it() {
+    let mut s = setup("lc-state-cp-away", "1h").await;
+    let id = spiffe_id(NAMESPACE, "a");
+    s.write_token("a", &id).await;
+    s.cp.stop();
+    let token_file = s.token_file("a");
+    let launch = Launch {
+        name: "a",
+        identity: &id,
+        app: s.app_a.addr(),
+        ports: s.a_ports,
+        token_file: &token_file,
+        extra: &[],
+        wrapper: &[],
+    };
+    let mut a = Proxy::spawn(&s.cp, &launch).expect("a starts");
+    let log = a.process().log_path().to_path_buf();
+    poll_until(
+        "a failed bootstrap attempt",
+        Duration::from_secs(20),
+        || async {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            Ok(text.contains("bootstrap failed, retrying").then_some(()))
+        },
+    )
+    .await
+    .expect("it retries");
+    a.process().ensure_running().expect("still running");
+    assert_eq!(ready(a.admin()).await.expect("ready"), 503);
+    s.cp.restart().await.expect("the control plane starts");
+    a.wait_ready_every(READY_STEP)
+        .await
+        .expect("ready once it is there");
+}
