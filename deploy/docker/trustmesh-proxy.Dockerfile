@@ -16,11 +16,13 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends iptables \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 1337 trustmesh-proxy \
- && useradd --uid 1337 --gid 1337 --no-create-home --shell /usr/sbin/nologin trustmesh-proxy
+ && useradd --uid 1337 --gid 1337 --no-create-home --shell /usr/sbin/nologin trustmesh-proxy \
+ && install -d -m 0700 -o 1337 -g 1337 /var/lib/trustmesh-proxy
 COPY --from=build /trustmesh-proxy /usr/local/bin/trustmesh-proxy
 # The sidecar runs as 1337, the uid `init` exempts from redirection. The init step is run
 # as root with NET_ADMIN and NET_RAW (`user: root` in compose, the injector's securityContext
-# in Kubernetes).
+# in Kubernetes). /var/lib/trustmesh-proxy is where a volume for --state-dir goes (a new named
+# volume takes this folder's owner and mode).
 USER 1337:1337
 EXPOSE 15006 15020
 ENTRYPOINT ["/usr/local/bin/trustmesh-proxy"]
