@@ -8,6 +8,10 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 use trustmesh_certs::csr::generate_csr;
 
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier as _;
+use trustmesh_certs::{SpiffeClientVerifier, TrustBundle, TrustDomain};
+
 use crate::control::ControlClient;
 use crate::identity::{self, Backoff};
 use crate::state::Shared;
@@ -58,9 +62,10 @@ pub async fn bootstrap(shared: &Shared, control: &ControlClient, why: &str) -> a
     }
 }
 
-/// Puts the certificate kept in `--state-dir` in force. `Err(why)` when there is none that can
+/// Puts the certificate kept in `--state-dir` in force, if it is for our identity, unexpired
+/// and chains to `bundle` (a CA rotation may have left it behind while we were away). `Err(why)` when there is none that can
 /// be used (no `--state-dir`, first start, expired, damaged): why a token is needed.
-pub fn restore(shared: &Shared) -> anyhow::Result<Result<(), String>> {
+pub fn restore(shared: &Shared, bundle: &TrustBundle) -> anyhow::Result<Result<(), String>> {
     use crate::persist::{self, Saved};
     let Some(dir) = &shared.args.state_dir else {
         return Ok(Err("no certificate yet".into()));
@@ -68,13 +73,17 @@ pub fn restore(shared: &Shared) -> anyhow::Result<Result<(), String>> {
     persist::prepare(dir)?;
     let why = match persist::load(dir, &shared.identity, SystemTime::now()) {
         Saved::Nothing => format!("no certificate in --state-dir {} yet", dir.display()),
-        Saved::Valid { chain, key } => match identity::install_chain(shared, chain, &key) {
-            Ok(()) => {
-                tracing::info!(target: "identity", state_dir = %dir.display(), "using the certificate kept in --state-dir");
-                return Ok(Ok(()));
+        Saved::Valid { chain, key } => {
+            match trusted(bundle, &shared.identity.trust_domain(), &chain)
+                .and_then(|()| identity::install_chain(shared, chain, &key))
+            {
+                Ok(()) => {
+                    tracing::info!(target: "identity", state_dir = %dir.display(), "using the certificate kept in --state-dir");
+                    return Ok(Ok(()));
+                }
+                Err(e) => format!("the certificate in --state-dir cannot be used ({e:#})"),
             }
-            Err(e) => format!("the certificate in --state-dir cannot be used ({e:#})"),
-        },
+        }
         Saved::Expired { not_after } => format!(
             "the certificate in --state-dir {} expired at {}",
             dir.display(),
@@ -84,4 +93,40 @@ pub fn restore(shared: &Shared) -> anyhow::Result<Result<(), String>> {
     };
     tracing::info!(target: "identity", "{why}: bootstrapping with --token-file");
     Ok(Err(why))
+}
+
+/// Whether peers (and the control plane) that trust `bundle` would accept `chain`.
+fn trusted(
+    bundle: &TrustBundle,
+    td: &TrustDomain,
+    chain: &[CertificateDer<'static>],
+) -> anyhow::Result<()> {
+    let verifier = SpiffeClientVerifier::new(bundle, td)?;
+    let (leaf, intermediates) = chain.split_first().context("an empty chain")?;
+    verifier
+        .verify_client_cert(leaf, intermediates, UnixTime::now())
+        .map_err(|e| anyhow::anyhow!("it does not verify against --trust-bundle: {e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trustmesh_certs::{CertificateAuthority, SpiffeId};
+
+    #[test]
+    fn a_saved_certificate_of_another_ca_is_not_trusted() {
+        let td = TrustDomain::parse("cluster.local").unwrap();
+        let id = SpiffeId::parse("spiffe://cluster.local/ns/a/sa/b").unwrap();
+        let now = SystemTime::now();
+        let ca = CertificateAuthority::generate(&td, now).unwrap();
+        let other = CertificateAuthority::generate(&td, now).unwrap();
+        let kc = generate_csr(&id).unwrap();
+        let issued = ca
+            .sign_csr(&kc.csr_pem, &id, std::time::Duration::from_secs(600), now)
+            .unwrap();
+        assert!(trusted(&ca.trust_bundle(), &td, &issued.chain).is_ok());
+        let err = trusted(&other.trust_bundle(), &td, &issued.chain).unwrap_err();
+        assert!(format!("{err:#}").contains("--trust-bundle"), "{err:#}");
+    }
 }

@@ -79,7 +79,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     // A certificate kept in --state-dir is used at once and renewed at once; without one, the
     // token gets the first.
-    let restored = match bootstrap::restore(&shared)? {
+    let restored = match bootstrap::restore(&shared, &bundle)? {
         Ok(()) => true,
         Err(why) => {
             bootstrap::bootstrap(&shared, &control, &why).await?;
