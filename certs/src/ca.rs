@@ -187,6 +187,16 @@ impl CertificateAuthority {
                 "the last certificate of a CA chain must be its self-signed root".into(),
             ));
         }
+        // webpki never checks a trust anchor's own signature: a root altered on disk would
+        // otherwise load. A self-issued root must carry a signature its own key verifies.
+        let root_x509 = identity::parse(root)?;
+        if root_x509.subject().as_raw() == root_x509.issuer().as_raw()
+            && root_x509.verify_signature(None).is_err()
+        {
+            return Err(CertError::BadCaChain(
+                "the CA root's self-signature does not verify (the certificate was altered)".into(),
+            ));
+        }
         let (issuer_chain, root) = (above_leaf.to_vec(), root.clone());
         let issuer = Issuer::from_ca_cert_der(&cert_der, key)
             .map_err(CertError::rcgen("reading the CA certificate"))?;

@@ -35,6 +35,11 @@ pub fn cert_serial_hex(cert: &CertificateDer<'_>) -> Result<String, CertError> {
     Ok(hex(parse(cert)?.raw_serial()))
 }
 
+/// The certificate's SubjectPublicKeyInfo, DER: what identifies the key it was issued to.
+pub fn cert_public_key(cert: &CertificateDer<'_>) -> Result<Vec<u8>, CertError> {
+    Ok(parse(cert)?.public_key().raw.to_vec())
+}
+
 /// Parses a DER certificate, refusing trailing bytes.
 pub(crate) fn parse<'a>(cert: &'a CertificateDer<'_>) -> Result<X509Certificate<'a>, CertError> {
     let (rest, x509) = x509_parser::parse_x509_certificate(cert.as_ref())

@@ -30,7 +30,9 @@ pub use bundle::TrustBundle;
 pub use ca::{control_plane_identity, CertificateAuthority, IssuedCert};
 pub use csr::{generate_csr, KeyAndCsr};
 pub use error::CertError;
-pub use identity::{cert_not_after, cert_not_before, cert_serial_hex, identity_from_cert};
+pub use identity::{
+    cert_not_after, cert_not_before, cert_public_key, cert_serial_hex, identity_from_cert,
+};
 pub use key::PrivateKey;
 pub use resolver::RotatingResolver;
 pub use spiffe::{SpiffeId, SpiffeIdError, TrustDomain};

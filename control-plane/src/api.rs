@@ -16,8 +16,9 @@ use trustmesh_certs::{CertError, SpiffeId};
 
 use crate::policy_source::PolicySource;
 use crate::snapshot::{self, ProxyBook};
-use crate::tokens::{TokenError, UsedTokens};
+use crate::tokens::TokenError;
 use crate::trust::TrustStore;
+use crate::used_tokens::UsedTokens;
 
 mod methods;
 #[cfg(test)]
@@ -369,15 +370,10 @@ async fn certificates(
             state.metrics.issued.with_label_values(&[code]).inc();
             ApiError::new(status, code, e.to_string())
         })?;
-    if let crate::authn::Proof::Token(c) = &proof {
-        state.used_tokens.consume(c).inspect_err(|e| {
-            state
-                .metrics
-                .issued
-                .with_label_values(&[refusal_label(e)])
-                .inc()
-        })?;
-    }
+    let issued = match &proof {
+        crate::authn::Proof::Token(c) => crate::authn::spend_token(state, c, issued)?,
+        _ => issued,
+    };
     state.metrics.issued.with_label_values(&["issued"]).inc();
     let via = proof.via();
     tracing::info!(

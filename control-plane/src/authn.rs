@@ -5,11 +5,13 @@
 //! `trustmesh_cp_certificates_issued_total{result}` by its reason.
 
 use http::StatusCode;
-use trustmesh_certs::SpiffeId;
+use rustls::pki_types::{pem::PemObject as _, CertificateDer};
+use trustmesh_certs::{CertError, IssuedCert, SpiffeId};
 
 use crate::api::{ApiError, AppState, Caller};
 use crate::k8s_jwt::JwtError;
 use crate::tokens::{self, Claims};
+use crate::used_tokens::Enrolled;
 
 /// What proved the caller's identity.
 #[derive(Debug)]
@@ -87,4 +89,44 @@ pub async fn authenticate(
             }
         },
     }
+}
+
+/// Spends a bootstrap token on `issued`, or answers a retry of the same enrolment (same token,
+/// same public key) with what it got the first time ([`UsedTokens::spend`]).
+pub fn spend_token(
+    state: &AppState,
+    claims: &crate::tokens::Claims,
+    issued: IssuedCert,
+) -> Result<IssuedCert, ApiError> {
+    let internal =
+        |e: CertError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string());
+    let leaf = issued
+        .chain
+        .first()
+        .ok_or_else(|| internal(CertError::EmptyChain))?;
+    let spki = trustmesh_certs::cert_public_key(leaf).map_err(internal)?;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &spki);
+    let fresh = Enrolled {
+        key_sha256: digest.as_ref().iter().map(|b| format!("{b:02x}")).collect(),
+        chain_pem: issued.chain_pem.clone(),
+        not_after: issued.not_after,
+        serial_hex: issued.serial_hex.clone(),
+    };
+    let answer = state
+        .used_tokens
+        .spend(claims, fresh)
+        .inspect_err(|e| state.metrics.refused(crate::api::refusal_label(e)))?;
+    if answer.serial_hex == issued.serial_hex {
+        return Ok(issued);
+    }
+    tracing::info!(serial = %answer.serial_hex, "a retried enrolment gets the certificate it was issued");
+    let chain = CertificateDer::pem_slice_iter(answer.chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| internal(CertError::Pem(e.to_string())))?;
+    Ok(IssuedCert {
+        chain,
+        chain_pem: answer.chain_pem,
+        not_after: answer.not_after,
+        serial_hex: answer.serial_hex,
+    })
 }

@@ -204,6 +204,47 @@ mod tests {
     }
 
     #[test]
+    fn refuses_a_ca_certificate_altered_on_disk_or_not_matching_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        load_or_create(dir.path(), &td(), None).unwrap();
+        let cert = dir.path().join(CA_CERT);
+        let good = std::fs::read_to_string(&cert).unwrap();
+        use rustls::pki_types::{pem::PemObject as _, CertificateDer};
+        let der = CertificateDer::pem_slice_iter(good.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        // Flip a bit of the signature (the last bytes of the DER): still parses, no longer
+        // verifies.
+        let mut bad = der.as_ref().to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x01;
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&bad);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        let pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            lines.join("\n")
+        );
+        std::fs::write(&cert, pem).unwrap();
+        let err = format!("{:#}", load_or_create(dir.path(), &td(), None).unwrap_err());
+        assert!(
+            err.contains(&cert.display().to_string()) && err.contains("signature"),
+            "{err}"
+        );
+        // Another CA's certificate beside this key.
+        let other = CertificateAuthority::generate(&td(), SystemTime::now()).unwrap();
+        std::fs::write(&cert, other.chain_pem()).unwrap();
+        let err = format!("{:#}", load_or_create(dir.path(), &td(), None).unwrap_err());
+        assert!(err.contains(&cert.display().to_string()), "{err}");
+        assert!(err.contains("key"), "{err}");
+    }
+
+    #[test]
     fn imports_an_intermediate_and_keeps_it_with_its_chain() {
         let offline = tempfile::tempdir().unwrap();
         let root = CertificateAuthority::generate(&td(), SystemTime::now()).unwrap();

@@ -61,6 +61,10 @@ pub const STATUS_ANNOTATION: &str = "trustmesh.io/status";
 pub const BUNDLE_ANNOTATION: &str = "trustmesh.io/trust-bundle";
 const TOKEN_DIR: &str = "/var/run/secrets/trustmesh";
 const BUNDLE_DIR: &str = "/var/run/trustmesh";
+/// The sidecar's `emptyDir` (in memory): its certificate and key survive a container restart,
+/// so that a restarted sidecar needs no new token. `--state-dir` is a folder inside it, which
+/// the sidecar creates mode 0700 (the volume's root is root's).
+const STATE_VOLUME_DIR: &str = "/var/run/trustmesh-proxy";
 
 /// What an injected pod gets: the control plane's trust domain and bundle, and the image and
 /// URL from its environment.
@@ -320,6 +324,7 @@ pub fn mutate(request: &Value, config: &InjectConfig) -> Result<Mutation, String
             "--outbound", "127.0.0.1:15001",
             "--admin", "127.0.0.1:15000",
             "--probe-listen", format!("0.0.0.0:{PROBE_PORT}"),
+            "--state-dir", format!("{STATE_VOLUME_DIR}/state"),
         ],
         "env": env,
         "ports": [
@@ -339,6 +344,7 @@ pub fn mutate(request: &Value, config: &InjectConfig) -> Result<Mutation, String
         "volumeMounts": [
             {"name": "trustmesh-token", "mountPath": TOKEN_DIR, "readOnly": true},
             {"name": "trustmesh-bundle", "mountPath": BUNDLE_DIR, "readOnly": true},
+            {"name": "trustmesh-state", "mountPath": STATE_VOLUME_DIR},
         ],
         "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "256Mi"}},
     });
@@ -348,6 +354,7 @@ pub fn mutate(request: &Value, config: &InjectConfig) -> Result<Mutation, String
         json!({"name": "trustmesh-bundle", "downwardAPI": {"items": [{"path": "trust-bundle.pem",
             "fieldRef": {"fieldPath": format!("metadata.annotations['{BUNDLE_ANNOTATION}']")}}]}}),
         json!({"name": "trustmesh-xtables", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}),
+        json!({"name": "trustmesh-state", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}),
     ];
 
     append(

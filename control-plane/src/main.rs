@@ -29,6 +29,7 @@ mod snapshot;
 mod status;
 mod tokens;
 mod trust;
+mod used_tokens;
 mod validate;
 
 use std::process::ExitCode;

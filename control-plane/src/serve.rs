@@ -36,7 +36,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         trust: trust.clone(),
         k8s: K8sVerifier::from_args(&args.k8s, &args.trust_domain).await?,
         token_key: tokens::load_or_create_key(&args.data_dir)?,
-        used_tokens: tokens::UsedTokens::load(&args.data_dir, SystemTime::now())?,
+        used_tokens: crate::used_tokens::UsedTokens::load(&args.data_dir, SystemTime::now())?,
         policies: policies.clone(),
         cert_ttl: args.cert_ttl,
         proxies: Default::default(),

@@ -1,18 +1,11 @@
 //! Bootstrap tokens: `tm1.<claims>.<mac>`, where the claims are base64url JSON (token id,
 //! identity, labels, expiry) and the MAC is HMAC-SHA256 under a key kept in the data folder
-//! (`token-key`, mode 0600). A token is single use: the ids of used tokens are appended to
-//! `used-tokens` (fsynced before a certificate is returned), so a token stays used across
-//! restarts. Replicas on one data folder share that file: the check and the append happen
-//! under the data folder's lock ([`crate::lock`]) after reading the file again, so a token
-//! spent on one replica is refused by the other. Tokens are never logged: [`Token`] prints
-//! `<redacted>`.
+//! (`token-key`, mode 0600; a key file of the wrong length is an error, never replaced). A
+//! token is single use: [`crate::used_tokens`] records it as spent. Tokens are never logged:
+//! [`Token`] prints `<redacted>`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fs::OpenOptions;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -27,7 +20,8 @@ use crate::lock::DataDirLock;
 
 const PREFIX: &str = "tm1";
 const KEY_FILE: &str = "token-key";
-const USED_FILE: &str = "used-tokens";
+/// The MAC key's length in bytes (HMAC-SHA256).
+const KEY_LEN: usize = 32;
 
 /// A bootstrap token. Its `Debug` never shows the secret.
 pub struct Token(String);
@@ -87,9 +81,22 @@ pub fn load_or_create_key(dir: &Path) -> anyhow::Result<hmac::Key> {
     let path = dir.join(KEY_FILE);
     let bytes = if path.exists() {
         let text = files::read_private(&path)?;
-        hex_decode(text.trim()).with_context(|| format!("{} is not a hex key", path.display()))?
+        let key = hex_decode(text.trim())
+            .with_context(|| format!("{} is not a hex key", path.display()))?;
+        // A short or long key is a damaged file, never a reason to make a new one (which
+        // would invalidate every token handed out).
+        if key.len() != KEY_LEN {
+            anyhow::bail!(
+                "{} holds a {}-byte key, expected {KEY_LEN} bytes (64 hex digits): the file is \
+                 damaged; restore it, or remove it to make a new key (tokens made with the old \
+                 one are then refused)",
+                path.display(),
+                key.len()
+            );
+        }
+        key
     } else {
-        let mut key = vec![0u8; 32];
+        let mut key = vec![0u8; KEY_LEN];
         aws_lc_rs::rand::SystemRandom::new()
             .fill(&mut key)
             .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
@@ -148,84 +155,8 @@ pub fn verify(key: &hmac::Key, token: &str, now: SystemTime) -> Result<Claims, T
     Ok(claims)
 }
 
-/// The ids of used tokens, in a file that every replica on the data folder appends to.
-pub struct UsedTokens {
-    dir: PathBuf,
-    path: PathBuf,
-    // Serializes this process's own callers before they queue on the file lock.
-    local: Mutex<()>,
-}
-
-impl UsedTokens {
-    /// Opens the used-token list of `dir`, dropping entries whose tokens have expired anyway.
-    pub fn load(dir: &Path, now: SystemTime) -> anyhow::Result<Self> {
-        let path = dir.join(USED_FILE);
-        if path.exists() {
-            let _lock = DataDirLock::acquire(dir)?;
-            let used =
-                read_used(&path, now).with_context(|| format!("reading {}", path.display()))?;
-            // Compact the file to what is still relevant.
-            let mut compact = String::new();
-            for (jti, exp) in &used {
-                compact.push_str(&format!("{jti} {exp}\n"));
-            }
-            files::write_atomic(&path, compact.as_bytes(), 0o600)?;
-        }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            path,
-            local: Mutex::new(()),
-        })
-    }
-
-    /// Marks a token used; fails if it already was, on this replica or another. The use is on
-    /// disk before this returns.
-    pub fn consume(&self, claims: &Claims) -> Result<(), TokenError> {
-        let _local = self.local.lock().map_err(|_| TokenError::Store)?;
-        let _lock = DataDirLock::acquire(&self.dir).map_err(|e| {
-            tracing::warn!("locking the data folder for a token: {e:#}");
-            TokenError::Store
-        })?;
-        let used = read_used(&self.path, SystemTime::now()).map_err(|e| {
-            tracing::warn!("reading {}: {e}", self.path.display());
-            TokenError::Store
-        })?;
-        if used.contains_key(&claims.jti) {
-            return Err(TokenError::AlreadyUsed);
-        }
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&self.path)
-            .map_err(|_| TokenError::Store)?;
-        f.write_all(format!("{} {}\n", claims.jti, claims.exp).as_bytes())
-            .and_then(|_| f.sync_data())
-            .map_err(|_| TokenError::Store)?;
-        Ok(())
-    }
-}
-
-/// The used-token file as `jti -> exp`, without the entries that have expired by `now`.
-fn read_used(path: &Path, now: SystemTime) -> std::io::Result<HashMap<String, u64>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e),
-    };
-    let mut used = HashMap::new();
-    for line in text.lines() {
-        let mut parts = line.split_whitespace();
-        if let (Some(jti), Some(Ok(exp))) = (parts.next(), parts.next().map(str::parse::<u64>)) {
-            if exp > unix(now) {
-                used.insert(jti.to_string(), exp);
-            }
-        }
-    }
-    Ok(used)
-}
-
-fn unix(t: SystemTime) -> u64 {
+/// Seconds since the Unix epoch.
+pub(crate) fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
@@ -254,37 +185,23 @@ mod tests {
     }
 
     #[test]
-    fn token_verifies_once_and_survives_restart() {
+    fn the_key_is_stable_across_loads_and_a_damaged_key_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let key = load_or_create_key(dir.path()).unwrap();
         let t = create(&key, &id(), BTreeMap::new(), Duration::from_secs(60)).unwrap();
-        let claims = verify(&key, t.expose(), SystemTime::now()).unwrap();
-        assert_eq!(claims.identity, id());
-        let used = UsedTokens::load(dir.path(), SystemTime::now()).unwrap();
-        used.consume(&claims).unwrap();
-        assert_eq!(used.consume(&claims), Err(TokenError::AlreadyUsed));
-        let reloaded = UsedTokens::load(dir.path(), SystemTime::now()).unwrap();
-        assert_eq!(reloaded.consume(&claims), Err(TokenError::AlreadyUsed));
-        // The key is stable across loads, so old tokens still verify.
-        let key2 = load_or_create_key(dir.path()).unwrap();
-        assert!(verify(&key2, t.expose(), SystemTime::now()).is_ok());
-    }
-
-    #[test]
-    fn a_token_spent_on_one_replica_is_refused_by_the_other() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = load_or_create_key(dir.path()).unwrap();
-        // Two replicas opened the list before either spent anything.
-        let one = UsedTokens::load(dir.path(), SystemTime::now()).unwrap();
-        let two = UsedTokens::load(dir.path(), SystemTime::now()).unwrap();
-        let t = create(&key, &id(), BTreeMap::new(), Duration::from_secs(60)).unwrap();
-        let claims = verify(&key, t.expose(), SystemTime::now()).unwrap();
-        one.consume(&claims).unwrap();
-        assert_eq!(two.consume(&claims), Err(TokenError::AlreadyUsed));
-        assert_eq!(one.consume(&claims), Err(TokenError::AlreadyUsed));
-        // And the key both replicas load is the same.
         let again = load_or_create_key(dir.path()).unwrap();
         assert!(verify(&again, t.expose(), SystemTime::now()).is_ok());
+        let path = dir.path().join(KEY_FILE);
+        for bad in ["abcd", &"ab".repeat(33), "not hex at all"] {
+            files::write_atomic(&path, bad.as_bytes(), 0o600).unwrap();
+            let err = format!("{:#}", load_or_create_key(dir.path()).unwrap_err());
+            assert!(err.contains(&path.display().to_string()), "{err}");
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                bad,
+                "left as it was"
+            );
+        }
     }
 
     #[test]

@@ -32,7 +32,8 @@ RUN set -eu; \
     mkdir -p /rootfs/etc; \
     printf 'root:x:0:0::/:/nonexistent\ntrustmesh-proxy:x:1337:1337::/:/nonexistent\n' > /rootfs/etc/passwd; \
     printf 'root:x:0:\ntrustmesh-proxy:x:1337:\n' > /rootfs/etc/group; \
-    if [ -f /etc/protocols ]; then cp /etc/protocols /rootfs/etc/; fi
+    if [ -f /etc/protocols ]; then cp /etc/protocols /rootfs/etc/; fi; \
+    install -d -m 0700 -o 1337 -g 1337 /rootfs/var/lib/trustmesh-proxy
 
 # No shell, no package manager: the binary, its libraries and iptables.
 FROM scratch
@@ -40,7 +41,8 @@ COPY --from=rootfs /rootfs/ /
 ENV PATH=/usr/local/bin:/usr/sbin:/usr/bin
 # The sidecar runs as 1337, the uid `init` exempts from redirection. The init step is run
 # as root with NET_ADMIN and NET_RAW (`user: root` in compose, the injector's securityContext
-# in Kubernetes).
+# in Kubernetes). /var/lib/trustmesh-proxy is where a volume for --state-dir goes (a new named
+# volume takes this folder's owner and mode).
 USER 1337:1337
 EXPOSE 15006 15020
 ENTRYPOINT ["/usr/local/bin/trustmesh-proxy"]

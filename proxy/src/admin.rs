@@ -18,6 +18,8 @@ use crate::state::Shared;
 pub struct AdminInfo {
     /// The control plane's URL.
     pub control_plane: String,
+    /// The open-files limits after start-up raised the soft one.
+    pub open_files: Option<crate::nofile::OpenFiles>,
 }
 
 /// Serves the admin endpoints until the process ends.
@@ -115,6 +117,8 @@ fn config(shared: &Shared, info: &AdminInfo) -> serde_json::Value {
         "services_known": mesh.as_ref().map(|m| m.snapshot.registry.entries().len()),
         "ready": shared.readiness().is_ok(),
         "control_plane": info.control_plane,
+        "open_files_limit": info.open_files.map(|l| l.soft),
+        "open_files_limit_hard": info.open_files.map(|l| l.hard),
         "app": a.app.to_string(),
         "listeners": {
             "inbound": a.inbound.to_string(),

@@ -30,9 +30,16 @@ pub struct Args {
     /// PEM file with the mesh's trust bundle (the control plane's trust-bundle.pem).
     #[arg(long, env = "TRUSTMESH_TRUST_BUNDLE")]
     pub trust_bundle: PathBuf,
-    /// File with the single-use bootstrap token (`trustmesh token create`).
+    /// File with the bootstrap token (`trustmesh token create`, or a projected ServiceAccount
+    /// token), read again at every try. With --state-dir and a valid certificate there, it
+    /// may be missing or spent.
     #[arg(long, env = "TRUSTMESH_TOKEN_FILE")]
     pub token_file: PathBuf,
+    /// Folder (created mode 0700) where the certificate and its key (0600) are kept across
+    /// restarts: restarted while that certificate is valid, the sidecar renews with it and
+    /// needs no token.
+    #[arg(long, env = "TRUSTMESH_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// This workload's SPIFFE ID.
     #[arg(long, env = "TRUSTMESH_IDENTITY")]
     pub identity: SpiffeId,

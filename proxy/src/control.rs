@@ -6,6 +6,10 @@
 //! folder) are tried in turn: a call goes to the one that answered last, and when it cannot be
 //! reached, fails, answers 5xx or does not answer in time, to the next one, within the same
 //! call. A host name with several addresses is tried address by address as well.
+//!
+//! A call that carries a bearer token presents no client certificate: the token is its
+//! credential, and a certificate that has expired would make the control plane refuse the
+//! handshake before it reads the token.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -36,6 +40,8 @@ pub struct ControlClient {
     /// The replica that answered last; calls start there.
     preferred: AtomicUsize,
     tls: ArcSwap<rustls::ClientConfig>,
+    /// The same without a client certificate, for calls with a bearer token.
+    tls_anonymous: ArcSwap<rustls::ClientConfig>,
     resolver: Arc<RotatingResolver>,
 }
 
@@ -75,20 +81,30 @@ impl ControlClient {
         if endpoints.is_empty() {
             anyhow::bail!("--control-plane is needed");
         }
-        let tls = cp_client_config(bundle, td, &resolver)?;
+        let tls = cp_client_config(bundle, td, Some(&resolver))?;
+        let tls_anonymous = cp_client_config(bundle, td, None)?;
         Ok(Self {
             endpoints,
             preferred: AtomicUsize::new(0),
             tls: ArcSwap::from_pointee(tls),
+            tls_anonymous: ArcSwap::from_pointee(tls_anonymous),
             resolver,
         })
     }
 
     /// Trusts a new bundle (pushed in a snapshot) from now on.
     pub fn set_bundle(&self, bundle: &TrustBundle, td: &trustmesh_certs::TrustDomain) {
-        match cp_client_config(bundle, td, &self.resolver) {
-            Ok(c) => self.tls.store(Arc::new(c)),
-            Err(e) => tracing::warn!("ignoring an unusable trust bundle: {e}"),
+        match (
+            cp_client_config(bundle, td, Some(&self.resolver)),
+            cp_client_config(bundle, td, None),
+        ) {
+            (Ok(c), Ok(anonymous)) => {
+                self.tls.store(Arc::new(c));
+                self.tls_anonymous.store(Arc::new(anonymous));
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!("ignoring an unusable trust bundle: {e}")
+            }
         }
     }
 
@@ -100,7 +116,8 @@ impl ControlClient {
 
     /// Makes one request, to the replica that answered last and then to each other one in
     /// turn; `timeout` bounds the exchange with each. A 5xx answer moves on to the next
-    /// replica too, and is returned when it is the last one's.
+    /// replica too, and is returned when it is the last one's. With a `bearer`, no client
+    /// certificate is presented.
     pub async fn call(
         &self,
         method: Method,
@@ -146,7 +163,11 @@ impl ControlClient {
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(ep.host.clone())
             .context("the control plane's host is not a valid server name")?;
-        let tls = tokio_rustls::TlsConnector::from(self.tls.load_full())
+        let config = match bearer {
+            Some(_) => self.tls_anonymous.load_full(),
+            None => self.tls.load_full(),
+        };
+        let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
             .with_context(|| format!("TLS to the control plane at {}", ep.uri))?;
@@ -186,12 +207,12 @@ impl ControlClient {
 fn cp_client_config(
     bundle: &TrustBundle,
     td: &trustmesh_certs::TrustDomain,
-    resolver: &Arc<RotatingResolver>,
+    resolver: Option<&Arc<RotatingResolver>>,
 ) -> anyhow::Result<rustls::ClientConfig> {
     let mut c = trustmesh_certs::tls::control_plane_client_config(
         bundle,
         control_plane_identity(td),
-        Some(resolver.clone()),
+        resolver.cloned(),
     )?;
     c.resumption = rustls::client::Resumption::disabled();
     Ok(c)

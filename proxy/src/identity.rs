@@ -3,7 +3,12 @@
 //! certificate's life, authenticates with the current certificate. A new certificate is
 //! swapped into the resolver atomically: new handshakes use it, open connections carry on.
 //! When the control plane is away we keep the certificate we have and retry with jittered,
-//! capped exponential backoff.
+//! capped exponential backoff. One enrolment keeps its key and CSR across its retries, so that
+//! a retry after a timeout is the same enrolment (the control plane answers it with the
+//! certificate it already issued for the token). A request that carries a token never
+//! presents a certificate ([`ControlClient::call`]): an expired one would make the control
+//! plane refuse the handshake before it reads the token. With `--state-dir` every installed
+//! certificate is saved there with its key ([`crate::persist`]).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -13,7 +18,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use rustls::pki_types::{pem::PemObject as _, CertificateDer};
 use serde::Deserialize;
-use trustmesh_certs::{csr::generate_csr, identity as certid};
+use trustmesh_certs::{csr::generate_csr, identity as certid, KeyAndCsr};
 
 use crate::control::{error_message, ControlClient};
 use crate::state::{CertInfo, Shared};
@@ -30,7 +35,7 @@ struct CertificateResponse {
 /// Why a certificate request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum IssueError {
-    /// The control plane refused (4xx): retrying with the same credentials will not help.
+    /// The control plane refused (4xx).
     #[error("the control plane refused the certificate request ({status}): {message}")]
     Refused {
         /// The status.
@@ -43,25 +48,16 @@ pub enum IssueError {
     Unavailable(anyhow::Error),
 }
 
-/// Gets our first certificate with the bootstrap token. Retries while the control plane is
-/// unreachable; gives up at once when it refuses the token.
-pub async fn bootstrap(
-    shared: &Shared,
-    control: &ControlClient,
-    token: &str,
-) -> anyhow::Result<()> {
-    let mut backoff = Backoff::new();
-    loop {
-        match request(shared, control, Some(token)).await {
-            Ok(()) => return Ok(()),
-            Err(IssueError::Refused { status, message }) => {
-                anyhow::bail!("bootstrap refused by the control plane ({status}): {message}")
+impl IssueError {
+    /// Whether the same request may succeed later: the control plane away or failing, or a
+    /// refusal that says "later" (408 Request Timeout, 429 Too Many Requests). Any other 4xx
+    /// (a spent, expired or invalid token, a blocked or reserved identity) will not change.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            IssueError::Refused { status, .. } => {
+                *status == StatusCode::REQUEST_TIMEOUT || *status == StatusCode::TOO_MANY_REQUESTS
             }
-            Err(IssueError::Unavailable(e)) => {
-                let wait = backoff.next();
-                tracing::warn!(target: "identity", "bootstrap failed, retrying in {wait:?}: {e:#}");
-                tokio::time::sleep(wait).await;
-            }
+            IssueError::Unavailable(_) => true,
         }
     }
 }
@@ -73,8 +69,15 @@ pub async fn bootstrap(
 /// plane that comes back in time is found in time; past 80% of the lifetime a warning is
 /// logged once. Once the certificate has expired it can no longer authenticate a renewal, so
 /// the bootstrap token file is read again and used: a Kubernetes ServiceAccount token (which
-/// the kubelet keeps fresh) re-bootstraps the proxy; a spent `tm1` token is refused.
-pub async fn renew_forever(shared: Arc<Shared>, control: Arc<ControlClient>) {
+/// the kubelet keeps fresh) re-bootstraps the proxy, and so does a fresh `tm1` token written
+/// there; a spent one is refused and retried. With `now`, the first renewal is at once (a
+/// certificate loaded from `--state-dir`).
+pub async fn renew_forever(shared: Arc<Shared>, control: Arc<ControlClient>, now: bool) {
+    if now {
+        if let Some(cert) = shared.cert.load_full() {
+            renew_once(&shared, &control, &cert, lifetime(&cert)).await;
+        }
+    }
     loop {
         let Some(cert) = shared.cert.load_full() else {
             tokio::time::sleep(BACKOFF_MIN).await;
@@ -95,14 +98,28 @@ pub async fn renew_forever(shared: Arc<Shared>, control: Arc<ControlClient>) {
 async fn renew_once(shared: &Shared, control: &ControlClient, cert: &CertInfo, life: Duration) {
     let mut backoff = Backoff::with_cap(retry_cap(life));
     let mut warned = false;
+    let mut kc = None;
     loop {
         let now = SystemTime::now();
-        let token = if now >= cert.not_after {
+        let expired = now >= cert.not_after;
+        let token = if expired {
             read_token(&shared.args.token_file)
         } else {
             None
         };
-        let result = request(shared, control, token.as_deref()).await;
+        let result = match &kc {
+            _ if expired && token.is_none() => Err(IssueError::Unavailable(anyhow::anyhow!(
+                "--token-file {} is missing or empty",
+                shared.args.token_file.display()
+            ))),
+            Some(kc) => request(shared, control, token.as_deref(), kc).await,
+            None => match generate_csr(&shared.identity) {
+                Ok(new) => request(shared, control, token.as_deref(), kc.insert(new)).await,
+                Err(e) => Err(IssueError::Unavailable(anyhow::anyhow!(
+                    "making a CSR: {e}"
+                ))),
+            },
+        };
         let label = match &result {
             Ok(()) => "ok",
             Err(IssueError::Refused { .. }) => "refused",
@@ -157,19 +174,18 @@ fn retry_cap(life: Duration) -> Duration {
 }
 
 /// The bootstrap token file's content, read again (a projected token is rotated in place).
-fn read_token(path: &std::path::Path) -> Option<String> {
+pub(crate) fn read_token(path: &std::path::Path) -> Option<String> {
     let token = std::fs::read_to_string(path).ok()?.trim().to_string();
     (!token.is_empty()).then_some(token)
 }
 
-/// One certificate request: new key, CSR, POST, install.
-async fn request(
+/// One certificate request for the key and CSR of `kc`: POST, install, save.
+pub(crate) async fn request(
     shared: &Shared,
     control: &ControlClient,
     token: Option<&str>,
+    kc: &KeyAndCsr,
 ) -> Result<(), IssueError> {
-    let kc = generate_csr(&shared.identity)
-        .map_err(|e| IssueError::Unavailable(anyhow::anyhow!("making a CSR: {e}")))?;
     let body = serde_json::to_vec(&serde_json::json!({ "csr": kc.csr_pem }))
         .map_err(|e| IssueError::Unavailable(e.into()))?;
     let answer = control
@@ -198,7 +214,13 @@ async fn request(
     let resp: CertificateResponse = serde_json::from_slice(&answer.body)
         .context("the control plane's certificate response is not valid JSON")
         .map_err(IssueError::Unavailable)?;
-    install(shared, &resp.certificate_chain, &kc.key).map_err(IssueError::Unavailable)
+    install(shared, &resp.certificate_chain, &kc.key).map_err(IssueError::Unavailable)?;
+    if let Some(dir) = &shared.args.state_dir {
+        if let Err(e) = crate::persist::save(dir, &resp.certificate_chain, &kc.key) {
+            tracing::warn!(target: "identity", "saving the certificate in --state-dir: {e:#}");
+        }
+    }
+    Ok(())
 }
 
 fn install(
@@ -209,6 +231,15 @@ fn install(
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
         .collect::<Result<_, _>>()
         .context("the issued certificate chain is not valid PEM")?;
+    install_chain(shared, chain, key)
+}
+
+/// Puts `chain` (leaf first, for our identity) and `key` in force.
+pub fn install_chain(
+    shared: &Shared,
+    chain: Vec<CertificateDer<'static>>,
+    key: &trustmesh_certs::PrivateKey,
+) -> anyhow::Result<()> {
     let leaf = chain
         .first()
         .context("the issued certificate chain is empty")?;

@@ -10,6 +10,7 @@ mod admin;
 mod app_ports;
 mod authorize;
 mod body;
+mod bootstrap;
 mod config;
 mod control;
 mod drain;
@@ -24,12 +25,14 @@ mod limits;
 mod listen;
 mod log_level;
 mod metrics;
+mod nofile;
 mod opaque;
 mod original_dst;
 mod otlp;
 mod outbound;
 mod passthrough;
 mod peer_cap;
+mod persist;
 mod pool;
 mod probes;
 mod revocation;
@@ -85,6 +88,10 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<bootstrap::NoCredential>().is_some() => {
+            eprintln!("trustmesh-proxy: error: {e:#}");
+            ExitCode::from(bootstrap::NoCredential::EXIT_CODE)
+        }
         Err(e) => {
             eprintln!("trustmesh-proxy: error: {e:#}");
             ExitCode::from(1)

@@ -1,6 +1,7 @@
-//! Start-up, top to bottom: bind the listeners (so a bad address fails at once), serve admin,
-//! get a certificate with the bootstrap token, fetch the first snapshot, then serve inbound
-//! and outbound while renewal and the snapshot watch run beside them.
+//! Start-up, top to bottom: raise the open-files limit, bind the listeners (so a bad address
+//! fails at once), serve admin, load the certificate kept in `--state-dir` or get one with the
+//! bootstrap token, fetch the first snapshot, then serve inbound and outbound while renewal
+//! and the snapshot watch run beside them.
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use crate::inbound::Inbound;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::state::Shared;
-use crate::{identity, listen, watch};
+use crate::{bootstrap, identity, listen, watch};
 
 /// Runs the sidecar until SIGTERM or Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -25,13 +26,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("reading --trust-bundle {}", args.trust_bundle.display()))?;
     let bundle = TrustBundle::from_pem(&bundle_pem)
         .with_context(|| format!("--trust-bundle {}", args.trust_bundle.display()))?;
-    let token = std::fs::read_to_string(&args.token_file)
-        .with_context(|| format!("reading --token-file {}", args.token_file.display()))?
-        .trim()
-        .to_string();
-    if token.is_empty() {
-        anyhow::bail!("--token-file {} is empty", args.token_file.display());
-    }
+    let open_files = crate::nofile::raise();
     let bind = |addr, flag: &'static str| async move {
         TcpListener::bind(addr)
             .await
@@ -78,18 +73,30 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     )?);
     let info = Arc::new(AdminInfo {
         control_plane: control.uris(),
+        open_files,
     });
     tokio::spawn(admin::serve(admin_l, shared.clone(), info));
 
-    identity::bootstrap(&shared, &control, &token).await?;
-    drop(token);
+    // A certificate kept in --state-dir is used at once and renewed at once; without one, the
+    // token gets the first.
+    let restored = match bootstrap::restore(&shared, &bundle)? {
+        Ok(()) => true,
+        Err(why) => {
+            bootstrap::bootstrap(&shared, &control, &why).await?;
+            false
+        }
+    };
     let mut backoff = identity::Backoff::new();
     while let Err(e) = watch::poll_once(&shared, &control).await {
         let wait = backoff.next();
         tracing::warn!(target: "policy", "first snapshot failed, retrying in {wait:?}: {e:#}");
         tokio::time::sleep(wait).await;
     }
-    tokio::spawn(identity::renew_forever(shared.clone(), control.clone()));
+    tokio::spawn(identity::renew_forever(
+        shared.clone(),
+        control.clone(),
+        restored,
+    ));
     tokio::spawn(watch::watch_forever(shared.clone(), control.clone()));
     let (inbound, outbound) = (Inbound::new(shared.clone()), Outbound::new(shared.clone()));
     // IPv6 twins of the inbound and outbound listeners, for traffic ip6tables redirects.

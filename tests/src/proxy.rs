@@ -17,6 +17,25 @@ use crate::wait::POLL_STEP;
 /// How long a sidecar may take to bootstrap and report ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How [`Proxy::spawn`] starts a sidecar.
+#[derive(Debug, Clone, Copy)]
+pub struct Launch<'a> {
+    /// Labels its log file (`<work>/proxy-<name>.log`, appended to across restarts).
+    pub name: &'a str,
+    /// Its `--identity`.
+    pub identity: &'a str,
+    /// Its `--app`.
+    pub app: SocketAddr,
+    /// Its listeners.
+    pub ports: ProxyPorts,
+    /// Its `--token-file`, used as it is.
+    pub token_file: &'a std::path::Path,
+    /// Extra flags.
+    pub extra: &'a [&'a str],
+    /// A command the binary runs under, e.g. `["prlimit", "--nofile=256:4096"]`.
+    pub wrapper: &'a [&'a str],
+}
+
 /// A running sidecar; killed when dropped.
 #[derive(Debug)]
 pub struct Proxy {
@@ -68,39 +87,70 @@ impl Proxy {
             .with_context(|| format!("writing {}", token_file.display()))?;
         std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))?;
 
+        let mut proxy = Self::spawn(
+            cp,
+            &Launch {
+                name,
+                identity,
+                app,
+                ports,
+                token_file: &token_file,
+                extra,
+                wrapper: &[],
+            },
+        )?;
+        proxy.wait_ready().await?;
+        Ok(proxy)
+    }
+
+    /// Starts a sidecar as `launch` says, with its token file as it is (it may be missing or
+    /// spent), and returns at once; see [`Proxy::wait_ready_every`].
+    pub fn spawn(cp: &ControlPlane, launch: &Launch<'_>) -> anyhow::Result<Self> {
         let bins = binaries()?;
-        let mut cmd = Command::new(&bins.proxy);
+        let mut cmd = match launch.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&bins.proxy);
+                c
+            }
+            None => Command::new(&bins.proxy),
+        };
+        let ports = launch.ports;
         cmd.arg("--control-plane")
             .arg(cp.url())
             .arg("--trust-bundle")
             .arg(cp.trust_bundle_path())
             .arg("--token-file")
-            .arg(&token_file)
+            .arg(launch.token_file)
             .arg("--identity")
-            .arg(identity)
+            .arg(launch.identity)
             .arg("--app")
-            .arg(app.to_string())
+            .arg(launch.app.to_string())
             .arg("--inbound")
             .arg(ports.inbound.to_string())
             .arg("--outbound")
             .arg(ports.outbound.to_string())
             .arg("--admin")
             .arg(ports.admin.to_string())
-            .args(extra)
+            .args(launch.extra)
             .current_dir(cp.work_dir());
-        let log = cp.work_dir().join(format!("proxy-{name}.log"));
-        let process = Process::spawn(&format!("proxy {name}"), cmd, &log)?;
-        let mut proxy = Self {
+        let log = cp.work_dir().join(format!("proxy-{}.log", launch.name));
+        let process = Process::spawn(&format!("proxy {}", launch.name), cmd, &log)?;
+        Ok(Self {
             process,
-            identity: identity.to_string(),
+            identity: launch.identity.to_string(),
             ports,
-            app,
-        };
-        proxy.wait_ready().await?;
-        Ok(proxy)
+            app: launch.app,
+        })
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        self.wait_ready_every(POLL_STEP).await
+    }
+
+    /// Waits (up to [`READY_TIMEOUT`]) until `/ready` answers 200, asking every `step`; fails
+    /// at once when the process exits.
+    pub async fn wait_ready_every(&mut self, step: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             self.process.ensure_running()?;
@@ -116,7 +166,7 @@ impl Proxy {
                     self.process.tail()
                 );
             }
-            tokio::time::sleep(POLL_STEP).await;
+            tokio::time::sleep(step).await;
         }
     }
 

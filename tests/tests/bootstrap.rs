@@ -127,6 +127,62 @@ async fn bootstrap_token_works_once() {
     assert_issued(&post_csr(&cp, &unused, &id).await, &id, &bundle);
 }
 
+/// The leaf of a certificate response, DER.
+fn leaf_of(resp: &Resp) -> CertificateDer<'static> {
+    let v = resp.json().expect("JSON");
+    let chain = v["certificate_chain"].as_str().expect("certificate_chain");
+    CertificateDer::pem_slice_iter(chain.as_bytes())
+        .next()
+        .expect("a certificate")
+        .expect("PEM parses")
+}
+
+/// Mass start: the proxy's request timed out after the control plane had signed and spent the
+/// token, and it retries the same enrolment (same token, same CSR). The retry gets the same
+/// answer; another key with that token is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_enrolment_gets_the_same_certificate_and_another_key_is_refused() {
+    let (mut cp, _dir) = start_cp("token-retry").await;
+    let bundle = cp.trust_bundle_pem().expect("bundle");
+    let id = spiffe_id("test", "svc");
+    let token = cp.token(&id).await.expect("token");
+    let csr = csr_body(&id);
+    let post = |body: Bytes| cp.request(Method::POST, "/v1/certificates", Some(&token), body);
+    let first = post(csr.clone()).await.expect("answers");
+    assert_issued(&first, &id, &bundle);
+    let retry = post(csr.clone()).await.expect("answers");
+    assert_issued(&retry, &id, &bundle);
+    assert_eq!(
+        first.json().unwrap()["certificate_chain"],
+        retry.json().unwrap()["certificate_chain"],
+        "the retry gets the certificate already issued"
+    );
+    let other_key = post(csr_body(&id)).await.expect("answers");
+    assert_json_error(
+        &other_key,
+        |s| s == 401 || s == 403,
+        "another key with a spent token",
+    );
+
+    // After a restart the same key is signed again (the chain itself was in memory); another
+    // key is still refused.
+    cp.restart().await.expect("the control plane restarts");
+    let post = |body: Bytes| cp.request(Method::POST, "/v1/certificates", Some(&token), body);
+    let again = post(csr.clone()).await.expect("answers");
+    assert_issued(&again, &id, &bundle);
+    assert_eq!(
+        trustmesh_certs::cert_public_key(&leaf_of(&again)).unwrap(),
+        trustmesh_certs::cert_public_key(&leaf_of(&first)).unwrap(),
+        "a certificate for the key of the first enrolment"
+    );
+    let other_key = post(csr_body(&id)).await.expect("answers");
+    assert_json_error(
+        &other_key,
+        |s| s == 401 || s == 403,
+        "another key after a restart",
+    );
+}
+
 /// No bootstrap token is made for the control plane's own identity or the admin identity:
 /// whoever held one could pose as the control plane to proxies and replicas, or read
 /// `/v1/proxies` and the blocklist. (The API refuses them too, whatever proves them:

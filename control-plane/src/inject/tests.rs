@@ -123,6 +123,12 @@ fn a_deployment_pod_gets_init_sidecar_token_and_bundle() {
         "/var/run/trustmesh/trust-bundle.pem"
     );
     assert_eq!(flag("--probe-listen"), "0.0.0.0:15020");
+    // Its certificate and key survive a container restart in an in-memory emptyDir.
+    assert_eq!(flag("--state-dir"), "/var/run/trustmesh-proxy/state");
+    let mounts = proxy["volumeMounts"].as_array().unwrap();
+    assert!(mounts.iter().any(|m| m["name"] == "trustmesh-state"
+        && m["mountPath"] == "/var/run/trustmesh-proxy"
+        && m.get("readOnly").is_none()));
 
     // The projected token with audience trustmesh, the bundle through the downward API.
     let volumes = pod["spec"]["volumes"].as_array().unwrap();
@@ -139,6 +145,7 @@ fn a_deployment_pod_gets_init_sidecar_token_and_bundle() {
         vol("trustmesh-bundle")["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"],
         "metadata.annotations['trustmesh.io/trust-bundle']"
     );
+    assert_eq!(vol("trustmesh-state")["emptyDir"]["medium"], "Memory");
     let ann = &pod["metadata"]["annotations"];
     assert_eq!(ann[BUNDLE_ANNOTATION], BUNDLE);
     assert_eq!(ann[STATUS_ANNOTATION], "injected");
@@ -203,7 +210,7 @@ fn a_bare_pod_gets_arrays_and_annotations_created() {
     assert!(resp.get("warnings").is_none());
     assert_eq!(pod["spec"]["initContainers"][0]["name"], INIT_CONTAINER);
     assert_eq!(pod["spec"]["containers"][1]["name"], "web");
-    assert_eq!(pod["spec"]["volumes"].as_array().unwrap().len(), 3);
+    assert_eq!(pod["spec"]["volumes"].as_array().unwrap().len(), 4);
     assert_eq!(
         pod["metadata"]["annotations"][STATUS_ANNOTATION],
         "injected"
