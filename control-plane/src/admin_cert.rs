@@ -83,7 +83,7 @@ pub fn run(args: &AdminCertArgs) -> anyhow::Result<()> {
     eprintln!(
         "wrote the certificate and key of {id} to {} (mode 0600), valid until {}",
         args.out.display(),
-        crate::api::rfc3339(cert.not_after)
+        trustmesh_runtime::rfc3339(cert.not_after)
     );
     Ok(())
 }

@@ -51,7 +51,7 @@ pub struct AppState {
     /// Metrics.
     pub metrics: Metrics,
     /// Graceful drain on SIGTERM.
-    pub drain: crate::drain::Drain,
+    pub drain: trustmesh_runtime::Drain,
     /// The listener's caps and timeouts, and what is held against them.
     pub limits: Arc<crate::limits::Limits>,
 }
@@ -390,7 +390,7 @@ async fn certificates(
         StatusCode::OK,
         &CertificateResponse {
             certificate_chain: issued.chain_pem,
-            expires_at: rfc3339(issued.not_after),
+            expires_at: trustmesh_runtime::rfc3339(issued.not_after),
             trust_bundle: trust.bundle.pem().to_string(),
         },
     ))
@@ -609,19 +609,4 @@ fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) 
         header::HeaderValue::from_static(content_type),
     );
     resp
-}
-
-/// Formats a time as RFC 3339 (UTC, seconds).
-pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
 }

@@ -243,13 +243,6 @@ fn parse_time(at: &str) -> anyhow::Result<time::OffsetDateTime> {
         .with_context(|| format!("{at:?} is not an RFC 3339 time"))
 }
 
-/// `now` as RFC 3339 UTC with nanoseconds, so that two events in one second still order.
-fn precise_time(now: SystemTime) -> String {
-    time::OffsetDateTime::from(now)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| crate::api::rfc3339(now))
-}
-
 /// Reads the blocklist of `dir`; no file is an empty list. A file that does not parse is an
 /// error (the server then keeps the list it had, and never silently unblocks everyone).
 pub fn read(dir: &Path) -> anyhow::Result<Blocked> {
@@ -283,7 +276,9 @@ pub fn block(dir: &Path, id: &SpiffeId, now: SystemTime) -> anyhow::Result<bool>
         return Ok(false);
     }
     state.unblocked.remove(id);
-    state.blocked.insert(id.clone(), precise_time(now));
+    state
+        .blocked
+        .insert(id.clone(), trustmesh_runtime::rfc3339_precise(now));
     state.prune(now);
     write(dir, &state)?;
     Ok(true)
@@ -297,7 +292,9 @@ pub fn unblock(dir: &Path, id: &SpiffeId, now: SystemTime) -> anyhow::Result<boo
     if state.blocked.remove(id).is_none() {
         return Ok(false);
     }
-    state.unblocked.insert(id.clone(), precise_time(now));
+    state
+        .unblocked
+        .insert(id.clone(), trustmesh_runtime::rfc3339_precise(now));
     state.prune(now);
     write(dir, &state)?;
     Ok(true)

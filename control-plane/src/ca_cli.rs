@@ -129,7 +129,7 @@ fn print_ca(label: &str, ca: &CertificateAuthority) {
         } else {
             "self-signed root"
         },
-        crate::api::rfc3339(ca.not_after()),
+        trustmesh_runtime::rfc3339(ca.not_after()),
         fingerprint(&ca.trust_bundle().roots()[0]),
     );
 }
@@ -151,5 +151,5 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
 }
 
 fn at(unix: u64) -> String {
-    crate::api::rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(unix))
+    trustmesh_runtime::rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(unix))
 }

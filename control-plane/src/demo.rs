@@ -219,7 +219,7 @@ async fn run_in(tmp: &Path, data_dir: &Path) -> anyhow::Result<ExitCode> {
     println!();
     println!("Press Ctrl-C to stop the demo.");
     // Ctrl-C, or SIGTERM (a supervisor, `kill`): either way the children are stopped first.
-    crate::serve::shutdown_signal().await;
+    trustmesh_runtime::shutdown_signal().await;
     for c in &mut children {
         let _ = c.kill().await;
     }

@@ -79,7 +79,7 @@ impl PeerBook {
                 serde_json::json!({
                     "address": addr.to_string(),
                     "ok": !r.failing,
-                    "last_ok": r.last_ok.map(crate::api::rfc3339),
+                    "last_ok": r.last_ok.map(trustmesh_runtime::rfc3339),
                     "last_error": if r.failing { r.last_error.clone() } else { None },
                 })
             })
@@ -232,9 +232,9 @@ async fn exchange(
     addr: SocketAddr,
     host: &str,
 ) -> anyhow::Result<bool> {
-    let target = crate::cp_client::Target { addr, host };
+    let target = trustmesh_runtime::client::Target::at(addr, host);
     let (status, body) =
-        crate::cp_client::get(tls, &target, "/v1/blocklist", MAX_ANSWER, TIMEOUT).await?;
+        trustmesh_runtime::client::get(tls, &target, "/v1/blocklist", MAX_ANSWER, TIMEOUT).await?;
     if !status.is_success() {
         anyhow::bail!(
             "GET /v1/blocklist answered {status}: {}",

@@ -42,7 +42,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         proxies: Default::default(),
         peers: Default::default(),
         metrics: Metrics::new()?,
-        drain: crate::drain::Drain::new(args.drain_timeout),
+        drain: Default::default(),
         limits,
     });
     state.metrics.register(Box::new(policies.reloads.clone()))?;
@@ -65,30 +65,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         cert_ttl = %humantime::format_duration(args.cert_ttl),
         "control plane serving"
     );
-    server_tls::serve(listener, state, args.server_names, shutdown_signal()).await?;
+    server_tls::serve(
+        listener,
+        state,
+        args.server_names,
+        args.drain_timeout,
+        trustmesh_runtime::shutdown_signal(),
+    )
+    .await?;
     tracing::info!("control plane stopped");
     Ok(())
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }

@@ -52,11 +52,13 @@ pub fn server_config(
     )?)
 }
 
-/// Accepts connections until `shutdown` resolves, then drains them ([`crate::drain`]).
+/// Accepts connections until `shutdown` resolves, then drains them ([`trustmesh_runtime::Drain`]) for at most
+/// `drain_timeout`.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     names: Vec<String>,
+    drain_timeout: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let listen = listener.local_addr()?;
@@ -105,7 +107,7 @@ pub async fn serve(
     }
     // Stop accepting, answer the long polls, let requests in flight finish.
     drop(listener);
-    if !state.drain.run().await {
+    if state.drain.run(drain_timeout).await > 0 {
         tracing::warn!("--drain-timeout passed with connections still open; closing them");
     }
     Ok(())

@@ -140,8 +140,8 @@ impl ProxyBook {
             identity: identity.clone(),
             address: address.clone(),
             policy_version,
-            certificate_expiry: certificate_expiry.map(crate::api::rfc3339),
-            last_seen: crate::api::rfc3339(now),
+            certificate_expiry: certificate_expiry.map(trustmesh_runtime::rfc3339),
+            last_seen: trustmesh_runtime::rfc3339(now),
             seen_at: now,
         };
         let Ok(mut seen) = self.seen.lock() else {

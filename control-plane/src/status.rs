@@ -18,7 +18,8 @@ use serde_json::Value;
 use trustmesh_certs::{control_plane_identity, RotatingResolver, TrustBundle};
 
 use crate::admin_cert::{self, admin_identity};
-use crate::api::{rfc3339, ApiError, AppState, Caller};
+use crate::api::{ApiError, AppState, Caller};
+use trustmesh_runtime::rfc3339;
 
 /// Largest `/v1/proxies` answer the CLI reads.
 const MAX_ANSWER: usize = 16 << 20;
@@ -141,8 +142,8 @@ async fn fetch(args: &StatusArgs) -> anyhow::Result<Value> {
         .with_context(|| format!("resolving {uri}"))?
         .next()
         .with_context(|| format!("{uri} has no address"))?;
-    let target = crate::cp_client::Target { addr, host: &host };
-    let (status, body) = crate::cp_client::get(
+    let target = trustmesh_runtime::client::Target::at(addr, &host);
+    let (status, body) = trustmesh_runtime::client::get(
         Arc::new(tls),
         &target,
         "/v1/proxies",

@@ -12,7 +12,6 @@ mod authorize;
 mod body;
 mod config;
 mod control;
-mod drain;
 mod drive;
 mod error;
 mod headers;

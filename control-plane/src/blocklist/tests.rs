@@ -1,6 +1,7 @@
 //! Blocklist storage, merges between replicas (with proptests) and refused future events.
 
 use super::*;
+use trustmesh_runtime::rfc3339_precise as precise_time;
 
 fn id(s: &str) -> SpiffeId {
     SpiffeId::parse(s).unwrap()

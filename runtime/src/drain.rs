@@ -1,8 +1,9 @@
-//! Graceful drain. On SIGTERM the sidecar reports `/ready` 503, its inbound and outbound
-//! listeners stop accepting, every open HTTP connection is asked to finish (HTTP/1.1: close
-//! after the response in flight; HTTP/2: GOAWAY, RFC 9113 §6.8, so that streams in flight
-//! complete and no new ones start), and the process exits 0 once they are done or
-//! `--drain-timeout` has passed, whichever comes first.
+//! Graceful drain, for both binaries. On SIGTERM a binary begins the drain: its readiness
+//! answers 503 (`/ready` of the sidecar, `/healthz` of the control plane), its listeners stop
+//! accepting, every open HTTP connection is asked to finish (HTTP/1.1: close after the response
+//! in flight; HTTP/2: GOAWAY, RFC 9113 §6.8, so that streams in flight complete and no new ones
+//! start), and the process exits once they are done or `--drain-timeout` has passed, whichever
+//! comes first.
 //!
 //! Each accepted connection holds a [`Watcher`] from the moment it is accepted (through the
 //! TLS handshake) until it ends, so the drain also waits for connections that were still
@@ -14,7 +15,7 @@ use std::time::Duration;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::sync::watch;
 
-/// The drain state shared by the listeners, the admin endpoint and `run`.
+/// The drain state shared by a binary's listeners, its readiness endpoint and its `main`.
 pub struct Drain {
     draining: watch::Sender<bool>,
     graceful: Mutex<Option<GracefulShutdown>>,
@@ -30,7 +31,7 @@ impl Default for Drain {
 }
 
 impl Drain {
-    /// Whether the drain has begun (`/ready` answers 503 from then on).
+    /// Whether the drain has begun (readiness answers 503 from then on).
     pub fn is_draining(&self) -> bool {
         *self.draining.borrow()
     }
