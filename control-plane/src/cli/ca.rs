@@ -1,5 +1,5 @@
 //! `trustmesh ca rotate` and `trustmesh ca status`: the operator's side of a CA rotation
-//! ([`crate::rotation`]). Both work on the data folder that the `serve` replicas share; the
+//! ([`crate::domain::ca::rotation`]). Both work on the data folder that the `serve` replicas share; the
 //! replicas carry the rotation through on their own.
 
 use std::path::PathBuf;
@@ -7,12 +7,16 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::{Args, Subcommand};
-use trustmesh_certs::{CertificateAuthority, CertificateDer, TrustBundle};
+use trustmesh_certs::{CertificateAuthority, TrustBundle};
 
-use crate::blocklist::{self, DataDirArg};
-use crate::ca_store::{self, ImportFrom};
-use crate::lock::DataDirLock;
-use crate::rotation::{self, Rotation};
+use crate::domain::ca::fingerprint;
+
+use super::identity::print_list;
+use super::DataDirArg;
+use crate::domain::blocklist;
+use crate::domain::ca::rotation::{self, Rotation};
+use crate::domain::ca::store::{self as ca_store, ImportFrom};
+use crate::storage::lock::DataDirLock;
 
 /// `trustmesh ca ...`.
 #[derive(Debug, Subcommand)]
@@ -116,7 +120,7 @@ fn status(dir: &std::path::Path) -> anyhow::Result<()> {
         ),
     }
     println!();
-    blocklist::print_list(&blocklist::read(dir)?);
+    print_list(&blocklist::read(dir)?);
     Ok(())
 }
 
@@ -141,13 +145,6 @@ fn print_bundle(bundle: &TrustBundle) {
         roots.len(),
         roots.join(", ")
     );
-}
-
-/// `sha256:` and the first 16 hex digits of the certificate's SHA-256.
-pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.as_ref());
-    let hex: String = d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
 }
 
 fn at(unix: u64) -> String {

@@ -1,31 +1,22 @@
-//! The CA's files in `--data-dir`: `ca-key.pem` (mode 0600), `ca-cert.pem` (the signing
+//! Domain: the CA's files in `--data-dir`: `ca-key.pem` (mode 0600), `ca-cert.pem` (the signing
 //! certificate, then, for a CA the operator brings, its intermediates and its root),
 //! `trust-bundle.pem` and `trust-domain`. The CA is made on first start, or imported from
 //! `--ca-cert` / `--ca-key` (an intermediate signed by an offline root, as Istio's plug-in CA),
 //! and loaded afterwards; a key that group or others can read stops the start.
 //!
-//! Everything here happens under the data folder's lock ([`crate::lock`]), so two replicas
+//! Everything here happens under the data folder's lock ([`crate::storage::lock`]), so two replicas
 //! starting on an empty folder make one CA, and nobody reads the files halfway through a
-//! rotation's switch ([`crate::rotation`]).
+//! rotation's switch ([`super::rotation`]). Opening the data folder, which also completes a
+//! rotation step a crash interrupted, is [`super::load_or_create`].
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use anyhow::Context as _;
 use trustmesh_certs::{CertificateAuthority, TrustDomain};
 
-use crate::files;
-use crate::lock::DataDirLock;
-use crate::rotation;
-
-/// The CA private key file name.
-pub const CA_KEY: &str = "ca-key.pem";
-/// The CA certificate file name.
-pub const CA_CERT: &str = "ca-cert.pem";
-/// The trust bundle file name (what proxies are given as `--trust-bundle`).
-pub const TRUST_BUNDLE: &str = "trust-bundle.pem";
-/// The trust domain, for CAs whose certificate does not name it.
-pub const TRUST_DOMAIN: &str = "trust-domain";
+use crate::storage::files;
+use crate::storage::lock::DataDirLock;
+pub use crate::storage::paths::{CA_CERT, CA_KEY, TRUST_BUNDLE, TRUST_DOMAIN};
 
 /// A CA the operator brings: a certificate chain file and its key file.
 #[derive(Debug, Clone, Copy)]
@@ -36,79 +27,8 @@ pub struct ImportFrom<'a> {
     pub key: &'a Path,
 }
 
-fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+pub(super) fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (dir.join(CA_KEY), dir.join(CA_CERT), dir.join(TRUST_BUNDLE))
-}
-
-/// Loads the CA from `dir`, or, when there is none, imports `import` or creates one for `td`.
-/// Refuses a CA of another trust domain, a key file readable by group or others, and an
-/// `import` other than the CA the folder already holds (changing the CA of a running mesh is
-/// `trustmesh ca rotate`). Writes `trust-bundle.pem` when no rotation is under way (a rotation
-/// keeps it in step itself).
-pub fn load_or_create(
-    dir: &Path,
-    td: &TrustDomain,
-    import: Option<ImportFrom<'_>>,
-) -> anyhow::Result<CertificateAuthority> {
-    files::ensure_private_dir(dir)?;
-    let _lock = DataDirLock::acquire(dir)?;
-    let td_path = dir.join(TRUST_DOMAIN);
-    match std::fs::read_to_string(&td_path) {
-        Ok(s) if s.trim() != td.as_str() => anyhow::bail!(
-            "the data folder {} belongs to trust domain {}, but --trust-domain is {td}",
-            dir.display(),
-            s.trim()
-        ),
-        Ok(_) => {}
-        Err(_) => files::write_atomic(&td_path, format!("{td}\n").as_bytes(), 0o644)?,
-    }
-    let (key_path, cert_path, bundle_path) = paths(dir);
-    let ca = if key_path.exists() {
-        rotation::recover_locked(dir)?;
-        let ca = load_locked(dir)?;
-        if ca.trust_domain() != td {
-            anyhow::bail!(
-                "the CA in {} is for trust domain {}, but --trust-domain is {}",
-                dir.display(),
-                ca.trust_domain(),
-                td
-            );
-        }
-        if let Some(import) = import {
-            let wanted = read_import(import, td)?;
-            if wanted.cert_der() != ca.cert_der() {
-                anyhow::bail!(
-                    "{} already holds another CA than --ca-cert {}; to change the CA of a \
-                     running mesh use `trustmesh ca rotate --ca-cert ... --ca-key ...`",
-                    dir.display(),
-                    import.cert.display()
-                );
-            }
-        }
-        ca
-    } else {
-        let (ca, how) = match import {
-            Some(import) => (read_import(import, td)?, "imported the mesh CA"),
-            None => (
-                CertificateAuthority::generate(td, SystemTime::now())
-                    .context("generating the CA")?,
-                "created a new mesh CA",
-            ),
-        };
-        files::write_atomic(&key_path, ca.key_pem().as_bytes(), 0o600)?;
-        files::write_atomic(&cert_path, ca.chain_pem().as_bytes(), 0o644)?;
-        tracing::info!(
-            dir = %dir.display(),
-            trust_domain = %td,
-            intermediate = ca.is_intermediate(),
-            "{how}"
-        );
-        ca
-    };
-    if rotation::read(dir)?.is_none() {
-        files::write_atomic(&bundle_path, ca.trust_bundle().pem().as_bytes(), 0o644)?;
-    }
-    Ok(ca)
 }
 
 /// Reads a CA the operator brings: the key file must be private to its owner (and, for a
@@ -169,9 +89,10 @@ pub fn load_pair(
 
 #[cfg(test)]
 mod tests {
+    use super::super::load_or_create;
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-    use std::time::Duration;
+    use std::time::{Duration, SystemTime};
 
     fn td() -> TrustDomain {
         TrustDomain::parse("cluster.local").unwrap()

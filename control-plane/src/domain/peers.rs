@@ -1,8 +1,8 @@
-//! Replicas that do not share a data folder (on Kubernetes without a ReadWriteMany volume)
+//! Domain: replicas that do not share a data folder (on Kubernetes without a ReadWriteMany volume)
 //! still agree on the blocked identities: with `--peers HOST:PORT`, every second each replica
 //! asks every address that name resolves to (a headless Service names every replica) for its
 //! blocklist, `GET /v1/blocklist`, and merges it into its own data folder
-//! ([`crate::blocklist::merge`], last writer wins per identity, a tie is a block). A merge that
+//! ([`crate::domain::blocklist::merge`], last writer wins per identity, a tie is a block). A merge that
 //! changes the folder is then pushed to this replica's proxies like a local block.
 //!
 //! Replicas call each other over mTLS as the control plane's own identity, with a client
@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime};
 
 use trustmesh_certs::{control_plane_identity, CertificateAuthority, RotatingResolver};
 
-use crate::api::AppState;
-use crate::blocklist::{self, FileForm, State};
+use super::trust::{TrustStore, TrustView};
+use crate::domain::blocklist::{self, FileForm, State};
 
 /// How often each peer is asked.
 pub const INTERVAL: Duration = Duration::from_secs(1);
@@ -112,8 +112,20 @@ impl ClientCert {
     }
 }
 
+/// What the exchange with peer replicas works on and reports to.
+pub struct PeerSync {
+    /// The trust state (the CA that issues this replica's client certificate, the bundle, the
+    /// data folder whose blocklist is merged).
+    pub trust: Arc<TrustStore>,
+    /// How the last exchange with each peer went, for `trustmesh status`.
+    pub book: Arc<PeerBook>,
+    /// `trustmesh_cp_peer_sync_total{result}`: exchanges by result.
+    pub counter: prometheus::IntCounterVec,
+}
+
 /// Exchanges blocklists with `peers` until the process ends.
-pub async fn run(state: Arc<AppState>, peers: Vec<String>) {
+pub async fn run(sync: PeerSync, peers: Vec<String>) {
+    let state = Arc::new(sync);
     let mut cert = ClientCert {
         resolver: Arc::new(RotatingResolver::new()),
         signer: None,
@@ -122,7 +134,7 @@ pub async fn run(state: Arc<AppState>, peers: Vec<String>) {
     // Exchanges under way, kept across rounds, and the addresses they are with.
     let mut round = tokio::task::JoinSet::new();
     let mut in_flight = std::collections::HashSet::new();
-    let mut tls_for: Option<(Arc<crate::trust::TrustView>, Arc<rustls::ClientConfig>)> = None;
+    let mut tls_for: Option<(Arc<TrustView>, Arc<rustls::ClientConfig>)> = None;
     loop {
         let view = state.trust.current();
         if let Err(e) = cert.refresh(&view.signer) {
@@ -161,7 +173,7 @@ pub async fn run(state: Arc<AppState>, peers: Vec<String>) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::debug!(peer = %peer, "peers: {e:#}");
-                    state.metrics.peer_sync.with_label_values(&["error"]).inc();
+                    state.counter.with_label_values(&["error"]).inc();
                     continue;
                 }
             };
@@ -174,7 +186,7 @@ pub async fn run(state: Arc<AppState>, peers: Vec<String>) {
                 round.spawn(async move { (addr, exchange(&state, tls, addr, &host).await) });
             }
         }
-        state.peers.keep_only(&current);
+        state.book.keep_only(&current);
         let next_round = tokio::time::sleep(INTERVAL);
         tokio::pin!(next_round);
         loop {
@@ -192,17 +204,17 @@ pub async fn run(state: Arc<AppState>, peers: Vec<String>) {
             };
             in_flight.remove(&addr);
             // Log changes only: the first failure, and the first success after failures.
-            let was_failing = state.peers.record(addr, &result);
+            let was_failing = state.book.record(addr, &result);
             match result {
                 Ok(changed) => {
                     let label = if changed { "changed" } else { "unchanged" };
-                    state.metrics.peer_sync.with_label_values(&[label]).inc();
+                    state.counter.with_label_values(&[label]).inc();
                     if was_failing {
                         tracing::info!(peer = %addr, "peers: reached the peer again");
                     }
                 }
                 Err(e) => {
-                    state.metrics.peer_sync.with_label_values(&["error"]).inc();
+                    state.counter.with_label_values(&["error"]).inc();
                     if !was_failing {
                         tracing::warn!(peer = %addr, "peers: cannot exchange blocklists: {e:#}");
                     }
@@ -227,7 +239,7 @@ async fn resolve(peer: &str) -> anyhow::Result<(String, Vec<SocketAddr>)> {
 
 /// Asks `addr` for its blocklist and merges it; whether the data folder changed.
 async fn exchange(
-    state: &AppState,
+    state: &PeerSync,
     tls: Arc<rustls::ClientConfig>,
     addr: SocketAddr,
     host: &str,

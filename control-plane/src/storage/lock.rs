@@ -14,8 +14,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-/// The lock file's name in the data folder.
-pub const LOCK_FILE: &str = ".lock";
+pub use super::paths::LOCK_FILE;
 
 /// The data folder's exclusive lock, held until dropped.
 #[derive(Debug)]

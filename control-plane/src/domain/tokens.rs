@@ -3,7 +3,7 @@
 //! (`token-key`, mode 0600). A token is single use: the ids of used tokens are appended to
 //! `used-tokens` (fsynced before a certificate is returned), so a token stays used across
 //! restarts. Replicas on one data folder share that file: the check and the append happen
-//! under the data folder's lock ([`crate::lock`]) after reading the file again, so a token
+//! under the data folder's lock ([`crate::storage::lock`]) after reading the file again, so a token
 //! spent on one replica is refused by the other. Tokens are never logged: [`Token`] prints
 //! `<redacted>`.
 
@@ -22,12 +22,11 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use trustmesh_certs::SpiffeId;
 
-use crate::files;
-use crate::lock::DataDirLock;
+use crate::storage::files;
+use crate::storage::lock::DataDirLock;
+use crate::storage::paths::{TOKEN_KEY as KEY_FILE, USED_TOKENS as USED_FILE};
 
 const PREFIX: &str = "tm1";
-const KEY_FILE: &str = "token-key";
-const USED_FILE: &str = "used-tokens";
 
 /// A bootstrap token. Its `Debug` never shows the secret.
 pub struct Token(String);

@@ -9,8 +9,8 @@ use trustmesh_certs::SpiffeId;
 use trustmesh_policies::snapshot::{workload_entry, Snapshot};
 use trustmesh_policies::Registry;
 
-use crate::policy_source::PolicyState;
-use crate::trust::TrustView;
+use crate::domain::policy_source::PolicyState;
+use crate::domain::trust::TrustView;
 
 /// The snapshot version: the policy version, then `+b` and the trust generation (a hash of the
 /// trust bundle and the blocklist), e.g. `git:3f2a…+b9c41d07e2b55`. A policy commit, a CA
@@ -199,10 +199,27 @@ impl ProxyBook {
     }
 }
 
+/// A proxy that has not polled this replica for this long is not waited for in a rotation.
+pub const PROXY_STALE: Duration = Duration::from_secs(75);
+
+/// Proxies in `book` seen within [`PROXY_STALE`] whose snapshot version does not carry
+/// `generation`.
+pub fn lagging_in(book: &ProxyBook, generation: &str) -> Vec<String> {
+    let suffix = generation_suffix(generation);
+    let since = SystemTime::now()
+        .checked_sub(PROXY_STALE)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    book.seen_since(since)
+        .into_iter()
+        .filter(|(_, version)| !version.as_deref().is_some_and(|v| v.ends_with(&suffix)))
+        .map(|(who, _)| who)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy_source::PolicySource;
+    use crate::domain::policy_source::PolicySource;
 
     #[test]
     fn the_book_lists_connected_proxies_and_forgets_old_ones() {

@@ -7,12 +7,20 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use trustmesh_certs::SpiffeId;
 use trustmesh_policies::normalize::normalize_path_with;
 use trustmesh_policies::request::Request;
 use trustmesh_policies::snapshot::workload_entry;
 use trustmesh_policies::CompiledPolicies;
+
+/// `trustmesh authz ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuthzCommand {
+    /// What would a sidecar decide for this request? Prints ALLOW or DENY with the deciding
+    /// policy and rule; exit 0 allow, 3 deny.
+    Check(AuthzCheckArgs),
+}
 
 /// Flags of `trustmesh authz check`.
 #[derive(Debug, Args)]
@@ -57,7 +65,13 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
 }
 
 /// Runs the check.
-pub fn run(args: AuthzCheckArgs) -> anyhow::Result<ExitCode> {
+/// Runs `trustmesh authz ...`.
+pub fn run(command: AuthzCommand) -> anyhow::Result<ExitCode> {
+    let AuthzCommand::Check(args) = command;
+    check(args)
+}
+
+fn check(args: AuthzCheckArgs) -> anyhow::Result<ExitCode> {
     let set = trustmesh_policies::load_dir(&args.policies).map_err(|diags| {
         let list: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
         anyhow::anyhow!(

@@ -1,68 +1,19 @@
-//! `GET /v1/proxies` and `trustmesh status`: what the control plane knows about the mesh.
-//!
-//! The endpoint answers only the admin identity (`trustmesh admin-cert`), since the list of
-//! proxies, their addresses and versions is a map of the mesh: any other mesh certificate gets
-//! 403, no certificate 401. It returns this replica's own state (CA expiry, policy version in
-//! force, last policy error, trust generation) and the proxies it has seen.
-//!
-//! `trustmesh status` calls it over mTLS with the admin file and prints a table (or the JSON
-//! as it came with `--output json`).
+//! Command line: `trustmesh status`, what the control plane knows about the mesh. It calls
+//! `GET /v1/proxies` ([`crate::api::proxies`]) over mTLS with the admin file and prints a table
+//! (or the JSON as it came with `--output json`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use http::StatusCode;
 use serde_json::Value;
 use trustmesh_certs::{control_plane_identity, RotatingResolver, TrustBundle};
 
-use crate::admin_cert::{self, admin_identity};
-use crate::api::{ApiError, AppState, Caller};
-use trustmesh_runtime::rfc3339;
+use super::admin_cert;
 
 /// Largest `/v1/proxies` answer the CLI reads.
 const MAX_ANSWER: usize = 16 << 20;
-
-/// The `/v1/proxies` answer, for the admin identity only.
-pub fn proxies(state: &AppState, caller: &Caller) -> Result<Value, ApiError> {
-    let trust = state.trust.current();
-    let Some(id) = caller.identity.as_ref() else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "an admin client certificate is required (trustmesh admin-cert)",
-        ));
-    };
-    let admin = admin_identity(trust.signer.trust_domain())
-        .map_err(|_| ApiError::new(StatusCode::FORBIDDEN, "forbidden", "no admin identity"))?;
-    if *id != admin {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("only {admin} may list proxies"),
-        ));
-    }
-    let mut proxies = state.proxies.records();
-    proxies
-        .sort_by(|a, b| (a.identity.as_str(), &a.address).cmp(&(b.identity.as_str(), &b.address)));
-    let policy = state.policies.current();
-    Ok(serde_json::json!({
-        "control_plane": {
-            "policy_version": policy.version,
-            "policy_error": state.policies.last_error(),
-            "ca_expires_at": rfc3339(trust.signer.not_after()),
-            "trust_generation": trust.generation,
-            "trust_bundle_roots": trust.bundle.len(),
-            "ca_rotation": trust.rotation.as_ref().map(crate::rotation::Rotation::phase),
-            "blocked_identities": trust.blocked.keys().map(|id| id.as_str()).collect::<Vec<_>>(),
-            "draining": state.drain.is_draining(),
-            "trust": crate::trust::health(&trust),
-            "peers": state.peers.to_json(),
-        },
-        "proxies": proxies,
-    }))
-}
 
 /// `--output`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -25,18 +25,11 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use trustmesh_certs::{CertificateAuthority, TrustBundle};
 
-use crate::ca_store::{self, ImportFrom, CA_CERT, CA_KEY, TRUST_BUNDLE};
-use crate::files;
-use crate::lock::DataDirLock;
+use crate::domain::ca::store::{self as ca_store, ImportFrom, CA_CERT, CA_KEY, TRUST_BUNDLE};
+use crate::storage::files;
+use crate::storage::lock::DataDirLock;
+pub use crate::storage::paths::{NEXT_CERT, NEXT_KEY, PREV_ROOT, ROTATION_FILE};
 
-/// The rotation state's file name.
-pub const ROTATION_FILE: &str = "ca-rotation.json";
-/// The next CA's certificate chain, while it propagates.
-pub const NEXT_CERT: &str = "ca-next-cert.pem";
-/// The next CA's key (mode 0600), while it propagates.
-pub const NEXT_KEY: &str = "ca-next-key.pem";
-/// The old root, while certificates it signed may still be valid.
-pub const PREV_ROOT: &str = "ca-prev-root.pem";
 /// Kept on top of the longest certificate lifetime before the old root is dropped: the reload
 /// interval of the replicas and a little clock skew.
 pub const DROP_MARGIN: Duration = Duration::from_secs(5);
@@ -286,7 +279,7 @@ mod tests {
     fn rotation_adds_the_new_root_switches_then_drops_the_old_one() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let old = ca_store::load_or_create(d, &td(), None).unwrap();
+        let old = super::super::load_or_create(d, &td(), None).unwrap();
         let now = SystemTime::now();
         let next = start(d, Duration::from_secs(5), None, now).unwrap();
         assert!(
@@ -341,7 +334,7 @@ mod tests {
     fn rotation_to_an_operators_intermediate_adds_only_its_root() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let old = ca_store::load_or_create(d, &td(), None).unwrap();
+        let old = super::super::load_or_create(d, &td(), None).unwrap();
         let offline = CertificateAuthority::generate(&td(), SystemTime::now()).unwrap();
         let inter = offline
             .new_intermediate(SystemTime::now(), Duration::from_secs(86400))
@@ -378,7 +371,7 @@ mod tests {
     fn a_switch_interrupted_by_a_crash_is_completed() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        ca_store::load_or_create(d, &td(), None).unwrap();
+        super::super::load_or_create(d, &td(), None).unwrap();
         let next = start(d, Duration::from_secs(1), None, SystemTime::now()).unwrap();
         let _lock = DataDirLock::acquire(d).unwrap();
         // The crash came after the key moved and before the certificate did.

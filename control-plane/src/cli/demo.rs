@@ -20,11 +20,20 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::process::{Child, Command};
 use trustmesh_certs::SpiffeId;
 
-use crate::cli::DemoArgs;
+use clap::Args;
 
-const EXAMPLE_MESH: &str = include_str!("../../policies/examples/production/mesh.yaml");
-const EXAMPLE_SERVICES: &str = include_str!("../../policies/examples/production/services.yaml");
-const EXAMPLE_POLICY: &str = include_str!("../../policies/examples/production/orders-policy.yaml");
+/// Flags of `trustmesh demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the demo keeps its CA and state (a temporary folder by default).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+const EXAMPLE_MESH: &str = include_str!("../../../policies/examples/production/mesh.yaml");
+const EXAMPLE_SERVICES: &str = include_str!("../../../policies/examples/production/services.yaml");
+const EXAMPLE_POLICY: &str =
+    include_str!("../../../policies/examples/production/orders-policy.yaml");
 
 /// One example workload: its name, the ports of its sidecar and of its app.
 struct Workload {
@@ -127,22 +136,23 @@ async fn run_in(tmp: &Path, data_dir: &Path) -> anyhow::Result<ExitCode> {
     .await
     .with_context(|| format!("see {}", logs.join("control-plane.log").display()))?;
 
-    let key = crate::tokens::load_or_create_key(data_dir)?;
-    let td = crate::ca_store::load_existing(data_dir)?
+    let key = crate::domain::tokens::load_or_create_key(data_dir)?;
+    let td = crate::domain::ca::store::load_existing(data_dir)?
         .trust_domain()
         .clone();
     for w in &WORKLOADS {
         tokio::spawn(serve_app(w.name, ([127, 0, 0, 1], w.app).into()));
         let id = SpiffeId::from_service_account(&td, "production", w.name)?;
-        let token = crate::tokens::create(&key, &id, BTreeMap::new(), Duration::from_secs(300))?;
+        let token =
+            crate::domain::tokens::create(&key, &id, BTreeMap::new(), Duration::from_secs(300))?;
         let token_file = tmp.join(format!("{}.token", w.name));
-        crate::files::write_atomic(&token_file, token.expose().as_bytes(), 0o600)?;
+        crate::storage::files::write_atomic(&token_file, token.expose().as_bytes(), 0o600)?;
         children.push(spawn(
             Command::new(&proxy_bin)
                 .arg("--control-plane")
                 .arg(format!("https://{cp_addr}"))
                 .arg("--trust-bundle")
-                .arg(data_dir.join(crate::ca_store::TRUST_BUNDLE))
+                .arg(data_dir.join(crate::domain::ca::store::TRUST_BUNDLE))
                 .arg("--token-file")
                 .arg(&token_file)
                 .arg("--identity")

@@ -4,7 +4,7 @@
 //! [`TrustStore::watch`] looks at the folder's files every [`RELOAD`] (a `stat` of a few
 //! files) and reloads, under the data folder's lock, when one changed; so an `identity block`
 //! or a `ca rotate` from the CLI, or a step taken by another replica, is in force here within a
-//! fraction of a second. It also drives the CA rotation ([`crate::rotation`]) forward.
+//! fraction of a second. It also drives the CA rotation ([`crate::domain::ca::rotation`]) forward.
 //! Each new [`TrustView`] is published on a watch channel: the snapshot long polls wake on it
 //! and the control plane's serving certificate is re-issued from it.
 
@@ -15,15 +15,13 @@ use std::time::{Duration, SystemTime};
 
 use trustmesh_certs::{CertificateAuthority, SpiffeId, TrustBundle, TrustDomain};
 
-use crate::blocklist::{self, Blocked};
-use crate::ca_store::{self, ImportFrom, CA_CERT, CA_KEY, TRUST_BUNDLE};
-use crate::lock::DataDirLock;
-use crate::rotation::{self, Rotation, DROP_MARGIN};
+use crate::domain::blocklist::{self, Blocked};
+use crate::domain::ca::rotation::{self, Rotation, DROP_MARGIN};
+use crate::domain::ca::store::{self as ca_store, ImportFrom, CA_CERT, CA_KEY, TRUST_BUNDLE};
+use crate::storage::lock::DataDirLock;
 
 /// How often the data folder is looked at.
 pub const RELOAD: Duration = Duration::from_millis(200);
-/// A proxy that has not polled this replica for this long is not waited for in a rotation.
-const PROXY_STALE: Duration = Duration::from_secs(75);
 /// How often a rotation that waits for proxies says so.
 const WAIT_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -39,7 +37,7 @@ pub struct TrustView {
     /// The rotation under way, if any.
     pub rotation: Option<Rotation>,
     /// A short hash of the bundle and the blocklist: the part of the snapshot version that is
-    /// not the policy version (see [`crate::snapshot::version`]). Equal on every replica that
+    /// not the policy version (see [`crate::domain::snapshot::version`]). Equal on every replica that
     /// reads the same folder.
     pub generation: String,
 }
@@ -102,7 +100,7 @@ impl TrustStore {
         cert_ttl: Duration,
         import: Option<ImportFrom<'_>>,
     ) -> anyhow::Result<Arc<Self>> {
-        ca_store::load_or_create(dir, td, import)?;
+        super::ca::load_or_create(dir, td, import)?;
         let view = load(dir)?;
         let (tx, _) = tokio::sync::watch::channel(Arc::new(view));
         Ok(Arc::new(Self {
@@ -282,7 +280,11 @@ fn load(dir: &Path) -> anyhow::Result<TrustView> {
     let bundle = rotation::bundle_locked(dir, &signer, rotation.as_ref())?;
     let on_disk = std::fs::read_to_string(dir.join(TRUST_BUNDLE)).unwrap_or_default();
     if on_disk != bundle.pem() {
-        crate::files::write_atomic(&dir.join(TRUST_BUNDLE), bundle.pem().as_bytes(), 0o644)?;
+        crate::storage::files::write_atomic(
+            &dir.join(TRUST_BUNDLE),
+            bundle.pem().as_bytes(),
+            0o644,
+        )?;
     }
     let blocked = blocklist::read(dir)?;
     Ok(TrustView::new(signer, bundle, blocked, rotation))
@@ -307,20 +309,6 @@ fn fingerprint(dir: &Path) -> Vec<Option<(u64, i64, i64, u64)>> {
             .map(|m| (m.len(), m.mtime(), m.mtime_nsec(), m.ino()))
     })
     .collect()
-}
-
-/// Proxies in `book` seen within [`PROXY_STALE`] whose snapshot version does not carry
-/// `generation`.
-pub fn lagging_in(book: &crate::snapshot::ProxyBook, generation: &str) -> Vec<String> {
-    let suffix = crate::snapshot::generation_suffix(generation);
-    let since = SystemTime::now()
-        .checked_sub(PROXY_STALE)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    book.seen_since(since)
-        .into_iter()
-        .filter(|(_, version)| !version.as_deref().is_some_and(|v| v.ends_with(&suffix)))
-        .map(|(who, _)| who)
-        .collect()
 }
 
 /// The control plane's gauges of the trust state.
@@ -373,7 +361,7 @@ impl TrustMetrics {
 pub fn health(view: &TrustView) -> serde_json::Value {
     serde_json::json!({
         "generation": view.generation,
-        "trust_bundle_roots": view.bundle.roots().iter().map(crate::ca_cli::fingerprint).collect::<Vec<_>>(),
+        "trust_bundle_roots": view.bundle.roots().iter().map(super::ca::fingerprint).collect::<Vec<_>>(),
         "issuing_ca_serial": trustmesh_certs::cert_serial_hex(view.signer.cert_der()).unwrap_or_default(),
         "ca_rotation": view.rotation,
         "blocked_identities": view.blocked.keys().map(SpiffeId::as_str).collect::<Vec<_>>(),

@@ -15,8 +15,9 @@ fn a_csr_naming_a_second_identity_is_forbidden_like_one_naming_another() {
         allowed: id("spiffe://cluster.local/ns/prod/sa/api"),
     };
     for e in [other, CertError::MultipleUriSans] {
+        let code = csr_refusal(&e);
         assert_eq!(
-            csr_refusal(&e),
+            (code.status(), code.as_str()),
             (StatusCode::FORBIDDEN, "csr_identity_mismatch"),
             "{e}"
         );
@@ -30,6 +31,11 @@ fn a_csr_that_does_not_parse_or_verify_is_a_bad_request() {
         CertError::CsrSignature,
         CertError::NoUriSan,
     ] {
-        assert_eq!(csr_refusal(&e), (StatusCode::BAD_REQUEST, "bad_csr"), "{e}");
+        let code = csr_refusal(&e);
+        assert_eq!(
+            (code.status(), code.as_str()),
+            (StatusCode::BAD_REQUEST, "bad_csr"),
+            "{e}"
+        );
     }
 }

@@ -1,33 +1,29 @@
-//! Blocked identities: revocation that does not wait for a certificate to expire.
+//! Domain: blocked identities, revocation that does not wait for a certificate to expire.
 //!
 //! `trustmesh identity block SPIFFE_ID` writes the identity into `blocked-identities.json` in
 //! the data folder (under the data folder's lock, replaced atomically). Every `serve` replica on
-//! that folder reads the file within a fraction of a second ([`crate::trust`]), refuses to
+//! that folder reads the file within a fraction of a second ([`crate::domain::trust`]), refuses to
 //! issue certificates to a blocked identity, and pushes the list in every proxy's snapshot; the
 //! sidecars then refuse new connections and requests from it at once. `unblock` removes it.
 //! The file is the one source of truth, so the list survives restarts and is the same on every
 //! replica.
 //!
 //! Replicas with data folders of their own (Kubernetes without a shared volume) exchange the
-//! list with `--peers` ([`crate::peers`]): each entry is a last-writer-wins register, so an
+//! list with `--peers` ([`crate::domain::peers`]): each entry is a last-writer-wins register, so an
 //! unblock is kept as a dated tombstone (`unblocked`) that wins over an older block, and a
 //! block and an unblock at the same instant resolve to blocked. Timestamps carry nanoseconds.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 use trustmesh_certs::SpiffeId;
 
-use crate::files;
-use crate::lock::DataDirLock;
-
-/// The blocklist's file name in the data folder.
-pub const BLOCKED_FILE: &str = "blocked-identities.json";
+use crate::storage::files;
+use crate::storage::lock::DataDirLock;
+pub use crate::storage::paths::BLOCKED_FILE;
 
 /// How far into the future a peer's event may be dated (clock skew between replicas). An
 /// event dated later is refused: last writer wins, so a bad clock or a malicious replica could
@@ -312,92 +308,6 @@ pub fn merge(dir: &Path, theirs: &State) -> anyhow::Result<bool> {
     state.prune(now);
     write(dir, &state)?;
     Ok(true)
-}
-
-/// `trustmesh identity ...`.
-#[derive(Debug, Subcommand)]
-pub enum IdentityCommand {
-    /// Block an identity: no more certificates for it, and every sidecar refuses its new
-    /// connections and requests within a second (no need to wait for its certificate to expire).
-    Block(IdentityArgs),
-    /// Lift a block.
-    Unblock(IdentityArgs),
-    /// List the blocked identities.
-    List(DataDirArg),
-}
-
-/// An identity and the data folder.
-#[derive(Debug, Args)]
-pub struct IdentityArgs {
-    /// The SPIFFE ID.
-    pub identity: SpiffeId,
-    #[command(flatten)]
-    data: DataDirArg,
-}
-
-/// The data folder shared with `trustmesh serve`.
-#[derive(Debug, Args)]
-pub struct DataDirArg {
-    /// The control plane's data folder (shared by every replica).
-    #[arg(long, env = "TRUSTMESH_DATA_DIR", default_value = ".trustmesh")]
-    pub data_dir: std::path::PathBuf,
-}
-
-/// Runs `trustmesh identity ...`.
-pub fn run(command: IdentityCommand) -> anyhow::Result<ExitCode> {
-    match command {
-        IdentityCommand::Block(a) => {
-            let dir = &a.data.data_dir;
-            check_trust_domain(dir, &a.identity)?;
-            if block(dir, &a.identity, SystemTime::now())? {
-                println!(
-                    "blocked {}: control planes on {} refuse its certificates from now on, and \
-                     every sidecar refuses its connections and requests within a second",
-                    a.identity,
-                    dir.display()
-                );
-            } else {
-                println!("{} was already blocked", a.identity);
-            }
-        }
-        IdentityCommand::Unblock(a) => {
-            if unblock(&a.data.data_dir, &a.identity, SystemTime::now())? {
-                println!("unblocked {}", a.identity);
-            } else {
-                println!("{} was not blocked", a.identity);
-            }
-        }
-        IdentityCommand::List(d) => print_list(&read(&d.data_dir)?),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Prints the blocklist as a table (`IDENTITY  BLOCKED AT`), or says it is empty.
-pub fn print_list(blocked: &Blocked) {
-    if blocked.is_empty() {
-        println!("no blocked identities");
-        return;
-    }
-    let width = blocked
-        .keys()
-        .map(|id| id.as_str().len())
-        .max()
-        .unwrap_or(8);
-    println!("{:<width$}  BLOCKED AT", "BLOCKED IDENTITY");
-    for (id, at) in blocked {
-        println!("{:<width$}  {at}", id.as_str());
-    }
-}
-
-fn check_trust_domain(dir: &Path, id: &SpiffeId) -> anyhow::Result<()> {
-    let ca = crate::ca_store::load_existing(dir)?;
-    if id.trust_domain_str() != ca.trust_domain().as_str() {
-        anyhow::bail!(
-            "{id} is not in the mesh's trust domain {}",
-            ca.trust_domain()
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]

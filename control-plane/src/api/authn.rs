@@ -1,15 +1,19 @@
-//! Who may have a certificate, for `POST /v1/certificates`: a `tm1.` bootstrap token
-//! ([`crate::tokens`]), a projected Kubernetes ServiceAccount JWT ([`crate::k8s_jwt`], when
+//! API layer: who may have a certificate, for `POST /v1/certificates`: a `tm1.` bootstrap token
+//! ([`crate::domain::tokens`]), a projected Kubernetes ServiceAccount JWT
+//! ([`crate::domain::k8s_jwt`], when
 //! `--k8s-jwks` is set) or the caller's current mesh certificate (renewal). A bearer that is
 //! not a `tm1.` token is tried as a JWT. Every refusal is counted in
 //! `trustmesh_cp_certificates_issued_total{result}` by its reason.
 
-use http::StatusCode;
+use http::{header, Request};
+use hyper::body::Incoming;
 use trustmesh_certs::SpiffeId;
 
-use crate::api::{ApiError, AppState, Caller};
-use crate::k8s_jwt::JwtError;
-use crate::tokens::{self, Claims};
+use super::error::{ApiError, Code};
+use super::metrics::refusal_label;
+use super::state::{AppState, Caller};
+use crate::domain::k8s_jwt::JwtError;
+use crate::domain::tokens::{self, Claims, TokenError};
 
 /// What proved the caller's identity.
 #[derive(Debug)]
@@ -53,38 +57,53 @@ pub async fn authenticate(
             tokens::verify(&state.token_key, t, std::time::SystemTime::now())
                 .map(Proof::Token)
                 .map_err(|e| {
-                    refused(crate::api::refusal_label(&e));
+                    refused(refusal_label(&e));
                     e.into()
                 })
         }
         Some(t) => {
             let Some(k8s) = &state.k8s else {
                 return Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "token_malformed",
+                    Code::TokenMalformed,
                     "the bootstrap token is malformed",
                 ));
             };
             k8s.verify(t).await.map(Proof::Kubernetes).map_err(|e| {
                 refused(e.code());
-                let status = if e == JwtError::KeysUnavailable {
-                    StatusCode::SERVICE_UNAVAILABLE
+                let code = if e == JwtError::KeysUnavailable {
+                    Code::JwksUnavailable
                 } else {
-                    StatusCode::UNAUTHORIZED
+                    Code::Jwt(e.code())
                 };
-                ApiError::new(status, e.code(), e.to_string())
+                ApiError::new(code, e.to_string())
             })
         }
         None => match &caller.identity {
             Some(id) => Ok(Proof::Certificate(id.clone())),
             None => {
                 refused("unauthenticated");
-                Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthenticated",
+                Err(ApiError::new(Code::Unauthenticated,
                     "a bootstrap token (Authorization: Bearer) or a mesh client certificate is required",
                 ))
             }
         },
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if there is one.
+pub fn bearer_token(req: &Request<Incoming>) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| TokenError::Malformed)?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| {
+            ApiError::new(
+                Code::Unauthenticated,
+                "the Authorization header must be `Bearer <token>`",
+            )
+        })?;
+    Ok(Some(token.trim().to_string()))
 }

@@ -1,4 +1,4 @@
-//! Limits of the control plane's listener against clients that would hold it without
+//! API layer: the limits of the control plane's listener against clients that would hold it without
 //! credentials (or with one identity's), each counted in
 //! `trustmesh_cp_limits_exceeded_total{limit}` when hit:
 //!
@@ -39,10 +39,10 @@ pub const MAX_HEADERS: usize = 64;
 pub struct LimitArgs {
     /// Time a client has to send a whole request head (then the connection is closed), and
     /// then its body (then 408); also the longest idle time of a kept-alive connection.
-    #[arg(long, env = "TRUSTMESH_HEADER_TIMEOUT", default_value = "10s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, env = "TRUSTMESH_HEADER_TIMEOUT", default_value = "10s", value_parser = trustmesh_runtime::parse_duration)]
     pub header_timeout: Duration,
     /// Time a client has to finish its TLS handshake.
-    #[arg(long, env = "TRUSTMESH_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, env = "TRUSTMESH_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = trustmesh_runtime::parse_duration)]
     pub handshake_timeout: Duration,
     /// Open connections, handshakes included; one over it is closed at accept.
     #[arg(long, env = "TRUSTMESH_MAX_CONNECTIONS", default_value_t = 10000, value_parser = clap::value_parser!(u32).range(1..))]

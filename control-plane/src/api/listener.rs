@@ -1,6 +1,6 @@
-//! The control plane's HTTPS listener: TLS 1.3 with an optional mesh client certificate, then
+//! API layer: the control plane's HTTPS listener, TLS 1.3 with an optional mesh client certificate, then
 //! HTTP/1.1 (only: ALPN offers nothing else) into [`crate::api::handle`], within the caps and
-//! timeouts of [`crate::limits`]. Its own certificate is re-issued by the CA before it
+//! timeouts of [`super::limits`]. Its own certificate is re-issued by the CA before it
 //! expires, and whenever the trust state changes (a CA rotation switches the issuing CA or the
 //! bundle client certificates must chain to), and swapped in for new handshakes.
 
@@ -15,9 +15,9 @@ use hyper_util::server::graceful::Watcher;
 use tokio::net::{TcpListener, TcpStream};
 use trustmesh_certs::control_plane_identity;
 
-use crate::api::{self, AppState, Caller};
-use crate::limits::{self, Limit};
-use crate::trust::TrustView;
+use super::limits::{self, Limit};
+use super::state::{AppState, Caller};
+use crate::domain::trust::TrustView;
 
 /// Lifetime of the control plane's own serving certificate.
 const SERVING_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -161,7 +161,7 @@ async fn connection(
         tracing::debug!(client.addr = %addr, "over --max-anonymous-connections; closed");
         return;
     }
-    let svc = service_fn(move |req| api::handle(state.clone(), caller.clone(), req));
+    let svc = service_fn(move |req| super::handle(state.clone(), caller.clone(), req));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.args.header_timeout)

@@ -1,4 +1,4 @@
-//! `trustmesh admin-cert --data-dir D --out FILE`: a client certificate for the mesh's admin
+//! Command line: `trustmesh admin-cert --data-dir D --out FILE`: a client certificate for the mesh's admin
 //! identity, `spiffe://<trust domain>/ns/trustmesh-system/sa/admin`, which alone may call
 //! `GET /v1/proxies` (what `trustmesh status` shows). The certificate chain and its private
 //! key are written together to one file of mode 0600; the key is made here and never leaves
@@ -15,12 +15,9 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use clap::Args;
 use rustls::pki_types::pem::PemObject as _;
-use trustmesh_certs::{CertificateDer, PrivateKey, SpiffeId, TrustDomain};
+use trustmesh_certs::{CertificateDer, PrivateKey};
 
-/// The namespace and service account of the admin identity.
-pub const ADMIN_NAMESPACE: &str = "trustmesh-system";
-/// See [`ADMIN_NAMESPACE`].
-pub const ADMIN_SERVICE_ACCOUNT: &str = "admin";
+use crate::domain::reserved::admin_identity;
 
 /// Flags of `trustmesh admin-cert`.
 #[derive(Debug, Args)]
@@ -49,36 +46,20 @@ pub enum Role {
     KubeApiserver,
 }
 
-/// The admin identity of trust domain `td`.
-pub fn admin_identity(td: &TrustDomain) -> anyhow::Result<SpiffeId> {
-    SpiffeId::from_service_account(td, ADMIN_NAMESPACE, ADMIN_SERVICE_ACCOUNT)
-        .context("making the admin SPIFFE ID")
-}
-
-/// Whether `id` is reserved: the control plane's own identity (which proxies trust as the
-/// control plane, and replicas as a peer), the admin identity or the injection webhook's
-/// caller. None is ever issued over the API or given a bootstrap token; the control plane
-/// makes its own certificate, and `trustmesh admin-cert` the others.
-pub fn is_reserved(td: &TrustDomain, id: &SpiffeId) -> bool {
-    *id == trustmesh_certs::control_plane_identity(td)
-        || admin_identity(td).is_ok_and(|admin| admin == *id)
-        || crate::inject::caller_identity(td).is_ok_and(|caller| caller == *id)
-}
-
 /// Issues the certificate and writes the file.
 pub fn run(args: &AdminCertArgs) -> anyhow::Result<()> {
-    let ca = crate::ca_store::load_existing(&args.data_dir)?;
+    let ca = crate::domain::ca::store::load_existing(&args.data_dir)?;
     let id = match args.role {
         Role::Admin => admin_identity(ca.trust_domain())?,
         Role::KubeApiserver => {
-            crate::inject::caller_identity(ca.trust_domain()).map_err(anyhow::Error::msg)?
+            crate::domain::inject::caller_identity(ca.trust_domain()).map_err(anyhow::Error::msg)?
         }
     };
     let (cert, key) = ca
         .issue(&id, &[], &[], args.ttl, SystemTime::now())
         .with_context(|| format!("issuing the certificate of {id}"))?;
     let contents = format!("{}{}", cert.chain_pem, key.to_pem());
-    crate::files::write_atomic(&args.out, contents.as_bytes(), 0o600)
+    crate::storage::files::write_atomic(&args.out, contents.as_bytes(), 0o600)
         .with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!(
         "wrote the certificate and key of {id} to {} (mode 0600), valid until {}",
@@ -90,7 +71,7 @@ pub fn run(args: &AdminCertArgs) -> anyhow::Result<()> {
 
 /// Reads an admin file: the chain (leaf first) and the key. Refuses a file others may read.
 pub fn load(path: &Path) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKey)> {
-    let pem = crate::files::read_private(path)?;
+    let pem = crate::storage::files::read_private(path)?;
     let chain = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("reading the certificates in {}", path.display()))?;

@@ -1,4 +1,5 @@
-//! Sidecar injection: `POST /v1/inject`, the mutating admission webhook for Pods.
+//! Domain: sidecar injection, the pure pod rewrite behind `POST /v1/inject` (the mutating
+//! admission webhook for Pods; the HTTP side, who may call it, is [`crate::api::inject`]).
 //!
 //! The API server sends an `AdmissionReview` (`admission.k8s.io/v1`) for every Pod created in a
 //! namespace labelled `trustmesh.io/inject=enabled`; the answer allows it with a JSONPatch
@@ -38,15 +39,9 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use bytes::Bytes;
-use http::{header, Request, Response, StatusCode};
-use http_body_util::{BodyExt as _, Full, Limited};
-use hyper::body::Incoming;
 use serde_json::{json, Value};
 use trustmesh_certs::{SpiffeId, TrustDomain};
 
-/// Largest AdmissionReview accepted (the API server's own limit is 3 MiB).
-const MAX_BODY: usize = 3 * 1024 * 1024;
 /// The sidecar's uid and gid.
 pub const PROXY_UID: u32 = 1337;
 /// The sidecar's container name.
@@ -103,56 +98,6 @@ pub fn caller_identity(td: &TrustDomain) -> Result<SpiffeId, String> {
 pub const CALLER_NAMESPACE: &str = "trustmesh-system";
 /// The service account of [`caller_identity`].
 pub const CALLER_SERVICE_ACCOUNT: &str = "kube-apiserver";
-
-/// A refused webhook caller: the status, the error code and the message.
-type Refusal = (StatusCode, &'static str, String);
-
-/// Refuses any caller but the API server's certificate: 401 without one, 403 for another.
-fn check_caller(caller: Option<&SpiffeId>, td: &TrustDomain) -> Result<(), Refusal> {
-    let expected = caller_identity(td).map_err(|e| (StatusCode::FORBIDDEN, "forbidden", e))?;
-    match caller {
-        None => Err((
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            format!("the injection webhook needs the API server's client certificate ({expected})"),
-        )),
-        Some(id) if *id != expected => Err((
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("only {expected} may call the injection webhook"),
-        )),
-        Some(_) => Ok(()),
-    }
-}
-
-/// `POST /v1/inject`: an AdmissionReview in, an AdmissionReview out, for the API server only
-/// (`caller`, the client certificate's identity; see the module docs). A body that is not an
-/// AdmissionReview gets `400` with a JSON error; a pod that cannot be read is refused in the
-/// AdmissionReview (so the API server shows the reason) rather than let through uninjected.
-pub async fn handle(
-    req: Request<Incoming>,
-    caller: Option<&SpiffeId>,
-    trust: &crate::trust::TrustView,
-) -> Response<Full<Bytes>> {
-    let td = trust.signer.trust_domain();
-    if let Err((status, code, message)) = check_caller(caller, td) {
-        tracing::debug!(code, "refused an injection request: {message}");
-        return error(status, code, &message);
-    }
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", &e.to_string()),
-    };
-    let review: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_json", &e.to_string()),
-    };
-    let config = InjectConfig::new(td.as_str(), trust.bundle.pem());
-    match review_response(&review, &config) {
-        Ok(out) => json_response(StatusCode::OK, &out),
-        Err(e) => error(StatusCode::BAD_REQUEST, "bad_admission_review", &e),
-    }
-}
 
 /// The AdmissionReview answering `review`. `Err` only when `review` is no AdmissionReview v1.
 pub fn review_response(review: &Value, config: &InjectConfig) -> Result<Value, String> {
@@ -400,20 +345,6 @@ fn append(patch: &mut Vec<Value>, exists: bool, path: &str, values: Vec<Value>) 
 /// A JSON Pointer token (RFC 6901): `~` is `~0`, `/` is `~1`.
 fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
-}
-
-fn json_response(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(v.to_string())));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    resp
-}
-
-fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
-    json_response(status, &json!({"error": code, "message": message}))
 }
 
 mod probes;
