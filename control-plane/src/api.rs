@@ -23,6 +23,7 @@ pub mod listener;
 mod methods;
 pub mod metrics;
 mod proxies;
+pub mod respond;
 mod snapshot;
 pub mod state;
 
@@ -30,7 +31,7 @@ pub use error::{ApiError, Code};
 pub use metrics::Metrics;
 pub use state::{AppState, Caller};
 
-use body::{json, Resp};
+use respond::{json, Resp};
 
 /// Handles one request. Never fails: every error is a JSON response.
 pub async fn handle(

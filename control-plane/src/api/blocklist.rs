@@ -2,8 +2,8 @@
 
 use http::StatusCode;
 
-use super::body::{json, Resp};
 use super::error::{ApiError, Code};
+use super::respond::{json, Resp};
 use super::state::{AppState, Caller};
 use crate::domain::{blocklist, reserved};
 

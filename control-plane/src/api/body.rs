@@ -1,17 +1,12 @@
-//! API layer: request bodies in (JSON within the caps of [`super::limits`]) and responses out
-//! (JSON or text with their content type).
+//! API layer: request bodies in, JSON within [`MAX_BODY`] and `--header-timeout`
+//! ([`super::limits`]).
 
-use bytes::Bytes;
-use http::{header, Request, Response, StatusCode};
-use http_body_util::{BodyExt as _, Full, Limited};
+use http::Request;
+use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
-use serde::Serialize;
 
 use super::error::{ApiError, Code};
 use super::limits::{Limit, Limits};
-
-/// A response of the API.
-pub type Resp = Response<Full<Bytes>>;
 
 /// Largest request body accepted (a CSR is well under 2 KiB).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -46,21 +41,4 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
             format!("the request body is not the expected JSON: {e}"),
         )
     })
-}
-
-/// A JSON response.
-pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Resp {
-    let body = serde_json::to_vec(value).unwrap_or_default();
-    text(status, "application/json", body)
-}
-
-/// A response of `content_type`.
-pub fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
-    let mut resp = Response::new(Full::new(body.into()));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(content_type),
-    );
-    resp
 }

@@ -9,9 +9,10 @@ use serde::{Deserialize, Serialize};
 use trustmesh_certs::CertError;
 
 use super::authn;
-use super::body::{json, read_json, Resp};
+use super::body::read_json;
 use super::error::{ApiError, Code};
 use super::metrics::refusal_label;
+use super::respond::{json, Resp};
 use super::state::{AppState, Caller};
 use crate::domain::reserved;
 

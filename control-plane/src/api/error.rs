@@ -4,7 +4,7 @@
 
 use http::StatusCode;
 
-use super::body::{json, Resp};
+use super::respond::{json, Resp};
 use crate::domain::tokens::TokenError;
 
 /// The stable error codes of the API (`control-plane/openapi.yaml`), each with its status.

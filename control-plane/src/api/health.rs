@@ -3,8 +3,8 @@
 
 use http::StatusCode;
 
-use super::body::{json, text, Resp};
 use super::error::{ApiError, Code};
+use super::respond::{json, text, Resp};
 use super::state::AppState;
 
 /// `GET /healthz`, for anyone who reaches the listener (probes, load balancers): the status

@@ -8,8 +8,8 @@ use hyper::body::Incoming;
 use serde_json::Value;
 use trustmesh_certs::{SpiffeId, TrustDomain};
 
-use super::body::{json, Resp};
 use super::error::{ApiError, Code};
+use super::respond::{json, Resp};
 use crate::domain::inject::{caller_identity, review_response, InjectConfig};
 use crate::domain::trust::TrustView;
 

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
-use super::body::{json, Resp};
 use super::error::{ApiError, Code};
+use super::respond::{json, Resp};
 use super::state::{AppState, Caller};
 use crate::domain::snapshot;
 
