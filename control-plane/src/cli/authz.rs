@@ -1,4 +1,4 @@
-//! `trustmesh authz check`: asks the policy folder what a sidecar would decide for one
+//! Command line: `trustmesh authz check`: asks the policy folder what a sidecar would decide for one
 //! request, with exactly the evaluator the proxy calls (`WorkloadPolicies::authorize` after
 //! `normalize_path`). Prints ALLOW or DENY with the deciding policy and rule; exit 0 for
 //! allow, 3 for deny (a path the proxy would refuse with 400 counts as deny).

@@ -1,4 +1,4 @@
-//! `trustmesh ca rotate` and `trustmesh ca status`: the operator's side of a CA rotation
+//! Command line: `trustmesh ca rotate` and `trustmesh ca status`: the operator's side of a CA rotation
 //! ([`crate::domain::ca::rotation`]). Both work on the data folder that the `serve` replicas share; the
 //! replicas carry the rotation through on their own.
 

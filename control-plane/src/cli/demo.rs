@@ -1,4 +1,4 @@
-//! `trustmesh demo`: a whole mesh on loopback. A control plane with the example policy folder
+//! Command line: `trustmesh demo`: a whole mesh on loopback. A control plane with the example policy folder
 //! (`policies/examples/production`), three example services (api-gateway, checkout-service,
 //! order-service), each behind its own `trustmesh-proxy`. It tries the example requests
 //! itself, prints the curl commands, and stops everything on Ctrl-C.

@@ -1,4 +1,4 @@
-//! Kubernetes bootstrap: a projected ServiceAccount token (a JWT the kubelet mounts into the
+//! Domain: kubernetes bootstrap: a projected ServiceAccount token (a JWT the kubelet mounts into the
 //! pod, audience `trustmesh`) stands in for a `trustmesh token create` token.
 //!
 //! The JWT is checked with `jsonwebtoken` (aws-lc-rs backend) against the cluster's JWKS

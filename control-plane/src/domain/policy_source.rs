@@ -1,4 +1,4 @@
-//! The policy source: the policy folder (usually a git checkout) is loaded at start and then
+//! Domain: the policy source: the policy folder (usually a git checkout) is loaded at start and then
 //! watched. A new version is put in force only when the whole folder validates; otherwise the
 //! errors are logged, kept for the admin's `GET /v1/proxies`, and the last good set stays in
 //! force.

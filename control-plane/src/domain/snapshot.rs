@@ -1,4 +1,4 @@
-//! What each proxy is sent: its snapshot (registry, mesh settings, trust bundle), built from the
+//! Domain: what each proxy is sent: its snapshot (registry, mesh settings, trust bundle), built from the
 //! policy set in force for the caller's verified identity, and the book of proxies seen.
 
 use std::collections::HashMap;

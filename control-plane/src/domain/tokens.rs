@@ -1,4 +1,4 @@
-//! Bootstrap tokens: `tm1.<claims>.<mac>`, where the claims are base64url JSON (token id,
+//! Domain: bootstrap tokens: `tm1.<claims>.<mac>`, where the claims are base64url JSON (token id,
 //! identity, labels, expiry) and the MAC is HMAC-SHA256 under a key kept in the data folder
 //! (`token-key`, mode 0600). A token is single use: the ids of used tokens are appended to
 //! `used-tokens` (fsynced before a certificate is returned), so a token stays used across

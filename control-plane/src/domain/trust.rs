@@ -1,4 +1,4 @@
-//! What a replica trusts and refuses right now: the CA that issues, the trust bundle and the
+//! Domain: what a replica trusts and refuses right now: the CA that issues, the trust bundle and the
 //! blocked identities, read from the data folder that every replica shares, and kept current.
 //!
 //! [`TrustStore::watch`] looks at the folder's files every [`RELOAD`] (a `stat` of a few

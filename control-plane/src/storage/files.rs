@@ -1,4 +1,4 @@
-//! Writing state files safely: secrets are created with mode 0600 inside a 0700 folder, and
+//! Storage: writing state files safely: secrets are created with mode 0600 inside a 0700 folder, and
 //! every file is replaced atomically (write a temporary file, fsync, rename) so that a crash
 //! never leaves half a key or half a trust bundle behind.
 

@@ -1,4 +1,4 @@
-//! The data folder's lock. Every `trustmesh` process that works on one `--data-dir` (two
+//! Storage: the data folder's lock. Every `trustmesh` process that works on one `--data-dir` (two
 //! `serve` replicas, and the CLI's `token create`, `ca rotate`, `identity block`) takes it
 //! around each read-modify-write of shared state: the used-token list, the blocklist, the CA
 //! files and the rotation state. So a token is spent once across replicas, two replicas never

@@ -1,4 +1,4 @@
-//! CA rotation without restarts, as files in the data folder that every replica follows.
+//! Domain: cA rotation without restarts, as files in the data folder that every replica follows.
 //!
 //! 1. `trustmesh ca rotate` makes (or imports) the next CA into `ca-next-cert.pem` /
 //!    `ca-next-key.pem`, writes the union of both roots to `trust-bundle.pem` and the state

@@ -1,4 +1,4 @@
-//! The probe rewrite of an injected pod: every `httpGet` (HTTP) and `tcpSocket` probe of the
+//! Domain: the probe rewrite of an injected pod: every `httpGet` (HTTP) and `tcpSocket` probe of the
 //! app's containers goes to the sidecar's probe listener
 //! (`:15020/app-health/<container>/<livez|readyz|startupz>`), which makes the original probe
 //! against the app on loopback; other probes stay, with a warning when interception will make

@@ -1,4 +1,4 @@
-//! Reading the cluster's JWKS: from a file, or over HTTPS (or plain HTTP on loopback, for
+//! Domain: reading the cluster's JWKS: from a file, or over HTTPS (or plain HTTP on loopback, for
 //! `kubectl proxy`) with an optional bearer token, bounded in size and time.
 
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! The version of a policy folder that is a git checkout: `git:<HEAD>` only when what is loaded
+//! Domain: the version of a policy folder that is a git checkout: `git:<HEAD>` only when what is loaded
 //! is exactly what HEAD holds.
 //!
 //! A file git does not track is loaded like any other, so the version must not claim HEAD:
