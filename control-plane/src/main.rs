@@ -1,36 +1,16 @@
 //! `trustmesh`: the control plane server (`trustmesh serve`) and the operator CLI.
 //!
-//! `main` only parses flags and dispatches; each subcommand lives in its own module.
+//! `main` only parses flags and dispatches. The crate is four layers, each importing only
+//! those below it: [`cli`] (one file per command) → [`api`] (router, authentication, one
+//! handler file per endpoint group) → [`domain`] (CA and rotation, tokens, blocklist,
+//! snapshots, policy source) → [`storage`] (the data folder).
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
-mod admin_cert;
 mod api;
-mod authn;
-mod authz_check;
-mod blocklist;
-mod ca_cli;
-mod ca_store;
 mod cli;
-mod cp_client;
-mod demo;
-mod drain;
-mod files;
-mod inject;
-mod k8s_jwt;
-mod limits;
-mod lock;
-mod peers;
-mod policy_source;
-mod rotation;
-mod serve;
-mod server_tls;
-mod snapshot;
-mod status;
-mod tokens;
-mod trust;
-mod used_tokens;
-mod validate;
+mod domain;
+mod storage;
 
 use std::process::ExitCode;
 

@@ -129,7 +129,7 @@ pub fn write(
         return;
     }
     let line = Line {
-        time: now_rfc3339(),
+        time: trustmesh_runtime::rfc3339_precise(std::time::SystemTime::now()),
         direction,
         entry,
         status: status.as_u16(),
@@ -161,12 +161,6 @@ fn without_userinfo(authority: &str) -> String {
         .rsplit_once('@')
         .map_or(authority, |(_, host)| host)
         .to_string()
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

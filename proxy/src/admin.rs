@@ -2,7 +2,6 @@
 //! certificate and a snapshot), `/config` (JSON) and `/metrics` (Prometheus text).
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -109,8 +108,8 @@ fn config(shared: &Shared, info: &AdminInfo) -> serde_json::Value {
         "identity": shared.identity.as_str(),
         "certificate": cert.as_ref().map(|c| serde_json::json!({
             "serial": c.serial,
-            "not_before": rfc3339(c.not_before),
-            "expires_at": rfc3339(c.not_after),
+            "not_before": trustmesh_runtime::rfc3339(c.not_before),
+            "expires_at": trustmesh_runtime::rfc3339(c.not_after),
         })),
         "policy_version": mesh.as_ref().map(|m| m.snapshot.policy_version().to_string()),
         "snapshot_version": mesh.as_ref().map(|m| m.snapshot.version.clone()),
@@ -135,18 +134,4 @@ fn json(v: &serde_json::Value) -> Response<Body> {
         header::HeaderValue::from_static("application/json"),
     );
     resp
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }

@@ -18,11 +18,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{header, Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt as _, Full, Limited};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
+use http::{Method, Uri};
 use trustmesh_certs::{control_plane_identity, RotatingResolver, TrustBundle};
+use trustmesh_runtime::client;
 
 /// The largest response accepted from the control plane.
 const MAX_RESPONSE: usize = 32 * 1024 * 1024;
@@ -45,13 +43,8 @@ pub struct ControlClient {
     resolver: Arc<RotatingResolver>,
 }
 
-/// One answer from the control plane.
-pub struct Answer {
-    /// The status.
-    pub status: StatusCode,
-    /// The whole body.
-    pub body: Bytes,
-}
+/// One answer from the control plane: its status and whole body.
+pub use trustmesh_runtime::client::Answer;
 
 impl ControlClient {
     /// A client for the replicas at `uris` (https://host:port each) that trusts `bundle`.
@@ -132,18 +125,24 @@ impl ControlClient {
         for i in 0..n {
             let at = (first + i) % n;
             let ep = &self.endpoints[at];
-            let exchange = self.call_one(ep, method.clone(), path_and_query, bearer, body.clone());
-            match tokio::time::timeout(timeout, exchange).await {
-                Ok(Ok(answer)) if !answer.status.is_server_error() || i + 1 == n => {
+            let exchange = self.call_one(
+                ep,
+                method.clone(),
+                path_and_query,
+                bearer,
+                body.clone(),
+                timeout,
+            );
+            match exchange.await {
+                Ok(answer) if !answer.status.is_server_error() || i + 1 == n => {
                     if at != first {
                         tracing::info!(control_plane = %ep.uri, "failed over to this control plane");
                     }
                     self.preferred.store(at, Ordering::Relaxed);
                     return Ok(answer);
                 }
-                Ok(Ok(answer)) => failures.push(format!("{}: answered {}", ep.uri, answer.status)),
-                Ok(Err(e)) => failures.push(format!("{e:#}")),
-                Err(_) => failures.push(format!("{} did not answer within {timeout:?}", ep.uri)),
+                Ok(answer) => failures.push(format!("{}: answered {}", ep.uri, answer.status)),
+                Err(e) => failures.push(format!("{e:#}")),
             }
         }
         anyhow::bail!("{}", failures.join("; "))
@@ -156,48 +155,23 @@ impl ControlClient {
         path_and_query: &str,
         bearer: Option<&str>,
         body: Option<Bytes>,
+        timeout: Duration,
     ) -> anyhow::Result<Answer> {
-        let tcp = tokio::net::TcpStream::connect((ep.host.as_str(), ep.port))
-            .await
-            .with_context(|| format!("connecting to the control plane at {}", ep.uri))?;
-        let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from(ep.host.clone())
-            .context("the control plane's host is not a valid server name")?;
+        let target = client::Target::named(&ep.host, ep.port);
+        let call = client::Call {
+            method,
+            path: path_and_query,
+            bearer,
+            json: body,
+        };
+        // A call with a token presents no certificate (see the module docs).
         let config = match bearer {
             Some(_) => self.tls_anonymous.load_full(),
             None => self.tls.load_full(),
         };
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
+        client::send(config, &target, call, MAX_RESPONSE, timeout)
             .await
-            .with_context(|| format!("TLS to the control plane at {}", ep.uri))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .context("HTTP handshake with the control plane")?;
-        let conn = tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path_and_query)
-            .header(header::HOST, format!("{}:{}", ep.host, ep.port));
-        if let Some(t) = bearer {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        if body.is_some() {
-            req = req.header(header::CONTENT_TYPE, "application/json");
-        }
-        let req = req.body(Full::new(body.unwrap_or_default()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .context("request to the control plane")?;
-        let status = resp.status();
-        let body = Limited::new(resp.into_body(), MAX_RESPONSE)
-            .collect()
-            .await
-            .map_err(|e| anyhow::anyhow!("reading the control plane's answer: {e}"))?
-            .to_bytes();
-        conn.abort();
-        Ok(Answer { status, body })
+            .with_context(|| format!("the control plane at {}", ep.uri))
     }
 }
 

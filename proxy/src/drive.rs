@@ -18,9 +18,9 @@ use http_body_util::BodyExt as _;
 use hyper_util::server::graceful::Watcher;
 
 use crate::body::{Body, BoxError};
-use crate::drain::Drain;
 use crate::limits::{self, Activity};
 use crate::metrics::Metrics;
+use trustmesh_runtime::Drain;
 
 /// How long a connection asked to finish on a timeout may take before it is dropped (a
 /// client that reads nothing must not keep it by never taking the GOAWAY).

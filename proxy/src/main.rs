@@ -13,7 +13,6 @@ mod body;
 mod bootstrap;
 mod config;
 mod control;
-mod drain;
 mod drive;
 mod error;
 mod headers;

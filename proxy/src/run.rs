@@ -134,7 +134,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         app = %args.app,
         "sidecar ready"
     );
-    shutdown_signal().await;
+    trustmesh_runtime::shutdown_signal().await;
     let left = shared.drain.run(args.drain_timeout).await;
     if left > 0 {
         tracing::warn!("--drain-timeout passed with connections still open; closing them");
@@ -142,19 +142,4 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     crate::otlp::flush(std::time::Duration::from_secs(2)).await;
     tracing::info!("sidecar stopping");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {},
-                _ = term.recv() => {},
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
 }

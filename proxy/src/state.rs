@@ -123,7 +123,7 @@ pub struct Shared {
     /// Metrics.
     pub metrics: Metrics,
     /// Graceful drain on SIGTERM: not ready, no new connections, in-flight requests finish.
-    pub drain: crate::drain::Drain,
+    pub drain: trustmesh_runtime::Drain,
     /// Ticks whenever a new mesh view is in force (open opaque connections re-authorize).
     pub mesh_changes: tokio::sync::watch::Sender<u64>,
     /// The sidecar's own listening ports and its `--app` port, as bound at start.

@@ -256,7 +256,7 @@ async fn the_injection_webhook_answers_the_api_server_only_with_the_data_dirs_bu
         .unwrap();
     let review = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../control-plane/src/inject/testdata/pod-minimal.json"
+        "/../control-plane/src/domain/inject/testdata/pod-minimal.json"
     ))
     .unwrap();
     let bundle = cp.trust_bundle_pem().unwrap();

@@ -1,4 +1,4 @@
-//! Which method each API path answers, in one table: the router answers any other method on a
+//! API layer: which method each API path answers, in one table: the router answers any other method on a
 //! known path with `405` and an `Allow` header naming the method it takes (RFC 9110 §15.5.6),
 //! and a path outside the table with `404`. `control-plane/openapi.yaml` describes exactly
 //! these paths and methods (checked by the tests).

@@ -1,0 +1,148 @@
+//! Command line: `trustmesh serve` wires the CA, the bootstrap-token state, the policy source and the API
+//! listener together, then runs until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use clap::Args;
+use trustmesh_certs::TrustDomain;
+
+use crate::api::limits::{LimitArgs, Limits};
+use crate::api::{listener, AppState, Metrics};
+use crate::domain::ca::store::ImportFrom;
+use crate::domain::k8s_jwt::{K8sArgs, K8sVerifier};
+use crate::domain::peers::{self, PeerSync};
+use crate::domain::policy_source::PolicySource;
+use crate::domain::snapshot;
+use crate::domain::tokens;
+use crate::domain::trust::TrustStore;
+
+/// Flags of `trustmesh serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTPS API.
+    #[arg(long, env = "TRUSTMESH_LISTEN", default_value = "127.0.0.1:15012")]
+    pub listen: SocketAddr,
+    /// Folder of the CA key (mode 0600), the CA certificate, trust-bundle.pem and token state.
+    #[arg(long, env = "TRUSTMESH_DATA_DIR", default_value = ".trustmesh")]
+    pub data_dir: PathBuf,
+    /// The policy folder (usually a git checkout); watched for changes.
+    #[arg(long, env = "TRUSTMESH_POLICIES", default_value = "policies")]
+    pub policies: PathBuf,
+    /// The mesh's trust domain; must agree with mesh.yaml and with an existing CA.
+    #[arg(long, env = "TRUSTMESH_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: TrustDomain,
+    /// Lifetime of the workload certificates this CA issues (e.g. 1h, 10m, 30s).
+    #[arg(long, env = "TRUSTMESH_CERT_TTL", default_value = "1h", value_parser = trustmesh_runtime::parse_duration)]
+    pub cert_ttl: Duration,
+    /// Extra DNS names for the control plane's own serving certificate (besides localhost).
+    #[arg(
+        long = "server-name",
+        env = "TRUSTMESH_SERVER_NAMES",
+        value_delimiter = ','
+    )]
+    pub server_names: Vec<String>,
+    /// Other replicas to exchange blocked identities with, when they do not share this
+    /// replica's --data-dir: `HOST:PORT`, repeated or comma-separated; a name that resolves to
+    /// several addresses (a headless Service) names them all.
+    #[arg(long = "peers", env = "TRUSTMESH_PEERS", value_delimiter = ',', value_parser = peers::parse_peer)]
+    pub peers: Vec<String>,
+    /// Bring your own CA: the signing certificate (an intermediate signed by an offline root),
+    /// then its chain up to the root. Imported into --data-dir on first start; with --ca-key.
+    #[arg(long, env = "TRUSTMESH_CA_CERT", requires = "ca_key")]
+    pub ca_cert: Option<PathBuf>,
+    /// The key of --ca-cert (PKCS#8 P-256 PEM, mode 0600).
+    #[arg(long, env = "TRUSTMESH_CA_KEY", requires = "ca_cert")]
+    pub ca_key: Option<PathBuf>,
+    /// Kubernetes bootstrap with projected ServiceAccount tokens.
+    #[command(flatten)]
+    pub k8s: K8sArgs,
+    /// On SIGTERM, how long open requests may take to finish before the server exits
+    /// (snapshot long polls are answered at once).
+    #[arg(long, env = "TRUSTMESH_DRAIN_TIMEOUT", default_value = "25s", value_parser = trustmesh_runtime::parse_duration)]
+    pub drain_timeout: Duration,
+    /// Timeouts and caps of the API listener.
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// YAML file with any of these flags as keys (`cert_ttl: 30m`); flags and TRUSTMESH_*
+    /// variables win over it.
+    #[arg(long, env = "TRUSTMESH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the merged configuration with the source of each value, and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// Runs the control plane.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let limits = Limits::new(args.limits.clone())?;
+    let policies = PolicySource::load(&args.policies)?;
+    let mesh_td = &policies.current().set.mesh.trust_domain;
+    if *mesh_td != args.trust_domain {
+        anyhow::bail!(
+            "--trust-domain {} disagrees with trust_domain {} in {}/mesh.yaml",
+            args.trust_domain,
+            mesh_td,
+            args.policies.display()
+        );
+    }
+    let import = match (&args.ca_cert, &args.ca_key) {
+        (Some(cert), Some(key)) => Some(ImportFrom { cert, key }),
+        _ => None,
+    };
+    let trust = TrustStore::open(&args.data_dir, &args.trust_domain, args.cert_ttl, import)?;
+    let state = Arc::new(AppState {
+        trust: trust.clone(),
+        k8s: K8sVerifier::from_args(&args.k8s, &args.trust_domain).await?,
+        token_key: tokens::load_or_create_key(&args.data_dir)?,
+        used_tokens: crate::domain::used_tokens::UsedTokens::load(
+            &args.data_dir,
+            SystemTime::now(),
+        )?,
+        policies: policies.clone(),
+        cert_ttl: args.cert_ttl,
+        proxies: Default::default(),
+        peers: Default::default(),
+        metrics: Metrics::new()?,
+        drain: Default::default(),
+        limits,
+    });
+    state.metrics.register(Box::new(policies.reloads.clone()))?;
+    for c in state.limits.collectors() {
+        state.metrics.register(c)?;
+    }
+    tokio::spawn(policies.watch());
+    if !args.peers.is_empty() {
+        let sync = PeerSync {
+            trust: trust.clone(),
+            book: state.peers.clone(),
+            counter: state.metrics.peer_sync.clone(),
+        };
+        tokio::spawn(peers::run(sync, args.peers.clone()));
+    }
+    let book = state.clone();
+    tokio::spawn(trust.watch(move |generation| snapshot::lagging_in(&book.proxies, generation)));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding --listen {}", args.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        trust_domain = %args.trust_domain,
+        data_dir = %args.data_dir.display(),
+        cert_ttl = %humantime::format_duration(args.cert_ttl),
+        "control plane serving"
+    );
+    listener::serve(
+        listener,
+        state,
+        args.server_names,
+        args.drain_timeout,
+        trustmesh_runtime::shutdown_signal(),
+    )
+    .await?;
+    tracing::info!("control plane stopped");
+    Ok(())
+}

@@ -1,0 +1,343 @@
+//! Domain: the policy source: the policy folder (usually a git checkout) is loaded at start and then
+//! watched. A new version is put in force only when the whole folder validates; otherwise the
+//! errors are logged, kept for the admin's `GET /v1/proxies`, and the last good set stays in
+//! force.
+//!
+//! The version is `git:<HEAD commit>` for a clean git checkout, else `sha256:<content hash>`;
+//! a git-ignored policy file is an error ([`git`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use trustmesh_policies::{CompiledPolicies, PolicySet};
+
+pub mod git;
+
+/// How often the folder is checked for changes.
+const RESCAN: Duration = Duration::from_millis(500);
+
+/// A policy set in force, with its version.
+#[derive(Debug)]
+pub struct PolicyState {
+    /// `git:<commit>` or `sha256:<hash>`.
+    pub version: String,
+    /// The validated set.
+    pub set: PolicySet,
+    /// The same set compiled once (for deciding which registry entries each proxy may call).
+    pub compiled: CompiledPolicies,
+}
+
+/// Watches the policy folder and publishes every valid version.
+pub struct PolicySource {
+    dir: PathBuf,
+    tx: watch::Sender<Arc<PolicyState>>,
+    last_error: Mutex<Option<String>>,
+    /// `trustmesh_cp_policy_reload_total{result}`: `ok` (a new version in force), `unchanged`
+    /// (valid, same version) or `error` (rejected; the last good version stays).
+    pub reloads: prometheus::IntCounterVec,
+}
+
+impl PolicySource {
+    /// Loads the folder once; fails (with every error) when it is not valid, since there is no
+    /// last good set to fall back on at start.
+    pub fn load(dir: &Path) -> anyhow::Result<Arc<Self>> {
+        let state = load_state(dir).map_err(|errors| {
+            anyhow::anyhow!(
+                "the policy folder {} is not valid:\n{}",
+                dir.display(),
+                errors.join("\n")
+            )
+        })?;
+        for w in &state.set.warnings {
+            tracing::warn!(target: "policy", "{w}");
+        }
+        tracing::info!(target: "policy", version = %state.version, dir = %dir.display(), "policies loaded");
+        let (tx, _) = watch::channel(Arc::new(state));
+        let reloads = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "trustmesh_cp_policy_reload_total",
+                "Reads of the policy folder by result (ok: new version in force, unchanged, error: rejected).",
+            ),
+            &["result"],
+        )?;
+        // Every result from the start (at zero), so an alert on errors works before the first.
+        for result in ["unchanged", "error"] {
+            reloads.with_label_values(&[result]);
+        }
+        reloads.with_label_values(&["ok"]).inc();
+        Ok(Arc::new(Self {
+            dir: dir.to_path_buf(),
+            tx,
+            last_error: Mutex::new(None),
+            reloads,
+        }))
+    }
+
+    /// A receiver that sees every new version.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<PolicyState>> {
+        self.tx.subscribe()
+    }
+
+    /// The set in force.
+    pub fn current(&self) -> Arc<PolicyState> {
+        self.tx.borrow().clone()
+    }
+
+    /// The errors of the last rejected version, if the newest version on disk is bad.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Watches the folder until the process ends: file events (inotify) trigger a rescan at
+    /// once, and a periodic rescan catches whatever events miss (network filesystems, a
+    /// watcher that could not start).
+    pub async fn watch(self: Arc<Self>) {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let _watcher = self.file_events(wake.clone());
+        // Empty, so the first pass loads once more: whatever changed between `load` and now
+        // is not missed.
+        let mut last_fp = Vec::new();
+        let mut ticker = tokio::time::interval(RESCAN);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = wake.notified() => {
+                    // Let a burst of writes (a git checkout) settle before reading.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            let fp = fingerprint(&self.dir);
+            if fp == last_fp {
+                continue;
+            }
+            last_fp = fp;
+            let dir = self.dir.clone();
+            let loaded = tokio::task::spawn_blocking(move || load_state(&dir)).await;
+            match loaded {
+                Ok(Ok(state)) => {
+                    if let Ok(mut e) = self.last_error.lock() {
+                        *e = None;
+                    }
+                    if state.version == self.current().version {
+                        self.reloads.with_label_values(&["unchanged"]).inc();
+                        continue;
+                    }
+                    self.reloads.with_label_values(&["ok"]).inc();
+                    for w in &state.set.warnings {
+                        tracing::warn!(target: "policy", "{w}");
+                    }
+                    tracing::info!(target: "policy", version = %state.version, "new policy version in force");
+                    self.tx.send_replace(Arc::new(state));
+                }
+                Ok(Err(errors)) => {
+                    self.reloads.with_label_values(&["error"]).inc();
+                    for e in &errors {
+                        tracing::warn!(target: "policy", "{e}");
+                    }
+                    tracing::warn!(
+                        target: "policy",
+                        kept = %self.current().version,
+                        "the policy folder has errors; the last good version stays in force"
+                    );
+                    if let Ok(mut last) = self.last_error.lock() {
+                        *last = Some(errors.join("\n"));
+                    }
+                }
+                Err(e) => tracing::warn!(target: "policy", "policy load task failed: {e}"),
+            }
+        }
+    }
+}
+
+impl PolicySource {
+    /// Starts an inotify watcher on the folder and on its parent (so that a folder swapped
+    /// through a symlink, as git-sync does, is seen). `None` when it cannot start; the
+    /// periodic rescan still runs.
+    fn file_events(&self, wake: Arc<tokio::sync::Notify>) -> Option<notify::RecommendedWatcher> {
+        use notify::Watcher as _;
+        let mut watcher = notify::recommended_watcher(
+            move |_event: notify::Result<notify::Event>| {
+                wake.notify_one();
+            },
+        )
+        .map_err(
+            |e| tracing::warn!(target: "policy", "file events unavailable, rescanning only: {e}"),
+        )
+        .ok()?;
+        if let Err(e) = watcher.watch(&self.dir, notify::RecursiveMode::Recursive) {
+            tracing::warn!(target: "policy", "cannot watch {}: {e}", self.dir.display());
+        }
+        if let Some(parent) = self.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = watcher.watch(parent, notify::RecursiveMode::NonRecursive);
+        }
+        Some(watcher)
+    }
+}
+
+fn load_state(dir: &Path) -> Result<PolicyState, Vec<String>> {
+    let set = trustmesh_policies::load_dir(dir)
+        .map_err(|diags| diags.iter().map(|d| d.to_string()).collect::<Vec<_>>())?;
+    let compiled = CompiledPolicies::from_set(&set)
+        .map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+    let version = git::version(dir)?.unwrap_or_else(|| format!("sha256:{}", set.content_hash));
+    Ok(PolicyState {
+        version,
+        set,
+        compiled,
+    })
+}
+
+/// A cheap summary of the folder (names, sizes, modification times, link targets) to decide
+/// whether it must be loaded again.
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    if let Ok(target) = std::fs::read_link(dir) {
+        out.push((target, 0, None));
+    }
+    let mut budget = 10_000usize;
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            budget = budget.saturating_sub(1);
+            if budget == 0 {
+                return out;
+            }
+            let path = entry.path();
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with('.') && name != ".git" {
+                continue;
+            }
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if name == ".git" {
+                // HEAD moves on a commit even when no policy file changes.
+                if let Ok(m) = std::fs::metadata(path.join("HEAD")) {
+                    out.push((path.join("HEAD"), m.len(), m.modified().ok()));
+                }
+                if let Ok(m) = std::fs::metadata(path.join("refs/heads")) {
+                    out.push((path.join("refs/heads"), m.len(), m.modified().ok()));
+                }
+                continue;
+            }
+            if meta.is_dir() {
+                stack.push(path);
+            } else {
+                out.push((path, meta.len(), meta.modified().ok()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_set(dir: &Path, extra_service: bool) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("mesh.yaml"), "trust_domain: cluster.local\n").unwrap();
+        let mut services = String::from(
+            "apiVersion: trustmesh.io/v1\nkind: Service\nmetadata: {name: a, namespace: t}\n\
+             spec: {identity: spiffe://cluster.local/ns/t/sa/a, endpoints: [\"127.0.0.1:1\"]}\n",
+        );
+        if extra_service {
+            services.push_str(
+                "---\napiVersion: trustmesh.io/v1\nkind: Service\nmetadata: {name: b, namespace: t}\n\
+                 spec: {identity: spiffe://cluster.local/ns/t/sa/b, endpoints: [\"127.0.0.1:2\"]}\n",
+            );
+        }
+        std::fs::write(dir.join("services.yaml"), services).unwrap();
+    }
+
+    /// git-sync publishes a new revision by atomically replacing a symlink.
+    #[tokio::test]
+    async fn picks_up_a_folder_swapped_through_a_symlink_and_keeps_the_last_good_set() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_set(&tmp.path().join("rev1"), false);
+        write_set(&tmp.path().join("rev2"), true);
+        let current = tmp.path().join("current");
+        std::os::unix::fs::symlink(tmp.path().join("rev1"), &current).unwrap();
+        let source = PolicySource::load(&current).unwrap();
+        let first = source.current().version.clone();
+        assert_eq!(source.current().set.registry.entries().len(), 1);
+        tokio::spawn(source.clone().watch());
+
+        let swap = |target: &str| {
+            let tmp_link = tmp.path().join("current.tmp");
+            let _ = std::fs::remove_file(&tmp_link);
+            std::os::unix::fs::symlink(tmp.path().join(target), &tmp_link).unwrap();
+            std::fs::rename(&tmp_link, &current).unwrap();
+        };
+        swap("rev2");
+        let mut rx = source.subscribe();
+        tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| s.version != first))
+            .await
+            .expect("the swapped folder is picked up within 5 s")
+            .unwrap();
+        assert_eq!(source.current().set.registry.entries().len(), 2);
+
+        // A bad revision keeps the last good set in force and is reported.
+        let bad = tmp.path().join("rev3");
+        write_set(&bad, true);
+        std::fs::write(bad.join("broken.yaml"), "kind: Nonsense\n").unwrap();
+        let good = source.current().version.clone();
+        swap("rev3");
+        for _ in 0..100 {
+            if source.last_error().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let err = source.last_error().expect("the bad revision is reported");
+        assert!(err.contains("broken.yaml:"), "{err}");
+        assert_eq!(source.current().version, good);
+    }
+
+    /// Reading the version must never write to the checkout: `git status` refreshes a stale
+    /// index under `.git/index.lock` unless told not to, and a commit racing it then fails.
+    #[test]
+    fn reading_the_git_version_leaves_the_index_alone() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        write_set(dir, false);
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "git {args:?}");
+        };
+        git(&["init", "-q"]);
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "-m", "one"]);
+        // Same content, new modification time: the index's stat data is now stale.
+        std::thread::sleep(Duration::from_millis(1100));
+        let services = std::fs::read(dir.join("services.yaml")).unwrap();
+        std::fs::write(dir.join("services.yaml"), services).unwrap();
+        let index = dir.join(".git/index");
+        let before = std::fs::metadata(&index).unwrap();
+
+        let version = git::version(dir)
+            .unwrap()
+            .expect("a clean checkout has a git version");
+        assert!(version.starts_with("git:"), "{version}");
+
+        let after = std::fs::metadata(&index).unwrap();
+        assert_eq!(
+            (before.ino(), before.mtime_nsec(), before.mtime()),
+            (after.ino(), after.mtime_nsec(), after.mtime()),
+            "git_head rewrote .git/index"
+        );
+    }
+}
