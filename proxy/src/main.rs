@@ -4,39 +4,23 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
-mod accept;
-mod access_log;
 mod admin;
 mod app_ports;
-mod authorize;
-mod body;
 mod config;
 mod control;
 mod drain;
-mod drive;
-mod error;
-mod headers;
 mod identity;
 mod inbound;
 mod init;
-mod intercept;
-mod limits;
-mod listen;
-mod log_level;
-mod metrics;
+mod layers;
+mod net;
+mod observe;
 mod opaque;
-mod original_dst;
-mod otlp;
 mod outbound;
-mod passthrough;
-mod peer_cap;
-mod pool;
 mod probes;
 mod revocation;
 mod run;
 mod state;
-mod trace;
-mod upstream;
 mod watch;
 
 use std::process::ExitCode;
@@ -64,7 +48,7 @@ fn main() -> ExitCode {
         print!("{}", config_file::render(&cmd, &matches, file.as_ref()));
         return ExitCode::SUCCESS;
     }
-    log_level::init(&args.log_level);
+    observe::log_level::init(&args.log_level);
     let runtime = match args.threads {
         1 => tokio::runtime::Builder::new_current_thread(),
         0 => tokio::runtime::Builder::new_multi_thread(),

@@ -17,10 +17,9 @@ use trustmesh_certs::SpiffeId;
 use trustmesh_policies::request::Request as AuthzRequest;
 use trustmesh_policies::ServiceEntry;
 
+use crate::layers::detect::OPAQUE_ALPN as ALPN;
 use crate::state::Shared;
 
-/// The ALPN protocol of opaque TCP between sidecars.
-pub const ALPN: &[u8] = b"trustmesh-tcp";
 /// How long the caller may take to send the preamble.
 const PREAMBLE_TIMEOUT: Duration = Duration::from_secs(5);
 

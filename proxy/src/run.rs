@@ -14,10 +14,12 @@ use crate::app_ports::SidecarPorts;
 use crate::config::Args;
 use crate::control::ControlClient;
 use crate::inbound::Inbound;
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::state::Shared;
-use crate::{identity, listen, watch};
+use crate::watch;
+use crate::identity;
+use crate::net::listen;
 
 /// Runs the sidecar until SIGTERM or Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -68,7 +70,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args: args.clone(),
     });
     if let Some(endpoint) = &args.otlp_endpoint {
-        crate::otlp::start(endpoint, args.identity.as_str())?;
+        crate::observe::otlp::start(endpoint, args.identity.as_str())?;
     }
     let control = Arc::new(ControlClient::new(
         &args.control_plane,
@@ -91,7 +93,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     tokio::spawn(identity::renew_forever(shared.clone(), control.clone()));
     tokio::spawn(watch::watch_forever(shared.clone(), control.clone()));
-    let (inbound, outbound) = (Inbound::new(shared.clone()), Outbound::new(shared.clone()));
+    // Each stack gets what it needs from the flags, made once here.
+    let inbound = Inbound::new(shared.clone(), crate::inbound::Config::from_args(&args));
+    let outbound = Outbound::new(shared.clone(), crate::outbound::Config::from_args(&args));
     // IPv6 twins of the inbound and outbound listeners, for traffic ip6tables redirects.
     if let Some(l) = listen::ipv6_twin(args.inbound).await {
         tokio::spawn(inbound.clone().serve(l));
@@ -132,7 +136,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if left > 0 {
         tracing::warn!("--drain-timeout passed with connections still open; closing them");
     }
-    crate::otlp::flush(std::time::Duration::from_secs(2)).await;
+    crate::observe::otlp::flush(std::time::Duration::from_secs(2)).await;
     tracing::info!("sidecar stopping");
     Ok(())
 }

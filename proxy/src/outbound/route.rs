@@ -24,18 +24,14 @@
 //! level: to a mesh address it is carried as opaque TCP over mTLS ([`crate::opaque`]).
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 use trustmesh_policies::mesh::OutboundPolicy;
 use trustmesh_policies::{Registry, ServiceEntry};
 
-use crate::error::ProxyError;
+use crate::layers::rescue::ProxyError;
 use crate::state::Shared;
 
-/// How long a redirected connection may stay silent before it is taken as non-HTTP (a
-/// server-speaks-first protocol).
-pub const SNIFF_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// Where an outbound request goes.
 #[derive(Debug, PartialEq, Eq)]
@@ -155,41 +151,6 @@ fn count(shared: &Shared, decision: &str) {
         .outbound_passthrough
         .with_label_values(&[decision])
         .inc();
-}
-
-/// Whether a redirected connection opens like HTTP/1 (`METHOD `) or h2c (`PRI * HTTP/2.0`).
-/// Peeks without consuming; gives up after [`SNIFF_TIMEOUT`] of silence.
-pub async fn sniff_http(tcp: &TcpStream) -> bool {
-    let deadline = Instant::now() + SNIFF_TIMEOUT;
-    let mut buf = [0u8; 16];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let n = match tokio::time::timeout(left, tcp.peek(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => n,
-            _ => return false,
-        };
-        if let Some(http) = classify(&buf[..n]) {
-            return http;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// `Some(true)` for an HTTP start, `Some(false)` for anything else, `None` when more bytes
-/// are needed to tell.
-fn classify(b: &[u8]) -> Option<bool> {
-    // An upper-case token of 1 to 7 letters and a space: every HTTP/1 method, and the h2c
-    // preface `PRI * HTTP/2.0`.
-    let token = b.iter().take_while(|c| c.is_ascii_uppercase()).count();
-    match b.get(token) {
-        Some(b' ') => Some((1..=7).contains(&token)),
-        Some(_) => Some(false),
-        None if token < 8 => None,
-        None => Some(false),
-    }
 }
 
 /// A redirected connection that is not HTTP: passthrough copies bytes to the original

@@ -4,7 +4,7 @@
 //! HTTP/2 connection that started no request within `--header-timeout`, or any connection
 //! idle for `--idle-timeout`), and closes it outright if it has not finished a moment later.
 //!
-//! Data path: accept → (TLS) → [`crate::limits::Tracked`] IO → hyper → this loop.
+//! Data path: accept → (TLS) → [`crate::layers::limits::Tracked`] IO → hyper → this loop.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,12 +15,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt as _;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::body::{Body, BoxError};
+use crate::layers::body::{Body, BoxError};
 use crate::drain::Drain;
-use crate::limits::{self, Activity};
-use crate::metrics::Metrics;
+use crate::layers::limits::{self, Activity, ServeConfig};
+use crate::observe::metrics::Metrics;
 
 /// How long a connection asked to finish on a timeout may take before it is dropped (a
 /// client that reads nothing must not keep it by never taking the GOAWAY).
@@ -102,6 +107,52 @@ pub async fn drive<C: Graceful>(
         limits::exceeded(metrics, "header_timeout", direction);
     }
     drop(watcher);
+}
+
+/// Serves one HTTP/1.1 or HTTP/2 connection on `io` to its end, each request answered by
+/// `handle`: the connection held to the limits of `cfg` ([`crate::layers::limits`]), its
+/// responses' frames counted as activity, and driven by [`drive`]. Inbound, outbound and any
+/// later listener serve HTTP through this one function.
+pub async fn serve<IO, H, Fut>(
+    io: IO,
+    cfg: &ServeConfig,
+    watcher: Option<Watcher>,
+    drain: &Drain,
+    metrics: &Metrics,
+    direction: &'static str,
+    handle: H,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let activity = Activity::new();
+    let act = activity.clone();
+    let svc = service_fn(move |req| {
+        let (handle, act) = (handle.clone(), act.clone());
+        let in_flight = act.request();
+        async move {
+            let resp = handle(req).await;
+            drop(in_flight);
+            Ok::<_, std::convert::Infallible>(resp.map(|b| touching(b, act)))
+        }
+    });
+    let io = TokioIo::new(limits::Tracked::with_head_timeout(
+        io,
+        activity.clone(),
+        cfg.header_timeout,
+    ));
+    let builder = limits::builder(cfg);
+    drive(
+        builder.serve_connection(io, svc),
+        watcher,
+        &activity,
+        cfg.timeouts(),
+        drain,
+        metrics,
+        direction,
+    )
+    .await;
 }
 
 /// A response body whose frames count as the connection's activity: a streaming response
