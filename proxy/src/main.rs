@@ -21,6 +21,8 @@ mod probes;
 mod revocation;
 mod run;
 mod state;
+#[cfg(test)]
+mod testing;
 mod watch;
 
 use std::process::ExitCode;

@@ -249,7 +249,8 @@ mod tests {
             let h = grpc.headers();
             assert_eq!(h["content-type"], "application/grpc", "{label}");
             assert_eq!(h["grpc-status"], grpc_status, "{label}");
-            assert_eq!(h["grpc-message"].to_str().unwrap(), body.trim_end(), "{label}");
+            let message = percent_encode(body.trim_end());
+            assert_eq!(h["grpc-message"].to_str().unwrap(), message, "{label}");
             assert_eq!(text(grpc).await, "", "{label}");
             let http = respond(err, false);
             assert_eq!(http.status().as_u16(), status, "{label}");

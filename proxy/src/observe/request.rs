@@ -178,7 +178,7 @@ mod tests {
         let mut req = Request::get("http://api/x/../y?q=1").body(()).unwrap();
         let mut obs = Observe::outbound(&mut req, AccessLogFormat::Json, &me);
         assert_eq!(obs.log.source.as_deref(), Some(me.as_str()));
-        assert_eq!(obs.log.path.as_deref(), Some("/y?q=1"));
+        assert_eq!(obs.log.path.as_deref(), Some("/y"));
         let resp = Response::builder().status(404).body(()).unwrap();
         Observe::outbound(&mut req, AccessLogFormat::Off, &me).finish(&m, &resp);
         assert_eq!(count(&m, &["outbound", "404", "-", "-"]), 1);
