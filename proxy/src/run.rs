@@ -13,13 +13,13 @@ use crate::admin::{self, AdminInfo};
 use crate::app_ports::SidecarPorts;
 use crate::config::Args;
 use crate::control::ControlClient;
+use crate::identity;
 use crate::inbound::Inbound;
+use crate::net::listen;
 use crate::observe::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::state::Shared;
 use crate::watch;
-use crate::identity;
-use crate::net::listen;
 
 /// Runs the sidecar until SIGTERM or Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {

@@ -45,7 +45,13 @@ pub fn service(name: &str, endpoint: SocketAddr) -> ServiceEntry {
 /// A resolver holding a fresh certificate for `identity`.
 pub fn resolver(ca: &CertificateAuthority, identity: &SpiffeId) -> Arc<RotatingResolver> {
     let (issued, key) = ca
-        .issue(identity, &[], &[], Duration::from_secs(3600), SystemTime::now())
+        .issue(
+            identity,
+            &[],
+            &[],
+            Duration::from_secs(3600),
+            SystemTime::now(),
+        )
         .unwrap();
     let r = RotatingResolver::new();
     r.set(issued.chain, &key).unwrap();
@@ -145,7 +151,10 @@ pub async fn app() -> SocketAddr {
                 let text = format!(
                     "{} {}\npeer={}\nhost={}\nversion={:?}\n",
                     req.method(),
-                    req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+                    req.uri()
+                        .path_and_query()
+                        .map(|p| p.as_str())
+                        .unwrap_or("/"),
                     header("x-trustmesh-peer-identity"),
                     header("host"),
                     req.version(),
@@ -153,8 +162,7 @@ pub async fn app() -> SocketAddr {
                 Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(text))))
             });
             tokio::spawn(async move {
-                let builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
             });
         }
@@ -167,9 +175,10 @@ pub async fn h2_client<IO>(io: IO) -> hyper::client::conn::http2::SendRequest<Fu
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-        .await
-        .unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     sender
 }
@@ -190,7 +199,11 @@ where
 pub async fn read(resp: Response<Incoming>) -> (http::StatusCode, http::HeaderMap, String) {
     let (parts, body) = resp.into_parts();
     let bytes = body.collect().await.unwrap().to_bytes();
-    (parts.status, parts.headers, String::from_utf8(bytes.to_vec()).unwrap())
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8(bytes.to_vec()).unwrap(),
+    )
 }
 
 /// A GET of `uri` with `headers`.

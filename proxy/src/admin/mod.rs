@@ -55,7 +55,10 @@ fn handle(shared: &Shared, info: &AdminInfo, req: &Request<Incoming>) -> Respons
         "/live" => text_response(StatusCode::OK, "live\n".into()),
         "/log-level" => text_response(
             StatusCode::OK,
-            format!("{}\n", crate::observe::log_level::current().unwrap_or_default()),
+            format!(
+                "{}\n",
+                crate::observe::log_level::current().unwrap_or_default()
+            ),
         ),
         "/ready" => match shared.readiness() {
             Ok(()) => text_response(StatusCode::OK, "ready\n".into()),

@@ -107,4 +107,3 @@ pub fn parse_app_probes(s: &str) -> Result<AppProbes, String> {
     }
     Ok(probes)
 }
-

@@ -15,8 +15,8 @@ use trustmesh_policies::normalize::{normalize_path_with, RoutePath};
 use trustmesh_policies::request::Request as AuthzRequest;
 use trustmesh_policies::WorkloadPolicies;
 
-use crate::observe::access_log::Entry;
 use crate::layers::rescue::ProxyError;
+use crate::observe::access_log::Entry;
 use crate::observe::metrics::Metrics;
 
 /// What the connection told us about the caller.

@@ -37,7 +37,10 @@ async fn connect(
 #[tokio::test]
 async fn an_allowed_request_reaches_the_app_with_the_verified_identity() {
     let mut client = connect("web").await;
-    let spoofed = [("x-trustmesh-peer-identity", "spiffe://cluster.local/ns/prod/sa/admin")];
+    let spoofed = [(
+        "x-trustmesh-peer-identity",
+        "spiffe://cluster.local/ns/prod/sa/admin",
+    )];
     let resp = client
         .send_request(get("https://api/hello/x?q=1", &spoofed))
         .await
@@ -54,14 +57,20 @@ async fn an_allowed_request_reaches_the_app_with_the_verified_identity() {
 #[tokio::test]
 async fn a_denied_request_gets_403_and_a_grpc_caller_permission_denied() {
     let mut client = connect("web").await;
-    let resp = client.send_request(get("https://api/admin", &[])).await.unwrap();
+    let resp = client
+        .send_request(get("https://api/admin", &[]))
+        .await
+        .unwrap();
     let (status, headers, body) = read(resp).await;
     assert_eq!(status, 403);
     assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
     assert_eq!(body, "RBAC: access denied");
 
     let grpc = [("content-type", "application/grpc")];
-    let resp = client.send_request(get("https://api/admin", &grpc)).await.unwrap();
+    let resp = client
+        .send_request(get("https://api/admin", &grpc))
+        .await
+        .unwrap();
     let (status, headers, body) = read(resp).await;
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "application/grpc");
@@ -73,7 +82,10 @@ async fn a_denied_request_gets_403_and_a_grpc_caller_permission_denied() {
 #[tokio::test]
 async fn a_caller_no_policy_allows_is_denied_and_a_bad_path_refused() {
     let mut client = connect("batch").await;
-    let resp = client.send_request(get("https://api/hello", &[])).await.unwrap();
+    let resp = client
+        .send_request(get("https://api/hello", &[]))
+        .await
+        .unwrap();
     assert_eq!(read(resp).await.0, 403);
 
     let mut client = connect("web").await;
@@ -117,11 +129,20 @@ async fn the_app_being_down_is_a_502_and_unavailable_for_grpc() {
         .await
         .unwrap();
     let mut client = testing::h2_client(tls).await;
-    let resp = client.send_request(get("https://api/hello", &[])).await.unwrap();
+    let resp = client
+        .send_request(get("https://api/hello", &[]))
+        .await
+        .unwrap();
     let (status, _, body) = read(resp).await;
     assert_eq!(status, 502, "{body}");
-    assert!(body.starts_with("trustmesh: cannot connect to the app at "), "{body}");
+    assert!(
+        body.starts_with("trustmesh: cannot connect to the app at "),
+        "{body}"
+    );
     let grpc = [("content-type", "application/grpc")];
-    let resp = client.send_request(get("https://api/hello", &grpc)).await.unwrap();
+    let resp = client
+        .send_request(get("https://api/hello", &grpc))
+        .await
+        .unwrap();
     assert_eq!(read(resp).await.1["grpc-status"], "14");
 }

@@ -36,7 +36,10 @@ where
             return None;
         }
         Err(_) => {
-            metrics.handshake_errors.with_label_values(&["timeout"]).inc();
+            metrics
+                .handshake_errors
+                .with_label_values(&["timeout"])
+                .inc();
             limits::exceeded(metrics, "handshake_timeout", "inbound");
             return None;
         }
@@ -74,9 +77,18 @@ mod tests {
         use rustls::{CertificateError, Error};
         let cases = [
             (Error::NoCertificatesPresented, "no_client_certificate"),
-            (Error::InvalidCertificate(CertificateError::Expired), "expired"),
-            (Error::InvalidCertificate(CertificateError::UnknownIssuer), "unknown_issuer"),
-            (Error::InvalidCertificate(CertificateError::BadSignature), "bad_certificate"),
+            (
+                Error::InvalidCertificate(CertificateError::Expired),
+                "expired",
+            ),
+            (
+                Error::InvalidCertificate(CertificateError::UnknownIssuer),
+                "unknown_issuer",
+            ),
+            (
+                Error::InvalidCertificate(CertificateError::BadSignature),
+                "bad_certificate",
+            ),
             (Error::DecryptError, "protocol"),
         ];
         for (e, want) in cases {

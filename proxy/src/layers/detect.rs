@@ -82,12 +82,17 @@ mod tests {
 
     #[tokio::test]
     async fn sniffing_a_socket_tells_http_from_tls() {
-        for (first, http) in [(&b"GET / HTTP/1.1\r\n"[..], true), (b"\x16\x03\x01\x02\x00", false)] {
+        for (first, http) in [
+            (&b"GET / HTTP/1.1\r\n"[..], true),
+            (b"\x16\x03\x01\x02\x00", false),
+        ] {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
             let (server, _) = listener.accept().await.unwrap();
-            tokio::io::AsyncWriteExt::write_all(&mut client, first).await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut client, first)
+                .await
+                .unwrap();
             assert_eq!(sniff_http(&server).await, http, "{first:?}");
         }
     }

@@ -13,17 +13,17 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{Request, Response};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt as _;
-use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::layers::body::{Body, BoxError};
 use crate::drain::Drain;
+use crate::layers::body::{Body, BoxError};
 use crate::layers::limits::{self, Activity, ServeConfig};
 use crate::observe::metrics::Metrics;
 

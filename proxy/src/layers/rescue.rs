@@ -155,14 +155,14 @@ pub fn respond(err: ProxyError, grpc: bool) -> Response<Body> {
 /// (408, 429, 431) `RESOURCE_EXHAUSTED` (8). Anything else is `UNKNOWN` (2), as in that table.
 pub fn grpc_code(status: StatusCode) -> u8 {
     match status.as_u16() {
-        400 => 13, // INTERNAL
-        401 => 16, // UNAUTHENTICATED
-        403 => 7,  // PERMISSION_DENIED
-        404 => 12, // UNIMPLEMENTED
+        400 => 13,            // INTERNAL
+        401 => 16,            // UNAUTHENTICATED
+        403 => 7,             // PERMISSION_DENIED
+        404 => 12,            // UNIMPLEMENTED
         408 | 429 | 431 => 8, // RESOURCE_EXHAUSTED
-        502 | 503 => 14, // UNAVAILABLE
-        504 => 4, // DEADLINE_EXCEEDED
-        _ => 2,   // UNKNOWN
+        502 | 503 => 14,      // UNAVAILABLE
+        504 => 4,             // DEADLINE_EXCEEDED
+        _ => 2,               // UNKNOWN
     }
 }
 
@@ -254,7 +254,11 @@ mod tests {
             assert_eq!(text(grpc).await, "", "{label}");
             let http = respond(err, false);
             assert_eq!(http.status().as_u16(), status, "{label}");
-            assert_eq!(http.headers()["content-type"], "text/plain; charset=utf-8", "{label}");
+            assert_eq!(
+                http.headers()["content-type"],
+                "text/plain; charset=utf-8",
+                "{label}"
+            );
             assert_eq!(text(http).await, body, "{label}");
         }
     }
@@ -267,16 +271,30 @@ mod tests {
             ProxyError::BadPath(s) => ProxyError::BadPath(s.clone()),
             ProxyError::Denied => ProxyError::Denied,
             ProxyError::MethodNotAllowed(m) => ProxyError::MethodNotAllowed(m),
-            ProxyError::UnknownService { host } => ProxyError::UnknownService { host: host.clone() },
+            ProxyError::UnknownService { host } => {
+                ProxyError::UnknownService { host: host.clone() }
+            }
             ProxyError::OutsideMesh { addr } => ProxyError::OutsideMesh { addr: *addr },
             ProxyError::NoEndpoints(s) => ProxyError::NoEndpoints(s.clone()),
             ProxyError::NotReady(s) => ProxyError::NotReady(s),
-            ProxyError::Connect { target, reason } => ProxyError::Connect { target: target.clone(), reason: reason.clone() },
-            ProxyError::Tls { target, reason } => ProxyError::Tls { target: target.clone(), reason: reason.clone() },
+            ProxyError::Connect { target, reason } => ProxyError::Connect {
+                target: target.clone(),
+                reason: reason.clone(),
+            },
+            ProxyError::Tls { target, reason } => ProxyError::Tls {
+                target: target.clone(),
+                reason: reason.clone(),
+            },
             ProxyError::Withheld { addr } => ProxyError::Withheld { addr: *addr },
             ProxyError::BodyTimeout { secs } => ProxyError::BodyTimeout { secs: *secs },
-            ProxyError::Timeout { target, secs } => ProxyError::Timeout { target: target.clone(), secs: *secs },
-            ProxyError::Upstream { target, reason } => ProxyError::Upstream { target: target.clone(), reason: reason.clone() },
+            ProxyError::Timeout { target, secs } => ProxyError::Timeout {
+                target: target.clone(),
+                secs: *secs,
+            },
+            ProxyError::Upstream { target, reason } => ProxyError::Upstream {
+                target: target.clone(),
+                reason: reason.clone(),
+            },
         }
     }
 

@@ -9,8 +9,8 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
 use crate::layers::body::{self, Body};
-use crate::layers::rescue::ProxyError;
 use crate::layers::headers;
+use crate::layers::rescue::ProxyError;
 
 /// A pooled plain-HTTP client.
 pub type PlainClient = Client<HttpConnector, Body>;

@@ -11,8 +11,8 @@ use hyper_util::server::graceful::Watcher;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::layers::limits;
 use crate::drain::Drain;
+use crate::layers::limits;
 use crate::observe::metrics::Metrics;
 
 /// Runs until the drain begins.

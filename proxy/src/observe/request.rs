@@ -160,7 +160,10 @@ mod tests {
     #[test]
     fn an_inbound_request_is_counted_by_caller_and_route() {
         let m = Metrics::new().unwrap();
-        let (peer, me) = (id("spiffe://cluster.local/ns/a/sa/web"), id("spiffe://cluster.local/ns/a/sa/api"));
+        let (peer, me) = (
+            id("spiffe://cluster.local/ns/a/sa/web"),
+            id("spiffe://cluster.local/ns/a/sa/api"),
+        );
         let req = Request::get("/orders/1").body(()).unwrap();
         let mut obs = Observe::inbound(&req, AccessLogFormat::Json, &peer, &me);
         assert_eq!(obs.log.source.as_deref(), Some(peer.as_str()));
@@ -184,6 +187,12 @@ mod tests {
         assert_eq!(count(&m, &["outbound", "404", "-", "-"]), 1);
         obs.log.destination = Some("spiffe://cluster.local/ns/a/sa/api".into());
         obs.finish(&m, &resp);
-        assert_eq!(count(&m, &["outbound", "404", "spiffe://cluster.local/ns/a/sa/api", "-"]), 1);
+        assert_eq!(
+            count(
+                &m,
+                &["outbound", "404", "spiffe://cluster.local/ns/a/sa/api", "-"]
+            ),
+            1
+        );
     }
 }

@@ -12,8 +12,8 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
 use crate::layers::body::{self, Body};
-use crate::layers::rescue::ProxyError;
 use crate::layers::headers;
+use crate::layers::rescue::ProxyError;
 use crate::layers::upstream::{self, PlainClient};
 
 /// An HTTP/1.1 client that dials whatever address a request names.

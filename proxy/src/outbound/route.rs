@@ -32,7 +32,6 @@ use trustmesh_policies::{Registry, ServiceEntry};
 use crate::layers::rescue::ProxyError;
 use crate::state::Shared;
 
-
 /// Where an outbound request goes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route<'a> {

@@ -39,8 +39,8 @@ use tokio::sync::Semaphore;
 use crate::config::probes::{AppProbes, HttpGet};
 use crate::layers::body::{self, Body};
 use crate::layers::drive::drive;
-use crate::layers::rescue::text_response;
 use crate::layers::limits;
+use crate::layers::rescue::text_response;
 use crate::state::Shared;
 
 /// A probe's timeout when it declares none (the Kubernetes default).
