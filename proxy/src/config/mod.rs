@@ -132,8 +132,8 @@ impl Args {
     }
 
     /// The limits every served HTTP connection is held to.
-    pub fn serve(&self) -> crate::layers::limits::ServeConfig {
-        crate::layers::limits::ServeConfig {
+    pub fn serve(&self) -> crate::layers::drive::ServeConfig {
+        crate::layers::drive::ServeConfig {
             header_timeout: self.header_timeout,
             idle_timeout: self.idle_timeout,
             max_header_bytes: self.max_header_bytes,

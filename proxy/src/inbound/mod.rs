@@ -36,7 +36,8 @@ use trustmesh_certs::SpiffeId;
 
 use crate::config::Args;
 use crate::layers::detect::{self, Protocol};
-use crate::layers::limits::{self, ServeConfig};
+use crate::layers::drive::ServeConfig;
+use crate::layers::limits;
 use crate::layers::{drive, upstream::AppClient};
 use crate::net::accept::accept_loop;
 use crate::observe::access_log::AccessLogFormat;

@@ -18,13 +18,14 @@ use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::drain::Drain;
 use crate::layers::body::{Body, BoxError};
-use crate::layers::limits::{self, Activity, ServeConfig};
+use crate::layers::limits::{self, Activity};
 use crate::observe::metrics::Metrics;
 
 /// How long a connection asked to finish on a timeout may take before it is dropped (a
@@ -62,6 +63,47 @@ pub struct Timeouts {
     pub header: Duration,
     /// `--idle-timeout`.
     pub idle: Duration,
+}
+
+/// What every served HTTP connection is held to, from the flags: the server side of the
+/// limits in the table of [`crate::layers::limits`].
+#[derive(Debug, Clone, Copy)]
+pub struct ServeConfig {
+    /// `--header-timeout`.
+    pub header_timeout: Duration,
+    /// `--idle-timeout`.
+    pub idle_timeout: Duration,
+    /// `--max-header-bytes`.
+    pub max_header_bytes: u32,
+    /// `--max-concurrent-streams`.
+    pub max_concurrent_streams: u32,
+}
+
+impl ServeConfig {
+    /// The timeouts the connection driver enforces.
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            header: self.header_timeout,
+            idle: self.idle_timeout,
+        }
+    }
+}
+
+/// The server builder for one connection, with the HTTP limits of `cfg` set.
+pub fn builder(cfg: &ServeConfig) -> Builder<TokioExecutor> {
+    let mut b = Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        // `Tracked` answers 408 at the header timeout; hyper's own (which closes silently)
+        // stays behind it as a backstop.
+        .header_read_timeout(cfg.header_timeout + Duration::from_secs(2))
+        .max_buf_size(cfg.max_header_bytes as usize);
+    b.http2()
+        .timer(TokioTimer::new())
+        .adaptive_window(true)
+        .max_header_list_size(cfg.max_header_bytes)
+        .max_concurrent_streams(cfg.max_concurrent_streams);
+    b
 }
 
 /// Runs `conn` to its end. `watcher` (held until then) keeps a drain waiting for it.
@@ -142,7 +184,7 @@ pub async fn serve<IO, H, Fut>(
         activity.clone(),
         cfg.header_timeout,
     ));
-    let builder = limits::builder(cfg);
+    let builder = builder(cfg);
     drive(
         builder.serve_connection(io, svc),
         watcher,

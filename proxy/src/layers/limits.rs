@@ -20,52 +20,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::observe::metrics::Metrics;
-
-/// What every served HTTP connection is held to, from the flags: the server side of the
-/// limits in the table above.
-#[derive(Debug, Clone, Copy)]
-pub struct ServeConfig {
-    /// `--header-timeout`.
-    pub header_timeout: Duration,
-    /// `--idle-timeout`.
-    pub idle_timeout: Duration,
-    /// `--max-header-bytes`.
-    pub max_header_bytes: u32,
-    /// `--max-concurrent-streams`.
-    pub max_concurrent_streams: u32,
-}
-
-impl ServeConfig {
-    /// The timeouts the connection driver enforces.
-    pub fn timeouts(&self) -> crate::layers::drive::Timeouts {
-        crate::layers::drive::Timeouts {
-            header: self.header_timeout,
-            idle: self.idle_timeout,
-        }
-    }
-}
-
-/// The server builder for one connection, with the HTTP limits of `cfg` set.
-pub fn builder(cfg: &ServeConfig) -> Builder<TokioExecutor> {
-    let mut b = Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        // `Tracked` answers 408 at the header timeout; hyper's own (which closes silently)
-        // stays behind it as a backstop.
-        .header_read_timeout(cfg.header_timeout + Duration::from_secs(2))
-        .max_buf_size(cfg.max_header_bytes as usize);
-    b.http2()
-        .timer(TokioTimer::new())
-        .adaptive_window(true)
-        .max_header_list_size(cfg.max_header_bytes)
-        .max_concurrent_streams(cfg.max_concurrent_streams);
-    b
-}
 
 /// Counts a connection that ended on a limit; other errors are not limits.
 pub fn count_error(metrics: &Metrics, direction: &str, err: &(dyn std::error::Error + 'static)) {

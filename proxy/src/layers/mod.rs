@@ -4,6 +4,7 @@
 pub mod body;
 pub mod detect;
 pub mod drive;
+pub mod error;
 pub mod headers;
 pub mod limits;
 pub mod rescue;

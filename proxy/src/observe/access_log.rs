@@ -64,9 +64,9 @@ pub struct Entry {
 
 impl Entry {
     /// Whether entries need their details: an access log is written (`format`) or spans are
-    /// exported.
-    pub fn wanted(format: AccessLogFormat) -> bool {
-        format == AccessLogFormat::Json || crate::observe::otlp::enabled()
+    /// exported (`spans`).
+    pub fn wanted(format: AccessLogFormat, spans: bool) -> bool {
+        format == AccessLogFormat::Json || spans
     }
 
     /// Starts an entry from what the request's head says, or an empty one without `detail`.

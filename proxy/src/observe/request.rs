@@ -53,7 +53,7 @@ impl Observe {
         me: &SpiffeId,
     ) -> Self {
         let start = Instant::now();
-        let detail = Entry::wanted(format);
+        let detail = Entry::wanted(format, otlp::enabled());
         let mut log = Entry::from_request(req.method(), req.uri(), req.headers(), detail);
         if detail {
             log.source = Some(peer.as_str().to_string());
@@ -77,7 +77,7 @@ impl Observe {
     pub fn outbound<B>(req: &mut Request<B>, format: AccessLogFormat, me: &SpiffeId) -> Self {
         let start = Instant::now();
         let started_trace = trace::ensure(req.headers_mut(), otlp::enabled());
-        let detail = Entry::wanted(format);
+        let detail = Entry::wanted(format, otlp::enabled());
         let mut log = Entry::from_request(req.method(), req.uri(), req.headers(), detail);
         if otlp::enabled() {
             // A trace started here: this hop is its root, and its id is the parent the callee sees.

@@ -37,7 +37,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::Args;
 use crate::layers::drive;
-use crate::layers::limits::ServeConfig;
+use crate::layers::drive::ServeConfig;
 use crate::net::accept::accept_loop;
 use crate::observe::access_log::AccessLogFormat;
 use crate::observe::metrics::ConnGuard;
