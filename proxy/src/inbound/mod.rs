@@ -208,7 +208,11 @@ impl Inbound {
             return;
         };
         if detect::by_alpn(tls.get_ref().1.alpn_protocol()) == Protocol::Opaque {
-            crate::opaque::inbound(self.shared.clone(), tls, peer, addr, original).await;
+            let config = crate::opaque::Config {
+                app_ip: self.config.app.ip(),
+                connect_timeout: self.config.connect_timeout,
+            };
+            crate::opaque::inbound(self.shared.clone(), tls, peer, addr, original, config).await;
             return;
         }
         let sni = tls.get_ref().1.server_name().map(str::to_string);

@@ -121,7 +121,8 @@ impl Outbound {
         let orig = crate::net::original_dst::redirected(&tcp);
         if let Some(orig) = orig {
             if !crate::layers::detect::sniff_http(&tcp).await {
-                return route::opaque(&self.shared, tcp, orig).await;
+                let timeout = self.config.connect_timeout;
+                return route::opaque(&self.shared, tcp, orig, timeout).await;
             }
         }
         tracing::trace!(client.addr = %addr, "outbound connection");

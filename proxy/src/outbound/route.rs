@@ -24,6 +24,7 @@
 //! level: to a mesh address it is carried as opaque TCP over mTLS ([`crate::opaque`]).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 use trustmesh_policies::mesh::OutboundPolicy;
@@ -154,14 +155,19 @@ fn count(shared: &Shared, decision: &str) {
 
 /// A redirected connection that is not HTTP: passthrough copies bytes to the original
 /// destination; a mesh address or `outbound_policy: deny` closes it.
-pub async fn opaque(shared: &Shared, mut tcp: TcpStream, orig: SocketAddr) {
+pub async fn opaque(
+    shared: &Shared,
+    mut tcp: TcpStream,
+    orig: SocketAddr,
+    connect_timeout: Duration,
+) {
     let Some(mesh) = shared.mesh.load_full() else {
         return;
     };
     if let Some((service, dial)) = by_address(&mesh.snapshot.registry, orig) {
         let service = service.clone();
         drop(mesh);
-        crate::opaque::outbound(shared, tcp, &service, &dial, orig.port()).await;
+        crate::opaque::outbound(shared, tcp, &service, &dial, orig.port(), connect_timeout).await;
         return;
     }
     let policy = mesh.snapshot.mesh.outbound_policy;
@@ -178,7 +184,7 @@ pub async fn opaque(shared: &Shared, mut tcp: TcpStream, orig: SocketAddr) {
     }
     count(shared, "passthrough");
     tracing::info!(dst.addr = %orig, decision = "passthrough", "non-HTTP connection outside the registry: forwarded");
-    let timeout = shared.args.connect_timeout;
+    let timeout = connect_timeout;
     let mut upstream = match tokio::time::timeout(timeout, TcpStream::connect(orig)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
