@@ -12,9 +12,9 @@
 //!    `--max-connections-per-identity` ([`peer_cap`]);
 //! 5. detect ([`crate::layers::detect`]): ALPN `trustmesh-tcp` is opaque TCP
 //!    ([`crate::opaque`]), anything else HTTP, served by [`crate::layers::drive::serve`];
-//! 6. per request ([`request`]): observe ([`crate::observe::request`]) → check the head →
-//!    strip, set identity → the port → authorize ([`authorize`]) → forward to the app; what
-//!    the proxy answers itself comes from [`crate::layers::rescue`].
+//! 6. per request ([`request`]): observe ([`crate::observe::request`]) → refuse a blocked
+//!    caller → check the head → strip, set identity → the port → authorize ([`authorize`]) →
+//!    forward to the app; what the proxy answers itself comes from [`crate::layers::rescue`].
 
 pub mod authorize;
 pub mod peer_cap;
