@@ -4,41 +4,27 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
-mod accept;
-mod access_log;
 mod admin;
 mod app_ports;
-mod authorize;
-mod body;
 mod bootstrap;
 mod config;
 mod control;
-mod drive;
-mod error;
-mod headers;
 mod identity;
 mod inbound;
 mod init;
-mod intercept;
-mod limits;
-mod listen;
-mod log_level;
-mod metrics;
+mod layers;
+mod net;
 mod nofile;
+mod observe;
 mod opaque;
-mod original_dst;
-mod otlp;
 mod outbound;
-mod passthrough;
-mod peer_cap;
 mod persist;
-mod pool;
 mod probes;
 mod revocation;
 mod run;
 mod state;
-mod trace;
-mod upstream;
+#[cfg(test)]
+mod testing;
 mod watch;
 
 use std::process::ExitCode;
@@ -66,7 +52,7 @@ fn main() -> ExitCode {
         print!("{}", config_file::render(&cmd, &matches, file.as_ref()));
         return ExitCode::SUCCESS;
     }
-    log_level::init(&args.log_level);
+    observe::log_level::init(&args.log_level);
     let runtime = match args.threads {
         1 => tokio::runtime::Builder::new_current_thread(),
         0 => tokio::runtime::Builder::new_multi_thread(),

@@ -8,7 +8,7 @@
 //! ways. When a new snapshot arrives it checks the port and authorizes the open connection
 //! again, and closes it if the new registry or policies refuse it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,12 +17,20 @@ use trustmesh_certs::SpiffeId;
 use trustmesh_policies::request::Request as AuthzRequest;
 use trustmesh_policies::ServiceEntry;
 
+use crate::layers::detect::OPAQUE_ALPN as ALPN;
 use crate::state::Shared;
 
-/// The ALPN protocol of opaque TCP between sidecars.
-pub const ALPN: &[u8] = b"trustmesh-tcp";
 /// How long the caller may take to send the preamble.
 const PREAMBLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What opaque TCP needs from the flags: where the app is and how long a dial may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// The app's address (`--app`); inbound reaches the authorized port on it.
+    pub app_ip: IpAddr,
+    /// `--connect-timeout`.
+    pub connect_timeout: Duration,
+}
 
 /// Carries an app's non-HTTP connection to a mesh service: mTLS to `dial` verifying the
 /// service's identity, ALPN `trustmesh-tcp`, the preamble for `port`, then a splice.
@@ -32,6 +40,7 @@ pub async fn outbound(
     service: &ServiceEntry,
     dial: &str,
     port: u16,
+    connect_timeout: Duration,
 ) {
     let Some(mesh) = shared.mesh.load_full() else {
         return;
@@ -50,7 +59,7 @@ pub async fn outbound(
     let Ok(name) = rustls::pki_types::ServerName::try_from(sni) else {
         return;
     };
-    let timeout = shared.args.connect_timeout;
+    let timeout = connect_timeout;
     let connect = async {
         let tcp = tokio::net::TcpStream::connect(dial).await?;
         let _ = tcp.set_nodelay(true);
@@ -88,6 +97,7 @@ pub async fn inbound<S>(
     peer: SpiffeId,
     addr: SocketAddr,
     original: Option<u16>,
+    config: Config,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -104,9 +114,9 @@ pub async fn inbound<S>(
     let Some(port) = allowed(&shared, &peer, addr, preamble, original) else {
         return;
     };
-    let target = SocketAddr::new(shared.args.app.ip(), port);
+    let target = SocketAddr::new(config.app_ip, port);
     let mut app = match tokio::time::timeout(
-        shared.args.connect_timeout,
+        config.connect_timeout,
         tokio::net::TcpStream::connect(target),
     )
     .await

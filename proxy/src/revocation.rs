@@ -2,15 +2,12 @@
 //!
 //! Revocation that does not wait for a certificate to expire: inbound checks the caller's
 //! verified identity against the list right after the TLS handshake (a blocked caller's
-//! connection is closed at once) and again on every request of an open connection (a blocked
-//! caller gets `403 RBAC: access denied`), so a block pushed by the control plane takes effect
-//! on the next request. The list is a `HashSet` in the [`MeshView`], one lookup per request.
+//! connection is closed at once) and again on every request of an open connection (its
+//! request is refused as a policy denial is: `403 RBAC: access denied`), so a block pushed by
+//! the control plane takes effect on the next request. The list is a `HashSet` in the [`MeshView`], one lookup per request.
 
-use http::StatusCode;
 use trustmesh_certs::SpiffeId;
 
-use crate::body::Body;
-use crate::error::text_response;
 use crate::state::{MeshView, Shared};
 
 /// Whether `peer` is blocked by the snapshot in `mesh`; a refusal at `stage` (`connection` or
@@ -26,10 +23,4 @@ pub fn refuses(shared: &Shared, mesh: &MeshView, peer: &SpiffeId, stage: &'stati
         .inc();
     tracing::info!(client.id = %peer, stage, "refused a blocked identity");
     true
-}
-
-/// The answer to a blocked identity's request: the same as a policy denial, which names no
-/// reason.
-pub fn denied() -> http::Response<Body> {
-    text_response(StatusCode::FORBIDDEN, "RBAC: access denied".to_string())
 }

@@ -14,11 +14,13 @@ use crate::admin::{self, AdminInfo};
 use crate::app_ports::SidecarPorts;
 use crate::config::Args;
 use crate::control::ControlClient;
+use crate::identity;
 use crate::inbound::Inbound;
-use crate::metrics::Metrics;
+use crate::net::listen;
+use crate::observe::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::state::Shared;
-use crate::{bootstrap, identity, listen, watch};
+use crate::{bootstrap, watch};
 
 /// Runs the sidecar until SIGTERM or Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -63,7 +65,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args: args.clone(),
     });
     if let Some(endpoint) = &args.otlp_endpoint {
-        crate::otlp::start(endpoint, args.identity.as_str())?;
+        crate::observe::otlp::start(endpoint, args.identity.as_str())?;
     }
     let control = Arc::new(ControlClient::new(
         &args.control_plane,
@@ -98,7 +100,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         restored,
     ));
     tokio::spawn(watch::watch_forever(shared.clone(), control.clone()));
-    let (inbound, outbound) = (Inbound::new(shared.clone()), Outbound::new(shared.clone()));
+    // Each stack gets what it needs from the flags, made once here.
+    let inbound = Inbound::new(shared.clone(), crate::inbound::Config::from_args(&args));
+    let outbound = Outbound::new(shared.clone(), crate::outbound::Config::from_args(&args));
     // IPv6 twins of the inbound and outbound listeners, for traffic ip6tables redirects.
     if let Some(l) = listen::ipv6_twin(args.inbound).await {
         tokio::spawn(inbound.clone().serve(l));
@@ -139,7 +143,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if left > 0 {
         tracing::warn!("--drain-timeout passed with connections still open; closing them");
     }
-    crate::otlp::flush(std::time::Duration::from_secs(2)).await;
+    crate::observe::otlp::flush(std::time::Duration::from_secs(2)).await;
     tracing::info!("sidecar stopping");
     Ok(())
 }

@@ -13,7 +13,7 @@ use trustmesh_policies::{CompiledPolicies, WorkloadPolicies};
 
 use crate::app_ports::{InboundPorts, SidecarPorts};
 use crate::config::Args;
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 
 /// The certificate in use.
 #[derive(Debug, Clone)]
@@ -72,7 +72,7 @@ impl MeshView {
             trustmesh_certs::tls::sidecar_server_config(&bundle, &td, resolver.clone())?;
         server_config
             .alpn_protocols
-            .push(crate::opaque::ALPN.to_vec());
+            .push(crate::layers::detect::OPAQUE_ALPN.to_vec());
         let server_config = Arc::new(server_config);
         Ok(Self {
             blocked: snapshot.blocked.iter().cloned().collect(),

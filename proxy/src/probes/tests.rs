@@ -1,6 +1,7 @@
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::*;
+use crate::config::probes::parse_app_probes;
 
 /// The state `serve` reads, with every flag at its default.
 fn shared() -> Arc<Shared> {
@@ -22,7 +23,7 @@ fn shared() -> Arc<Shared> {
         resolver: Arc::new(trustmesh_certs::RotatingResolver::new()),
         cert: arc_swap::ArcSwapOption::empty(),
         mesh: arc_swap::ArcSwapOption::empty(),
-        metrics: crate::metrics::Metrics::new().unwrap(),
+        metrics: crate::observe::metrics::Metrics::new().unwrap(),
         drain: Default::default(),
         mesh_changes: tokio::sync::watch::channel(0).0,
         ports: crate::app_ports::SidecarPorts::new(&[], args.app).unwrap(),

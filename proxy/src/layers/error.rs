@@ -1,11 +1,5 @@
-//! The one place where a failure on the request path becomes an HTTP status (as linkerd's
-//! `ServerRescue` does): 400 bad request, 404 unknown destination, 405 inbound `CONNECT`,
-//! 502 upstream refused or failed verification, 503 no certificate yet, 504 upstream timeout.
-//! Bodies are short and say what happened without echoing anything secret.
-
-use http::{header, Response, StatusCode};
-
-use crate::body::{self, Body};
+//! What goes wrong on the request path, as one typed error. What each answers with (status,
+//! body, gRPC status) is decided in [`crate::layers::rescue`], nowhere else.
 
 /// What went wrong while proxying one request.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +10,12 @@ pub enum ProxyError {
     /// The request is not something the proxy can carry.
     #[error("{0}")]
     BadRequest(String),
+    /// The request path does not normalize (`%2F`, `%00`, a climb above the root, ...).
+    #[error("bad request path: {0}")]
+    BadPath(String),
+    /// A policy, or the blocklist, denies the request. The answer names no policy.
+    #[error("RBAC: access denied")]
+    Denied,
     /// The method is one this listener never carries (inbound `CONNECT`): 405.
     #[error("{0} is not allowed here")]
     MethodNotAllowed(&'static str),
@@ -83,47 +83,4 @@ pub enum ProxyError {
         /// Why.
         reason: String,
     },
-}
-
-impl ProxyError {
-    /// The status this error answers with.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Self::NoHost | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::UnknownService { .. } => StatusCode::NOT_FOUND,
-            Self::Withheld { .. } => StatusCode::FORBIDDEN,
-            Self::NotReady(_) | Self::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Connect { .. }
-            | Self::Tls { .. }
-            | Self::Upstream { .. }
-            | Self::OutsideMesh { .. } => StatusCode::BAD_GATEWAY,
-            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-        }
-    }
-
-    /// The response for this error, with a one-line plain-text body.
-    pub fn into_response(self) -> Response<Body> {
-        let status = self.status();
-        if matches!(self, Self::OutsideMesh { .. }) {
-            // A policy decision, logged at info where it was made (`intercept`).
-        } else if status.is_server_error() {
-            tracing::warn!(status = status.as_u16(), "{self}");
-        } else {
-            tracing::info!(status = status.as_u16(), "{self}");
-        }
-        text_response(status, format!("trustmesh: {self}\n"))
-    }
-}
-
-/// A plain-text response made by the proxy.
-pub fn text_response(status: StatusCode, text: String) -> Response<Body> {
-    let mut resp = Response::new(body::full(text));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
 }

@@ -64,9 +64,9 @@ pub struct Entry {
 
 impl Entry {
     /// Whether entries need their details: an access log is written (`format`) or spans are
-    /// exported.
-    pub fn wanted(format: AccessLogFormat) -> bool {
-        format == AccessLogFormat::Json || crate::otlp::enabled()
+    /// exported (`spans`).
+    pub fn wanted(format: AccessLogFormat, spans: bool) -> bool {
+        format == AccessLogFormat::Json || spans
     }
 
     /// Starts an entry from what the request's head says, or an empty one without `detail`.
@@ -88,8 +88,8 @@ impl Entry {
             method: method.as_str().to_string(),
             authority,
             request_bytes: content_length(headers),
-            trace_id: crate::trace::trace_id(headers),
-            parent_id: crate::trace::parent_id(headers),
+            trace_id: crate::observe::trace::trace_id(headers),
+            parent_id: crate::observe::trace::parent_id(headers),
             detail: true,
             ..Self::default()
         }

@@ -71,7 +71,7 @@ pub struct Metrics {
     pub outbound_passthrough: IntCounterVec,
     /// Authorization decisions by decision and deciding policy.
     pub authz_decisions: IntCounterVec,
-    /// Limits hit (`crate::limits`), by limit and direction.
+    /// Limits hit (`crate::layers::limits`), by limit and direction.
     pub limits_exceeded: IntCounterVec,
     policy_version: IntGaugeVec,
     current_version: Mutex<Option<String>>,

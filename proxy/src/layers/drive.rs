@@ -4,7 +4,7 @@
 //! HTTP/2 connection that started no request within `--header-timeout`, or any connection
 //! idle for `--idle-timeout`), and closes it outright if it has not finished a moment later.
 //!
-//! Data path: accept → (TLS) → [`crate::limits::Tracked`] IO → hyper → this loop.
+//! Data path: accept → (TLS) → [`crate::layers::limits::Tracked`] IO → hyper → this loop.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,13 +13,19 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{Request, Response};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::body::{Body, BoxError};
-use crate::limits::{self, Activity};
-use crate::metrics::Metrics;
+use crate::layers::body::{Body, BoxError};
+use crate::layers::limits::{self, Activity};
+use crate::observe::metrics::Metrics;
 use trustmesh_runtime::Drain;
 
 /// How long a connection asked to finish on a timeout may take before it is dropped (a
@@ -57,6 +63,47 @@ pub struct Timeouts {
     pub header: Duration,
     /// `--idle-timeout`.
     pub idle: Duration,
+}
+
+/// What every served HTTP connection is held to, from the flags: the server side of the
+/// limits in the table of [`crate::layers::limits`].
+#[derive(Debug, Clone, Copy)]
+pub struct ServeConfig {
+    /// `--header-timeout`.
+    pub header_timeout: Duration,
+    /// `--idle-timeout`.
+    pub idle_timeout: Duration,
+    /// `--max-header-bytes`.
+    pub max_header_bytes: u32,
+    /// `--max-concurrent-streams`.
+    pub max_concurrent_streams: u32,
+}
+
+impl ServeConfig {
+    /// The timeouts the connection driver enforces.
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            header: self.header_timeout,
+            idle: self.idle_timeout,
+        }
+    }
+}
+
+/// The server builder for one connection, with the HTTP limits of `cfg` set.
+pub fn builder(cfg: &ServeConfig) -> Builder<TokioExecutor> {
+    let mut b = Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        // `Tracked` answers 408 at the header timeout; hyper's own (which closes silently)
+        // stays behind it as a backstop.
+        .header_read_timeout(cfg.header_timeout + Duration::from_secs(2))
+        .max_buf_size(cfg.max_header_bytes as usize);
+    b.http2()
+        .timer(TokioTimer::new())
+        .adaptive_window(true)
+        .max_header_list_size(cfg.max_header_bytes)
+        .max_concurrent_streams(cfg.max_concurrent_streams);
+    b
 }
 
 /// Runs `conn` to its end. `watcher` (held until then) keeps a drain waiting for it.
@@ -102,6 +149,52 @@ pub async fn drive<C: Graceful>(
         limits::exceeded(metrics, "header_timeout", direction);
     }
     drop(watcher);
+}
+
+/// Serves one HTTP/1.1 or HTTP/2 connection on `io` to its end, each request answered by
+/// `handle`: the connection held to the limits of `cfg` ([`crate::layers::limits`]), its
+/// responses' frames counted as activity, and driven by [`drive`]. Inbound, outbound and any
+/// later listener serve HTTP through this one function.
+pub async fn serve<IO, H, Fut>(
+    io: IO,
+    cfg: &ServeConfig,
+    watcher: Option<Watcher>,
+    drain: &Drain,
+    metrics: &Metrics,
+    direction: &'static str,
+    handle: H,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let activity = Activity::new();
+    let act = activity.clone();
+    let svc = service_fn(move |req| {
+        let (handle, act) = (handle.clone(), act.clone());
+        let in_flight = act.request();
+        async move {
+            let resp = handle(req).await;
+            drop(in_flight);
+            Ok::<_, std::convert::Infallible>(resp.map(|b| touching(b, act)))
+        }
+    });
+    let io = TokioIo::new(limits::Tracked::with_head_timeout(
+        io,
+        activity.clone(),
+        cfg.header_timeout,
+    ));
+    let builder = builder(cfg);
+    drive(
+        builder.serve_connection(io, svc),
+        watcher,
+        &activity,
+        cfg.timeouts(),
+        drain,
+        metrics,
+        direction,
+    )
+    .await;
 }
 
 /// A response body whose frames count as the connection's activity: a streaming response

@@ -6,13 +6,40 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
 
-use crate::body::{self, Body};
-use crate::error::ProxyError;
-use crate::headers;
+use crate::layers::body::{self, Body};
+use crate::layers::headers;
+use crate::layers::rescue::ProxyError;
 
 /// A pooled plain-HTTP client.
 pub type PlainClient = Client<HttpConnector, Body>;
+
+/// The clients of the local app: HTTP/1.1 for a caller that spoke HTTP/1.1, h2c for one that
+/// spoke HTTP/2, each pooled.
+pub struct AppClient {
+    /// HTTP/1.1.
+    pub http1: PlainClient,
+    /// HTTP/2 with prior knowledge.
+    pub h2c: PlainClient,
+}
+
+impl AppClient {
+    /// Both clients, with `connect_timeout` to the app.
+    pub fn new(connect_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        let http1 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector.clone());
+        let h2c = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .http2_adaptive_window(true)
+            .build(connector);
+        Self { http1, h2c }
+    }
+}
 
 /// Sends `req` and streams the answer back; `504` after `timeout` without a response head,
 /// `502` when `target` refuses or fails.

@@ -1,6 +1,8 @@
 //! Flags of `trustmesh-proxy`. Every flag also reads `TRUSTMESH_<FLAG>` from the environment;
 //! a flag on the command line wins.
 
+pub mod probes;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -71,8 +73,8 @@ pub struct Args {
     /// The app's original probes as JSON, keyed by rewritten path (Istio's
     /// ISTIO_KUBE_APP_PROBERS format): {"/app-health/app/livez": {"httpGet": {"port": 8080,
     /// "path": "/healthz"}}}. Only these reach the app through --probe-listen.
-    #[arg(long, env = "TRUSTMESH_APP_PROBES", value_parser = crate::probes::parse_app_probes)]
-    pub app_probes: Option<crate::probes::AppProbes>,
+    #[arg(long, env = "TRUSTMESH_APP_PROBES", value_parser = probes::parse_app_probes)]
+    pub app_probes: Option<probes::AppProbes>,
     /// Largest request head (HTTP/1) or header list (HTTP/2) accepted, in bytes; larger gets
     /// 431. At least 8192.
     #[arg(long, env = "TRUSTMESH_MAX_HEADER_BYTES", default_value = "65536", value_parser = clap::value_parser!(u32).range(8192..))]
@@ -115,7 +117,7 @@ pub struct Args {
     pub otlp_endpoint: Option<http::Uri>,
     /// Access log of every request on stdout: json (one JSON object per line) or off.
     #[arg(long, env = "TRUSTMESH_ACCESS_LOG", value_enum, default_value = "json")]
-    pub access_log: crate::access_log::AccessLogFormat,
+    pub access_log: crate::observe::access_log::AccessLogFormat,
     /// YAML file with any of these flags as keys (`upstream_timeout: 10s`); flags and
     /// TRUSTMESH_* variables win over it.
     #[arg(long, env = "TRUSTMESH_CONFIG")]
@@ -136,9 +138,19 @@ impl Args {
             .unwrap_or((self.max_connections / 4).max(1))
     }
 
+    /// The limits every served HTTP connection is held to.
+    pub fn serve(&self) -> crate::layers::drive::ServeConfig {
+        crate::layers::drive::ServeConfig {
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            max_header_bytes: self.max_header_bytes,
+            max_concurrent_streams: self.max_concurrent_streams,
+        }
+    }
+
     /// The timeouts every served HTTP connection is held to.
-    pub fn timeouts(&self) -> crate::drive::Timeouts {
-        crate::drive::Timeouts {
+    pub fn timeouts(&self) -> crate::layers::drive::Timeouts {
+        crate::layers::drive::Timeouts {
             header: self.header_timeout,
             idle: self.idle_timeout,
         }

@@ -4,7 +4,7 @@
 use http::header::{self, HeaderMap, HeaderName};
 use http::request::Parts;
 
-use crate::error::ProxyError;
+use crate::layers::error::ProxyError;
 
 /// The verified identity of the caller, set by the inbound sidecar for the app.
 pub const PEER_IDENTITY: HeaderName = HeaderName::from_static("x-trustmesh-peer-identity");

@@ -13,8 +13,8 @@ use rustls::pki_types::ServerName;
 use trustmesh_certs::SpiffeId;
 use trustmesh_policies::ServiceEntry;
 
-use crate::body::Body;
-use crate::error::ProxyError;
+use crate::layers::body::Body;
+use crate::layers::rescue::ProxyError;
 
 struct Entry {
     sender: SendRequest<Body>,

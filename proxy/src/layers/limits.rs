@@ -20,29 +20,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::config::Args;
-use crate::metrics::Metrics;
-
-/// The server builder for one connection, with the HTTP limits of `args` set.
-pub fn builder(args: &Args) -> Builder<TokioExecutor> {
-    let mut b = Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        // `Tracked` answers 408 at the header timeout; hyper's own (which closes silently)
-        // stays behind it as a backstop.
-        .header_read_timeout(args.header_timeout + Duration::from_secs(2))
-        .max_buf_size(args.max_header_bytes as usize);
-    b.http2()
-        .timer(TokioTimer::new())
-        .adaptive_window(true)
-        .max_header_list_size(args.max_header_bytes)
-        .max_concurrent_streams(args.max_concurrent_streams);
-    b
-}
+use crate::observe::metrics::Metrics;
 
 /// Counts a connection that ended on a limit; other errors are not limits.
 pub fn count_error(metrics: &Metrics, direction: &str, err: &(dyn std::error::Error + 'static)) {

@@ -5,7 +5,7 @@
 //! (OTLP/HTTP, `application/x-protobuf`) by one background task.
 //!
 //! Parentage: a span's parent is the `traceparent` parent id the request arrived with. When the
-//! outbound sidecar started the trace ([`crate::trace::ensure`]), the parent id it wrote is its
+//! outbound sidecar started the trace ([`crate::observe::trace::ensure`]), the parent id it wrote is its
 //! own span's id, so the callee's inbound span hangs under it. Export never slows a request: a
 //! full queue drops spans (counted in the log at debug), and a failed POST is logged and
 //! dropped.
@@ -27,7 +27,7 @@ use opentelemetry_proto::tonic::trace::v1::{
 use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::access_log::Entry;
+use crate::observe::access_log::Entry;
 
 /// Spans waiting for export at most; more are dropped.
 const QUEUE: usize = 4096;

@@ -2,22 +2,22 @@
 //! normalize the path (RFC 3986; `%2F`, `%00`, double encoding, `;` parameters, malformed
 //! escapes or a climb above the root get 400; `mesh.yaml` `path_parameters` says about `;`),
 //! then ask the workload's compiled policies (the same evaluator `trustmesh authz check`
-//! calls). A denied HTTP request gets `403 RBAC: access denied`; a denied gRPC request a
-//! trailers-only response with `grpc-status: 7`. The log and the metrics name the deciding
-//! policy and rule; the response never does.
+//! calls). A refusal is a [`ProxyError`] ([`ProxyError::BadPath`], [`ProxyError::Denied`]),
+//! answered by [`crate::layers::rescue::respond`]: `403 RBAC: access denied`, or for a gRPC
+//! caller `grpc-status: 7`. The log and the metrics name the deciding policy and rule; the
+//! response never does.
 
 use std::net::IpAddr;
 
-use http::{header, request::Parts, HeaderValue, Response, StatusCode};
+use http::{header, request::Parts};
 use trustmesh_certs::SpiffeId;
 use trustmesh_policies::normalize::{normalize_path_with, RoutePath};
 use trustmesh_policies::request::Request as AuthzRequest;
 use trustmesh_policies::WorkloadPolicies;
 
-use crate::access_log::Entry;
-use crate::body::{self, Body};
-use crate::error::text_response;
-use crate::metrics::Metrics;
+use crate::layers::rescue::ProxyError;
+use crate::observe::access_log::Entry;
+use crate::observe::metrics::Metrics;
 
 /// What the connection told us about the caller.
 pub struct Peer<'a> {
@@ -30,7 +30,7 @@ pub struct Peer<'a> {
 }
 
 /// Normalizes and authorizes one request. `Ok` carries the normalized path the app must get;
-/// `Err` is the response to send instead. The path, decision and policy go into `log`.
+/// `Err` is the refusal to answer instead. The path, decision and policy go into `log`.
 pub fn authorize(
     policies: &WorkloadPolicies,
     parts: &Parts,
@@ -38,7 +38,7 @@ pub fn authorize(
     port: u16,
     metrics: &Metrics,
     log: &mut Entry,
-) -> Result<RoutePath, Box<Response<Body>>> {
+) -> Result<RoutePath, ProxyError> {
     let raw = parts
         .uri
         .path_and_query()
@@ -51,10 +51,7 @@ pub fn authorize(
             .with_label_values(&["bad_request", "-"])
             .inc();
         log.decision = Some("bad_request");
-        text_response(
-            StatusCode::BAD_REQUEST,
-            format!("trustmesh: bad request path: {e}\n"),
-        )
+        ProxyError::BadPath(e.to_string())
     })?;
     let host = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
         parts
@@ -106,31 +103,5 @@ pub fn authorize(
         authz.policy = policy, authz.rule = rule, reason = decision.reason.as_str(),
         decision = "deny", authz.would_allow = decision.would_allow, "request denied"
     );
-    Err(Box::new(denied(parts)))
-}
-
-/// The denial response: nothing about which policy.
-pub(crate) fn denied(parts: &Parts) -> Response<Body> {
-    let grpc = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"));
-    if !grpc {
-        return text_response(StatusCode::FORBIDDEN, "RBAC: access denied".to_string());
-    }
-    // gRPC "trailers-only": status 200, the grpc-status in the header block, no body
-    // (gRPC over HTTP/2 spec, "Responses").
-    let mut resp = Response::new(body::full(""));
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    h.insert("grpc-status", HeaderValue::from_static("7"));
-    h.insert(
-        "grpc-message",
-        HeaderValue::from_static("RBAC: access denied"),
-    );
-    resp
+    Err(ProxyError::Denied)
 }

@@ -1,5 +1,5 @@
 //! Plaintext HTTP to an address outside the mesh, for a redirected connection when
-//! `mesh.yaml` says `outbound_policy: passthrough` (see [`crate::intercept`]). The request goes
+//! `mesh.yaml` says `outbound_policy: passthrough` (see [`crate::outbound::route`]). The request goes
 //! to its original destination as HTTP/1.1 with the app's own `Host`; nothing of the mesh is
 //! added (no identity header, no certificate).
 
@@ -11,10 +11,10 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
-use crate::body::{self, Body};
-use crate::error::ProxyError;
-use crate::headers;
-use crate::upstream::{self, PlainClient};
+use crate::layers::body::{self, Body};
+use crate::layers::headers;
+use crate::layers::rescue::ProxyError;
+use crate::layers::upstream::{self, PlainClient};
 
 /// An HTTP/1.1 client that dials whatever address a request names.
 pub struct Passthrough {

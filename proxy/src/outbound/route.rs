@@ -24,18 +24,14 @@
 //! level: to a mesh address it is carried as opaque TCP over mTLS ([`crate::opaque`]).
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 use trustmesh_policies::mesh::OutboundPolicy;
 use trustmesh_policies::{Registry, ServiceEntry};
 
-use crate::error::ProxyError;
+use crate::layers::rescue::ProxyError;
 use crate::state::Shared;
-
-/// How long a redirected connection may stay silent before it is taken as non-HTTP (a
-/// server-speaks-first protocol).
-pub const SNIFF_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// Where an outbound request goes.
 #[derive(Debug, PartialEq, Eq)]
@@ -157,51 +153,21 @@ fn count(shared: &Shared, decision: &str) {
         .inc();
 }
 
-/// Whether a redirected connection opens like HTTP/1 (`METHOD `) or h2c (`PRI * HTTP/2.0`).
-/// Peeks without consuming; gives up after [`SNIFF_TIMEOUT`] of silence.
-pub async fn sniff_http(tcp: &TcpStream) -> bool {
-    let deadline = Instant::now() + SNIFF_TIMEOUT;
-    let mut buf = [0u8; 16];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let n = match tokio::time::timeout(left, tcp.peek(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => n,
-            _ => return false,
-        };
-        if let Some(http) = classify(&buf[..n]) {
-            return http;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// `Some(true)` for an HTTP start, `Some(false)` for anything else, `None` when more bytes
-/// are needed to tell.
-fn classify(b: &[u8]) -> Option<bool> {
-    // An upper-case token of 1 to 7 letters and a space: every HTTP/1 method, and the h2c
-    // preface `PRI * HTTP/2.0`.
-    let token = b.iter().take_while(|c| c.is_ascii_uppercase()).count();
-    match b.get(token) {
-        Some(b' ') => Some((1..=7).contains(&token)),
-        Some(_) => Some(false),
-        None if token < 8 => None,
-        None => Some(false),
-    }
-}
-
 /// A redirected connection that is not HTTP: passthrough copies bytes to the original
 /// destination; a mesh address or `outbound_policy: deny` closes it.
-pub async fn opaque(shared: &Shared, mut tcp: TcpStream, orig: SocketAddr) {
+pub async fn opaque(
+    shared: &Shared,
+    mut tcp: TcpStream,
+    orig: SocketAddr,
+    connect_timeout: Duration,
+) {
     let Some(mesh) = shared.mesh.load_full() else {
         return;
     };
     if let Some((service, dial)) = by_address(&mesh.snapshot.registry, orig) {
         let service = service.clone();
         drop(mesh);
-        crate::opaque::outbound(shared, tcp, &service, &dial, orig.port()).await;
+        crate::opaque::outbound(shared, tcp, &service, &dial, orig.port(), connect_timeout).await;
         return;
     }
     let policy = mesh.snapshot.mesh.outbound_policy;
@@ -218,7 +184,7 @@ pub async fn opaque(shared: &Shared, mut tcp: TcpStream, orig: SocketAddr) {
     }
     count(shared, "passthrough");
     tracing::info!(dst.addr = %orig, decision = "passthrough", "non-HTTP connection outside the registry: forwarded");
-    let timeout = shared.args.connect_timeout;
+    let timeout = connect_timeout;
     let mut upstream = match tokio::time::timeout(timeout, TcpStream::connect(orig)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {

@@ -11,13 +11,15 @@ use hyper_util::server::graceful::Watcher;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::limits;
-use crate::state::Shared;
+use crate::layers::limits;
+use crate::observe::metrics::Metrics;
+use trustmesh_runtime::Drain;
 
 /// Runs until the drain begins.
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    drain: &Drain,
+    metrics: &Metrics,
     conns: Arc<Semaphore>,
     direction: &'static str,
     serve: F,
@@ -28,9 +30,9 @@ pub async fn accept_loop<F, Fut>(
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            () = shared.drain.started() => return,
+            () = drain.started() => return,
         };
-        let Some(watcher) = shared.drain.watcher() else {
+        let Some(watcher) = drain.watcher() else {
             return;
         };
         let (tcp, addr) = match accepted {
@@ -42,7 +44,7 @@ pub async fn accept_loop<F, Fut>(
             }
         };
         let Ok(permit) = conns.clone().try_acquire_owned() else {
-            limits::exceeded(&shared.metrics, "connections", direction);
+            limits::exceeded(metrics, "connections", direction);
             continue;
         };
         let _ = tcp.set_nodelay(true);

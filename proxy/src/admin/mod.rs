@@ -9,8 +9,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::body::{self, Body};
-use crate::error::text_response;
+use crate::layers::body::{self, Body};
+use crate::layers::rescue::text_response;
 use crate::state::Shared;
 
 /// What `/config` reports besides the state.
@@ -56,7 +56,10 @@ fn handle(shared: &Shared, info: &AdminInfo, req: &Request<Incoming>) -> Respons
         "/live" => text_response(StatusCode::OK, "live\n".into()),
         "/log-level" => text_response(
             StatusCode::OK,
-            format!("{}\n", crate::log_level::current().unwrap_or_default()),
+            format!(
+                "{}\n",
+                crate::observe::log_level::current().unwrap_or_default()
+            ),
         ),
         "/ready" => match shared.readiness() {
             Ok(()) => text_response(StatusCode::OK, "ready\n".into()),
@@ -94,7 +97,7 @@ async fn put_log_level_handler(req: Request<Incoming>) -> Response<Body> {
         }
     };
     let text = String::from_utf8_lossy(&body);
-    match crate::log_level::set(&text) {
+    match crate::observe::log_level::set(&text) {
         Ok(now) => text_response(StatusCode::OK, format!("{now}\n")),
         Err(e) => text_response(StatusCode::BAD_REQUEST, format!("{e}\n")),
     }

@@ -42,7 +42,7 @@ impl Stalled {
 }
 
 /// A client's request body, cut when no frame arrives for `idle`. Its trailers lose
-/// trustmesh's own and hop-by-hop fields ([`crate::headers::strip_trailers`]).
+/// trustmesh's own and hop-by-hop fields ([`crate::layers::headers::strip_trailers`]).
 pub fn request(b: hyper::body::Incoming, idle: Duration) -> (Body, Stalled) {
     let stalled = Stalled::default();
     if b.is_end_stream() {
@@ -85,7 +85,7 @@ impl http_body::Body for TimeoutBody {
                 Poll::Ready(frame.map(|f| {
                     let mut f = f.map_err(BoxError::from)?;
                     if let Some(trailers) = f.trailers_mut() {
-                        crate::headers::strip_trailers(trailers);
+                        crate::layers::headers::strip_trailers(trailers);
                     }
                     Ok(f)
                 }))

@@ -1,0 +1,165 @@
+//! The per-request layers of the inbound stack, after TLS and protocol detection: observe →
+//! refuse a blocked caller → check the head → strip, set identity → the port → authorize →
+//! forward to the app.
+//!
+//! Before authorization the request is made what the app will receive: a malformed head
+//! (lower-case method, two `Host`s, userinfo) gets 400 and `CONNECT` 405; hop-by-hop fields
+//! and `x-trustmesh-orig-proto` are removed and `x-trustmesh-peer-identity` set to the
+//! verified identity, so a policy on a header sees exactly the value the app gets. Request
+//! trailers lose every `x-trustmesh-*` and hop-by-hop field ([`crate::layers::body::request`]).
+
+use http::{header, HeaderValue, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+
+use super::authorize::{authorize, Peer};
+use super::{ConnInfo, Inbound};
+use crate::app_ports::Carrier;
+use crate::layers::body::{self, Body};
+use crate::layers::headers::{self, ORIG_PROTO, PEER_IDENTITY};
+use crate::layers::rescue::{self, ProxyError};
+use crate::layers::{limits, upstream};
+use crate::observe::access_log::Entry;
+use crate::observe::request::Observe;
+
+impl Inbound {
+    /// One request of an mTLS connection: observed, and answered by the app or by
+    /// [`rescue::respond`].
+    pub(crate) async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
+        let shared = &self.shared;
+        let mut obs = Observe::inbound(&req, self.config.access_log, &conn.peer, &shared.identity);
+        let grpc = rescue::is_grpc(req.headers());
+        let resp = match self.forward(req, conn, &mut obs.log).await {
+            Ok(r) => r,
+            Err(e) => rescue::respond(e, grpc),
+        };
+        obs.finish(&shared.metrics, &resp);
+        resp
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+        log: &mut Entry,
+    ) -> Result<Response<Body>, ProxyError> {
+        let peer = &conn.peer;
+        let (mut parts, body) = req.into_parts();
+        let mesh = self
+            .shared
+            .mesh
+            .load_full()
+            .ok_or(ProxyError::NotReady("no policy snapshot yet"))?;
+        if crate::revocation::refuses(&self.shared, &mesh, peer, "request") {
+            return Err(ProxyError::Denied);
+        }
+        if let Err(e) = check_head(&parts) {
+            self.refused(log);
+            return Err(e);
+        }
+        // What the policy sees is what the app gets: the caller's own version of our headers
+        // and the hop-by-hop fields are gone, and the verified identity is in place.
+        let app_speaks_http1 = match parts.headers.remove(ORIG_PROTO) {
+            Some(_) => true,
+            // A caller that reached us over HTTP/1.1 directly is forwarded as HTTP/1.1 too.
+            None => parts.version != Version::HTTP_2,
+        };
+        headers::strip_hop_by_hop(&mut parts.headers);
+        // Replaces every header of that name that arrived: only we can vouch for the caller.
+        parts
+            .headers
+            .insert(PEER_IDENTITY, conn.peer_header.clone());
+        // The port the request reaches is the port authorized, never one written in Host.
+        let port = match conn.original {
+            None => self.shared.ports.app(),
+            Some(original) => match mesh.ports.check(Carrier::RedirectedHttp, original) {
+                Ok(port) => port,
+                Err(refusal) => {
+                    tracing::info!(client.id = %peer, port = original, decision = "deny", "request refused: {refusal}");
+                    self.shared
+                        .metrics
+                        .authz_decisions
+                        .with_label_values(&["deny", "-"])
+                        .inc();
+                    log.decision = Some("deny");
+                    return Err(ProxyError::Denied);
+                }
+            },
+        };
+        let authz_peer = Peer {
+            id: peer,
+            ip: conn.addr.ip(),
+            sni: conn.sni.as_deref(),
+        };
+        let metrics = &self.shared.metrics;
+        let path = authorize(&mesh.policies, &parts, &authz_peer, port, metrics, log)?;
+        drop(mesh);
+        let authority = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            });
+        // The app gets exactly the path that was authorized.
+        parts.uri = Uri::builder()
+            .scheme("http")
+            .authority(conn.app.as_str())
+            .path_and_query(path.path_and_query())
+            .build()
+            .map_err(|e| ProxyError::BadRequest(format!("cannot rebuild the request URI: {e}")))?;
+        let client = if app_speaks_http1 {
+            parts.version = Version::HTTP_11;
+            if let Some(a) = authority
+                .as_deref()
+                .and_then(|a| HeaderValue::from_str(a).ok())
+            {
+                parts.headers.insert(header::HOST, a);
+            }
+            &self.app.http1
+        } else {
+            parts.version = Version::HTTP_2;
+            parts.headers.remove(header::HOST);
+            &self.app.h2c
+        };
+        let body_timeout = self.config.body_timeout;
+        let (body, stalled) = body::request(body, body_timeout);
+        let req = Request::from_parts(parts, body);
+        let target = format!("the app at {}", conn.app);
+        upstream::send(client, req, &target, self.config.upstream_timeout)
+            .await
+            .map_err(|e| match e {
+                ProxyError::Timeout { .. } => e,
+                // A stalled request body is why the exchange failed: the client's fault.
+                _ if stalled.get() => {
+                    limits::exceeded(metrics, "body_timeout", "inbound");
+                    ProxyError::BodyTimeout {
+                        secs: body_timeout.as_secs(),
+                    }
+                }
+                _ => e,
+            })
+    }
+
+    /// Counts and logs a request refused before authorization (its head is malformed).
+    fn refused(&self, log: &mut Entry) {
+        self.shared
+            .metrics
+            .authz_decisions
+            .with_label_values(&["bad_request", "-"])
+            .inc();
+        log.decision = Some("bad_request");
+    }
+}
+
+/// Refuses what no app behind the mesh is sent: `CONNECT` (405: the inbound sidecar
+/// tunnels nothing), then what [`headers::check_head`] refuses (400).
+fn check_head(parts: &http::request::Parts) -> Result<(), ProxyError> {
+    if parts.method == http::Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed("CONNECT"));
+    }
+    headers::check_head(parts)
+}

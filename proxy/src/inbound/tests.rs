@@ -1,0 +1,148 @@
+//! The inbound stack built from its config, with an app on loopback and a peer sidecar's
+//! mTLS over an in-memory stream: no process, no listener of its own.
+
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use trustmesh_certs::TrustBundle;
+
+use super::{Config, Inbound};
+use crate::testing::{self, get, id, read};
+
+/// An inbound sidecar for `api` in front of a loopback app, and an h2 client presenting
+/// `caller`'s certificate to it over a duplex stream.
+async fn connect(
+    caller: &str,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>> {
+    let ca = testing::ca();
+    let app = testing::app().await;
+    let args = testing::args("api", app);
+    let config = Config::from_args(&args);
+    let shared = testing::shared(&ca, args, Vec::new(), testing::allow_hello(&id("web")));
+    let inbound = Inbound::new(shared, config);
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let addr = "10.1.2.3:40000".parse().unwrap();
+    tokio::spawn(inbound.connection_io(server_io, addr, None, None));
+    let bundle = TrustBundle::from_pem(ca.cert_pem()).unwrap();
+    let resolver = testing::resolver(&ca, &id(caller));
+    let tls = trustmesh_certs::tls::sidecar_client_config(&bundle, resolver, id("api")).unwrap();
+    let name = ServerName::try_from("api.prod.svc.cluster.local").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, client_io)
+        .await
+        .unwrap();
+    testing::h2_client(tls).await
+}
+
+#[tokio::test]
+async fn an_allowed_request_reaches_the_app_with_the_verified_identity() {
+    let mut client = connect("web").await;
+    let spoofed = [(
+        "x-trustmesh-peer-identity",
+        "spiffe://cluster.local/ns/prod/sa/admin",
+    )];
+    let resp = client
+        .send_request(get("https://api/hello/x?q=1", &spoofed))
+        .await
+        .unwrap();
+    let (status, _, body) = read(resp).await;
+    assert_eq!(status, 200, "{body}");
+    let web = id("web");
+    assert_eq!(
+        body,
+        format!("GET /hello/x?q=1\npeer={web}\nhost=\nversion=HTTP/2.0\n")
+    );
+}
+
+#[tokio::test]
+async fn a_denied_request_gets_403_and_a_grpc_caller_permission_denied() {
+    let mut client = connect("web").await;
+    let resp = client
+        .send_request(get("https://api/admin", &[]))
+        .await
+        .unwrap();
+    let (status, headers, body) = read(resp).await;
+    assert_eq!(status, 403);
+    assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(body, "RBAC: access denied");
+
+    let grpc = [("content-type", "application/grpc")];
+    let resp = client
+        .send_request(get("https://api/admin", &grpc))
+        .await
+        .unwrap();
+    let (status, headers, body) = read(resp).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/grpc");
+    assert_eq!(headers["grpc-status"], "7");
+    assert_eq!(headers["grpc-message"], "RBAC: access denied");
+    assert_eq!(body, "");
+}
+
+#[tokio::test]
+async fn a_caller_no_policy_allows_is_denied_and_a_bad_path_refused() {
+    let mut client = connect("batch").await;
+    let resp = client
+        .send_request(get("https://api/hello", &[]))
+        .await
+        .unwrap();
+    assert_eq!(read(resp).await.0, 403);
+
+    let mut client = connect("web").await;
+    let resp = client
+        .send_request(get("https://api/hello/%2e%2e/admin%2Fx", &[]))
+        .await
+        .unwrap();
+    let (status, _, body) = read(resp).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.starts_with("trustmesh: bad request path: "), "{body}");
+
+    let grpc = [("content-type", "application/grpc+proto")];
+    let resp = client
+        .send_request(get("https://api/hello/%2e%2e/admin%2Fx", &grpc))
+        .await
+        .unwrap();
+    let (status, headers, _) = read(resp).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["grpc-status"], "13");
+}
+
+#[tokio::test]
+async fn the_app_being_down_is_a_502_and_unavailable_for_grpc() {
+    let ca = testing::ca();
+    // A port nothing listens on: bound, then released.
+    let gone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = gone.local_addr().unwrap();
+    drop(gone);
+    let args = testing::args("api", app);
+    let config = Config::from_args(&args);
+    let shared = testing::shared(&ca, args, Vec::new(), testing::allow_hello(&id("web")));
+    let inbound = Inbound::new(shared, config);
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(inbound.connection_io(server_io, "10.1.2.3:1".parse().unwrap(), None, None));
+    let bundle = TrustBundle::from_pem(ca.cert_pem()).unwrap();
+    let resolver = testing::resolver(&ca, &id("web"));
+    let tls = trustmesh_certs::tls::sidecar_client_config(&bundle, resolver, id("api")).unwrap();
+    let name = ServerName::try_from("api.prod.svc.cluster.local").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, client_io)
+        .await
+        .unwrap();
+    let mut client = testing::h2_client(tls).await;
+    let resp = client
+        .send_request(get("https://api/hello", &[]))
+        .await
+        .unwrap();
+    let (status, _, body) = read(resp).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.starts_with("trustmesh: cannot connect to the app at "),
+        "{body}"
+    );
+    let grpc = [("content-type", "application/grpc")];
+    let resp = client
+        .send_request(get("https://api/hello", &grpc))
+        .await
+        .unwrap();
+    assert_eq!(read(resp).await.1["grpc-status"], "14");
+}

@@ -1,0 +1,11 @@
+//! The HTTP pieces both stacks are built from: bodies, header rules, limits, the connection
+//! driver, the plain-HTTP upstream client and the one map from errors to responses.
+
+pub mod body;
+pub mod detect;
+pub mod drive;
+pub mod error;
+pub mod headers;
+pub mod limits;
+pub mod rescue;
+pub mod upstream;

@@ -1,0 +1,198 @@
+//! The observe layer of both stacks: each request gets one access-log line, its
+//! `trustmesh_requests_total` / duration metrics and, with `--otlp-endpoint`, one span.
+//! [`Observe::inbound`] or [`Observe::outbound`] starts it from the request head; the layers
+//! below fill in its [`Entry`] (route, decision, destination); [`Observe::finish`] records it
+//! against the response, whichever layer made that response.
+
+use std::time::{Instant, SystemTime};
+
+use http::{Request, Response};
+use trustmesh_certs::SpiffeId;
+
+use crate::observe::access_log::{self, AccessLogFormat, Entry};
+use crate::observe::metrics::Metrics;
+use crate::observe::{otlp, trace};
+
+/// Which stack a request went through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From a peer sidecar to the app.
+    Inbound,
+    /// From the app to the mesh.
+    Outbound,
+}
+
+impl Direction {
+    /// The `direction` label and access-log field.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
+        }
+    }
+}
+
+/// One request being observed.
+pub struct Observe {
+    direction: Direction,
+    format: AccessLogFormat,
+    start: Instant,
+    started: SystemTime,
+    /// Inbound: the verified caller (the `client` label of the request metric).
+    peer: Option<String>,
+    /// What the access log and the span say; the layers below fill it in.
+    pub log: Entry,
+}
+
+impl Observe {
+    /// Starts observing a request `peer` sent to this workload (`me`).
+    pub fn inbound<B>(
+        req: &Request<B>,
+        format: AccessLogFormat,
+        peer: &SpiffeId,
+        me: &SpiffeId,
+    ) -> Self {
+        let start = Instant::now();
+        let detail = Entry::wanted(format, otlp::enabled());
+        let mut log = Entry::from_request(req.method(), req.uri(), req.headers(), detail);
+        if detail {
+            log.source = Some(peer.as_str().to_string());
+            log.destination = Some(me.as_str().to_string());
+        }
+        if otlp::enabled() {
+            log.span_id = trace::new_span_id();
+        }
+        Self {
+            direction: Direction::Inbound,
+            format,
+            start,
+            started: SystemTime::now(),
+            peer: Some(peer.as_str().to_string()),
+            log,
+        }
+    }
+
+    /// Starts observing a request the app (`me`) sent: a request that carries no trace yet
+    /// starts one here (its headers gain `traceparent` when spans are exported).
+    pub fn outbound<B>(req: &mut Request<B>, format: AccessLogFormat, me: &SpiffeId) -> Self {
+        let start = Instant::now();
+        let started_trace = trace::ensure(req.headers_mut(), otlp::enabled());
+        let detail = Entry::wanted(format, otlp::enabled());
+        let mut log = Entry::from_request(req.method(), req.uri(), req.headers(), detail);
+        if otlp::enabled() {
+            // A trace started here: this hop is its root, and its id is the parent the callee sees.
+            log.span_id = match started_trace {
+                Some(id) => {
+                    log.parent_id = None;
+                    Some(id)
+                }
+                None => trace::new_span_id(),
+            };
+        }
+        let started = SystemTime::now();
+        if detail {
+            log.source = Some(me.as_str().to_string());
+        }
+        if let Some(pq) = req.uri().path_and_query() {
+            log.set_raw_path(pq.as_str());
+        }
+        Self {
+            direction: Direction::Outbound,
+            format,
+            start,
+            started,
+            peer: None,
+            log,
+        }
+    }
+
+    /// Records the finished request: metrics, the access-log line, the span.
+    pub fn finish<B>(self, metrics: &Metrics, resp: &Response<B>) {
+        let elapsed = self.start.elapsed();
+        let status = resp.status();
+        let direction = self.direction.label();
+        match self.direction {
+            Direction::Inbound => {
+                let route = self.log.route.as_deref().unwrap_or("-");
+                let peer = self.peer.as_deref().unwrap_or("-");
+                metrics
+                    .duration
+                    .with_label_values(&[direction, route])
+                    .observe(elapsed.as_secs_f64());
+                metrics
+                    .requests
+                    .with_label_values(&[direction, status.as_str(), peer, route])
+                    .inc();
+            }
+            Direction::Outbound => {
+                let destination = self.log.destination.as_deref().unwrap_or("-");
+                metrics.duration_outbound.observe(elapsed.as_secs_f64());
+                metrics
+                    .requests
+                    .with_label_values(&[direction, status.as_str(), destination, "-"])
+                    .inc();
+            }
+        }
+        access_log::write(
+            self.format,
+            direction,
+            &self.log,
+            status,
+            resp.headers(),
+            elapsed,
+        );
+        otlp::record(direction, &self.log, status, self.started, elapsed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> SpiffeId {
+        SpiffeId::parse(s).unwrap()
+    }
+
+    fn count(m: &Metrics, labels: &[&str]) -> u64 {
+        m.requests.with_label_values(labels).get()
+    }
+
+    #[test]
+    fn an_inbound_request_is_counted_by_caller_and_route() {
+        let m = Metrics::new().unwrap();
+        let (peer, me) = (
+            id("spiffe://cluster.local/ns/a/sa/web"),
+            id("spiffe://cluster.local/ns/a/sa/api"),
+        );
+        let req = Request::get("/orders/1").body(()).unwrap();
+        let mut obs = Observe::inbound(&req, AccessLogFormat::Json, &peer, &me);
+        assert_eq!(obs.log.source.as_deref(), Some(peer.as_str()));
+        assert_eq!(obs.log.destination.as_deref(), Some(me.as_str()));
+        obs.log.route = Some("orders".into());
+        let resp = Response::builder().status(403).body(()).unwrap();
+        obs.finish(&m, &resp);
+        assert_eq!(count(&m, &["inbound", "403", peer.as_str(), "orders"]), 1);
+    }
+
+    #[test]
+    fn an_outbound_request_is_counted_by_destination() {
+        let m = Metrics::new().unwrap();
+        let me = id("spiffe://cluster.local/ns/a/sa/web");
+        let mut req = Request::get("http://api/x/../y?q=1").body(()).unwrap();
+        let mut obs = Observe::outbound(&mut req, AccessLogFormat::Json, &me);
+        assert_eq!(obs.log.source.as_deref(), Some(me.as_str()));
+        assert_eq!(obs.log.path.as_deref(), Some("/y"));
+        let resp = Response::builder().status(404).body(()).unwrap();
+        Observe::outbound(&mut req, AccessLogFormat::Off, &me).finish(&m, &resp);
+        assert_eq!(count(&m, &["outbound", "404", "-", "-"]), 1);
+        obs.log.destination = Some("spiffe://cluster.local/ns/a/sa/api".into());
+        obs.finish(&m, &resp);
+        assert_eq!(
+            count(
+                &m,
+                &["outbound", "404", "spiffe://cluster.local/ns/a/sa/api", "-"]
+            ),
+            1
+        );
+    }
+}

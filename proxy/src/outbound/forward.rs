@@ -1,0 +1,179 @@
+//! The per-request layers of the outbound stack: observe → refuse what the mesh never
+//! carries (`CONNECT`, a malformed head) → route ([`super::route`]: Host, then original
+//! destination) → passthrough, or the mTLS h2 pool ([`super::pool`]) → rewrite for the hop
+//! between sidecars → forward.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use http::{header, uri, HeaderValue, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+
+use super::route::{self, Route};
+use super::Outbound;
+use crate::layers::body::{self, Body};
+use crate::layers::headers::{self, ORIG_PROTO, PEER_IDENTITY};
+use crate::layers::rescue::{self, ProxyError};
+use crate::observe::access_log::Entry;
+use crate::observe::request::Observe;
+
+impl Outbound {
+    /// One request of the app: observed, and answered by the destination or by
+    /// [`rescue::respond`].
+    pub(crate) async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        orig: Option<SocketAddr>,
+    ) -> Response<Body> {
+        let shared = &self.shared;
+        let mut obs = Observe::outbound(&mut req, self.config.access_log, &shared.identity);
+        let grpc = rescue::is_grpc(req.headers());
+        let resp = match self.forward(req, orig, &mut obs.log).await {
+            Ok(r) => r,
+            Err(e) => {
+                if matches!(e, ProxyError::OutsideMesh { .. }) {
+                    obs.log.decision = Some("deny");
+                }
+                rescue::respond(e, grpc)
+            }
+        };
+        obs.finish(&shared.metrics, &resp);
+        resp
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        orig: Option<SocketAddr>,
+        log: &mut Entry,
+    ) -> Result<Response<Body>, ProxyError> {
+        let mesh = self
+            .shared
+            .mesh
+            .load_full()
+            .ok_or(ProxyError::NotReady("no policy snapshot yet"))?;
+        if req.method() == http::Method::CONNECT {
+            return Err(ProxyError::BadRequest(
+                "CONNECT is not supported through the mesh".to_string(),
+            ));
+        }
+        // The same head checks as inbound, so the app hears why here rather than from the
+        // callee (lower-case method, two Host headers, userinfo: 400).
+        let (parts, body) = req.into_parts();
+        headers::check_head(&parts)?;
+        let req = Request::from_parts(parts, body);
+        let host = request_host(&req);
+        let route = route::decide(
+            &self.shared,
+            &mesh.snapshot.registry,
+            host.as_deref(),
+            orig,
+            mesh.snapshot.mesh.outbound_policy,
+            self.next.fetch_add(1, Ordering::Relaxed),
+        )?;
+        let (service, endpoint) = match route {
+            Route::Mesh { service, dial } => (service, dial),
+            Route::Passthrough(addr) => {
+                log.decision = Some("passthrough");
+                let timeout = self.config.upstream_timeout;
+                return self.passthrough.forward(req, addr, timeout).await;
+            }
+        };
+        // A redirected request without Host is named by the address the app dialled.
+        let host = host
+            .or_else(|| orig.map(|o| o.to_string()))
+            .ok_or(ProxyError::NoHost)?;
+        log.destination = Some(service.identity.as_str().to_string());
+        let endpoint = &endpoint;
+        // How errors name the destination; made only when one happens.
+        let target_addr = || format!("{}.{} ({endpoint})", service.name, service.namespace);
+        let config = mesh
+            .client_config(&self.shared.resolver, &service.identity)
+            .map_err(|e| ProxyError::Tls {
+                target: format!("{}.{}", service.name, service.namespace),
+                reason: e.to_string(),
+            })?;
+        let mut sender = self
+            .pool
+            .get(
+                endpoint,
+                service,
+                config,
+                self.config.connect_timeout,
+                &target_addr,
+            )
+            .await?;
+        let (upstream, stalled) = to_mesh_request(req, &host, self.config.body_timeout)?;
+        let timeout = self.config.upstream_timeout;
+        let resp = tokio::time::timeout(timeout, async {
+            sender.ready().await?;
+            sender.send_request(upstream).await
+        })
+        .await
+        .map_err(|_| ProxyError::Timeout {
+            target: target_addr(),
+            secs: timeout.as_secs(),
+        })?
+        .map_err(|e| {
+            if stalled.get() {
+                crate::layers::limits::exceeded(&self.shared.metrics, "body_timeout", "outbound");
+                return ProxyError::BodyTimeout {
+                    secs: self.config.body_timeout.as_secs(),
+                };
+            }
+            ProxyError::Upstream {
+                target: target_addr(),
+                reason: e.to_string(),
+            }
+        })?;
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, body::stream(body)))
+    }
+}
+
+/// The host the app asked for: the absolute-form URI's authority, else the Host header.
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_string());
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Rewrites the app's request for the hop between sidecars: HTTP/2 with `:authority` set to
+/// the host the app named, hop-by-hop headers gone, the original version recorded.
+fn to_mesh_request(
+    req: Request<Incoming>,
+    host: &str,
+    body_timeout: std::time::Duration,
+) -> Result<(Request<Body>, body::Stalled), ProxyError> {
+    let (mut parts, body) = req.into_parts();
+    let orig_version = parts.version;
+    headers::strip_hop_by_hop(&mut parts.headers);
+    // Only an inbound sidecar may vouch for a caller; whatever the app wrote is dropped.
+    parts.headers.remove(PEER_IDENTITY);
+    parts.headers.remove(ORIG_PROTO);
+    parts.headers.remove(header::HOST);
+    if orig_version != Version::HTTP_2 {
+        parts
+            .headers
+            .insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
+    }
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| uri::PathAndQuery::from_static("/"));
+    parts.uri = Uri::builder()
+        .scheme("https")
+        .authority(host)
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|e| ProxyError::BadRequest(format!("cannot rebuild the request URI: {e}")))?;
+    parts.version = Version::HTTP_2;
+    let (body, stalled) = body::request(body, body_timeout);
+    Ok((Request::from_parts(parts, body), stalled))
+}

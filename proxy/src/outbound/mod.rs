@@ -1,0 +1,158 @@
+//! Outbound: the app's plain HTTP (HTTP/1.1 or h2c) on 127.0.0.1:15001 is carried to the
+//! destination's sidecar over mutual TLS. The destination is the registry `Service` that the
+//! request's Host (or absolute-form URI) names; a Host outside the registry is answered here
+//! and nothing leaves the pod in plaintext.
+//!
+//! With interception (`trustmesh-proxy init`), a connection iptables redirected here also has
+//! its original destination, which routes a request whose Host names no service, and
+//! `outbound_policy` decides for addresses outside the registry ([`route`]).
+//!
+//! The stack, built once in [`Outbound::connection`] and read top to bottom:
+//!
+//! 1. accept ([`crate::net::accept`]): `--max-connections`, the drain;
+//! 2. original destination, when iptables redirected;
+//! 3. detect ([`crate::layers::detect`]): a redirected connection that does not open like
+//!    HTTP is opaque TCP ([`route::opaque`]); HTTP is served by [`crate::layers::drive::serve`];
+//! 4. per request ([`forward`]): observe ([`crate::observe::request`]) → check the head →
+//!    route ([`route`]: Host, then original destination) → passthrough ([`passthrough`]) or
+//!    the mTLS h2 pool ([`pool`]) → forward; what the proxy answers itself comes from
+//!    [`crate::layers::rescue`].
+
+pub mod forward;
+pub mod passthrough;
+pub mod pool;
+pub mod route;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::config::Args;
+use crate::layers::drive;
+use crate::layers::drive::ServeConfig;
+use crate::net::accept::accept_loop;
+use crate::observe::access_log::AccessLogFormat;
+use crate::observe::metrics::ConnGuard;
+use crate::state::Shared;
+use passthrough::Passthrough;
+use pool::Pool;
+
+/// What the outbound stack needs from the flags, made once at start-up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `--connect-timeout` to a peer sidecar or a passthrough destination.
+    pub connect_timeout: Duration,
+    /// `--upstream-timeout`: the destination's response headers.
+    pub upstream_timeout: Duration,
+    /// `--body-timeout`.
+    pub body_timeout: Duration,
+    /// `--max-connections`.
+    pub max_connections: u32,
+    /// The limits every served connection is held to.
+    pub serve: ServeConfig,
+    /// `--access-log`.
+    pub access_log: AccessLogFormat,
+}
+
+impl Config {
+    /// The outbound configuration the flags describe.
+    pub fn from_args(args: &Args) -> Self {
+        Self {
+            connect_timeout: args.connect_timeout,
+            upstream_timeout: args.upstream_timeout,
+            body_timeout: args.body_timeout,
+            max_connections: args.max_connections,
+            serve: args.serve(),
+            access_log: args.access_log,
+        }
+    }
+}
+
+/// The outbound side: its pool and a round-robin counter over endpoints.
+pub struct Outbound {
+    shared: Arc<Shared>,
+    config: Config,
+    pool: Pool,
+    next: AtomicUsize,
+    passthrough: Passthrough,
+    /// `--max-connections` open at once on this listener.
+    conns: Arc<tokio::sync::Semaphore>,
+}
+
+impl Outbound {
+    /// Creates the outbound side.
+    pub fn new(shared: Arc<Shared>, config: Config) -> Arc<Self> {
+        Arc::new(Self {
+            pool: Pool::default(),
+            next: AtomicUsize::new(0),
+            passthrough: Passthrough::new(config.connect_timeout),
+            conns: Arc::new(tokio::sync::Semaphore::new(config.max_connections as usize)),
+            shared,
+            config,
+        })
+    }
+
+    /// Serves the app's connections until the drain begins.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let (shared, conns) = (self.shared.clone(), self.conns.clone());
+        accept_loop(
+            listener,
+            &shared.drain,
+            &shared.metrics,
+            conns,
+            "outbound",
+            move |tcp, addr, watcher| self.clone().connection(tcp, addr, watcher),
+        )
+        .await;
+    }
+
+    /// One connection from the app: opaque TCP when iptables redirected something that is not
+    /// HTTP, else HTTP/1.1 or h2c.
+    async fn connection(self: Arc<Self>, tcp: TcpStream, addr: SocketAddr, watcher: Watcher) {
+        let _guard = ConnGuard::new(&self.shared.metrics, "outbound");
+        let orig = crate::net::original_dst::redirected(&tcp);
+        if let Some(orig) = orig {
+            if !crate::layers::detect::sniff_http(&tcp).await {
+                let timeout = self.config.connect_timeout;
+                return route::opaque(&self.shared, tcp, orig, timeout).await;
+            }
+        }
+        tracing::trace!(client.addr = %addr, "outbound connection");
+        self.serve_http(tcp, orig, Some(watcher)).await;
+    }
+
+    /// The HTTP stack on any stream (a test hands it one end of a duplex); `orig` is the
+    /// original destination of a redirected connection.
+    pub async fn serve_http<IO>(
+        self: Arc<Self>,
+        io: IO,
+        orig: Option<SocketAddr>,
+        watcher: Option<Watcher>,
+    ) where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let this = self.clone();
+        let shared = &self.shared;
+        drive::serve(
+            io,
+            &self.config.serve,
+            watcher,
+            &shared.drain,
+            &shared.metrics,
+            "outbound",
+            move |req| {
+                let this = this.clone();
+                async move { this.handle(req, orig).await }
+            },
+        )
+        .await;
+    }
+}
