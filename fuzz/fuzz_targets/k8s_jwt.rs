@@ -9,6 +9,7 @@
 #![no_main]
 
 #[allow(dead_code)]
+#[rustfmt::skip]
 #[path = "../../control-plane/src/k8s_jwt.rs"]
 mod k8s_jwt;
 

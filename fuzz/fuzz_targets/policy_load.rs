@@ -6,11 +6,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use trustmesh_fuzz::{authorize_http, write_folder};
+use trustmesh_fuzz::{authorize_http, scratch_dir, write_folder};
 use trustmesh_policies::{load_dir, normalize_path, CompiledPolicies, Request};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(dir) = tempfile::tempdir() else {
+    let Ok(dir) = scratch_dir() else {
         return;
     };
     if write_folder(dir.path(), data).is_err() {

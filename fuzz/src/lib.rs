@@ -72,6 +72,18 @@ pub fn assert_same(a: &Decision, b: &Decision) {
     assert_eq!(a, b, "the same request got two decisions");
 }
 
+/// A fresh scratch folder for one input's policy files, in memory (`/dev/shm`) where the
+/// machine has it: on a disk, the file system calls cost more than the parsing under test.
+pub fn scratch_dir() -> std::io::Result<tempfile::TempDir> {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::tempdir_in(shm) {
+            return Ok(dir);
+        }
+    }
+    tempfile::tempdir()
+}
+
 /// A policy folder written from one fuzz input: the parts split at NUL bytes (which YAML
 /// text never holds) are `mesh.yaml`, then `policy-1.yaml`, `policy-2.yaml`, ... An empty
 /// first part means no `mesh.yaml`.
