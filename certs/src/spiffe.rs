@@ -219,11 +219,18 @@ impl SpiffeId {
         self.segment_after("ns")
     }
 
-    /// The service account for IDs of the form `/ns/<ns>/sa/<sa>`.
+    /// The service account for IDs of exactly the form `/ns/<ns>/sa/<sa>` (`None` when more
+    /// segments follow: that is not a Kubernetes service account ID).
     pub fn service_account(&self) -> Option<&str> {
         let mut segs = self.path().split('/').skip(1);
-        match (segs.next(), segs.next(), segs.next(), segs.next()) {
-            (Some("ns"), Some(_), Some("sa"), Some(sa)) => Some(sa),
+        match (
+            segs.next(),
+            segs.next(),
+            segs.next(),
+            segs.next(),
+            segs.next(),
+        ) {
+            (Some("ns"), Some(_), Some("sa"), Some(sa), None) => Some(sa),
             _ => None,
         }
     }

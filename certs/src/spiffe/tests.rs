@@ -76,6 +76,27 @@ fn namespace_and_service_account() {
     assert_eq!(other.service_account(), None);
 }
 
+/// Found by `fuzz/` (spiffe_id): `/ns/NS/sa/SA/more` is not of the service account form, so
+/// it names no service account (it used to give `SA`, an ID that `from_service_account` does
+/// not rebuild).
+#[test]
+fn service_account_needs_exactly_the_kubernetes_form() {
+    let td = TrustDomain::parse("cluster.local").unwrap();
+    let id = SpiffeId::parse("spiffe://cluster.local/ns/pr-gattion/sa/as/pgaetway").unwrap();
+    assert_eq!(id.namespace(), Some("pr-gattion"));
+    assert_eq!(id.service_account(), None);
+    for s in [
+        "spiffe://cluster.local/ns/prod/sa/api",
+        "spiffe://cluster.local/ns/prod/sa/api/x/y",
+        "spiffe://cluster.local/ns/prod/sa",
+    ] {
+        let id = SpiffeId::parse(s).unwrap();
+        if let (Some(ns), Some(sa)) = (id.namespace(), id.service_account()) {
+            assert_eq!(SpiffeId::from_service_account(&td, ns, sa).unwrap(), id);
+        }
+    }
+}
+
 #[test]
 fn builds_from_service_account() {
     let td = TrustDomain::parse("cluster.local").unwrap();

@@ -141,6 +141,9 @@ impl JwtError {
     }
 }
 
+// The path is spelled out so that the fuzz target, which compiles this file through `#[path]`
+// (`fuzz/fuzz_targets/k8s_jwt.rs`), finds the submodule too.
+#[path = "k8s_jwt/fetch.rs"]
 mod fetch;
 use fetch::{fetch, tls_config, Source};
 
