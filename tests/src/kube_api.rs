@@ -67,7 +67,10 @@ pub struct KubeApiOptions {
 
 impl Default for KubeApiOptions {
     fn default() -> Self {
-        Self { max_history: 100_000, bookmark_interval: None }
+        Self {
+            max_history: 100_000,
+            bookmark_interval: None,
+        }
     }
 }
 
@@ -81,7 +84,9 @@ pub struct KubeApi {
 /// The current time as the API writes `creationTimestamp` (RFC 3339, seconds, UTC).
 pub(crate) fn now() -> String {
     let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    time::OffsetDateTime::now_utc().format(fmt).unwrap_or_default()
+    time::OffsetDateTime::now_utc()
+        .format(fmt)
+        .unwrap_or_default()
 }
 
 impl KubeApi {
@@ -114,7 +119,11 @@ impl KubeApi {
                 }
             }));
         }
-        Ok(Self { addr, shared, tasks })
+        Ok(Self {
+            addr,
+            shared,
+            tasks,
+        })
     }
 
     /// The server's address.
@@ -162,10 +171,19 @@ impl KubeApi {
         let resource = Resource::ALL
             .into_iter()
             .find(|r| r.api_version() == api_version && r.kind() == kind)
-            .ok_or_else(|| ApiError::BadRequest(format!("the stub serves no {api_version} {kind}")))?;
-        let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_owned);
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!("the stub serves no {api_version} {kind}"))
+            })?;
+        let ns = obj
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let name = object::name_of(&obj).unwrap_or("").to_owned();
-        let target = resources::Target { resource, namespace: ns.clone(), name: Some(name.clone()) };
+        let target = resources::Target {
+            resource,
+            namespace: ns.clone(),
+            name: Some(name.clone()),
+        };
         let mut store = self.shared.store();
         let key = (ns.unwrap_or_default(), name);
         match store.get(resource, &key).cloned() {
@@ -173,14 +191,22 @@ impl KubeApi {
                 let mut obj = obj;
                 object::admit(&mut obj, resource, target.namespace.as_deref(), 0)?;
                 object::keep_server_fields(&mut obj, &old)?;
-                store.write(resource, key, Some(obj)).ok_or(ApiError::MethodNotAllowed)
+                store
+                    .write(resource, key, Some(obj))
+                    .ok_or(ApiError::MethodNotAllowed)
             }
             None => {
                 let mut obj = obj;
                 let suffix = store.next_id();
                 object::admit(&mut obj, resource, target.namespace.as_deref(), suffix)?;
-                object::stamp_new(&mut obj, &format!("00000000-0000-4000-8000-{suffix:012x}"), &now())?;
-                store.write(resource, key, Some(obj)).ok_or(ApiError::MethodNotAllowed)
+                object::stamp_new(
+                    &mut obj,
+                    &format!("00000000-0000-4000-8000-{suffix:012x}"),
+                    &now(),
+                )?;
+                store
+                    .write(resource, key, Some(obj))
+                    .ok_or(ApiError::MethodNotAllowed)
             }
         }
     }
@@ -230,7 +256,11 @@ impl KubeApi {
     /// Requests seen so far by verb: `list`, `watch`, `get`, `create`, `update`, `patch`,
     /// `delete`, `other`.
     pub fn requests(&self) -> HashMap<&'static str, u64> {
-        self.shared.requests.lock().map(|m| m.clone()).unwrap_or_default()
+        self.shared
+            .requests
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 
     /// Answers the next `n` requests (of any kind) with a `Status` of HTTP `code`

@@ -8,8 +8,8 @@ use std::ops::Bound;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use super::store::{Filter, Key, Store};
 use super::status::ApiError;
+use super::store::{Filter, Key, Store};
 
 /// How a list was asked for.
 #[derive(Clone, Debug, Default)]
@@ -30,7 +30,9 @@ fn encode_token(rv: u64, key: &Key) -> String {
 
 fn decode_token(token: &str) -> Result<(u64, Key), ApiError> {
     let bad = || ApiError::BadRequest(format!("invalid continue token {token:?}"));
-    let raw = base64::engine::general_purpose::STANDARD.decode(token).map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     let rv = v.get("rv").and_then(Value::as_u64).ok_or_else(bad)?;
     let ns = v.get("ns").and_then(Value::as_str).ok_or_else(bad)?;
@@ -49,10 +51,13 @@ pub fn list(store: &Store, filter: &Filter, opts: &ListOptions) -> Result<Value,
         (None, None) => (store.resource_version(), None),
     };
     if rv > store.resource_version() {
-        return Err(ApiError::BadRequest(format!("resourceVersion {rv} is newer than the server's")));
+        return Err(ApiError::BadRequest(format!(
+            "resourceVersion {rv} is newer than the server's"
+        )));
     }
-    store.check_retained(rv).map_err(|_| {
-        ApiError::Gone { requested: rv, oldest: store.oldest }
+    store.check_retained(rv).map_err(|_| ApiError::Gone {
+        requested: rv,
+        oldest: store.oldest,
     })?;
     // The objects as they were at `rv`: the current map, with every key written since then
     // put back to its value before the first such write.
@@ -66,7 +71,9 @@ pub fn list(store: &Store, filter: &Filter, opts: &ListOptions) -> Result<Value,
     let current = store.objects.get(&filter.resource).unwrap_or(&empty);
     let lower = after.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
     let mut cur = current.range((lower, Bound::Unbounded)).peekable();
-    let mut old = overlay.range::<Key, _>((lower, Bound::Unbounded)).peekable();
+    let mut old = overlay
+        .range::<Key, _>((lower, Bound::Unbounded))
+        .peekable();
     let limit = opts.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
     let mut items = Vec::new();
     let mut last: Option<&Key> = None;

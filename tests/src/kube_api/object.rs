@@ -25,7 +25,8 @@ pub fn metadata_mut(obj: &mut Value) -> Result<&mut Map<String, Value>, ApiError
     let map = obj
         .as_object_mut()
         .ok_or_else(|| ApiError::BadRequest("the body is not a JSON object".into()))?;
-    map.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+    map.entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
     map.get_mut("metadata")
         .and_then(Value::as_object_mut)
         .ok_or_else(|| ApiError::BadRequest("metadata is not an object".into()))
@@ -40,24 +41,41 @@ pub fn admit(
     namespace: Option<&str>,
     suffix: u64,
 ) -> Result<String, ApiError> {
-    for (field, want) in [("kind", resource.kind()), ("apiVersion", resource.api_version())] {
+    for (field, want) in [
+        ("kind", resource.kind()),
+        ("apiVersion", resource.api_version()),
+    ] {
         if obj.get(field).is_some_and(|got| got.as_str() != Some(want)) {
-            return Err(ApiError::BadRequest(format!("the body's {field} does not match {want}")));
+            return Err(ApiError::BadRequest(format!(
+                "the body's {field} does not match {want}"
+            )));
         }
     }
     let meta = metadata_mut(obj)?;
-    if let Some(ns) = meta.get("namespace").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+    if let Some(ns) = meta
+        .get("namespace")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
         if Some(ns) != namespace {
             return Err(ApiError::BadRequest(
                 "the namespace of the provided object does not match the namespace sent on the request".into(),
             ));
         }
     }
-    let name = match meta.get("name").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+    let name = match meta
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
         Some(n) => n.to_owned(),
         None => match meta.get("generateName").and_then(Value::as_str) {
             Some(prefix) if !prefix.is_empty() => format!("{prefix}{suffix:05x}"),
-            _ => return Err(ApiError::Invalid("metadata.name: Required value: name or generateName is required".into())),
+            _ => {
+                return Err(ApiError::Invalid(
+                    "metadata.name: Required value: name or generateName is required".into(),
+                ))
+            }
         },
     };
     if !is_dns_subdomain(&name) {
@@ -72,7 +90,10 @@ pub fn admit(
     };
     if let Some(map) = obj.as_object_mut() {
         map.insert("kind".into(), Value::String(resource.kind().into()));
-        map.insert("apiVersion".into(), Value::String(resource.api_version().into()));
+        map.insert(
+            "apiVersion".into(),
+            Value::String(resource.api_version().into()),
+        );
     }
     Ok(name)
 }
@@ -135,9 +156,15 @@ pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), ApiError> {
         .ok_or_else(|| ApiError::BadRequest("a JSON patch is an array of operations".into()))?;
     for op in ops {
         let field = |name: &str| op.get(name).and_then(Value::as_str);
-        let path = field("path").ok_or_else(|| ApiError::BadRequest("operation without path".into()))?;
-        let value = || op.get("value").cloned().ok_or_else(|| ApiError::BadRequest("operation without value".into()));
-        let from = || field("from").ok_or_else(|| ApiError::BadRequest("operation without from".into()));
+        let path =
+            field("path").ok_or_else(|| ApiError::BadRequest("operation without path".into()))?;
+        let value = || {
+            op.get("value")
+                .cloned()
+                .ok_or_else(|| ApiError::BadRequest("operation without value".into()))
+        };
+        let from =
+            || field("from").ok_or_else(|| ApiError::BadRequest("operation without from".into()));
         match field("op") {
             Some("add") => add(target, path, value()?)?,
             Some("remove") => drop(remove(target, path)?),
@@ -155,10 +182,17 @@ pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), ApiError> {
                 add(target, path, v)?;
             }
             Some("copy") => {
-                let v = target.pointer(from()?).cloned().ok_or_else(|| missing(path))?;
+                let v = target
+                    .pointer(from()?)
+                    .cloned()
+                    .ok_or_else(|| missing(path))?;
                 add(target, path, v)?;
             }
-            other => return Err(ApiError::BadRequest(format!("unknown patch operation {other:?}"))),
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown patch operation {other:?}"
+                )))
+            }
         }
     }
     Ok(())
@@ -185,7 +219,11 @@ fn add(target: &mut Value, path: &str, value: Value) -> Result<(), ApiError> {
             Ok(())
         }
         Some(Value::Array(items)) => {
-            let index = if last == "-" { items.len() } else { last.parse().map_err(|_| missing(path))? };
+            let index = if last == "-" {
+                items.len()
+            } else {
+                last.parse().map_err(|_| missing(path))?
+            };
             if index > items.len() {
                 return Err(missing(path));
             }
@@ -216,7 +254,9 @@ pub fn is_dns_subdomain(name: &str) -> bool {
     name.len() <= 253
         && name.split('.').all(|label| {
             !label.is_empty()
-                && label.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -245,23 +285,50 @@ mod tests {
             {"op": "test", "path": "/l/2", "value": 3},
         ]);
         json_patch(&mut t, &ops).unwrap();
-        assert_eq!(t, json!({"metadata": {"labels": {"b/c": "2"}}, "l": [0, 2, 3]}));
-        let err = json_patch(&mut t, &json!([{"op": "test", "path": "/l/0", "value": 9}])).unwrap_err();
+        assert_eq!(
+            t,
+            json!({"metadata": {"labels": {"b/c": "2"}}, "l": [0, 2, 3]})
+        );
+        let err =
+            json_patch(&mut t, &json!([{"op": "test", "path": "/l/0", "value": 9}])).unwrap_err();
         assert_eq!(err.code(), 422);
-        assert_eq!(json_patch(&mut t, &json!([{"op": "remove", "path": "/nope"}])).unwrap_err().code(), 422);
+        assert_eq!(
+            json_patch(&mut t, &json!([{"op": "remove", "path": "/nope"}]))
+                .unwrap_err()
+                .code(),
+            422
+        );
     }
 
     #[test]
     fn admit_checks_names_and_namespaces() {
         let mut o = json!({"metadata": {"name": "x", "namespace": "b"}});
-        assert_eq!(admit(&mut o, Resource::Pods, Some("a"), 1).unwrap_err().code(), 400);
+        assert_eq!(
+            admit(&mut o, Resource::Pods, Some("a"), 1)
+                .unwrap_err()
+                .code(),
+            400
+        );
         let mut o = json!({"metadata": {"name": "Bad_Name"}});
-        assert_eq!(admit(&mut o, Resource::Pods, Some("a"), 1).unwrap_err().code(), 422);
+        assert_eq!(
+            admit(&mut o, Resource::Pods, Some("a"), 1)
+                .unwrap_err()
+                .code(),
+            422
+        );
         let mut o = json!({"metadata": {"generateName": "web-"}});
-        assert_eq!(admit(&mut o, Resource::Pods, Some("a"), 0x1f).unwrap(), "web-0001f");
+        assert_eq!(
+            admit(&mut o, Resource::Pods, Some("a"), 0x1f).unwrap(),
+            "web-0001f"
+        );
         assert_eq!(o["kind"], "Pod");
         assert_eq!(o["metadata"]["namespace"], "a");
         let mut o = json!({"kind": "Service", "metadata": {"name": "x"}});
-        assert_eq!(admit(&mut o, Resource::Pods, Some("a"), 1).unwrap_err().code(), 400);
+        assert_eq!(
+            admit(&mut o, Resource::Pods, Some("a"), 1)
+                .unwrap_err()
+                .code(),
+            400
+        );
     }
 }

@@ -80,7 +80,12 @@ impl Resource {
     /// `metadata.name` and `metadata.namespace` (which every type accepts).
     pub fn extra_fields(self) -> &'static [&'static str] {
         match self {
-            Resource::Pods => &["spec.nodeName", "spec.serviceAccountName", "status.phase", "status.podIP"],
+            Resource::Pods => &[
+                "spec.nodeName",
+                "spec.serviceAccountName",
+                "status.phase",
+                "status.podIP",
+            ],
             Resource::Secrets => &["type"],
             Resource::Namespaces => &["status.phase"],
             _ => &[],
@@ -168,11 +173,20 @@ mod tests {
     #[test]
     fn parses_namespaced_cluster_wide_and_cluster_scoped_paths() {
         let t = Target::parse("/api/v1/namespaces/a/pods/p1").unwrap();
-        assert_eq!((t.resource, t.namespace.as_deref(), t.name.as_deref()), (Resource::Pods, Some("a"), Some("p1")));
+        assert_eq!(
+            (t.resource, t.namespace.as_deref(), t.name.as_deref()),
+            (Resource::Pods, Some("a"), Some("p1"))
+        );
         let t = Target::parse("/apis/discovery.k8s.io/v1/endpointslices").unwrap();
-        assert_eq!((t.resource, t.namespace, t.name), (Resource::EndpointSlices, None, None));
+        assert_eq!(
+            (t.resource, t.namespace, t.name),
+            (Resource::EndpointSlices, None, None)
+        );
         let t = Target::parse("/api/v1/namespaces/a").unwrap();
-        assert_eq!((t.resource, t.name.as_deref()), (Resource::Namespaces, Some("a")));
+        assert_eq!(
+            (t.resource, t.name.as_deref()),
+            (Resource::Namespaces, Some("a"))
+        );
         assert_eq!(Target::parse("/api/v1/namespaces/a/namespaces"), None);
         assert_eq!(Target::parse("/api/v1/endpointslices"), None);
         assert_eq!(Target::parse("/api/v1/namespaces/a/pods/p1/status"), None);

@@ -49,11 +49,13 @@ pub fn pod(ns: &str, name: &str, app: &str, ip: &str) -> Value {
 pub fn endpoint_slice(ns: &str, service: &str, pods: &[(String, String)]) -> Value {
     let endpoints: Vec<Value> = pods
         .iter()
-        .map(|(name, ip)| json!({
-            "addresses": [ip],
-            "conditions": {"ready": true, "serving": true, "terminating": false},
-            "targetRef": {"kind": "Pod", "namespace": ns, "name": name},
-        }))
+        .map(|(name, ip)| {
+            json!({
+                "addresses": [ip],
+                "conditions": {"ready": true, "serving": true, "terminating": false},
+                "targetRef": {"kind": "Pod", "namespace": ns, "name": name},
+            })
+        })
         .collect();
     json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",

@@ -56,7 +56,11 @@ fn split_top_level(s: &str) -> Result<Vec<&str>, String> {
     for (i, c) in s.char_indices() {
         match c {
             '(' => depth += 1,
-            ')' => depth = depth.checked_sub(1).ok_or_else(|| format!("unbalanced ')' in {s:?}"))?,
+            ')' => {
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or_else(|| format!("unbalanced ')' in {s:?}"))?
+            }
             ',' if depth == 0 => {
                 parts.push(&s[start..i]);
                 start = i + 1;
@@ -76,10 +80,16 @@ fn parse_requirement(part: &str) -> Result<Requirement, String> {
         return Ok(Requirement::NotExists(valid_key(key.trim())?));
     }
     if let Some((k, v)) = part.split_once("!=") {
-        return Ok(Requirement::NotIn(valid_key(k.trim())?, vec![valid_value(v.trim())?]));
+        return Ok(Requirement::NotIn(
+            valid_key(k.trim())?,
+            vec![valid_value(v.trim())?],
+        ));
     }
     if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
-        return Ok(Requirement::In(valid_key(k.trim())?, vec![valid_value(v.trim())?]));
+        return Ok(Requirement::In(
+            valid_key(k.trim())?,
+            vec![valid_value(v.trim())?],
+        ));
     }
     let words: Vec<&str> = part.splitn(2, char::is_whitespace).collect();
     if let [key, rest] = words.as_slice() {
@@ -111,10 +121,15 @@ fn valid_key(k: &str) -> Result<String, String> {
     let (prefix, name) = k.rsplit_once('/').unwrap_or(("", k));
     let ok_name = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-    let ok_prefix = prefix.len() <= 253 && prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c));
+    let ok_prefix = prefix.len() <= 253
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c));
     if ok_name && ok_prefix && !(k.contains('/') && prefix.is_empty()) {
         Ok(k.to_owned())
     } else {
@@ -125,7 +140,8 @@ fn valid_key(k: &str) -> Result<String, String> {
 fn valid_value(v: &str) -> Result<String, String> {
     let ok = v.is_empty()
         || (v.len() <= 63
-            && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             && v.starts_with(|c: char| c.is_ascii_alphanumeric())
             && v.ends_with(|c: char| c.is_ascii_alphanumeric()));
     if ok {
@@ -149,15 +165,15 @@ impl FieldSelector {
             } else if let Some((f, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
                 (f, true, v)
             } else {
-                return Err(format!("invalid selector: '{part}'; can't understand '{part}'"));
+                return Err(format!(
+                    "invalid selector: '{part}'; can't understand '{part}'"
+                ));
             };
             let field = field.trim();
             let known = ["metadata.name", "metadata.namespace"].contains(&field)
                 || resource.extra_fields().contains(&field);
             if !known {
-                return Err(format!(
-                    "field label not supported: {field}"
-                ));
+                return Err(format!("field label not supported: {field}"));
             }
             terms.push((field.to_owned(), eq, value.trim().to_owned()));
         }
@@ -198,8 +214,13 @@ mod tests {
 
     #[test]
     fn field_selectors_know_only_the_supported_fields() {
-        let obj = json!({"metadata": {"name": "p1", "namespace": "a"}, "status": {"phase": "Running"}});
-        let f = |s: &str| FieldSelector::parse(s, Resource::Pods).unwrap().matches(&obj);
+        let obj =
+            json!({"metadata": {"name": "p1", "namespace": "a"}, "status": {"phase": "Running"}});
+        let f = |s: &str| {
+            FieldSelector::parse(s, Resource::Pods)
+                .unwrap()
+                .matches(&obj)
+        };
         assert!(f("metadata.name=p1") && f("metadata.name==p1,metadata.namespace=a"));
         assert!(f("status.phase!=Pending") && !f("metadata.name=p2"));
         assert!(FieldSelector::parse("spec.replicas=1", Resource::Pods).is_err());

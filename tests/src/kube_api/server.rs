@@ -52,8 +52,10 @@ impl Shared {
 fn json_response(code: u16, value: &Value) -> Response<ApiBody> {
     let mut resp = Response::new(Full::new(Bytes::from(value.to_string())).boxed());
     *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -62,7 +64,10 @@ fn error_response(err: &ApiError) -> Response<ApiBody> {
 }
 
 /// Answers one request.
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<ApiBody>, Infallible> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<ApiBody>, Infallible> {
     let (parts, body) = req.into_parts();
     let query = parse_query(parts.uri.query().unwrap_or(""));
     let watch = query.get("watch").is_some_and(|v| v == "true" || v == "1");
@@ -87,10 +92,16 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
         }
     }
     if parts.uri.path() == "/version" {
-        return Ok(json_response(200, &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-trustmesh-stub", "platform": "linux/amd64"})));
+        return Ok(json_response(
+            200,
+            &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-trustmesh-stub", "platform": "linux/amd64"}),
+        ));
     }
     let Some(target) = target else {
-        return Ok(error_response(&ApiError::NotFound { resource: "path".into(), name: parts.uri.path().into() }));
+        return Ok(error_response(&ApiError::NotFound {
+            resource: "path".into(),
+            name: parts.uri.path().into(),
+        }));
     };
     let content_type = parts
         .headers
@@ -100,18 +111,32 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Respo
         .to_owned();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return Ok(error_response(&ApiError::BadRequest("unreadable body".into()))),
+        Err(_) => {
+            return Ok(error_response(&ApiError::BadRequest(
+                "unreadable body".into(),
+            )))
+        }
     };
     let result = match verb {
-        "watch" => return Ok(start_watch(&shared, &target, &query).unwrap_or_else(|e| error_response(&e))),
-        "list" => filter(&target, &query).and_then(|f| {
-            let opts = list_options(&query)?;
-            list::list(&shared.store(), &f, &opts)
-        }).map(|v| (200, v)),
+        "watch" => {
+            return Ok(start_watch(&shared, &target, &query).unwrap_or_else(|e| error_response(&e)))
+        }
+        "list" => filter(&target, &query)
+            .and_then(|f| {
+                let opts = list_options(&query)?;
+                list::list(&shared.store(), &f, &opts)
+            })
+            .map(|v| (200, v)),
         "get" => get(&shared.store(), &target).map(|v| (200, v)),
-        "create" => parse_body(&body).and_then(|b| create(&mut shared.store(), &target, b)).map(|v| (201, v)),
-        "update" => parse_body(&body).and_then(|b| replace(&mut shared.store(), &target, b)).map(|v| (200, v)),
-        "patch" => parse_body(&body).and_then(|b| patch(&mut shared.store(), &target, &content_type, &b)).map(|v| (200, v)),
+        "create" => parse_body(&body)
+            .and_then(|b| create(&mut shared.store(), &target, b))
+            .map(|v| (201, v)),
+        "update" => parse_body(&body)
+            .and_then(|b| replace(&mut shared.store(), &target, b))
+            .map(|v| (200, v)),
+        "patch" => parse_body(&body)
+            .and_then(|b| patch(&mut shared.store(), &target, &content_type, &b))
+            .map(|v| (200, v)),
         "delete" => delete(&mut shared.store(), &target, &body).map(|v| (200, v)),
         _ => Err(ApiError::MethodNotAllowed),
     };
@@ -126,11 +151,13 @@ fn parse_query(q: &str) -> HashMap<String, String> {
 }
 
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))
 }
 
 fn parse_rv(s: &str) -> Result<u64, ApiError> {
-    s.parse().map_err(|_| ApiError::BadRequest(format!("invalid resource version {s:?}")))
+    s.parse()
+        .map_err(|_| ApiError::BadRequest(format!("invalid resource version {s:?}")))
 }
 
 fn filter(target: &Target, query: &HashMap<String, String>) -> Result<Filter, ApiError> {
@@ -139,18 +166,29 @@ fn filter(target: &Target, query: &HashMap<String, String>) -> Result<Filter, Ap
         resource: target.resource,
         namespace: target.namespace.clone(),
         labels: LabelSelector::parse(get("labelSelector")).map_err(ApiError::BadRequest)?,
-        fields: FieldSelector::parse(get("fieldSelector"), target.resource).map_err(ApiError::BadRequest)?,
+        fields: FieldSelector::parse(get("fieldSelector"), target.resource)
+            .map_err(ApiError::BadRequest)?,
     })
 }
 
 fn list_options(query: &HashMap<String, String>) -> Result<ListOptions, ApiError> {
     let limit = match query.get("limit") {
-        Some(l) => Some(l.parse().map_err(|_| ApiError::BadRequest(format!("invalid limit {l:?}")))?),
+        Some(l) => Some(
+            l.parse()
+                .map_err(|_| ApiError::BadRequest(format!("invalid limit {l:?}")))?,
+        ),
         None => None,
     };
-    let exact = match (query.get("resourceVersion"), query.get("resourceVersionMatch").map(String::as_str)) {
+    let exact = match (
+        query.get("resourceVersion"),
+        query.get("resourceVersionMatch").map(String::as_str),
+    ) {
         (Some(rv), Some("Exact")) => Some(parse_rv(rv)?),
-        (None, Some(_)) => return Err(ApiError::BadRequest("resourceVersionMatch requires resourceVersion".into())),
+        (None, Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "resourceVersionMatch requires resourceVersion".into(),
+            ))
+        }
         (Some(rv), _) => {
             parse_rv(rv)?;
             None
@@ -158,28 +196,44 @@ fn list_options(query: &HashMap<String, String>) -> Result<ListOptions, ApiError
         (None, None) => None,
     };
     let continue_token = query.get("continue").filter(|c| !c.is_empty()).cloned();
-    Ok(ListOptions { limit, continue_token, exact })
+    Ok(ListOptions {
+        limit,
+        continue_token,
+        exact,
+    })
 }
 
 fn key_of(target: &Target, name: &str) -> Key {
-    (target.namespace.clone().unwrap_or_default(), name.to_owned())
+    (
+        target.namespace.clone().unwrap_or_default(),
+        name.to_owned(),
+    )
 }
 
 fn not_found(target: &Target, name: &str) -> ApiError {
-    ApiError::NotFound { resource: target.resource.plural().into(), name: name.into() }
+    ApiError::NotFound {
+        resource: target.resource.plural().into(),
+        name: name.into(),
+    }
 }
 
 fn object_name(target: &Target) -> Result<&str, ApiError> {
     let name = target.name.as_deref().ok_or(ApiError::MethodNotAllowed)?;
     if target.resource.namespaced() && target.namespace.is_none() {
-        return Err(ApiError::NotFound { resource: "path".into(), name: target.path() });
+        return Err(ApiError::NotFound {
+            resource: "path".into(),
+            name: target.path(),
+        });
     }
     Ok(name)
 }
 
 fn get(store: &Store, target: &Target) -> Result<Value, ApiError> {
     let name = object_name(target)?;
-    store.get(target.resource, &key_of(target, name)).cloned().ok_or_else(|| not_found(target, name))
+    store
+        .get(target.resource, &key_of(target, name))
+        .cloned()
+        .ok_or_else(|| not_found(target, name))
 }
 
 /// `POST`: a new object, refused `409 AlreadyExists` for a name in use and `404` in a namespace
@@ -189,19 +243,35 @@ pub fn create(store: &mut Store, target: &Target, mut body: Value) -> Result<Val
         return Err(ApiError::MethodNotAllowed);
     }
     let suffix = store.next_id();
-    let name = object::admit(&mut body, target.resource, target.namespace.as_deref(), suffix)?;
+    let name = object::admit(
+        &mut body,
+        target.resource,
+        target.namespace.as_deref(),
+        suffix,
+    )?;
     if let Some(ns) = &target.namespace {
-        if store.get(Resource::Namespaces, &(String::new(), ns.clone())).is_none() {
-            return Err(ApiError::NotFound { resource: "namespaces".into(), name: ns.clone() });
+        if store
+            .get(Resource::Namespaces, &(String::new(), ns.clone()))
+            .is_none()
+        {
+            return Err(ApiError::NotFound {
+                resource: "namespaces".into(),
+                name: ns.clone(),
+            });
         }
     }
     let key = key_of(target, &name);
     if store.get(target.resource, &key).is_some() {
-        return Err(ApiError::AlreadyExists { resource: target.resource, name });
+        return Err(ApiError::AlreadyExists {
+            resource: target.resource,
+            name,
+        });
     }
     let uid = format!("00000000-0000-4000-8000-{suffix:012x}");
     object::stamp_new(&mut body, &uid, &super::now())?;
-    store.write(target.resource, key, Some(body)).ok_or_else(|| not_found(target, &name))
+    store
+        .write(target.resource, key, Some(body))
+        .ok_or_else(|| not_found(target, &name))
 }
 
 /// `PUT`: replaces an object; a `metadata.resourceVersion` that is not the current one is
@@ -209,13 +279,21 @@ pub fn create(store: &mut Store, target: &Target, mut body: Value) -> Result<Val
 pub fn replace(store: &mut Store, target: &Target, mut body: Value) -> Result<Value, ApiError> {
     let name = object_name(target)?.to_owned();
     let key = key_of(target, &name);
-    let old = store.get(target.resource, &key).cloned().ok_or_else(|| not_found(target, &name))?;
+    let old = store
+        .get(target.resource, &key)
+        .cloned()
+        .ok_or_else(|| not_found(target, &name))?;
     if object::name_of(&body).is_some_and(|n| n != name) {
-        return Err(ApiError::BadRequest("the name of the object does not match the name on the URL".into()));
+        return Err(ApiError::BadRequest(
+            "the name of the object does not match the name on the URL".into(),
+        ));
     }
     if let Some(rv) = object::resource_version_of(&body) {
         if Some(rv) != object::resource_version_of(&old) {
-            return Err(ApiError::Conflict { resource: target.resource, name });
+            return Err(ApiError::Conflict {
+                resource: target.resource,
+                name,
+            });
         }
     }
     if let Ok(meta) = object::metadata_mut(&mut body) {
@@ -223,24 +301,39 @@ pub fn replace(store: &mut Store, target: &Target, mut body: Value) -> Result<Va
     }
     object::admit(&mut body, target.resource, target.namespace.as_deref(), 0)?;
     object::keep_server_fields(&mut body, &old)?;
-    store.write(target.resource, key, Some(body)).ok_or_else(|| not_found(target, &name))
+    store
+        .write(target.resource, key, Some(body))
+        .ok_or_else(|| not_found(target, &name))
 }
 
 /// `PATCH`: `application/merge-patch+json` and `strategic-merge-patch+json` (merged as a
 /// merge patch) and `application/json-patch+json`; `415` for others (server-side apply). A
 /// `metadata.resourceVersion` in the result that is not the current one is `409 Conflict`.
-pub fn patch(store: &mut Store, target: &Target, content_type: &str, patch: &Value) -> Result<Value, ApiError> {
+pub fn patch(
+    store: &mut Store,
+    target: &Target,
+    content_type: &str,
+    patch: &Value,
+) -> Result<Value, ApiError> {
     let name = object_name(target)?.to_owned();
     let key = key_of(target, &name);
-    let old = store.get(target.resource, &key).cloned().ok_or_else(|| not_found(target, &name))?;
+    let old = store
+        .get(target.resource, &key)
+        .cloned()
+        .ok_or_else(|| not_found(target, &name))?;
     let mut new = old.clone();
     match content_type.split(';').next().map(str::trim) {
-        Some("application/merge-patch+json" | "application/strategic-merge-patch+json") => object::merge_patch(&mut new, patch),
+        Some("application/merge-patch+json" | "application/strategic-merge-patch+json") => {
+            object::merge_patch(&mut new, patch)
+        }
         Some("application/json-patch+json") => object::json_patch(&mut new, patch)?,
         _ => return Err(ApiError::UnsupportedMediaType),
     }
     if object::resource_version_of(&new) != object::resource_version_of(&old) {
-        return Err(ApiError::Conflict { resource: target.resource, name });
+        return Err(ApiError::Conflict {
+            resource: target.resource,
+            name,
+        });
     }
     replace(store, target, new)
 }
@@ -250,18 +343,33 @@ pub fn patch(store: &mut Store, target: &Target, content_type: &str, patch: &Val
 pub fn delete(store: &mut Store, target: &Target, body: &Bytes) -> Result<Value, ApiError> {
     let name = object_name(target)?.to_owned();
     let key = key_of(target, &name);
-    let old = store.get(target.resource, &key).cloned().ok_or_else(|| not_found(target, &name))?;
+    let old = store
+        .get(target.resource, &key)
+        .cloned()
+        .ok_or_else(|| not_found(target, &name))?;
     if !body.is_empty() {
         let opts = parse_body(body)?;
         for field in ["uid", "resourceVersion"] {
-            if let Some(want) = opts.pointer(&format!("/preconditions/{field}")).and_then(Value::as_str) {
-                if old.pointer(&format!("/metadata/{field}")).and_then(Value::as_str) != Some(want) {
-                    return Err(ApiError::Conflict { resource: target.resource, name });
+            if let Some(want) = opts
+                .pointer(&format!("/preconditions/{field}"))
+                .and_then(Value::as_str)
+            {
+                if old
+                    .pointer(&format!("/metadata/{field}"))
+                    .and_then(Value::as_str)
+                    != Some(want)
+                {
+                    return Err(ApiError::Conflict {
+                        resource: target.resource,
+                        name,
+                    });
                 }
             }
         }
     }
-    store.write(target.resource, key, None).ok_or_else(|| not_found(target, &name))
+    store
+        .write(target.resource, key, None)
+        .ok_or_else(|| not_found(target, &name))
 }
 
 /// A watch stream: the lines the store sends, until the store drops the sender.
@@ -273,12 +381,21 @@ impl Body for WatchBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx.poll_recv(cx).map(|line| line.map(|l| Ok(Frame::data(l))))
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|line| line.map(|l| Ok(Frame::data(l))))
     }
 }
 
-fn start_watch(shared: &Arc<Shared>, target: &Target, query: &HashMap<String, String>) -> Result<Response<ApiBody>, ApiError> {
+fn start_watch(
+    shared: &Arc<Shared>,
+    target: &Target,
+    query: &HashMap<String, String>,
+) -> Result<Response<ApiBody>, ApiError> {
     if target.name.is_some() {
         return Err(ApiError::MethodNotAllowed);
     }
@@ -289,15 +406,27 @@ fn start_watch(shared: &Arc<Shared>, target: &Target, query: &HashMap<String, St
         Some(rv) => Some(parse_rv(rv)?),
     };
     let timeout = match query.get("timeoutSeconds") {
-        Some(t) => t.parse::<u64>().map_err(|_| ApiError::BadRequest(format!("invalid timeoutSeconds {t:?}")))?,
+        Some(t) => t
+            .parse::<u64>()
+            .map_err(|_| ApiError::BadRequest(format!("invalid timeoutSeconds {t:?}")))?,
         None => 1800,
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let mut store = shared.store();
-    let id = match store.watch(filter, from, flag("allowWatchBookmarks"), flag("sendInitialEvents"), tx.clone()) {
+    let id = match store.watch(
+        filter,
+        from,
+        flag("allowWatchBookmarks"),
+        flag("sendInitialEvents"),
+        tx.clone(),
+    ) {
         Ok(id) => id,
         Err(gone @ ApiError::Gone { .. }) => {
-            if *shared.gone_as_http.lock().unwrap_or_else(|e| e.into_inner()) {
+            if *shared
+                .gone_as_http
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+            {
                 return Err(gone);
             }
             // The real server answers 200 and sends the 410 as the stream's only event.
@@ -321,7 +450,9 @@ fn start_watch(shared: &Arc<Shared>, target: &Target, query: &HashMap<String, St
 
 fn stream_response(rx: mpsc::UnboundedReceiver<Bytes>) -> Response<ApiBody> {
     let mut resp = Response::new(WatchBody { rx }.boxed());
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     resp
 }

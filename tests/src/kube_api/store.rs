@@ -94,7 +94,10 @@ impl Store {
     pub fn new(max_history: usize) -> Self {
         Self {
             rv: 1,
-            objects: Resource::ALL.into_iter().map(|r| (r, BTreeMap::new())).collect(),
+            objects: Resource::ALL
+                .into_iter()
+                .map(|r| (r, BTreeMap::new()))
+                .collect(),
             history: VecDeque::new(),
             oldest: 1,
             max_history,
@@ -152,11 +155,19 @@ impl Store {
         } else {
             map.insert(key.clone(), object.clone());
         }
-        let write = Write { rv: self.rv, resource, key, change, object: object.clone(), prev };
-        self.watchers.retain(|w| match watch_event(&w.filter, &write) {
-            Some((kind, obj)) => w.tx.send(event_line(kind, obj)).is_ok(),
-            None => !w.tx.is_closed(),
-        });
+        let write = Write {
+            rv: self.rv,
+            resource,
+            key,
+            change,
+            object: object.clone(),
+            prev,
+        };
+        self.watchers
+            .retain(|w| match watch_event(&w.filter, &write) {
+                Some((kind, obj)) => w.tx.send(event_line(kind, obj)).is_ok(),
+                None => !w.tx.is_closed(),
+            });
         self.history.push_back(write);
         while self.history.len() > self.max_history {
             if let Some(w) = self.history.pop_front() {
@@ -175,7 +186,10 @@ impl Store {
     /// `410 Expired` unless every write after `rv` is still in the history.
     pub fn check_retained(&self, rv: u64) -> Result<(), ApiError> {
         if rv < self.oldest {
-            Err(ApiError::Gone { requested: rv, oldest: self.oldest })
+            Err(ApiError::Gone {
+                requested: rv,
+                oldest: self.oldest,
+            })
         } else {
             Ok(())
         }
@@ -215,7 +229,12 @@ impl Store {
             }
         }
         let id = self.next_id();
-        self.watchers.push(Watcher { id, filter, bookmarks, tx });
+        self.watchers.push(Watcher {
+            id,
+            filter,
+            bookmarks,
+            tx,
+        });
         Ok(id)
     }
 
@@ -240,7 +259,10 @@ impl Store {
     pub fn send_bookmarks(&mut self) {
         let rv = self.rv;
         self.watchers.retain(|w| {
-            !w.bookmarks || w.tx.send(event_line("BOOKMARK", &bookmark(w.filter.resource, rv))).is_ok()
+            !w.bookmarks
+                || w.tx
+                    .send(event_line("BOOKMARK", &bookmark(w.filter.resource, rv)))
+                    .is_ok()
         });
     }
 }
@@ -256,11 +278,17 @@ fn bookmark(resource: Resource, rv: u64) -> Value {
 
 /// The event a watch with `filter` gets for `write`: an object that starts to match a selector
 /// is `ADDED`, one that stops matching is `DELETED` (with its new state), as in the real server.
-pub(super) fn watch_event<'w>(filter: &Filter, write: &'w Write) -> Option<(&'static str, &'w Value)> {
+pub(super) fn watch_event<'w>(
+    filter: &Filter,
+    write: &'w Write,
+) -> Option<(&'static str, &'w Value)> {
     if filter.resource != write.resource {
         return None;
     }
-    let before = write.prev.as_ref().is_some_and(|p| filter.matches(&write.key, p));
+    let before = write
+        .prev
+        .as_ref()
+        .is_some_and(|p| filter.matches(&write.key, p));
     let after = write.change != Change::Deleted && filter.matches(&write.key, &write.object);
     match (before, after) {
         (false, true) => Some(("ADDED", &write.object)),
