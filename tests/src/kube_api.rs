@@ -29,6 +29,7 @@
 //! [`KubeApi::requests`] counts requests by verb, [`KubeApi::fail_next`] fails the next
 //! requests. [`scale`] fills it with many Services, Pods and EndpointSlices.
 
+mod crud;
 mod list;
 pub mod object;
 pub mod resources;
