@@ -16,7 +16,7 @@ use kube::ResourceExt as _;
 use serde_json::json;
 use tokio::sync::mpsc;
 use trustmesh_e2e::kube_api::scale::{self, Cluster};
-use trustmesh_e2e::kube_api::{KubeApi, Resource};
+use trustmesh_e2e::kube_api::{KubeApi, KubeApiOptions, Resource};
 
 #[path = "kube_api_stub/requests.rs"]
 mod requests;
@@ -327,4 +327,18 @@ async fn bookmarks_arrive_on_watches_that_ask_for_them() {
         ),
         other => panic!("expected a bookmark, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_streaming_list_watcher_gets_initial_events_then_changes() {
+    let stub = stub_with_namespace("a").await;
+    stub.apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c0", "namespace": "a"}})).unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(stub.client().unwrap(), "a");
+    // `sendInitialEvents=true`: the initial state arrives on the watch itself, ended by the
+    // bookmark annotated `k8s.io/initial-events-end`; no list request at all.
+    let mut events = spawn_watcher(api, watcher::Config::default().streaming_lists());
+    assert_eq!(initial_list(&mut events).await, ["c0"]);
+    stub.apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c1", "namespace": "a"}})).unwrap();
+    assert_eq!(describe(&next_event(&mut events).await), "apply c1 None");
+    assert_eq!(stub.requests().get("list"), None);
 }

@@ -276,3 +276,25 @@ async fn a_small_cluster_lists_and_watches_as_kube_types() {
         .unwrap();
     assert_eq!(svc.spec.and_then(|s| s.ports).map(|p| p[0].port), Some(80));
 }
+
+#[tokio::test]
+async fn periodic_bookmarks_carry_the_current_version() {
+    let opts = KubeApiOptions {
+        bookmark_interval: Some(Duration::from_millis(50)),
+        ..KubeApiOptions::default()
+    };
+    let stub = KubeApi::start_with(opts).await.unwrap();
+    stub.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}}))
+        .unwrap();
+    let api: Api<Pod> = Api::all(stub.client().unwrap());
+    let bookmarks = WatchParams {
+        bookmarks: true,
+        ..WatchParams::default()
+    };
+    // No pod changes: what arrives is the server's own bookmark at its current version.
+    let mut stream = api.watch(&bookmarks, "2").await.unwrap().boxed();
+    match next(&mut stream).await.unwrap() {
+        WatchEvent::Bookmark(b) => assert_eq!(b.metadata.resource_version, "2"),
+        other => panic!("expected a bookmark, got {other:?}"),
+    }
+}
