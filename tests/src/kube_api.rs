@@ -20,14 +20,16 @@
 //!   concurrency (`409 Conflict` for a stale `metadata.resourceVersion`), `PATCH` (merge, JSON
 //!   patch), `DELETE` (with preconditions); errors are `Status` objects.
 //!
-//! What it does not: authentication and RBAC (every request is allowed), finalizers and
-//! garbage collection, server-side apply, other types, protobuf, HTTP/2.
+//! What it does not: authentication and RBAC (every request is allowed), finalizers, graceful
+//! deletion and garbage collection (a `DELETE` removes the object at once; deleting a namespace
+//! leaves its objects), server-side apply, strategic merge of lists (a strategic merge patch is
+//! applied as a merge patch), other types, protobuf, HTTP/2, TLS.
 //!
 //! Test controls on [`KubeApi`]: [`KubeApi::apply`] / [`KubeApi::remove`] write objects
 //! directly, [`KubeApi::compact`] forgets the history (forcing `410`),
 //! [`KubeApi::cut_watches`] ends every open watch, [`KubeApi::send_bookmarks`],
-//! [`KubeApi::requests`] counts requests by verb, [`KubeApi::fail_next`] fails the next
-//! requests. [`scale`] fills it with many Services, Pods and EndpointSlices.
+//! [`KubeApi::requests`] / [`KubeApi::requests_for`] count requests, [`KubeApi::fail_next`]
+//! fails the next requests. [`scale`] fills it with many Services, Pods and EndpointSlices.
 
 mod crud;
 mod list;
@@ -255,13 +257,28 @@ impl KubeApi {
     }
 
     /// Requests seen so far by verb: `list`, `watch`, `get`, `create`, `update`, `patch`,
-    /// `delete`, `other`.
+    /// `delete`, `other` (injected failures included).
     pub fn requests(&self) -> HashMap<&'static str, u64> {
-        self.shared
-            .requests
-            .lock()
-            .map(|m| m.clone())
-            .unwrap_or_default()
+        let mut by_verb = HashMap::new();
+        if let Ok(counts) = self.shared.requests.lock() {
+            for ((verb, _), n) in counts.iter() {
+                *by_verb.entry(*verb).or_default() += n;
+            }
+        }
+        by_verb
+    }
+
+    /// Requests seen so far for one resource type, by verb (as [`KubeApi::requests`]).
+    pub fn requests_for(&self, resource: Resource) -> HashMap<&'static str, u64> {
+        let mut by_verb = HashMap::new();
+        if let Ok(counts) = self.shared.requests.lock() {
+            for ((verb, r), n) in counts.iter() {
+                if *r == Some(resource) {
+                    *by_verb.entry(*verb).or_default() += n;
+                }
+            }
+        }
+        by_verb
     }
 
     /// Answers the next `n` requests (of any kind) with a `Status` of HTTP `code`

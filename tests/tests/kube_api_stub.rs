@@ -215,7 +215,7 @@ async fn cut_watches_reconnect_and_resume_without_a_relist() {
             format!("apply {name} None")
         );
     }
-    let requests = stub.requests();
+    let requests = stub.requests_for(Resource::ConfigMaps);
     assert_eq!(
         requests.get("list"),
         Some(&1),

@@ -143,7 +143,10 @@ pub fn patch(
         Some("application/json-patch+json") => object::json_patch(&mut new, patch)?,
         _ => return Err(ApiError::UnsupportedMediaType),
     }
-    if object::resource_version_of(&new) != object::resource_version_of(&old) {
+    // A patch that names a version is conditional on it; one that drops it is not.
+    if object::resource_version_of(&new)
+        .is_some_and(|rv| Some(rv) != object::resource_version_of(&old))
+    {
         return Err(ApiError::Conflict {
             resource: target.resource,
             name,

@@ -55,10 +55,7 @@ pub fn list(store: &Store, filter: &Filter, opts: &ListOptions) -> Result<Value,
             "resourceVersion {rv} is newer than the server's"
         )));
     }
-    store.check_retained(rv).map_err(|_| ApiError::Gone {
-        requested: rv,
-        oldest: store.oldest,
-    })?;
+    store.check_retained(rv)?;
     // The objects as they were at `rv`: the current map, with every key written since then
     // put back to its value before the first such write.
     let mut overlay: BTreeMap<&Key, Option<&Value>> = BTreeMap::new();

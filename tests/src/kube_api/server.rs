@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use super::crud::{create, delete, get, parse_body, patch, replace};
 use super::list::{self, ListOptions};
 
-use super::resources::Target;
+use super::resources::{Resource, Target};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
 use super::store::{event_line, Filter, Store};
@@ -33,8 +33,9 @@ pub type ApiBody = BoxBody<Bytes, Infallible>;
 pub struct Shared {
     /// The objects.
     pub store: Mutex<Store>,
-    /// Requests seen, by verb (`list`, `watch`, `get`, `create`, `update`, `patch`, `delete`).
-    pub requests: Mutex<HashMap<&'static str, u64>>,
+    /// Requests seen, by verb (`list`, `watch`, `get`, `create`, `update`, `patch`, `delete`,
+    /// `other`) and resource (`None`: a path that names none).
+    pub requests: Mutex<HashMap<(&'static str, Option<Resource>), u64>>,
     /// Failures still to inject: how many, and with which status code.
     pub fail: Mutex<(u32, u16)>,
     /// Whether a watch from a compacted version is refused with HTTP `410` (instead of a `200`
@@ -84,7 +85,9 @@ pub async fn handle(
         _ => "other",
     };
     if let Ok(mut counts) = shared.requests.lock() {
-        *counts.entry(verb).or_default() += 1;
+        *counts
+            .entry((verb, target.as_ref().map(|t| t.resource)))
+            .or_default() += 1;
     }
     if let Ok(mut fail) = shared.fail.lock() {
         if fail.0 > 0 {
@@ -236,8 +239,10 @@ fn start_watch(
         Some(t) => t
             .parse::<u64>()
             .map_err(|_| ApiError::BadRequest(format!("invalid timeoutSeconds {t:?}")))?,
-        None => 1800,
+        None => 0,
     };
+    // Unset or 0: the server's own limit (the real one picks 30 to 60 minutes).
+    let timeout = if timeout == 0 { 1800 } else { timeout };
     let (tx, rx) = mpsc::unbounded_channel();
     let mut store = shared.store();
     let id = match store.watch(

@@ -297,3 +297,73 @@ pub(super) fn watch_event<'w>(
         (false, false) => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(labels: &str) -> Filter {
+        Filter {
+            resource: Resource::ConfigMaps,
+            namespace: Some("a".into()),
+            labels: LabelSelector::parse(labels).unwrap(),
+            fields: FieldSelector::default(),
+        }
+    }
+
+    fn cm(labels: Value) -> Value {
+        json!({"kind": "ConfigMap", "metadata": {"name": "c", "namespace": "a", "labels": labels}})
+    }
+
+    fn key() -> Key {
+        ("a".into(), "c".into())
+    }
+
+    #[test]
+    fn a_write_that_changes_nothing_makes_no_version() {
+        let mut store = Store::new(10);
+        store.write(Resource::ConfigMaps, key(), Some(cm(json!({}))));
+        let rv = store.resource_version();
+        store.write(Resource::ConfigMaps, key(), Some(cm(json!({}))));
+        assert_eq!(store.resource_version(), rv);
+        store.write(Resource::ConfigMaps, key(), Some(cm(json!({"x": "1"}))));
+        assert_eq!(store.resource_version(), rv + 1);
+        assert_eq!(
+            store.write(Resource::ConfigMaps, ("a".into(), "nope".into()), None),
+            None
+        );
+    }
+
+    #[test]
+    fn watches_replay_history_and_see_objects_leave_their_selector() {
+        let mut store = Store::new(10);
+        let start = store.resource_version();
+        store.write(Resource::ConfigMaps, key(), Some(cm(json!({"app": "web"}))));
+        store.write(Resource::ConfigMaps, key(), Some(cm(json!({"app": "db"}))));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        store
+            .watch(filter("app=web"), Some(start), false, false, tx)
+            .unwrap();
+        let kinds: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|l| {
+                serde_json::from_slice::<Value>(&l).unwrap()["type"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(kinds, ["ADDED", "DELETED"]);
+        // Only a history too short to cover the version is refused.
+        let mut small = Store::new(1);
+        small.write(Resource::ConfigMaps, key(), Some(cm(json!({}))));
+        small.write(Resource::ConfigMaps, key(), None);
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let err = small
+            .watch(filter(""), Some(start), false, false, tx.clone())
+            .unwrap_err();
+        assert_eq!(err.code(), 410);
+        assert!(small
+            .watch(filter(""), Some(start + 1), false, false, tx)
+            .is_ok());
+    }
+}
