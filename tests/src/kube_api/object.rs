@@ -95,7 +95,49 @@ pub fn admit(
             Value::String(resource.api_version().into()),
         );
     }
+    if resource == Resource::Secrets {
+        fold_string_data(obj)?;
+    }
     Ok(name)
+}
+
+/// A Secret's `stringData` written into `data` (base64), as the real server stores it (it
+/// never returns `stringData`); `data` values that are not base64 are `400`.
+fn fold_string_data(obj: &mut Value) -> Result<(), ApiError> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let Some(map) = obj.as_object_mut() else {
+        return Ok(());
+    };
+    let string_data = map.remove("stringData");
+    let data = map
+        .entry("data")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if data.is_null() {
+        *data = Value::Object(Map::new());
+    }
+    let data = data
+        .as_object_mut()
+        .ok_or_else(|| ApiError::BadRequest("data is not an object".into()))?;
+    for (k, v) in data.iter() {
+        if v.as_str().is_none_or(|s| b64.decode(s).is_err()) {
+            return Err(ApiError::BadRequest(format!(
+                "data[{k}]: illegal base64 data"
+            )));
+        }
+    }
+    if let Some(Value::Object(plain)) = string_data {
+        for (k, v) in plain {
+            let v = v
+                .as_str()
+                .ok_or_else(|| ApiError::BadRequest(format!("stringData[{k}] is not a string")))?;
+            data.insert(k, Value::String(b64.encode(v)));
+        }
+    }
+    if data.is_empty() {
+        map.remove("data");
+    }
+    Ok(())
 }
 
 /// Sets the server-owned metadata of a new object.
@@ -323,6 +365,18 @@ mod tests {
         );
         assert_eq!(o["kind"], "Pod");
         assert_eq!(o["metadata"]["namespace"], "a");
+        let mut o =
+            json!({"metadata": {"name": "s"}, "data": {"a": "eA=="}, "stringData": {"b": "y"}});
+        admit(&mut o, Resource::Secrets, Some("a"), 1).unwrap();
+        assert_eq!(o["data"], json!({"a": "eA==", "b": "eQ=="}));
+        assert_eq!(o.get("stringData"), None);
+        let mut o = json!({"metadata": {"name": "s"}, "data": {"a": "not base64!"}});
+        assert_eq!(
+            admit(&mut o, Resource::Secrets, Some("a"), 1)
+                .unwrap_err()
+                .code(),
+            400
+        );
         let mut o = json!({"kind": "Service", "metadata": {"name": "x"}});
         assert_eq!(
             admit(&mut o, Resource::Pods, Some("a"), 1)

@@ -121,6 +121,12 @@ pub async fn handle(
             )))
         }
     };
+    if query.contains_key("dryRun") {
+        // Refused rather than ignored: a dry run the stub carried out would be a real write.
+        return Ok(error_response(&ApiError::BadRequest(
+            "the stand-in API server does not implement dryRun".into(),
+        )));
+    }
     let result = match verb {
         "watch" => {
             return Ok(start_watch(&shared, &target, &query).unwrap_or_else(|e| error_response(&e)))

@@ -298,3 +298,28 @@ async fn periodic_bookmarks_carry_the_current_version() {
         other => panic!("expected a bookmark, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_secrets_string_data_is_stored_as_data() {
+    let stub = stub_with_namespace("trustmesh").await;
+    let api: Api<Secret> = Api::namespaced(stub.client().unwrap(), "trustmesh");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "trustmesh-ca"},
+        "type": "Opaque",
+        "stringData": {"ca.crt": "PEM"},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &secret).await.unwrap();
+    let stored = api.get("trustmesh-ca").await.unwrap();
+    assert_eq!(stored.string_data, None);
+    let data = stored.data.unwrap();
+    assert_eq!(
+        data.get("ca.crt").map(|b| b.0.as_slice()),
+        Some(&b"PEM"[..])
+    );
+    let opaque = api
+        .list(&ListParams::default().fields("type=Opaque"))
+        .await
+        .unwrap();
+    assert_eq!(opaque.items.len(), 1);
+}
