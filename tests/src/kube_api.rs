@@ -34,6 +34,7 @@
 mod crud;
 mod list;
 pub mod object;
+pub mod patch;
 pub mod resources;
 pub mod scale;
 pub mod selector;

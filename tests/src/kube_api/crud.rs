@@ -6,6 +6,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::object;
+use super::patch;
 use super::resources::{Resource, Target};
 use super::status::ApiError;
 use super::store::{Key, Store};
@@ -138,9 +139,9 @@ pub fn patch(
     let mut new = old.clone();
     match content_type.split(';').next().map(str::trim) {
         Some("application/merge-patch+json" | "application/strategic-merge-patch+json") => {
-            object::merge_patch(&mut new, patch)
+            patch::merge_patch(&mut new, patch)
         }
-        Some("application/json-patch+json") => object::json_patch(&mut new, patch)?,
+        Some("application/json-patch+json") => patch::json_patch(&mut new, patch)?,
         _ => return Err(ApiError::UnsupportedMediaType),
     }
     // A patch that names a version is conditional on it; one that drops it is not.
