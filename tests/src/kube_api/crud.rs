@@ -11,6 +11,19 @@ use super::resources::{Resource, Target};
 use super::status::ApiError;
 use super::store::{Key, Store};
 
+/// `415` unless `content_type` is a patch type the stub applies: merge, strategic merge (as a
+/// merge patch) or JSON patch.
+pub fn patch_type_supported(content_type: &str) -> Result<(), ApiError> {
+    match content_type.split(';').next().map(str::trim) {
+        Some(
+            "application/merge-patch+json"
+            | "application/strategic-merge-patch+json"
+            | "application/json-patch+json",
+        ) => Ok(()),
+        _ => Err(ApiError::UnsupportedMediaType),
+    }
+}
+
 /// Parses a JSON request body (`400` if it is not JSON).
 pub fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
     serde_json::from_slice(body)
@@ -137,12 +150,11 @@ pub fn patch(
         .cloned()
         .ok_or_else(|| not_found(target, &name))?;
     let mut new = old.clone();
-    match content_type.split(';').next().map(str::trim) {
-        Some("application/merge-patch+json" | "application/strategic-merge-patch+json") => {
-            patch::merge_patch(&mut new, patch)
-        }
-        Some("application/json-patch+json") => patch::json_patch(&mut new, patch)?,
-        _ => return Err(ApiError::UnsupportedMediaType),
+    patch_type_supported(content_type)?;
+    if content_type.starts_with("application/json-patch+json") {
+        patch::json_patch(&mut new, patch)?;
+    } else {
+        patch::merge_patch(&mut new, patch);
     }
     // A patch that names a version is conditional on it; one that drops it is not.
     if object::resource_version_of(&new)

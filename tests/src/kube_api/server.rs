@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::crud::{create, delete, get, parse_body, patch, replace};
+use super::crud::{self, create, delete, get, parse_body, patch, replace};
 use super::list::{self, ListOptions};
 
 use super::resources::{Resource, Target};
@@ -144,7 +144,9 @@ pub async fn handle(
         "update" => parse_body(&body)
             .and_then(|b| replace(&mut shared.store(), &target, b))
             .map(|v| (200, v)),
-        "patch" => parse_body(&body)
+        // The media type first: a server-side apply body (YAML) is 415, not a JSON error.
+        "patch" => crud::patch_type_supported(&content_type)
+            .and_then(|()| parse_body(&body))
             .and_then(|b| patch(&mut shared.store(), &target, &content_type, &b))
             .map(|v| (200, v)),
         "delete" => delete(&mut shared.store(), &target, &body).map(|v| (200, v)),

@@ -323,3 +323,24 @@ async fn a_secrets_string_data_is_stored_as_data() {
         .unwrap();
     assert_eq!(opaque.items.len(), 1);
 }
+
+#[tokio::test]
+async fn server_side_apply_is_refused_as_unsupported() {
+    let stub = stub_with_namespace("a").await;
+    let api: Api<ConfigMap> = Api::namespaced(stub.client().unwrap(), "a");
+    api.create(
+        &PostParams::default(),
+        &config_map("c", json!({}), json!({})),
+    )
+    .await
+    .unwrap();
+    let apply = Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"v": "1"}}));
+    let err = api
+        .patch("c", &PatchParams::apply("trustmesh"), &apply)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 415),
+        "{err:?}"
+    );
+}
