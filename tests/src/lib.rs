@@ -25,6 +25,7 @@ pub mod body;
 pub mod client;
 pub mod control_plane;
 pub mod https;
+pub mod kube_api;
 pub mod lifecycle;
 pub mod mesh;
 pub mod mtls;
