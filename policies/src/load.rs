@@ -21,8 +21,8 @@ use crate::mesh::{DefaultAction, Enforcement, MeshConfig, OutboundPolicy, MESH_F
 use crate::model::AuthorizationPolicy;
 use crate::normalize::PathParameters;
 use crate::parsed::{Located, Parsed, PolicyDoc, RouteDoc, ServiceDoc};
-use crate::route::HttpRoute;
 use crate::registry::Registry;
+use crate::route::HttpRoute;
 use crate::shape;
 use crate::walk::yaml_files;
 use crate::yaml_error;

@@ -8,17 +8,17 @@
 //! ([`CompiledRoutes::route`], [`CompiledRule::pick`]). The proxy and `trustmesh route check`
 //! call the same code.
 
+mod action;
 pub(crate) mod check;
 mod compile;
 mod duration;
 mod filters;
+mod matchers;
 mod matching;
 pub mod model;
 
-pub use compile::{
-    Backend, CompiledRoutes, CompiledRule, HeaderEdits, RetryPolicy, RouteError, MAX_RETRY_ATTEMPTS,
-    MAX_WEIGHT,
-};
+pub use action::{Backend, CompiledRule, HeaderEdits, RetryPolicy};
+pub use compile::{CompiledRoutes, RouteError, MAX_RETRY_ATTEMPTS, MAX_WEIGHT};
 pub use duration::{format_duration, parse_duration};
 pub use matching::{query_pairs, RouteRequest, Routed};
 pub use model::{HttpRoute, HttpRouteSpec, ROUTE_API_VERSION};

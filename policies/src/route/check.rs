@@ -39,7 +39,10 @@ pub(crate) fn check_routes(
                 &r.file,
                 line,
                 col,
-                format!("duplicate HTTPRoute {}/{} (first defined at {first})", key.0, key.1),
+                format!(
+                    "duplicate HTTPRoute {}/{} (first defined at {first})",
+                    key.0, key.1
+                ),
             ));
         } else {
             seen.insert(key, format!("{}:{line}:{col}", r.file.display()));
@@ -71,12 +74,19 @@ fn check_registry(
         .spec
         .parent_refs
         .iter()
-        .map(|p| (route.namespace.as_str(), p.name.as_str(), p.port, "parentRef"))
+        .map(|p| {
+            (
+                route.namespace.as_str(),
+                p.name.as_str(),
+                p.port,
+                "parentRef",
+            )
+        })
         .collect();
     for rule in &route.spec.rules {
         for b in &rule.backend_refs {
             let ns = b.namespace.as_deref().unwrap_or(&route.namespace);
-            refs.push((ns, b.name.as_str(), b.port, "backendRef"));
+            refs.push((ns, b.name.as_str(), Some(b.port), "backendRef"));
         }
     }
     for (ns, name, port, what) in refs {

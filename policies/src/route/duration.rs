@@ -6,7 +6,8 @@ use std::time::Duration;
 
 /// Parses a Gateway API duration.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = |why: &str| format!("{s:?} is not a Gateway API duration ({why}; e.g. 10s, 1m30s, 500ms)");
+    let bad =
+        |why: &str| format!("{s:?} is not a Gateway API duration ({why}; e.g. 10s, 1m30s, 500ms)");
     if s.is_empty() {
         return Err(bad("empty"));
     }

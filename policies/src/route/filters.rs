@@ -3,7 +3,8 @@
 
 use http::{HeaderName, HeaderValue};
 
-use super::compile::{Errors, HeaderEdits};
+use super::action::HeaderEdits;
+use super::compile::Errors;
 use super::model::{Filter, FilterType, HeaderModifier};
 
 /// Headers a route filter may not touch: trustmesh's own (`x-trustmesh-*`, checked apart), the
@@ -21,10 +22,25 @@ const PROTECTED_HEADERS: [&str; 9] = [
 ];
 
 /// Compiles filter `f` into the request or response slot, once per kind and rule.
-pub(super) fn filter(f: &Filter, req: &mut Option<HeaderEdits>, resp: &mut Option<HeaderEdits>, e: &mut Errors<'_>) {
+pub(super) fn filter(
+    f: &Filter,
+    req: &mut Option<HeaderEdits>,
+    resp: &mut Option<HeaderEdits>,
+    e: &mut Errors<'_>,
+) {
     let (config, other, slot, key) = match f.kind {
-        FilterType::RequestHeaderModifier => (&f.request_header_modifier, &f.response_header_modifier, req, "requestHeaderModifier"),
-        FilterType::ResponseHeaderModifier => (&f.response_header_modifier, &f.request_header_modifier, resp, "responseHeaderModifier"),
+        FilterType::RequestHeaderModifier => (
+            &f.request_header_modifier,
+            &f.response_header_modifier,
+            req,
+            "requestHeaderModifier",
+        ),
+        FilterType::ResponseHeaderModifier => (
+            &f.response_header_modifier,
+            &f.request_header_modifier,
+            resp,
+            "responseHeaderModifier",
+        ),
     };
     let kind = format!("{:?}", f.kind);
     if other.is_some() {
@@ -35,7 +51,11 @@ pub(super) fn filter(f: &Filter, req: &mut Option<HeaderEdits>, resp: &mut Optio
         return;
     };
     if slot.is_some() {
-        e.push("type", &kind, format!("{kind} is given twice in this rule; merge them"));
+        e.push(
+            "type",
+            &kind,
+            format!("{kind} is given twice in this rule; merge them"),
+        );
         return;
     }
     *slot = modifier(config, e);
@@ -50,7 +70,11 @@ fn modifier(m: &HeaderModifier, e: &mut Errors<'_>) -> Option<HeaderEdits> {
             return None;
         };
         if h.as_str().starts_with("x-trustmesh-") || PROTECTED_HEADERS.contains(&h.as_str()) {
-            e.push("name", n, "a route may not change trustmesh's own, framing or hop-by-hop headers");
+            e.push(
+                "name",
+                n,
+                "a route may not change trustmesh's own, framing or hop-by-hop headers",
+            );
             return None;
         }
         if seen.contains(&h) {
@@ -60,7 +84,9 @@ fn modifier(m: &HeaderModifier, e: &mut Errors<'_>) -> Option<HeaderEdits> {
         seen.push(h.clone());
         Some(h)
     };
-    let mut pairs = |list: &[super::model::HeaderValue], e: &mut Errors<'_>| -> Vec<(HeaderName, HeaderValue)> {
+    let mut pairs = |list: &[super::model::HeaderValue],
+                     e: &mut Errors<'_>|
+     -> Vec<(HeaderName, HeaderValue)> {
         list.iter()
             .filter_map(|hv| {
                 let n = name(&hv.name, e)?;

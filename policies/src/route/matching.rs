@@ -13,9 +13,9 @@
 
 use std::cmp::Ordering;
 
-use super::compile::{
-    Backend, CompiledRoutes, CompiledRule, Entry, Matcher, PathMatcher, ValueMatcher,
-};
+use super::action::{Backend, CompiledRule};
+use super::compile::{CompiledRoutes, Entry};
+use super::matchers::{Matcher, PathMatcher, ValueMatcher};
 use crate::normalize::RoutePath;
 use crate::request::Headers;
 
@@ -113,8 +113,9 @@ fn matches(m: &Matcher, req: &RouteRequest<'_>) -> bool {
     path_ok
         && m.method.map_or(true, |want| want.as_str() == req.method)
         && m.headers.iter().all(|(name, v)| {
-            req.headers
-                .any_value(name, &mut |got| got.is_some_and(|got| value_matches(v, got)))
+            req.headers.any_value(name, &mut |got| {
+                got.is_some_and(|got| value_matches(v, got))
+            })
         })
         && m.query.iter().all(|(name, v)| {
             // The first parameter of that name decides, as the Gateway API asks.

@@ -252,8 +252,7 @@ pub struct BackendRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// The Service port (required for a Service, as in the Gateway API).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
+    pub port: u16,
     /// Relative share of the rule's requests (default 1, at most 1 000 000; 0 sends none).
     #[serde(default = "one")]
     pub weight: u32,
