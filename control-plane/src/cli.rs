@@ -46,6 +46,11 @@ enum Command {
         #[command(subcommand)]
         command: AuthzCommand,
     },
+    /// Route questions answered from a policy folder (Gateway API HTTPRoutes).
+    Route {
+        #[command(subcommand)]
+        command: crate::route_check::RouteCommand,
+    },
     /// Run a whole mesh on loopback with the example policies: a control plane, three example
     /// services and their sidecars. Ctrl-C stops everything.
     Demo(DemoArgs),
@@ -227,6 +232,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Authz {
             command: AuthzCommand::Check(args),
         } => crate::authz_check::run(args),
+        Command::Route {
+            command: crate::route_check::RouteCommand::Check(args),
+        } => crate::route_check::run(args),
         Command::Demo(args) => runtime()?.block_on(crate::demo::run(args)),
         Command::Status(args) => {
             runtime()?.block_on(crate::status::run(args))?;

@@ -23,6 +23,8 @@ mod lock;
 mod peers;
 mod policy_source;
 mod rotation;
+mod route_check;
+mod routes;
 mod serve;
 mod server_tls;
 mod snapshot;

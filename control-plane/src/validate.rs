@@ -20,10 +20,11 @@ pub fn run(dir: &Path) -> ExitCode {
                 eprintln!("{w}");
             }
             println!(
-                "{}: valid ({} services, {} policies)",
+                "{}: valid ({} services, {} policies, {} routes)",
                 dir.display(),
                 set.registry.entries().len(),
-                set.policies.len()
+                set.policies.len(),
+                set.routes.len()
             );
             ExitCode::SUCCESS
         }
