@@ -110,7 +110,7 @@ impl CompiledRoutes {
             return Err(errors);
         }
         for list in parents.values_mut() {
-            list.sort_by(|a, b| super::matching::precedence(a, b));
+            list.sort_by(super::matching::precedence);
         }
         Ok(Self { parents })
     }

@@ -59,7 +59,7 @@ impl CompiledRoutes {
             .parents
             .get(&(req.namespace.to_string(), req.service.to_string()))?;
         list.iter()
-            .filter(|e| e.port.map_or(true, |p| p == req.port))
+            .filter(|e| e.port.is_none_or(|p| p == req.port))
             .find(|e| matches(&e.matcher, req))
             .map(|e| Routed {
                 route: &e.route,
@@ -111,7 +111,7 @@ fn matches(m: &Matcher, req: &RouteRequest<'_>) -> bool {
         PathMatcher::Regex(r) => r.is_match(path),
     };
     path_ok
-        && m.method.map_or(true, |want| want.as_str() == req.method)
+        && m.method.is_none_or(|want| want.as_str() == req.method)
         && m.headers.iter().all(|(name, v)| {
             req.headers.any_value(name, &mut |got| {
                 got.is_some_and(|got| value_matches(v, got))
@@ -190,3 +190,6 @@ fn decode(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[cfg(test)]
+mod tests;
