@@ -1,7 +1,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-
 use super::*;
 use crate::normalize::normalize_path;
 use crate::{load_dir, PolicySet};
