@@ -16,6 +16,7 @@ mod ca;
 mod demo;
 mod identity;
 mod policy;
+mod route;
 mod serve;
 mod status;
 mod token;
@@ -54,6 +55,11 @@ enum Command {
     Authz {
         #[command(subcommand)]
         command: authz::AuthzCommand,
+    },
+    /// Route questions answered from a policy folder (Gateway API HTTPRoutes).
+    Route {
+        #[command(subcommand)]
+        command: route::RouteCommand,
     },
     /// Run a whole mesh on loopback with the example policies: a control plane, three example
     /// services and their sidecars. Ctrl-C stops everything.
@@ -98,6 +104,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy { command } => Ok(policy::run(command)),
         Command::Authz { command } => authz::run(command),
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
+        Command::Route {
+            command: route::RouteCommand::Check(args),
+        } => route::run(args),
         Command::Status(args) => {
             runtime()?.block_on(status::run(args))?;
             Ok(ExitCode::SUCCESS)

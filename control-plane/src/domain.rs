@@ -13,6 +13,7 @@ pub mod k8s_jwt;
 pub mod peers;
 pub mod policy_source;
 pub mod reserved;
+pub mod routes;
 pub mod snapshot;
 pub mod tokens;
 pub mod trust;

@@ -254,7 +254,7 @@ fn dry_run_annotation<T>(
     dry_run
 }
 
-fn check_metadata<T>(doc: &Located<T>, m: &Metadata, diagnostics: &mut Vec<Diagnostic>) {
+pub(crate) fn check_metadata<T>(doc: &Located<T>, m: &Metadata, diagnostics: &mut Vec<Diagnostic>) {
     if !is_dns_subdomain(&m.name) {
         diagnostics.push(doc.error(
             "name",

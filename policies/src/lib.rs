@@ -11,6 +11,9 @@
 //! with Istio's semantics ([`Decision`]). The proxy and `trustmesh authz check` call the same
 //! evaluator.
 //!
+//! Gateway API `HTTPRoute`s ([`route`]) say which rule a request to a Service takes and where
+//! it goes ([`route::CompiledRoutes`]).
+//!
 //! This crate is pure: no sockets, no clocks. Reading the policy folder from disk is its one
 //! piece of I/O.
 #![forbid(unsafe_code)]
@@ -32,6 +35,7 @@ mod parsed;
 mod pattern;
 pub mod registry;
 pub mod request;
+pub mod route;
 pub mod service;
 mod shape;
 pub mod snapshot;

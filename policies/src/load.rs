@@ -20,8 +20,9 @@ use crate::document::{split_documents, Document};
 use crate::mesh::{DefaultAction, Enforcement, MeshConfig, OutboundPolicy, MESH_FILE};
 use crate::model::AuthorizationPolicy;
 use crate::normalize::PathParameters;
-use crate::parsed::{Located, Parsed, PolicyDoc, ServiceDoc};
+use crate::parsed::{Located, Parsed, PolicyDoc, RouteDoc, ServiceDoc};
 use crate::registry::Registry;
+use crate::route::HttpRoute;
 use crate::shape;
 use crate::walk::yaml_files;
 use crate::yaml_error;
@@ -35,6 +36,9 @@ pub struct PolicySet {
     pub registry: Registry,
     /// Every `AuthorizationPolicy`, sorted by (namespace, name).
     pub policies: Vec<AuthorizationPolicy>,
+    /// Every `HTTPRoute`, sorted by (namespace, name).
+    #[serde(default)]
+    pub routes: Vec<HttpRoute>,
     /// Warnings found while loading (the set is valid despite them).
     pub warnings: Vec<Diagnostic>,
     /// Hex SHA-256 over every YAML file's relative path and bytes, in sorted order: the
@@ -46,7 +50,8 @@ pub struct PolicySet {
 ///
 /// Reads every `*.yaml`/`*.yml` file under `dir` (sorted; hidden entries such as `.git` are
 /// skipped; `dir` itself may be a symlink). `mesh.yaml` at the root is the [`MeshConfig`];
-/// every other file holds YAML documents of kind `Service` or `AuthorizationPolicy`.
+/// every other file holds YAML documents of kind `Service`, `AuthorizationPolicy` or
+/// `HTTPRoute`.
 /// Returns every diagnostic, errors and warnings, sorted by file and position, when any error
 /// was found; otherwise the set, with its warnings inside.
 pub fn load_dir(dir: &Path) -> Result<PolicySet, Vec<Diagnostic>> {
@@ -91,6 +96,7 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, Vec<Diagnostic>> {
     }
     let mesh = parsed.mesh.clone().unwrap_or_default();
     let (services, policies) = check::check(&mesh, &parsed, &mut diagnostics);
+    let routes = crate::route::check::check_routes(&parsed, &services, &mut diagnostics);
     diagnostics.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
     if diagnostics.iter().any(Diagnostic::is_error) {
         return Err(diagnostics);
@@ -99,6 +105,7 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, Vec<Diagnostic>> {
         mesh,
         registry: Registry::new(services),
         policies,
+        routes,
         warnings: diagnostics,
         content_hash: hex(hasher.finish().as_ref()),
     })
@@ -195,13 +202,18 @@ fn parse_file(path: &Path, text: &str, parsed: &mut Parsed, diagnostics: &mut Ve
                     parsed.policies.push(Located::new(d, path, &doc));
                 }
             }
+            Some("HTTPRoute") => {
+                if let Some(d) = read::<RouteDoc>(path, &doc, diagnostics) {
+                    parsed.routes.push(Located::new(d, path, &doc));
+                }
+            }
             Some(other) => {
                 let (line, col) = doc.locate("kind", Some(other));
                 diagnostics.push(Diagnostic::error(
                     path,
                     line,
                     col,
-                    format!("unknown kind `{other}`; expected Service or AuthorizationPolicy"),
+                    format!("unknown kind `{other}`; expected Service, AuthorizationPolicy or HTTPRoute"),
                 ));
             }
             None => {

@@ -11,6 +11,7 @@ use crate::diagnostic::Diagnostic;
 use crate::document::Document;
 use crate::mesh::MeshConfig;
 use crate::model::PolicySpec;
+use crate::route::HttpRouteSpec;
 use crate::service::ServicePort;
 
 /// Everything that parsed, with where it came from.
@@ -22,6 +23,8 @@ pub(crate) struct Parsed {
     pub services: Vec<Located<ServiceDoc>>,
     /// `AuthorizationPolicy` documents.
     pub policies: Vec<Located<PolicyDoc>>,
+    /// `HTTPRoute` documents.
+    pub routes: Vec<Located<RouteDoc>>,
 }
 
 /// A parsed document and the text it came from (to place later errors).
@@ -119,3 +122,5 @@ pub(crate) struct ServiceSpec {
 pub(crate) type ServiceDoc = Envelope<ServiceSpec>;
 /// An `AuthorizationPolicy` document.
 pub(crate) type PolicyDoc = Envelope<PolicySpec>;
+/// An `HTTPRoute` document.
+pub(crate) type RouteDoc = Envelope<HttpRouteSpec>;

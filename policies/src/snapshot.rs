@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use trustmesh_certs::SpiffeId;
 
+use crate::route::HttpRoute;
 use crate::{AuthorizationPolicy, MeshConfig, Registry, ServiceEntry};
 
 /// What one proxy needs to serve, at one version.
@@ -33,6 +34,11 @@ pub struct Snapshot {
     /// not call them: traffic to them is refused, never passed through in plaintext.
     #[serde(default)]
     pub withheld_ips: Vec<std::net::IpAddr>,
+    /// The `HTTPRoute`s whose parent is a Service this workload may call (applied by its
+    /// sidecar on outbound requests). Left out when empty, so a snapshot without routes reads
+    /// the same for sidecars that predate them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<HttpRoute>,
 }
 
 impl Snapshot {

@@ -39,10 +39,11 @@ fn validate(dir: &Path) -> ExitCode {
                 eprintln!("{w}");
             }
             println!(
-                "{}: valid ({} services, {} policies)",
+                "{}: valid ({} services, {} policies, {} routes)",
                 dir.display(),
                 set.registry.entries().len(),
-                set.policies.len()
+                set.policies.len(),
+                set.routes.len()
             );
             ExitCode::SUCCESS
         }

@@ -47,6 +47,7 @@ pub fn build(state: &PolicyState, trust: &TrustView, identity: &SpiffeId) -> Sna
         trust_bundle: trust.bundle.pem().to_string(),
         policies,
         blocked: trust.blocked_ids(),
+        routes: crate::domain::routes::for_caller(set, &state.compiled, identity),
     }
 }
 

@@ -119,7 +119,7 @@ fn reports_every_error_with_its_position() {
             ],
             vec![
                 "a.yaml:5:13: bad identity \"not-a-spiffe-id\": SPIFFE ID must start with \"spiffe://\"",
-                "a.yaml:8:7: unknown kind `ConfigMap`; expected Service or AuthorizationPolicy",
+                "a.yaml:8:7: unknown kind `ConfigMap`; expected Service, AuthorizationPolicy or HTTPRoute",
                 "sub/b.yml:6:15: endpoint \"10.0.0.1\" has no port; write host:port",
                 "sub/b.yml:6:27: endpoint \"10.0.0.2:99999\" has a bad port; a port is a number from 1 to 65535",
             ],

@@ -1,0 +1,27 @@
+//! Gateway API `HTTPRoute`s in the policy folder, as mesh routes (GAMMA): which rule a request
+//! to a registry Service takes, and where it goes from there (weighted backends, header
+//! filters, timeouts, retries). Routes apply on the caller's sidecar; authorization stays on
+//! the destination's.
+//!
+//! [`model`] is the YAML as written; the loader checks it against the registry (`check`) and
+//! [`CompiledRoutes::compile`] turns it, once, into what requests are matched against
+//! ([`CompiledRoutes::route`], [`CompiledRule::pick`]). The proxy and `trustmesh route check`
+//! call the same code.
+
+mod action;
+pub(crate) mod check;
+mod compile;
+mod duration;
+mod filters;
+mod matchers;
+mod matching;
+pub mod model;
+
+pub use action::{Backend, CompiledRule, HeaderEdits, RetryPolicy};
+pub use compile::{CompiledRoutes, RouteError, MAX_RETRY_ATTEMPTS, MAX_WEIGHT};
+pub use duration::{format_duration, parse_duration};
+pub use matching::{query_pairs, RouteRequest, Routed};
+pub use model::{HttpRoute, HttpRouteSpec, ROUTE_API_VERSION};
+
+#[cfg(test)]
+mod tests;
