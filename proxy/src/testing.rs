@@ -101,6 +101,7 @@ pub fn shared(
         policies: serde_json::from_value(policies).unwrap(),
         blocked: Vec::new(),
         withheld_ips: Vec::new(),
+        routes: Vec::new(),
     };
     let view = MeshView::new(snapshot, &resolver, &ports).unwrap();
     Arc::new(Shared {
