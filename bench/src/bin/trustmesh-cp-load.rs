@@ -60,6 +60,10 @@ struct Cli {
     /// First handshakes in flight at once while the fleet starts.
     #[arg(long, default_value_t = 64)]
     ramp: usize,
+    /// Replicas of a service share its identity (as pods of a Deployment share a
+    /// ServiceAccount) instead of each sidecar having its own.
+    #[arg(long)]
+    shared_identity: bool,
     /// Skip the control-plane restart.
     #[arg(long)]
     no_restart: bool,
@@ -86,6 +90,7 @@ fn main() -> Result<()> {
         services: cli.services,
         sidecars: cli.sidecars,
         calls: cli.calls.min(cli.services.saturating_sub(1)),
+        shared_identity: cli.shared_identity,
     };
     let idle = secs("idle", cli.idle, 1.0, 600.0)?;
     let wait = secs("wait", cli.wait, 1.0, 120.0)?;
@@ -131,6 +136,18 @@ async fn run(
             (shape.sidecars + 1024).to_string(),
         ]);
     }
+    // Replicas sharing an identity share its watch cap; raise it if they exceed it.
+    let per_identity = if shape.shared_identity {
+        shape.sidecars.div_ceil(shape.services)
+    } else {
+        1
+    };
+    if per_identity > 1024 {
+        flags.extend([
+            "--max-watches-per-identity".to_owned(),
+            (per_identity + 16).to_string(),
+        ]);
+    }
     let cp = ControlPlane {
         bin: bin_dir.join("trustmesh"),
         listen: procs::free_addrs(1)?[0],
@@ -146,9 +163,16 @@ async fn run(
         );
     }
     println!(
-        "trustmesh-cp-load: {} services, {} sidecars (each its own identity, so --max-watches-per-identity never bites), \
+        "trustmesh-cp-load: {} services, {} sidecars, {per_identity} per identity ({}), \
          {} callable services each; RLIMIT_NOFILE {nofile}",
-        shape.services, shape.sidecars, shape.calls
+        shape.services,
+        shape.sidecars,
+        if shape.shared_identity {
+            "replicas share their service's identity"
+        } else {
+            "each its own"
+        },
+        shape.calls
     );
     println!(
         "  policy folder: {:.1} KiB in git; control plane flags: {}",

@@ -4,10 +4,15 @@
 //!
 //! Service `s{h}` (namespace `load`, identity `spiffe://cluster.local/ns/load/sa/s{h}`) is
 //! served by the sidecars `j` with `j % S == h`; sidecar `j` has the identity
-//! `.../ns/load/sa/s{h}-r{j / S}` of its own, so no two sidecars share an identity. With
-//! `default_action: deny`, one ALLOW policy per service admits the replicas of the `calls`
-//! services before it, so each sidecar may call `calls` services and its snapshot carries those
-//! registry entries (least privilege, as the control plane builds it).
+//! `.../ns/load/sa/s{h}-r{j / S}` of its own, so no two sidecars share an identity and the
+//! per-identity watch cap never bites (such an identity is in no registry entry, so the
+//! control plane gives it a label-less workload in namespace `load`). With `shared_identity`
+//! the replicas of a service share its identity instead, as the pods of a Deployment share a
+//! ServiceAccount (their snapshots then also carry their service's own entry and inbound
+//! policy). With `default_action: deny`, one ALLOW policy per service admits the sidecars of
+//! the `calls` services before it, so each sidecar may call `calls` services and its snapshot
+//! carries those registry entries (least privilege, as the control plane builds it); a
+//! namespace-wide DENY in `load` applies to every sidecar.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -33,15 +38,21 @@ pub struct Shape {
     pub sidecars: usize,
     /// Services each sidecar may call.
     pub calls: usize,
+    /// Replicas share their service's identity.
+    pub shared_identity: bool,
 }
 
 /// The identity of sidecar `j`.
 pub fn sidecar_identity(shape: Shape, j: usize) -> String {
-    format!(
-        "spiffe://cluster.local/ns/{NS}/sa/s{}-r{}",
-        j % shape.services,
-        j / shape.services
-    )
+    let h = j % shape.services;
+    if shape.shared_identity {
+        format!("spiffe://cluster.local/ns/{NS}/sa/s{h}")
+    } else {
+        format!(
+            "spiffe://cluster.local/ns/{NS}/sa/s{h}-r{}",
+            j / shape.services
+        )
+    }
 }
 
 /// Runs `git -C dir ARGS` with a fixed author.
@@ -109,6 +120,11 @@ pub fn write_policies(dir: &Path, shape: Shape) -> Result<usize> {
             principals.join(", ")
         );
     }
+    policies.push_str(&format!(
+        "---\napiVersion: trustmesh.io/v1\nkind: AuthorizationPolicy\n\
+         metadata: {{name: no-admin, namespace: {NS}}}\n\
+         spec: {{action: DENY, rules: [{{to: [{{operation: {{paths: [\"/admin/*\"]}}}}]}}]}}\n"
+    ));
     std::fs::write(dir.join("mesh.yaml"), mesh)?;
     std::fs::write(dir.join("services.yaml"), &services)?;
     std::fs::write(dir.join("policies.yaml"), &policies)?;
