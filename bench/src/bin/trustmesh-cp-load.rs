@@ -162,6 +162,18 @@ async fn run(
             cp.bin.display()
         );
     }
+    // A generated folder the control plane would reject would measure nothing: check it first.
+    let check = std::process::Command::new(&cp.bin)
+        .args(["policy", "validate"])
+        .arg(&policies)
+        .output()
+        .context("running trustmesh policy validate")?;
+    if !check.status.success() {
+        bail!(
+            "the generated policy folder is invalid: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
     println!(
         "trustmesh-cp-load: {} services, {} sidecars, {per_identity} per identity ({}), \
          {} callable services each; RLIMIT_NOFILE {nofile}",
