@@ -21,6 +21,16 @@ pub const CLIENT_CPU: usize = 1;
 
 /// Set once when `--pinned` is given: the CPU list every server is started on.
 static SERVER_CPUS: OnceLock<String> = OnceLock::new();
+/// The CPUs this process could use before it pinned itself.
+static MACHINE_CPUS: OnceLock<usize> = OnceLock::new();
+
+/// CPUs available to the harness (before `--pinned` narrowed its own mask to one).
+pub fn machine_cpus() -> usize {
+    MACHINE_CPUS
+        .get()
+        .copied()
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
 
 /// Pins this process (all its threads) to [`CLIENT_CPU`] and makes every server started from
 /// now on run on [`SERVER_CPU`]. Call before any thread other than the main one exists.
@@ -29,6 +39,7 @@ pub fn enable() -> Result<()> {
     if cores < 2 {
         bail!("--pinned needs 2 CPUs, this machine offers {cores}");
     }
+    let _ = MACHINE_CPUS.set(cores);
     let me = std::process::id().to_string();
     let st = Command::new("taskset")
         .args(["-a", "-p", "-c", &CLIENT_CPU.to_string(), &me])

@@ -313,7 +313,5 @@ fn closed_rows(out: &mut String, d: &CaseResult, tm: Option<&CaseResult>, ng: Op
 }
 
 fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    crate::pin::machine_cpus()
 }
