@@ -14,6 +14,8 @@ use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
 
+use crate::procs::Sidecar;
+
 /// The CPU the servers run on.
 pub const SERVER_CPU: usize = 0;
 /// The CPU the load generator runs on.
@@ -95,6 +97,34 @@ pub fn allowed_cpus(pid: u32) -> Result<String> {
         .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
         .context("no Cpus_allowed_list")?;
     Ok(line.trim().to_owned())
+}
+
+/// `pinned: sidecar A pid 12 on CPUs 0; sidecar B ...`, read back from procfs.
+pub fn describe(sidecars: &[Sidecar]) -> String {
+    let side = |s: &Sidecar| {
+        s.pids
+            .iter()
+            .map(|&p| match allowed_cpus(p) {
+                Ok(c) => format!("pid {p} on CPUs {c}"),
+                Err(e) => format!("pid {p}: {e:#}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match sidecars {
+        [a, b] => format!("pinned: sidecar A {}; sidecar B {}", side(a), side(b)),
+        _ => "pinned: no sidecars".to_owned(),
+    }
+}
+
+/// Where the load generator (this process) and the backend (`backend`) may run.
+pub fn harness_note(backend: u32) -> String {
+    let cpus = |p: u32| allowed_cpus(p).unwrap_or_else(|e| format!("{e:#}"));
+    format!(
+        "load generator on CPUs {}, backend on CPUs {}",
+        cpus(std::process::id()),
+        cpus(backend)
+    )
 }
 
 #[cfg(test)]

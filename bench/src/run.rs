@@ -227,7 +227,7 @@ pub async fn run(settings: Settings) -> Result<RunResult> {
             let threads = pair_of(&case.sidecars, Sidecar::threads);
             case.result.threads = case.record("reading threads", threads);
             if pin::enabled() {
-                let cpus = cpus_of(&case.sidecars);
+                let cpus = pin::describe(&case.sidecars);
                 case.result.notes.push(cpus);
             }
         }
@@ -280,13 +280,7 @@ pub async fn run(settings: Settings) -> Result<RunResult> {
             _ => direct = outcome.ok(),
         }
     }
-    let pinning = pin::enabled().then(|| {
-        format!(
-            "load generator on CPUs {}, backend on CPUs {}",
-            pin::allowed_cpus(std::process::id()).unwrap_or_else(|e| format!("{e:#}")),
-            pin::allowed_cpus(backend.pid()).unwrap_or_else(|e| format!("{e:#}"))
-        )
-    });
+    let pinning = pin::enabled().then(|| pin::harness_note(backend.pid()));
     drop(mesh_pair);
     drop(nginx_pair);
     let direct = direct.context("the direct case failed")?;
@@ -297,24 +291,6 @@ pub async fn run(settings: Settings) -> Result<RunResult> {
         nginx,
         pinning,
     })
-}
-
-/// `pinned: A on CPUs 0 (pid 12: 0), B on ...`, read back from procfs.
-fn cpus_of(sidecars: &[Sidecar]) -> String {
-    let side = |s: &Sidecar| {
-        s.pids
-            .iter()
-            .map(|&p| match pin::allowed_cpus(p) {
-                Ok(c) => format!("pid {p} on CPUs {c}"),
-                Err(e) => format!("pid {p}: {e:#}"),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    match sidecars {
-        [a, b] => format!("pinned: sidecar A {}; sidecar B {}", side(a), side(b)),
-        _ => "pinned: no sidecars".to_owned(),
-    }
 }
 
 fn start_backend(addr: SocketAddr) -> Result<ChildGuard> {
