@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the trustmesh vs nginx benchmark: installs nginx if missing, builds the release
-# binaries, runs the harness. Extra arguments go to trustmesh-bench (see --help).
+# binaries, runs the harness. Extra arguments go to trustmesh-bench (see --help), e.g.
+# --pinned (servers on CPU 0, load generator on CPU 1, closed loop at 1 and 32 connections).
 # Takes about 90 seconds; everything listens on 127.0.0.1 only.
 set -euo pipefail
 

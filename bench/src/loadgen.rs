@@ -263,6 +263,19 @@ pub async fn max_rate(
     duration: Duration,
     connections: usize,
 ) -> Result<MaxRateResult> {
+    max_rate_hooked(target, warmup, duration, connections, &mut |_| Ok(())).await
+}
+
+/// [`max_rate`], calling `hook` when the measured window opens ([`Edge::Start`], after the
+/// warm-up) and when it closes ([`Edge::End`], when the last request of the window is sent;
+/// requests still in flight then do not count), e.g. to read the sidecars' CPU time.
+pub async fn max_rate_hooked(
+    target: &Target,
+    warmup: Duration,
+    duration: Duration,
+    connections: usize,
+    hook: &mut dyn FnMut(Edge) -> Result<()>,
+) -> Result<MaxRateResult> {
     let mut conns = Vec::with_capacity(connections);
     for _ in 0..connections {
         let mut c = Conn::new(target.clone());
@@ -303,6 +316,10 @@ pub async fn max_rate(
             Ok::<_, anyhow::Error>((hist, ok, failed))
         });
     }
+    tokio::time::sleep_until(from.into()).await;
+    hook(Edge::Start)?;
+    tokio::time::sleep_until(until.into()).await;
+    hook(Edge::End)?;
     let mut latency = new_histogram()?;
     let (mut completed, mut errors) = (0u64, 0u64);
     let deadline = start + warmup + duration + REQUEST_TIMEOUT * 2;
@@ -330,66 +347,4 @@ fn nanos(d: Duration) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn backend() -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(crate::backend::accept_loop(listener));
-        addr
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn fixed_rate_sends_exactly_the_scheduled_requests_of_the_window() {
-        let target = Target {
-            addr: backend().await,
-            host: "backend".into(),
-        };
-        let mut edges = Vec::new();
-        let mut hook = |e: Edge| {
-            edges.push(e);
-            Ok(())
-        };
-        let warmup = Duration::from_millis(200);
-        let window = Duration::from_millis(500);
-        let r = fixed_rate(&target, 200, warmup, window, 2, &mut hook)
-            .await
-            .unwrap();
-        assert_eq!(edges, vec![Edge::Start, Edge::End]);
-        // 200 rps for 0.5 s: 100 requests scheduled inside the window, none failed.
-        assert_eq!(r.completed + r.errors, 100);
-        assert_eq!(r.errors, 0);
-        assert_eq!(r.latency.len(), 100);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn max_rate_counts_completions_and_refused_connections_fail() {
-        let target = Target {
-            addr: backend().await,
-            host: "backend".into(),
-        };
-        let r = max_rate(
-            &target,
-            Duration::from_millis(50),
-            Duration::from_millis(300),
-            4,
-        )
-        .await
-        .unwrap();
-        assert!(r.completed > 0);
-        assert_eq!(r.errors, 0);
-
-        // Nothing listens on a port that was just released: connecting fails up front.
-        let closed = crate::procs::free_addrs(1).unwrap()[0];
-        let target = Target {
-            addr: closed,
-            host: "x".into(),
-        };
-        assert!(
-            max_rate(&target, Duration::ZERO, Duration::from_millis(100), 1)
-                .await
-                .is_err()
-        );
-    }
-}
+mod tests;

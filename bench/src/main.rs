@@ -9,6 +9,7 @@ mod loadgen;
 mod measure;
 mod mesh;
 mod nginx;
+mod pin;
 mod pki;
 mod procs;
 mod report;
@@ -67,6 +68,13 @@ struct Cli {
     /// Skip the trustmesh pair.
     #[arg(long)]
     skip_trustmesh: bool,
+    /// Servers (backend, sidecars, nginx workers, control plane) on CPU 0, the load generator
+    /// on CPU 1 (taskset), and closed-loop runs at --pinned-connections with CPU per request.
+    #[arg(long)]
+    pinned: bool,
+    /// Connection counts of the closed-loop runs under --pinned.
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    pinned_connections: Vec<usize>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -99,6 +107,10 @@ fn real_main() -> Result<()> {
         return backend::serve(listen);
     }
     let settings = settings(cli)?;
+    if !settings.pinned_connections.is_empty() {
+        // Before the runtime exists, so that every thread it makes inherits the mask.
+        pin::enable()?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -149,6 +161,13 @@ fn settings(cli: Cli) -> Result<run::Settings> {
     if !(1..=64).contains(&cli.handshake_clients) {
         bail!("--handshake-clients must be between 1 and 64");
     }
+    if cli
+        .pinned_connections
+        .iter()
+        .any(|c| !(1..=1024).contains(c))
+    {
+        bail!("--pinned-connections must be between 1 and 1024 each");
+    }
     Ok(run::Settings {
         rate: cli.rate,
         warmup: secs("warmup", cli.warmup, 60.0)?,
@@ -162,5 +181,10 @@ fn settings(cli: Cli) -> Result<run::Settings> {
         proxy_threads: cli.proxy_threads,
         skip_nginx: cli.skip_nginx,
         skip_trustmesh: cli.skip_trustmesh,
+        pinned_connections: if cli.pinned {
+            cli.pinned_connections
+        } else {
+            Vec::new()
+        },
     })
 }

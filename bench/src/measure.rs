@@ -55,10 +55,38 @@ pub struct CaseResult {
     pub pss_load_kib: Option<[u64; 2]>,
     /// Threads of A and B (nginx: summed over master and worker).
     pub threads: Option<[u64; 2]>,
+    /// Closed-loop runs at fixed connection counts (`--pinned`), in the order measured.
+    pub closed: Vec<Closed>,
     /// Full mTLS handshakes at B.
     pub handshake: Option<HandshakeResult>,
     /// Free-form facts about the set-up (versions, flags).
     pub notes: Vec<String>,
+}
+
+/// A closed-loop run at one connection count (`--pinned`): the rate, the median latency and
+/// the sidecars' CPU per request at that rate.
+#[derive(Clone, Debug, Default)]
+pub struct Closed {
+    /// Keep-alive connections of the client.
+    pub connections: usize,
+    /// Completed requests per second.
+    pub rps: f64,
+    /// Median latency (µs), send to full response.
+    pub p50_us: f64,
+    /// Failed requests.
+    pub errors: u64,
+    /// CPU µs per request for A and B in the measured windows (None for direct).
+    pub cpu_us_per_req: Option<[f64; 2]>,
+}
+
+/// Running totals of the closed-loop segments at one connection count.
+struct ClosedAcc {
+    connections: usize,
+    hist: Histogram<u64>,
+    ok: u64,
+    err: u64,
+    window: Duration,
+    cpu_ticks: [u64; 2],
 }
 
 /// Running totals of one case over its segments.
@@ -74,15 +102,35 @@ pub struct Accumulator {
     max_window: Duration,
     rss_peak: [u64; 2],
     pss_peak: [u64; 2],
+    closed: Vec<ClosedAcc>,
+}
+
+fn histogram() -> Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1_000, 60_000_000_000, 3).map_err(|e| anyhow!("histogram: {e}"))
+}
+
+/// Reads the sidecars' CPU ticks into `at_start` or `at_end`, depending on the edge.
+fn read_ticks(
+    sidecars: &[Sidecar],
+    edge: Edge,
+    at_start: &mut [u64; 2],
+    at_end: &mut [u64; 2],
+) -> Result<()> {
+    let into = if edge == Edge::Start {
+        at_start
+    } else {
+        at_end
+    };
+    for (slot, s) in into.iter_mut().zip(sidecars) {
+        *slot = s.cpu_ticks()?;
+    }
+    Ok(())
 }
 
 impl Accumulator {
     /// Empty totals.
     pub fn new() -> Result<Self> {
-        let h = || {
-            Histogram::new_with_bounds(1_000, 60_000_000_000, 3)
-                .map_err(|e| anyhow!("histogram: {e}"))
-        };
+        let h = histogram;
         Ok(Self {
             fixed_hist: h()?,
             fixed_ok: 0,
@@ -95,6 +143,7 @@ impl Accumulator {
             max_window: Duration::ZERO,
             rss_peak: [0; 2],
             pss_peak: [0; 2],
+            closed: Vec::new(),
         })
     }
 
@@ -111,17 +160,8 @@ impl Accumulator {
     ) -> Result<()> {
         let mut at_start = [0u64; 2];
         let mut at_end = [0u64; 2];
-        let mut hook = |edge: Edge| -> Result<()> {
-            let into = if edge == Edge::Start {
-                &mut at_start
-            } else {
-                &mut at_end
-            };
-            for (slot, s) in into.iter_mut().zip(sidecars) {
-                *slot = s.cpu_ticks()?;
-            }
-            Ok(())
-        };
+        let mut hook =
+            |edge: Edge| -> Result<()> { read_ticks(sidecars, edge, &mut at_start, &mut at_end) };
         let r = loadgen::fixed_rate(target, rate, warmup, window, connections, &mut hook).await?;
         self.fixed_hist
             .add(&r.latency)
@@ -176,6 +216,52 @@ impl Accumulator {
         Ok(())
     }
 
+    /// One closed-loop segment at `connections` connections (`--pinned`), with the sidecars'
+    /// CPU ticks read at the window's edges; adds to that connection count's totals.
+    pub async fn closed_segment(
+        &mut self,
+        target: &Target,
+        sidecars: &[Sidecar],
+        connections: usize,
+        warmup: Duration,
+        window: Duration,
+    ) -> Result<()> {
+        let mut at_start = [0u64; 2];
+        let mut at_end = [0u64; 2];
+        let mut hook =
+            |edge: Edge| -> Result<()> { read_ticks(sidecars, edge, &mut at_start, &mut at_end) };
+        let r = loadgen::max_rate_hooked(target, warmup, window, connections, &mut hook).await?;
+        let pos = match self
+            .closed
+            .iter()
+            .position(|c| c.connections == connections)
+        {
+            Some(p) => p,
+            None => {
+                self.closed.push(ClosedAcc {
+                    connections,
+                    hist: histogram()?,
+                    ok: 0,
+                    err: 0,
+                    window: Duration::ZERO,
+                    cpu_ticks: [0; 2],
+                });
+                self.closed.len() - 1
+            }
+        };
+        let acc = &mut self.closed[pos];
+        acc.hist
+            .add(&r.latency)
+            .map_err(|e| anyhow!("merging histograms: {e}"))?;
+        acc.ok += r.completed;
+        acc.err += r.errors;
+        acc.window += window;
+        for ((sum, end), start) in acc.cpu_ticks.iter_mut().zip(at_end).zip(at_start) {
+            *sum += end.saturating_sub(start);
+        }
+        Ok(())
+    }
+
     /// Writes the totals into `result` (`pair`: whether there are sidecars to report).
     pub fn finish(&self, result: &mut CaseResult, pair: bool) {
         result.latency = Latency {
@@ -191,6 +277,21 @@ impl Accumulator {
         }
         result.max_errors = self.max_err;
         result.max_p50_us = us(self.max_hist.value_at_quantile(0.5));
+        let per_tick_us = 1e6 / procs::clock_ticks() as f64;
+        result.closed = self
+            .closed
+            .iter()
+            .map(|c| Closed {
+                connections: c.connections,
+                rps: c.ok as f64 / c.window.as_secs_f64().max(1e-9),
+                p50_us: us(c.hist.value_at_quantile(0.5)),
+                errors: c.err,
+                cpu_us_per_req: pair.then(|| {
+                    let per = |t: u64| t as f64 * per_tick_us / c.ok.max(1) as f64;
+                    [per(c.cpu_ticks[0]), per(c.cpu_ticks[1])]
+                }),
+            })
+            .collect();
         if pair {
             let per_tick_us = 1e6 / procs::clock_ticks() as f64;
             let per = |t: u64| t as f64 * per_tick_us / self.fixed_ok.max(1) as f64;

@@ -25,7 +25,9 @@ pub struct ChildGuard {
 
 impl ChildGuard {
     /// Spawns `cmd` with stdin closed and stdout/stderr appended to `log` (or discarded).
-    pub fn spawn(name: &str, mut cmd: Command, log: Option<&Path>) -> Result<Self> {
+    /// Under `--pinned` the command runs through `taskset` on the servers' CPU ([`crate::pin`]).
+    pub fn spawn(name: &str, cmd: Command, log: Option<&Path>) -> Result<Self> {
+        let mut cmd = crate::pin::wrap(cmd);
         cmd.stdin(Stdio::null());
         match log {
             Some(path) => {

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::measure::CaseResult;
+use crate::measure::{CaseResult, Closed};
 use crate::run::RunResult;
 
 /// Reads a figure from a case, given the direct case (None where it does not apply).
@@ -164,6 +164,15 @@ pub fn render(r: &RunResult) -> String {
         "  handshakes: {} clients, {:?}, TLS 1.3 with client certificate, no resumption",
         s.handshake_concurrency, s.handshake_duration
     );
+    if !s.pinned_connections.is_empty() {
+        let _ = writeln!(
+            out,
+            "  pinned: servers on CPU {}, load generator on CPU {}; closed loop also at {:?} connections, same rounds",
+            crate::pin::SERVER_CPU,
+            crate::pin::CLIENT_CPU,
+            s.pinned_connections
+        );
+    }
     let _ = writeln!(out);
 
     let tm = r.trustmesh.as_ref().and_then(|x| x.as_ref().ok());
@@ -179,20 +188,9 @@ pub fn render(r: &RunResult) -> String {
         let dv = if row.direct { (row.value)(d, d) } else { None };
         let tv = tm.and_then(|c| (row.value)(c, d));
         let nv = ng.and_then(|c| (row.value)(c, d));
-        let ratio = match (tv, nv) {
-            (Some(t), Some(n)) if row.ratio && n != 0.0 => Some(t / n),
-            _ => None,
-        };
-        let _ = writeln!(
-            out,
-            "{:<34}{:>12}{:>12}{:>12}{:>18}",
-            row.label,
-            cell(dv, row.decimals),
-            cell(tv, row.decimals),
-            cell(nv, row.decimals),
-            cell(ratio, 2)
-        );
+        line(&mut out, row.label, [dv, tv, nv], row.decimals, row.ratio);
     }
+    closed_rows(&mut out, &r.direct, tm, ng);
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -215,6 +213,9 @@ pub fn render(r: &RunResult) -> String {
             "WARNING: the pacer ran up to {worst_pacer:.0} us late (p99): the machine was busy; latency figures are inflated"
         );
     }
+    if let Some(p) = &r.pinning {
+        let _ = writeln!(out, "pinned: {p}");
+    }
     for (name, case) in [("trustmesh", &r.trustmesh), ("nginx", &r.nginx)] {
         match case {
             None => {
@@ -236,8 +237,81 @@ pub fn render(r: &RunResult) -> String {
     out
 }
 
+/// One table line: direct, trustmesh, nginx and (when `ratio`) trustmesh/nginx.
+fn line(out: &mut String, label: &str, v: [Option<f64>; 3], decimals: usize, ratio: bool) {
+    let [dv, tv, nv] = v;
+    let r = match (tv, nv) {
+        (Some(t), Some(n)) if ratio && n != 0.0 => Some(t / n),
+        _ => None,
+    };
+    let _ = writeln!(
+        out,
+        "{:<34}{:>12}{:>12}{:>12}{:>18}",
+        label,
+        cell(dv, decimals),
+        cell(tv, decimals),
+        cell(nv, decimals),
+        cell(r, 2)
+    );
+}
+
+/// The `--pinned` closed-loop runs: for each connection count the rate, the median latency,
+/// the p50 added over direct and the CPU per request per hop at that rate.
+fn closed_rows(out: &mut String, d: &CaseResult, tm: Option<&CaseResult>, ng: Option<&CaseResult>) {
+    for dc in &d.closed {
+        let c = dc.connections;
+        fn at(case: Option<&CaseResult>, c: usize) -> Option<&Closed> {
+            case.and_then(|x| x.closed.iter().find(|k| k.connections == c))
+        }
+        let (t, n) = (at(tm, c), at(ng, c));
+        let _ = writeln!(out, "closed loop, {c} connection(s), pinned:");
+        let both = |f: &dyn Fn(&Closed) -> Option<f64>| {
+            [Some(dc).and_then(f), t.and_then(f), n.and_then(f)]
+        };
+        line(out, "  rate (req/s)", both(&|k| Some(k.rps)), 0, true);
+        line(
+            out,
+            "  p50 latency (us)",
+            both(&|k| Some(k.p50_us)),
+            1,
+            true,
+        );
+        let added = |k: &Closed| Some(k.p50_us - dc.p50_us);
+        line(
+            out,
+            "  added p50 over direct (us)",
+            [None, t.and_then(added), n.and_then(added)],
+            1,
+            true,
+        );
+        let cpu = |i: Option<usize>| {
+            move |k: &Closed| k.cpu_us_per_req.map(|v| i.map_or(v[0] + v[1], |i| v[i]))
+        };
+        line(
+            out,
+            "  CPU per request, sidecar A (us)",
+            both(&cpu(Some(0))),
+            1,
+            true,
+        );
+        line(
+            out,
+            "  CPU per request, sidecar B (us)",
+            both(&cpu(Some(1))),
+            1,
+            true,
+        );
+        line(
+            out,
+            "  CPU per request, both hops (us)",
+            both(&cpu(None)),
+            1,
+            true,
+        );
+        line(out, "  errors", both(&|k| Some(k.errors as f64)), 0, false);
+    }
+}
+
 fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    crate::pin::machine_cpus()
 }

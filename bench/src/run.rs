@@ -14,6 +14,7 @@ use crate::loadgen::{self, Target};
 use crate::measure::{Accumulator, CaseResult};
 use crate::mesh::{self, MeshPair};
 use crate::nginx::NginxPair;
+use crate::pin;
 use crate::pki::Pki;
 use crate::procs::{self, ChildGuard, Sidecar};
 
@@ -47,6 +48,9 @@ pub struct Settings {
     pub skip_nginx: bool,
     /// Skip the trustmesh pair.
     pub skip_trustmesh: bool,
+    /// `--pinned`: servers on one CPU, load generator on the other ([`crate::pin`]), plus
+    /// closed-loop runs at these connection counts with CPU per request.
+    pub pinned_connections: Vec<usize>,
 }
 
 /// The whole run.
@@ -59,6 +63,8 @@ pub struct RunResult {
     pub trustmesh: Option<Result<CaseResult, String>>,
     /// The nginx pair, or why it could not run.
     pub nginx: Option<Result<CaseResult, String>>,
+    /// Under `--pinned`: the CPUs the load generator and the backend are allowed to run on.
+    pub pinning: Option<String>,
 }
 
 /// One case, alive for the whole run.
@@ -107,6 +113,8 @@ enum Mode {
     Fixed,
     /// Closed loop over `--connections`.
     Max,
+    /// Closed loop over this many connections, CPU per request read (`--pinned`).
+    Closed(usize),
 }
 
 /// Runs `rounds` segments of `mode` per case, rotating the order each round so that no case
@@ -154,6 +162,12 @@ async fn interleaved(
                             warmup,
                             window,
                         )
+                        .await,
+                ),
+                Mode::Closed(c) => (
+                    "closed-loop segment",
+                    case.acc
+                        .closed_segment(&case.target, &case.sidecars, c, warmup, window)
                         .await,
                 ),
             };
@@ -212,6 +226,10 @@ pub async fn run(settings: Settings) -> Result<RunResult> {
             case.result.pss_idle_kib = case.record("reading PSS", pss);
             let threads = pair_of(&case.sidecars, Sidecar::threads);
             case.result.threads = case.record("reading threads", threads);
+            if pin::enabled() {
+                let cpus = pin::describe(&case.sidecars);
+                case.result.notes.push(cpus);
+            }
         }
     }
     if let Some(f) = &cases[0].failed {
@@ -230,6 +248,10 @@ pub async fn run(settings: Settings) -> Result<RunResult> {
         settings.closed_connections
     );
     interleaved(&mut cases, &settings, Mode::Max, rounds, window).await;
+    for &c in &settings.pinned_connections {
+        eprintln!("[bench] closed loop, {c} connections, CPU per request: {rounds} rounds of {window:?} per case");
+        interleaved(&mut cases, &settings, Mode::Closed(c), rounds, window).await;
+    }
     for case in &mut cases {
         if case.failed.is_some() {
             continue;
@@ -258,6 +280,7 @@ pub async fn run(settings: Settings) -> Result<RunResult> {
             _ => direct = outcome.ok(),
         }
     }
+    let pinning = pin::enabled().then(|| pin::harness_note(backend.pid()));
     drop(mesh_pair);
     drop(nginx_pair);
     let direct = direct.context("the direct case failed")?;
@@ -266,6 +289,7 @@ pub async fn run(settings: Settings) -> Result<RunResult> {
         direct,
         trustmesh,
         nginx,
+        pinning,
     })
 }
 

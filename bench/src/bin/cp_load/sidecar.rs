@@ -1,0 +1,263 @@
+//! One simulated sidecar: its own identity and client certificate, one mTLS HTTP/1.1
+//! connection to the control plane, and the snapshot watch the real proxy runs
+//! (`proxy/src/watch.rs`): `GET /v1/snapshot?wait=0s` first, then
+//! `GET /v1/snapshot?version=V&wait=W` over and over. What it sees goes to the coordinator as
+//! [`Event`]s, stamped when the response was read in full.
+//!
+//! After a lost connection it reconnects with jittered, capped exponential backoff (as the
+//! proxy does) and asks `?version=V&wait=0s` once, so that the coordinator learns when the
+//! control plane serves it again even when nothing changed (the proxy would hold a long poll
+//! there instead, which gives no answer to time).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use tokio::sync::{mpsc, Semaphore};
+
+/// First backoff after a failure; doubled per failure, capped at [`BACKOFF_MAX`], full jitter.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest backoff.
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// TCP connect and TLS handshake together.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a simulated sidecar reports.
+#[derive(Debug)]
+pub enum Event {
+    /// A `200` with a snapshot of `version`, `bytes` long.
+    Snapshot {
+        /// Which sidecar.
+        idx: usize,
+        /// The snapshot's `version` field.
+        version: String,
+        /// Length of the JSON body.
+        bytes: usize,
+        /// When the body was read in full.
+        at: Instant,
+    },
+    /// A `304` to the `wait=0s` poll after a reconnect: served again, nothing new.
+    Served {
+        /// Which sidecar.
+        idx: usize,
+        /// When the answer arrived.
+        at: Instant,
+    },
+    /// A failed connect, handshake, request, or an answer other than 200/304.
+    Error {
+        /// Which sidecar.
+        idx: usize,
+        /// What failed.
+        what: String,
+    },
+}
+
+/// Everything one simulated sidecar needs.
+pub struct Sidecar {
+    /// Its index (also in its identity).
+    pub idx: usize,
+    /// mTLS client configuration with its own certificate.
+    pub tls: Arc<ClientConfig>,
+    /// The control plane's API.
+    pub addr: SocketAddr,
+    /// How long each long poll asks to be held.
+    pub wait: Duration,
+}
+
+/// The `snapshot` fields the tool reads.
+#[derive(serde::Deserialize)]
+struct Versioned {
+    version: String,
+}
+
+/// Percent-encodes a snapshot version for the query (`+` would read as a space).
+fn encode(v: &str) -> String {
+    let mut out = String::with_capacity(v.len() + 8);
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A small xorshift generator for backoff jitter (no cryptographic use).
+struct Jitter(u64);
+
+impl Jitter {
+    fn below(&mut self, max: Duration) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX).max(1);
+        Duration::from_nanos(self.0 % nanos)
+    }
+}
+
+impl Sidecar {
+    async fn connect(&self) -> Result<SendRequest<Empty<Bytes>>> {
+        let work = async {
+            let tcp = tokio::net::TcpStream::connect(self.addr)
+                .await
+                .context("TCP connect")?;
+            tcp.set_nodelay(true)?;
+            let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into());
+            let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+                .connect(name, tcp)
+                .await
+                .context("TLS handshake")?;
+            let (sender, conn) = http1::handshake(TokioIo::new(tls)).await?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok::<_, anyhow::Error>(sender)
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, work)
+            .await
+            .map_err(|_| anyhow!("connect timed out"))?
+    }
+
+    /// One poll; `Ok(None)` is a 304, `Ok(Some((version, bytes)))` a snapshot.
+    async fn poll(
+        &self,
+        sender: &mut SendRequest<Empty<Bytes>>,
+        have: Option<&str>,
+        wait: Duration,
+    ) -> Result<Option<(String, usize)>> {
+        let path = match have {
+            Some(v) => format!(
+                "/v1/snapshot?version={}&wait={}ms",
+                encode(v),
+                wait.as_millis()
+            ),
+            None => "/v1/snapshot?wait=0s".to_owned(),
+        };
+        let req = http::Request::get(path)
+            .header(http::header::HOST, "trustmesh-control-plane")
+            .body(Empty::new())?;
+        let work = async {
+            sender.ready().await?;
+            let resp = sender.send_request(req).await?;
+            let status = resp.status();
+            let body = resp.into_body().collect().await?.to_bytes();
+            match status.as_u16() {
+                304 => Ok(None),
+                200 => {
+                    let v: Versioned =
+                        serde_json::from_slice(&body).context("snapshot is not JSON")?;
+                    Ok(Some((v.version, body.len())))
+                }
+                s => bail!("status {s}: {}", String::from_utf8_lossy(&body)),
+            }
+        };
+        tokio::time::timeout(wait + Duration::from_secs(10), work)
+            .await
+            .map_err(|_| anyhow!("poll timed out"))?
+    }
+
+    /// Watches until `stop` is set; `ramp` bounds the concurrent first handshakes.
+    pub async fn run(self, events: mpsc::UnboundedSender<Event>, ramp: Arc<Semaphore>) {
+        let mut jitter = Jitter(
+            0x9E37_79B9_7F4A_7C15 ^ (self.idx as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
+        );
+        let mut have: Option<String> = None;
+        let mut failures = 0u32;
+        let mut first = true;
+        loop {
+            if failures > 0 {
+                let cap = BACKOFF_MIN
+                    .saturating_mul(1 << failures.min(5))
+                    .min(BACKOFF_MAX);
+                tokio::time::sleep(jitter.below(cap)).await;
+            }
+            let permit = if first {
+                ramp.acquire().await.ok()
+            } else {
+                None
+            };
+            let conn = self.connect().await;
+            drop(permit);
+            let mut sender = match conn {
+                Ok(s) => s,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let what = format!("{e:#}");
+                    if events
+                        .send(Event::Error {
+                            idx: self.idx,
+                            what,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            first = false;
+            // The first poll on a connection does not wait: served (or a new snapshot) at once.
+            let mut wait = Duration::ZERO;
+            loop {
+                let r = self.poll(&mut sender, have.as_deref(), wait).await;
+                let at = Instant::now();
+                let event = match r {
+                    Ok(Some((version, bytes))) => {
+                        have = Some(version.clone());
+                        Event::Snapshot {
+                            idx: self.idx,
+                            version,
+                            bytes,
+                            at,
+                        }
+                    }
+                    Ok(None) if wait.is_zero() => Event::Served { idx: self.idx, at },
+                    Ok(None) => {
+                        wait = self.wait;
+                        continue;
+                    }
+                    Err(e) => Event::Error {
+                        idx: self.idx,
+                        what: format!("{e:#}"),
+                    },
+                };
+                let failed = matches!(event, Event::Error { .. });
+                if events.send(event).is_err() {
+                    return;
+                }
+                if failed {
+                    failures = failures.saturating_add(1);
+                    break;
+                }
+                failures = 0;
+                wait = self.wait;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_percent_encoded_for_the_query() {
+        assert_eq!(encode("git:ab12+bcd"), "git%3Aab12%2Bbcd");
+    }
+
+    #[test]
+    fn jitter_stays_below_its_cap() {
+        let mut j = Jitter(42);
+        for _ in 0..1000 {
+            assert!(j.below(Duration::from_millis(5)) < Duration::from_millis(5));
+        }
+    }
+}
