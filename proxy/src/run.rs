@@ -67,6 +67,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ports,
         args: args.clone(),
     });
+    if args.access_log == crate::access_log::AccessLogFormat::Json {
+        crate::access_log::writer::start(shared.metrics.access_log_dropped.clone())
+            .context("starting the access log writer")?;
+    }
     if let Some(endpoint) = &args.otlp_endpoint {
         crate::otlp::start(endpoint, args.identity.as_str())?;
     }
@@ -122,6 +126,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tracing::warn!("--drain-timeout passed with connections still open; closing them");
     }
     crate::otlp::flush(std::time::Duration::from_secs(2)).await;
+    crate::access_log::writer::flush(std::time::Duration::from_secs(1)).await;
     tracing::info!("sidecar stopping");
     Ok(())
 }

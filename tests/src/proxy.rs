@@ -63,6 +63,32 @@ impl Proxy {
         token: &str,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::launch(cp, name, identity, (app, ports), token, extra, false).await
+    }
+
+    /// [`Proxy::start_with`], with the sidecar's stdout (the access log) a pipe that nobody
+    /// reads; its stderr still goes to the log file.
+    pub async fn start_stdout_unread(
+        cp: &ControlPlane,
+        name: &str,
+        identity: &str,
+        app: SocketAddr,
+        ports: ProxyPorts,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let token = cp.token(identity).await?;
+        Self::launch(cp, name, identity, (app, ports), &token, extra, true).await
+    }
+
+    async fn launch(
+        cp: &ControlPlane,
+        name: &str,
+        identity: &str,
+        (app, ports): (SocketAddr, ProxyPorts),
+        token: &str,
+        extra: &[&str],
+        stdout_unread: bool,
+    ) -> anyhow::Result<Self> {
         let token_file = cp.work_dir().join(format!("{name}.token"));
         std::fs::write(&token_file, format!("{token}\n"))
             .with_context(|| format!("writing {}", token_file.display()))?;
@@ -89,7 +115,11 @@ impl Proxy {
             .args(extra)
             .current_dir(cp.work_dir());
         let log = cp.work_dir().join(format!("proxy-{name}.log"));
-        let process = Process::spawn(&format!("proxy {name}"), cmd, &log)?;
+        let process = if stdout_unread {
+            Process::spawn_stdout_unread(&format!("proxy {name}"), cmd, &log)?
+        } else {
+            Process::spawn(&format!("proxy {name}"), cmd, &log)?
+        };
         let mut proxy = Self {
             process,
             identity: identity.to_string(),
