@@ -76,6 +76,9 @@ pub struct Metrics {
     /// Access-log lines dropped because the writer's queue was full (stdout not read fast
     /// enough; see `crate::access_log::writer`).
     pub access_log_dropped: IntCounter,
+    /// mTLS connections made to other sidecars' inbound listeners (the pool re-uses each one
+    /// for every request to that destination, so this grows only on a new or lost connection).
+    pub upstream_connections: IntCounter,
     policy_version: IntGaugeVec,
     current_version: Mutex<Option<String>>,
 }
@@ -178,6 +181,11 @@ impl Metrics {
             "Access-log lines dropped because stdout was not read fast enough.",
         )?;
         registry.register(Box::new(access_log_dropped.clone()))?;
+        let upstream_connections = IntCounter::new(
+            "trustmesh_upstream_connections_total",
+            "HTTP/2 connections over mTLS made to other sidecars (pooled and re-used by every request).",
+        )?;
+        registry.register(Box::new(upstream_connections.clone()))?;
         for reason in HANDSHAKE_ERROR_REASONS {
             handshake_errors.with_label_values(&[reason]);
         }
@@ -215,6 +223,7 @@ impl Metrics {
             authz_decisions,
             limits_exceeded,
             access_log_dropped,
+            upstream_connections,
             policy_version,
             current_version: Mutex::new(None),
         })

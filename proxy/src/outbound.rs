@@ -48,7 +48,7 @@ impl Outbound {
     /// Creates the outbound side.
     pub fn new(shared: Arc<Shared>) -> Arc<Self> {
         Arc::new(Self {
-            pool: Pool::default(),
+            pool: Pool::new(shared.metrics.upstream_connections.clone()),
             next: AtomicUsize::new(0),
             passthrough: Passthrough::new(shared.args.connect_timeout),
             conns: Arc::new(tokio::sync::Semaphore::new(
