@@ -44,6 +44,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         drain: crate::drain::Drain::new(args.drain_timeout),
     });
     state.metrics.register(Box::new(policies.reloads.clone()))?;
+    state.metrics.register(Box::new(policies.scans.clone()))?;
     tokio::spawn(policies.watch());
     if !args.peers.is_empty() {
         tokio::spawn(crate::peers::run(state.clone(), args.peers.clone()));
