@@ -143,7 +143,7 @@ pub fn write(
     match serde_json::to_string(&line) {
         Ok(mut s) => {
             s.push('\n');
-            writer::send(s);
+            writer::send(&s);
         }
         Err(e) => tracing::warn!("access log: {e}"),
     }

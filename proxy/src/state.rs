@@ -80,13 +80,23 @@ impl MeshView {
                 && p.snapshot.identity == snapshot.identity
         });
         let (server_config, client_configs) = match same_trust {
-            Some(p) => (
-                p.server_config.clone(),
-                p.client_configs
+            Some(p) => {
+                // Only for identities the registry still names, so the cache cannot grow
+                // with destinations long gone.
+                let mut configs = p
+                    .client_configs
                     .lock()
                     .map(|c| c.clone())
-                    .unwrap_or_default(),
-            ),
+                    .unwrap_or_default();
+                let named: HashSet<&SpiffeId> = snapshot
+                    .registry
+                    .entries()
+                    .iter()
+                    .map(|e| &e.identity)
+                    .collect();
+                configs.retain(|id, _| named.contains(id));
+                (p.server_config.clone(), configs)
+            }
             None => {
                 let mut server_config =
                     trustmesh_certs::tls::sidecar_server_config(&bundle, &td, resolver.clone())?;

@@ -1,64 +1,69 @@
-//! The access log's writer: lines go through a bounded queue to a dedicated OS thread that
-//! writes them to stdout, so a slow or stuck reader of stdout (a full pipe, a paused log
-//! shipper) never stalls the runtime thread that carries traffic. When the queue is full the
-//! line is dropped and counted in `trustmesh_access_log_dropped_total`.
+//! The access log's writer: lines go into a bounded buffer that a dedicated OS thread writes
+//! to stdout, so a slow or stuck reader of stdout (a full pipe, a paused log shipper) never
+//! stalls the runtime thread that carries traffic. When the buffer is full the line is
+//! dropped and counted in `trustmesh_access_log_dropped_total`.
+//!
+//! Cheap on the request path: queueing a line is an uncontended lock and a copy. The thread
+//! is woken only when the buffer goes from empty to non-empty, and then lingers a moment so
+//! that a busy sidecar writes many lines per wake-up and per `write` (one system call and one
+//! thread switch per batch, not per request).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
 
-/// Lines the queue holds before new ones are dropped (a line is ~300-500 bytes, so a full
-/// queue holds well under a MiB).
-pub const QUEUE_LINES: usize = 1024;
+/// Bytes the buffer holds before new lines are dropped (a line is ~300-500 bytes).
+pub const BUFFER_BYTES: usize = 256 * 1024;
 
-/// How much the writer thread gathers into one `write` to stdout.
-const BATCH_BYTES: usize = 32 * 1024;
+/// How long the thread lets lines gather after a wake-up before it writes them.
+const LINGER: Duration = Duration::from_millis(5);
 
 /// The writer thread needs little stack: it only moves bytes.
 const THREAD_STACK: usize = 64 * 1024;
 
+#[derive(Default)]
+struct Buffer {
+    bytes: Vec<u8>,
+    /// The thread is asleep and must be woken for new lines.
+    asleep: bool,
+    /// The thread is writing a batch it took out (for [`flush`]).
+    writing: bool,
+}
+
+#[derive(Default)]
+struct Queue {
+    buffer: Mutex<Buffer>,
+    wake: Condvar,
+}
+
 struct Writer {
-    tx: SyncSender<String>,
-    /// Lines queued or being written (for [`flush`]).
-    pending: Arc<AtomicUsize>,
+    queue: Arc<Queue>,
     dropped: IntCounter,
 }
 
 static WRITER: OnceLock<Writer> = OnceLock::new();
 
-/// Starts the writer thread; lines written before this (or if it could not start) are
-/// counted as dropped. `dropped` is the `trustmesh_access_log_dropped_total` counter.
+/// Starts the writer thread; lines written before this (or if it could not start) are lost.
+/// `dropped` is the `trustmesh_access_log_dropped_total` counter.
 pub fn start(dropped: IntCounter) -> std::io::Result<()> {
-    let (tx, rx) = sync_channel::<String>(QUEUE_LINES);
-    let pending = Arc::new(AtomicUsize::new(0));
-    let drain = pending.clone();
+    let queue = Arc::new(Queue::default());
+    let drain = queue.clone();
     std::thread::Builder::new()
         .name("access-log".into())
         .stack_size(THREAD_STACK)
-        .spawn(move || write_lines(&rx, &drain, &mut std::io::stdout()))?;
-    let _ = WRITER.set(Writer {
-        tx,
-        pending,
-        dropped,
-    });
+        .spawn(move || write_lines(&drain, &mut std::io::stdout()))?;
+    let _ = WRITER.set(Writer { queue, dropped });
     Ok(())
 }
 
-/// Queues one line (ending in `\n`) without blocking; a full queue drops it and counts it.
-pub fn send(line: String) {
+/// Queues one line (ending in `\n`) without blocking; a full buffer drops it and counts it.
+pub fn send(line: &str) {
     let Some(w) = WRITER.get() else {
         return;
     };
-    w.pending.fetch_add(1, Ordering::AcqRel);
-    match w.tx.try_send(line) {
-        Ok(()) => {}
-        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-            w.pending.fetch_sub(1, Ordering::AcqRel);
-            w.dropped.inc();
-        }
+    if !w.queue.push(line) {
+        w.dropped.inc();
     }
 }
 
@@ -69,7 +74,7 @@ pub async fn flush(timeout: Duration) -> bool {
         return true;
     };
     let deadline = Instant::now() + timeout;
-    while w.pending.load(Ordering::Acquire) > 0 {
+    while !w.queue.is_empty() {
         if Instant::now() >= deadline {
             return false;
         }
@@ -78,30 +83,55 @@ pub async fn flush(timeout: Duration) -> bool {
     true
 }
 
-/// The writer thread: takes a line, gathers whatever else is queued (up to [`BATCH_BYTES`]),
-/// writes it in one go. Lines are whole in every write, so they never interleave. Ends when
-/// every sender is gone.
-fn write_lines(rx: &Receiver<String>, pending: &AtomicUsize, out: &mut dyn std::io::Write) {
-    let mut batch = Vec::with_capacity(BATCH_BYTES);
-    while let Ok(first) = rx.recv() {
-        batch.clear();
-        batch.extend_from_slice(first.as_bytes());
-        let mut lines = 1;
-        while batch.len() < BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(line) => {
-                    batch.extend_from_slice(line.as_bytes());
-                    lines += 1;
-                }
-                Err(_) => break,
-            }
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Buffer> {
+        // A panic while holding the lock leaves only bytes behind; they are still whole lines.
+        self.buffer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends `line` unless the buffer would pass [`BUFFER_BYTES`]; wakes the thread if it
+    /// sleeps. Returns whether the line was taken.
+    fn push(&self, line: &str) -> bool {
+        let mut b = self.lock();
+        if b.bytes.len() + line.len() > BUFFER_BYTES {
+            return false;
         }
+        b.bytes.extend_from_slice(line.as_bytes());
+        let wake = std::mem::take(&mut b.asleep);
+        drop(b);
+        if wake {
+            self.wake.notify_one();
+        }
+        true
+    }
+
+    fn is_empty(&self) -> bool {
+        let b = self.lock();
+        b.bytes.is_empty() && !b.writing
+    }
+}
+
+/// The writer thread: sleeps until there are lines, lingers [`LINGER`], takes the whole
+/// buffer and writes it in one go. Lines are whole in every write, so they never interleave.
+fn write_lines(queue: &Queue, out: &mut dyn std::io::Write) {
+    let mut batch = Vec::new();
+    loop {
+        let mut b = queue.lock();
+        while b.bytes.is_empty() {
+            b.asleep = true;
+            b = queue.wake.wait(b).unwrap_or_else(PoisonError::into_inner);
+        }
+        drop(b);
+        std::thread::sleep(LINGER);
+        let mut b = queue.lock();
+        std::mem::swap(&mut b.bytes, &mut batch);
+        b.writing = true;
+        drop(b);
         // A failed write (stdout closed) loses the batch; nothing else can be done with it.
         let _ = out.write_all(&batch).and_then(|()| out.flush());
-        pending.fetch_sub(lines, Ordering::AcqRel);
-        if batch.capacity() > 4 * BATCH_BYTES {
-            batch = Vec::with_capacity(BATCH_BYTES);
-        }
+        batch.clear();
+        batch.shrink_to(64 * 1024);
+        queue.lock().writing = false;
     }
 }
 
@@ -109,23 +139,46 @@ fn write_lines(rx: &Receiver<String>, pending: &AtomicUsize, out: &mut dyn std::
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_thread_writes_every_line_whole_and_in_order() {
-        let (tx, rx) = sync_channel::<String>(QUEUE_LINES);
-        let pending = AtomicUsize::new(0);
-        for i in 0..500 {
-            pending.fetch_add(1, Ordering::AcqRel);
-            tx.send(format!("{{\"n\":{i}}}\n")).unwrap();
+    /// Collects what the thread writes.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
         }
-        drop(tx);
-        let mut out = Vec::new();
-        write_lines(&rx, &pending, &mut out);
-        let text = String::from_utf8(out).unwrap();
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_thread_writes_every_line_whole_and_in_order_and_a_full_buffer_refuses() {
+        let queue = Arc::new(Queue::default());
+        let sink = Sink::default();
+        let (q, mut s) = (queue.clone(), sink.clone());
+        std::thread::spawn(move || write_lines(&q, &mut s));
+        for i in 0..500 {
+            assert!(queue.push(&format!("{{\"n\":{i}}}\n")));
+        }
+        for _ in 0..500 {
+            if queue.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(queue.is_empty());
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 500);
         for (i, l) in lines.iter().enumerate() {
             assert_eq!(*l, format!("{{\"n\":{i}}}"));
         }
-        assert_eq!(pending.load(Ordering::Acquire), 0);
+
+        let full = Queue::default();
+        let line = "x".repeat(1000) + "\n";
+        let taken = (0..1000).filter(|_| full.push(&line)).count();
+        assert_eq!(taken, BUFFER_BYTES / line.len());
     }
 }
