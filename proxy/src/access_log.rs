@@ -109,6 +109,7 @@ impl Entry {
     }
 }
 
+/// One access-log line, serialized by [`writer`] straight into its buffer.
 #[derive(Serialize)]
 struct Line<'a> {
     time: String,
@@ -140,13 +141,7 @@ pub fn write(
         response_bytes: content_length(response_headers),
         duration_ms: (duration.as_secs_f64() * 1e6).round() / 1e3,
     };
-    match serde_json::to_string(&line) {
-        Ok(mut s) => {
-            s.push('\n');
-            writer::send(&s);
-        }
-        Err(e) => tracing::warn!("access log: {e}"),
-    }
+    writer::send(&line);
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
