@@ -64,6 +64,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ports,
         args: args.clone(),
     });
+    if args.access_log == crate::observe::access_log::AccessLogFormat::Json {
+        crate::observe::access_log::writer::start(shared.metrics.access_log_dropped.clone())
+            .context("starting the access log writer")?;
+    }
     if let Some(endpoint) = &args.otlp_endpoint {
         crate::observe::otlp::start(endpoint, args.identity.as_str())?;
     }
@@ -144,6 +148,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tracing::warn!("--drain-timeout passed with connections still open; closing them");
     }
     crate::observe::otlp::flush(std::time::Duration::from_secs(2)).await;
+    crate::observe::access_log::writer::flush(std::time::Duration::from_secs(1)).await;
     tracing::info!("sidecar stopping");
     Ok(())
 }

@@ -49,10 +49,17 @@ pub struct MeshView {
 impl MeshView {
     /// Builds the view for a snapshot; fails when its trust bundle is unusable. `sidecar` is
     /// what inbound must never reach (see [`crate::app_ports`]).
+    ///
+    /// When `previous` (the view in force) has the same trust bundle, its TLS configurations
+    /// are kept: they depend only on the bundle, the trust domain and the resolver (which
+    /// follows certificate renewals by itself), and the pool re-uses a connection only while
+    /// its configuration is the one in force. So a policy commit leaves pooled connections
+    /// alone, and a new bundle (a CA rotation step) makes every one of them anew.
     pub fn new(
         snapshot: Snapshot,
         resolver: &Arc<RotatingResolver>,
         sidecar: &SidecarPorts,
+        previous: Option<&MeshView>,
     ) -> anyhow::Result<Self> {
         let bundle = TrustBundle::from_pem(&snapshot.trust_bundle)?;
         let compiled =
@@ -68,12 +75,37 @@ impl MeshView {
         let policies = compiled.policies_for(&workload);
         let ports = InboundPorts::new(sidecar, &workload.ports);
         let td = snapshot.identity.trust_domain();
-        let mut server_config =
-            trustmesh_certs::tls::sidecar_server_config(&bundle, &td, resolver.clone())?;
-        server_config
-            .alpn_protocols
-            .push(crate::layers::detect::OPAQUE_ALPN.to_vec());
-        let server_config = Arc::new(server_config);
+        let same_trust = previous.filter(|p| {
+            p.snapshot.trust_bundle == snapshot.trust_bundle
+                && p.snapshot.identity == snapshot.identity
+        });
+        let (server_config, client_configs) = match same_trust {
+            Some(p) => {
+                // Only for identities the registry still names, so the cache cannot grow
+                // with destinations long gone.
+                let mut configs = p
+                    .client_configs
+                    .lock()
+                    .map(|c| c.clone())
+                    .unwrap_or_default();
+                let named: HashSet<&SpiffeId> = snapshot
+                    .registry
+                    .entries()
+                    .iter()
+                    .map(|e| &e.identity)
+                    .collect();
+                configs.retain(|id, _| named.contains(id));
+                (p.server_config.clone(), configs)
+            }
+            None => {
+                let mut server_config =
+                    trustmesh_certs::tls::sidecar_server_config(&bundle, &td, resolver.clone())?;
+                server_config
+                    .alpn_protocols
+                    .push(crate::layers::detect::OPAQUE_ALPN.to_vec());
+                (Arc::new(server_config), HashMap::new())
+            }
+        };
         Ok(Self {
             blocked: snapshot.blocked.iter().cloned().collect(),
             snapshot,
@@ -81,7 +113,7 @@ impl MeshView {
             server_config,
             policies,
             ports,
-            client_configs: Mutex::new(HashMap::new()),
+            client_configs: Mutex::new(client_configs),
         })
     }
 

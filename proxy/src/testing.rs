@@ -103,7 +103,7 @@ pub fn shared(
         withheld_ips: Vec::new(),
         routes: Vec::new(),
     };
-    let view = MeshView::new(snapshot, &resolver, &ports).unwrap();
+    let view = MeshView::new(snapshot, &resolver, &ports, None).unwrap();
     Arc::new(Shared {
         identity,
         resolver,

@@ -40,8 +40,12 @@ pub async fn poll_once(shared: &Shared, control: &ControlClient) -> anyhow::Resu
         StatusCode::OK => {
             let snap: Snapshot = serde_json::from_slice(&answer.body)
                 .map_err(|e| anyhow::anyhow!("the snapshot is not valid JSON: {e}"))?;
-            let view = MeshView::new(snap, &shared.resolver, &shared.ports)?;
-            control.set_bundle(&view.bundle, &shared.identity.trust_domain());
+            let previous = shared.mesh.load_full();
+            let view = MeshView::new(snap, &shared.resolver, &shared.ports, previous.as_deref())?;
+            let old_bundle = previous.as_ref().map(|p| &p.snapshot.trust_bundle);
+            if old_bundle != Some(&view.snapshot.trust_bundle) {
+                control.set_bundle(&view.bundle, &shared.identity.trust_domain());
+            }
             let version = view.snapshot.version.clone();
             shared
                 .metrics

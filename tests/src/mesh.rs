@@ -44,6 +44,8 @@ pub struct MeshOptions {
     pub b_identity: Option<String>,
     /// Extra flags for B's sidecar.
     pub b_extra: Vec<String>,
+    /// B's stdout (its access log) is a pipe that nobody reads.
+    pub b_stdout_unread: bool,
 }
 
 impl Mesh {
@@ -67,10 +69,14 @@ impl Mesh {
         let id_b = opts.b_identity.unwrap_or_else(|| spiffe_id(NAMESPACE, "b"));
         let b_app = opts.b_app.unwrap_or(app_b.addr());
         let b_extra: Vec<&str> = opts.b_extra.iter().map(String::as_str).collect();
-        let (b, a) = tokio::try_join!(
-            Proxy::start_with(&cp, "b", &id_b, b_app, b_ports, &b_extra),
-            Proxy::start(&cp, "a", &id_a, app_a.addr(), a_ports),
-        )?;
+        let b = async {
+            if opts.b_stdout_unread {
+                Proxy::start_stdout_unread(&cp, "b", &id_b, b_app, b_ports, &b_extra).await
+            } else {
+                Proxy::start_with(&cp, "b", &id_b, b_app, b_ports, &b_extra).await
+            }
+        };
+        let (b, a) = tokio::try_join!(b, Proxy::start(&cp, "a", &id_a, app_a.addr(), a_ports))?;
         Ok(Self {
             a,
             b,

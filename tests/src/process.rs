@@ -25,15 +25,36 @@ pub struct Process {
 
 impl Process {
     /// Starts `cmd` with stdin closed and stdout and stderr appended to `log`.
-    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> anyhow::Result<Self> {
+    pub fn spawn(name: &str, cmd: Command, log: &Path) -> anyhow::Result<Self> {
+        Self::spawn_with(name, cmd, log, false)
+    }
+
+    /// [`Process::spawn`], but stdout is a pipe that nobody reads (it fills up after 64 KiB,
+    /// as a stuck log shipper's would); stderr still goes to `log`.
+    pub fn spawn_stdout_unread(name: &str, cmd: Command, log: &Path) -> anyhow::Result<Self> {
+        Self::spawn_with(name, cmd, log, true)
+    }
+
+    fn spawn_with(
+        name: &str,
+        mut cmd: Command,
+        log: &Path,
+        stdout_unread: bool,
+    ) -> anyhow::Result<Self> {
         let out = File::options()
             .create(true)
             .append(true)
             .open(log)
             .with_context(|| format!("opening {}", log.display()))?;
         let err = out.try_clone().context("duplicating the log file handle")?;
+        let stdout = if stdout_unread {
+            // The read end stays in `Child::stdout`, open and unread, until the child is dropped.
+            Stdio::piped()
+        } else {
+            Stdio::from(out)
+        };
         cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(out))
+            .stdout(stdout)
             .stderr(Stdio::from(err));
         let child = cmd
             .spawn()

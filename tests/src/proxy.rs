@@ -82,12 +82,38 @@ impl Proxy {
         token: &str,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::launch(cp, name, identity, (app, ports), token, extra, false).await
+    }
+
+    /// [`Proxy::start_with`], with the sidecar's stdout (the access log) a pipe that nobody
+    /// reads; its stderr still goes to the log file.
+    pub async fn start_stdout_unread(
+        cp: &ControlPlane,
+        name: &str,
+        identity: &str,
+        app: SocketAddr,
+        ports: ProxyPorts,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let token = cp.token(identity).await?;
+        Self::launch(cp, name, identity, (app, ports), &token, extra, true).await
+    }
+
+    async fn launch(
+        cp: &ControlPlane,
+        name: &str,
+        identity: &str,
+        (app, ports): (SocketAddr, ProxyPorts),
+        token: &str,
+        extra: &[&str],
+        stdout_unread: bool,
+    ) -> anyhow::Result<Self> {
         let token_file = cp.work_dir().join(format!("{name}.token"));
         std::fs::write(&token_file, format!("{token}\n"))
             .with_context(|| format!("writing {}", token_file.display()))?;
         std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))?;
 
-        let mut proxy = Self::spawn(
+        let mut proxy = Self::spawn_with(
             cp,
             &Launch {
                 name,
@@ -98,6 +124,7 @@ impl Proxy {
                 extra,
                 wrapper: &[],
             },
+            stdout_unread,
         )?;
         proxy.wait_ready().await?;
         Ok(proxy)
@@ -106,6 +133,15 @@ impl Proxy {
     /// Starts a sidecar as `launch` says, with its token file as it is (it may be missing or
     /// spent), and returns at once; see [`Proxy::wait_ready_every`].
     pub fn spawn(cp: &ControlPlane, launch: &Launch<'_>) -> anyhow::Result<Self> {
+        Self::spawn_with(cp, launch, false)
+    }
+
+    /// [`Proxy::spawn`], with stdout a pipe nobody reads when `stdout_unread`.
+    fn spawn_with(
+        cp: &ControlPlane,
+        launch: &Launch<'_>,
+        stdout_unread: bool,
+    ) -> anyhow::Result<Self> {
         let bins = binaries()?;
         let mut cmd = match launch.wrapper.split_first() {
             Some((first, rest)) => {
@@ -135,7 +171,12 @@ impl Proxy {
             .args(launch.extra)
             .current_dir(cp.work_dir());
         let log = cp.work_dir().join(format!("proxy-{}.log", launch.name));
-        let process = Process::spawn(&format!("proxy {}", launch.name), cmd, &log)?;
+        let label = format!("proxy {}", launch.name);
+        let process = if stdout_unread {
+            Process::spawn_stdout_unread(&label, cmd, &log)?
+        } else {
+            Process::spawn(&label, cmd, &log)?
+        };
         Ok(Self {
             process,
             identity: launch.identity.to_string(),

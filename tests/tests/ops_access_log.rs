@@ -5,9 +5,14 @@
 // Helpers outside #[test] functions fail the test by panicking, like the tests themselves.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use trustmesh_e2e::client::http1_get;
+use trustmesh_e2e::lifecycle::metric;
 use trustmesh_e2e::mesh::{Mesh, MeshOptions, NAMESPACE};
 use trustmesh_e2e::policies::spiffe_id;
 
@@ -93,4 +98,47 @@ async fn access_log_off_writes_nothing() {
         mesh.b.access_log().is_empty(),
         "B logged with --access-log off"
     );
+}
+
+/// A stuck reader of stdout (a full pipe) must not stall traffic: lines that do not fit are
+/// dropped and counted. 2,500 lines are ~900 KB, far past the 64 KiB a pipe holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdout_nobody_reads_drops_lines_and_never_stalls_requests() {
+    const REQUESTS: usize = 2_500;
+    const CONCURRENCY: usize = 8;
+    let opts = MeshOptions {
+        b_stdout_unread: true,
+        ..MeshOptions::default()
+    };
+    let mesh = Mesh::start("access-log-unread", opts)
+        .await
+        .expect("mesh starts");
+    let dropped = "trustmesh_access_log_dropped_total";
+    let outbound = mesh.a.outbound();
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers = (0..CONCURRENCY).map(|_| {
+        let next = next.clone();
+        tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < REQUESTS {
+                // Bounded, so that a stalled sidecar fails the test instead of hanging it.
+                let resp = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    http1_get(outbound, "b.test", "/flood", &[]),
+                )
+                .await
+                .expect("a request finishes within 5 s while stdout is not read")
+                .expect("GET through A");
+                assert_eq!(resp.status, 200, "{}", resp.text());
+            }
+        })
+    });
+    for w in futures_util::future::join_all(workers).await {
+        w.expect("worker");
+    }
+    let n = metric(mesh.b.admin(), dropped).await.unwrap();
+    assert!(n > 0.0, "no access-log line was counted as dropped");
+    assert!(n <= REQUESTS as f64, "{n} dropped of {REQUESTS}");
+    // Still serving.
+    let resp = http1_get(outbound, "b.test", "/after", &[]).await.unwrap();
+    assert_eq!(resp.status, 200);
 }

@@ -5,6 +5,7 @@
 // Helpers outside #[test] functions fail the test by panicking, like the tests themselves.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use trustmesh_e2e::admin_api::control_plane_state;
 use trustmesh_e2e::client::{admin_get, http1_get};
 use trustmesh_e2e::control_plane::run_cli;
+use trustmesh_e2e::lifecycle::metric;
 use trustmesh_e2e::mesh::Mesh;
 
 const DENY_ORDERS: &str = "\
@@ -85,7 +87,12 @@ async fn until_status(mesh: &Mesh, want: u16) -> Duration {
 
 /// B's policy version: the snapshot version up to the trust generation (`+b...`).
 async fn b_policy_version(mesh: &Mesh) -> String {
-    let config = admin_get(mesh.b.admin(), "/config").await.expect("/config");
+    policy_version(mesh.b.admin()).await
+}
+
+/// A sidecar's policy version (see [`b_policy_version`]).
+async fn policy_version(admin: SocketAddr) -> String {
+    let config = admin_get(admin, "/config").await.expect("/config");
     let version = config.json().expect("JSON")["policy_version"]
         .as_str()
         .unwrap_or_default()
@@ -96,15 +103,20 @@ async fn b_policy_version(mesh: &Mesh) -> String {
 /// Waits (bounded to 10 s) until B holds policy version `want`: a commit's version arrives
 /// after the working tree's (an edit is seen before it is committed).
 async fn until_version(mesh: &Mesh, want: &str) {
+    until_version_on(mesh.b.admin(), want).await;
+}
+
+/// [`until_version`] on any sidecar.
+async fn until_version_on(admin: SocketAddr, want: &str) {
     let start = Instant::now();
     loop {
-        let have = b_policy_version(mesh).await;
+        let have = policy_version(admin).await;
         if have == want {
             return;
         }
         assert!(
             start.elapsed() < Duration::from_secs(10),
-            "B holds {have}, not {want}, after 10 s"
+            "{admin} holds {have}, not {want}, after 10 s"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -188,4 +200,36 @@ async fn git_commits_flip_a_decision_without_restarts_and_bad_commits_change_not
     std::fs::remove_file(repo.join("bad.yaml")).unwrap();
     commit(&repo, "fixed");
     until_status(&mesh, 403).await;
+}
+
+/// A policy commit keeps the trust bundle, so it must not cost a reconnect: A's pooled mTLS
+/// connection to B carries the requests after it as it did before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_commit_keeps_the_pooled_upstream_connection() {
+    let mesh = Mesh::a_to_b("policy-pool").await.expect("mesh starts");
+    let repo = mesh.cp.policies().to_path_buf();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    let first = commit(&repo, "registry");
+    until_version_on(mesh.a.admin(), &format!("git:{first}")).await;
+    until_status(&mesh, 200).await;
+    let connects = "trustmesh_upstream_connections_total";
+    let before = metric(mesh.a.admin(), connects).await.unwrap();
+    assert!(before >= 1.0, "A made no connection to B");
+
+    std::fs::write(repo.join("deny.yaml"), DENY_ORDERS).unwrap();
+    let deny = commit(&repo, "deny orders");
+    until_version_on(mesh.a.admin(), &format!("git:{deny}")).await;
+    until_version(&mesh, &format!("git:{deny}")).await;
+    for path in ["/orders/1", "/status"] {
+        let resp = http1_get(mesh.a.outbound(), "b.test", path, &[])
+            .await
+            .unwrap();
+        let want = if path == "/status" { 200 } else { 403 };
+        assert_eq!(resp.status, want, "{path}: {}", resp.text());
+    }
+    assert_eq!(
+        metric(mesh.a.admin(), connects).await.unwrap(),
+        before,
+        "the commit made A reconnect to B"
+    );
 }

@@ -111,6 +111,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         limits,
     });
     state.metrics.register(Box::new(policies.reloads.clone()))?;
+    state.metrics.register(Box::new(policies.scans.clone()))?;
     for c in state.limits.collectors() {
         state.metrics.register(c)?;
     }

@@ -8,15 +8,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::sync::watch;
 use trustmesh_policies::{CompiledPolicies, PolicySet};
 
+mod events;
 pub mod git;
-
-/// How often the folder is checked for changes.
-const RESCAN: Duration = Duration::from_millis(500);
 
 /// A policy set in force, with its version.
 #[derive(Debug)]
@@ -37,6 +35,9 @@ pub struct PolicySource {
     /// `trustmesh_cp_policy_reload_total{result}`: `ok` (a new version in force), `unchanged`
     /// (valid, same version) or `error` (rejected; the last good version stays).
     pub reloads: prometheus::IntCounterVec,
+    /// `trustmesh_cp_policy_scans_total`: looks at the folder (a listing of names, sizes and
+    /// times; only a difference loads it), on a file event or the periodic safety net.
+    pub scans: prometheus::IntCounter,
 }
 
 impl PolicySource {
@@ -67,11 +68,16 @@ impl PolicySource {
             reloads.with_label_values(&[result]);
         }
         reloads.with_label_values(&["ok"]).inc();
+        let scans = prometheus::IntCounter::new(
+            "trustmesh_cp_policy_scans_total",
+            "Looks at the policy folder (on a file event or the periodic check); only a difference loads it.",
+        )?;
         Ok(Arc::new(Self {
             dir: dir.to_path_buf(),
             tx,
             last_error: Mutex::new(None),
             reloads,
+            scans,
         }))
     }
 
@@ -90,89 +96,40 @@ impl PolicySource {
         self.last_error.lock().ok().and_then(|e| e.clone())
     }
 
-    /// Watches the folder until the process ends: file events (inotify) trigger a rescan at
-    /// once, and a periodic rescan catches whatever events miss (network filesystems, a
-    /// watcher that could not start).
-    pub async fn watch(self: Arc<Self>) {
-        let wake = Arc::new(tokio::sync::Notify::new());
-        let _watcher = self.file_events(wake.clone());
-        // Empty, so the first pass loads once more: whatever changed between `load` and now
-        // is not missed.
-        let mut last_fp = Vec::new();
-        let mut ticker = tokio::time::interval(RESCAN);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                () = wake.notified() => {
-                    // Let a burst of writes (a git checkout) settle before reading.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+    /// Puts a loaded folder in force (a new version), counts an unchanged one, or reports and
+    /// keeps the last good set when it has errors.
+    fn put_in_force(&self, loaded: Result<PolicyState, Vec<String>>) {
+        match loaded {
+            Ok(state) => {
+                if let Ok(mut e) = self.last_error.lock() {
+                    *e = None;
+                }
+                if state.version == self.current().version {
+                    self.reloads.with_label_values(&["unchanged"]).inc();
+                    return;
+                }
+                self.reloads.with_label_values(&["ok"]).inc();
+                for w in &state.set.warnings {
+                    tracing::warn!(target: "policy", "{w}");
+                }
+                tracing::info!(target: "policy", version = %state.version, "new policy version in force");
+                self.tx.send_replace(Arc::new(state));
+            }
+            Err(errors) => {
+                self.reloads.with_label_values(&["error"]).inc();
+                for e in &errors {
+                    tracing::warn!(target: "policy", "{e}");
+                }
+                tracing::warn!(
+                    target: "policy",
+                    kept = %self.current().version,
+                    "the policy folder has errors; the last good version stays in force"
+                );
+                if let Ok(mut last) = self.last_error.lock() {
+                    *last = Some(errors.join("\n"));
                 }
             }
-            let fp = fingerprint(&self.dir);
-            if fp == last_fp {
-                continue;
-            }
-            last_fp = fp;
-            let dir = self.dir.clone();
-            let loaded = tokio::task::spawn_blocking(move || load_state(&dir)).await;
-            match loaded {
-                Ok(Ok(state)) => {
-                    if let Ok(mut e) = self.last_error.lock() {
-                        *e = None;
-                    }
-                    if state.version == self.current().version {
-                        self.reloads.with_label_values(&["unchanged"]).inc();
-                        continue;
-                    }
-                    self.reloads.with_label_values(&["ok"]).inc();
-                    for w in &state.set.warnings {
-                        tracing::warn!(target: "policy", "{w}");
-                    }
-                    tracing::info!(target: "policy", version = %state.version, "new policy version in force");
-                    self.tx.send_replace(Arc::new(state));
-                }
-                Ok(Err(errors)) => {
-                    self.reloads.with_label_values(&["error"]).inc();
-                    for e in &errors {
-                        tracing::warn!(target: "policy", "{e}");
-                    }
-                    tracing::warn!(
-                        target: "policy",
-                        kept = %self.current().version,
-                        "the policy folder has errors; the last good version stays in force"
-                    );
-                    if let Ok(mut last) = self.last_error.lock() {
-                        *last = Some(errors.join("\n"));
-                    }
-                }
-                Err(e) => tracing::warn!(target: "policy", "policy load task failed: {e}"),
-            }
         }
-    }
-}
-
-impl PolicySource {
-    /// Starts an inotify watcher on the folder and on its parent (so that a folder swapped
-    /// through a symlink, as git-sync does, is seen). `None` when it cannot start; the
-    /// periodic rescan still runs.
-    fn file_events(&self, wake: Arc<tokio::sync::Notify>) -> Option<notify::RecommendedWatcher> {
-        use notify::Watcher as _;
-        let mut watcher = notify::recommended_watcher(
-            move |_event: notify::Result<notify::Event>| {
-                wake.notify_one();
-            },
-        )
-        .map_err(
-            |e| tracing::warn!(target: "policy", "file events unavailable, rescanning only: {e}"),
-        )
-        .ok()?;
-        if let Err(e) = watcher.watch(&self.dir, notify::RecursiveMode::Recursive) {
-            tracing::warn!(target: "policy", "cannot watch {}: {e}", self.dir.display());
-        }
-        if let Some(parent) = self.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            let _ = watcher.watch(parent, notify::RecursiveMode::NonRecursive);
-        }
-        Some(watcher)
     }
 }
 
@@ -239,6 +196,7 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn write_set(dir: &Path, extra_service: bool) {
         std::fs::create_dir_all(dir).unwrap();

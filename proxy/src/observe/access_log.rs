@@ -8,13 +8,17 @@
 //!
 //! Nothing a caller can hide a secret in is logged: no header values (so no `Authorization`,
 //! cookies or tokens), no query string, and no userinfo of the authority.
+//!
+//! Lines leave through [`writer`]: a bounded queue and a thread of their own, never a write
+//! on the thread that carries traffic.
 
-use std::io::Write as _;
 use std::time::Duration;
 
 use http::{header, HeaderMap, Method};
 use serde::Serialize;
 use trustmesh_policies::normalize::normalize_path;
+
+pub mod writer;
 
 /// `--access-log`: whether and how requests are logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, Serialize)]
@@ -105,6 +109,7 @@ impl Entry {
     }
 }
 
+/// One access-log line, serialized by [`writer`] straight into its buffer.
 #[derive(Serialize)]
 struct Line<'a> {
     time: String,
@@ -116,7 +121,7 @@ struct Line<'a> {
     duration_ms: f64,
 }
 
-/// Writes one line for a finished request, unless the format is `off`.
+/// Queues one line for a finished request, unless the format is `off` (see [`writer`]).
 pub fn write(
     format: AccessLogFormat,
     direction: &str,
@@ -136,14 +141,7 @@ pub fn write(
         response_bytes: content_length(response_headers),
         duration_ms: (duration.as_secs_f64() * 1e6).round() / 1e3,
     };
-    match serde_json::to_string(&line) {
-        Ok(mut s) => {
-            s.push('\n');
-            // One write of the whole line, so lines never interleave with each other.
-            let _ = std::io::stdout().lock().write_all(s.as_bytes());
-        }
-        Err(e) => tracing::warn!("access log: {e}"),
-    }
+    writer::send(&line);
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

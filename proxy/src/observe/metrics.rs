@@ -5,8 +5,8 @@
 use std::sync::Mutex;
 
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// `trustmesh_tls_handshake_errors_total{reason}`: every reason the inbound listener counts.
@@ -73,6 +73,12 @@ pub struct Metrics {
     pub authz_decisions: IntCounterVec,
     /// Limits hit (`crate::layers::limits`), by limit and direction.
     pub limits_exceeded: IntCounterVec,
+    /// Access-log lines dropped because the writer's queue was full (stdout not read fast
+    /// enough; see `crate::access_log::writer`).
+    pub access_log_dropped: IntCounter,
+    /// mTLS connections made to other sidecars' inbound listeners (the pool re-uses each one
+    /// for every request to that destination, so this grows only on a new or lost connection).
+    pub upstream_connections: IntCounter,
     policy_version: IntGaugeVec,
     current_version: Mutex<Option<String>>,
 }
@@ -170,6 +176,16 @@ impl Metrics {
             &["limit", "direction"],
         )?;
         registry.register(Box::new(limits_exceeded.clone()))?;
+        let access_log_dropped = IntCounter::new(
+            "trustmesh_access_log_dropped_total",
+            "Access-log lines dropped because stdout was not read fast enough.",
+        )?;
+        registry.register(Box::new(access_log_dropped.clone()))?;
+        let upstream_connections = IntCounter::new(
+            "trustmesh_upstream_connections_total",
+            "HTTP/2 connections over mTLS made to other sidecars (pooled and re-used by every request).",
+        )?;
+        registry.register(Box::new(upstream_connections.clone()))?;
         for reason in HANDSHAKE_ERROR_REASONS {
             handshake_errors.with_label_values(&[reason]);
         }
@@ -206,6 +222,8 @@ impl Metrics {
             outbound_passthrough,
             authz_decisions,
             limits_exceeded,
+            access_log_dropped,
+            upstream_connections,
             policy_version,
             current_version: Mutex::new(None),
         })
@@ -265,6 +283,8 @@ mod tests {
             "trustmesh_limits_exceeded_total{direction=\"inbound\",limit=\"handshake_timeout\"} 0";
         assert!(text.contains(line), "{line} missing:\n{text}");
         let line = "trustmesh_authz_decisions_total{decision=\"deny\",policy=\"-\"} 0";
+        assert!(text.contains(line), "{line} missing:\n{text}");
+        let line = "trustmesh_access_log_dropped_total 0";
         assert!(text.contains(line), "{line} missing:\n{text}");
     }
 }

@@ -91,7 +91,7 @@ impl Outbound {
     /// Creates the outbound side.
     pub fn new(shared: Arc<Shared>, config: Config) -> Arc<Self> {
         Arc::new(Self {
-            pool: Pool::default(),
+            pool: Pool::new(shared.metrics.upstream_connections.clone()),
             next: AtomicUsize::new(0),
             passthrough: Passthrough::new(config.connect_timeout),
             conns: Arc::new(tokio::sync::Semaphore::new(config.max_connections as usize)),

@@ -39,12 +39,21 @@ impl Slot {
 
 /// The pool of HTTP/2 connections to other sidecars, by identity, then endpoint (two levels,
 /// so that a lookup borrows its keys rather than copying them).
-#[derive(Default)]
 pub struct Pool {
     slots: Mutex<HashMap<SpiffeId, HashMap<String, Slot>>>,
+    /// `trustmesh_upstream_connections_total`: connections made (each a full mTLS handshake).
+    connects: prometheus::IntCounter,
 }
 
 impl Pool {
+    /// An empty pool; every connection it makes counts in `connects`.
+    pub fn new(connects: prometheus::IntCounter) -> Self {
+        Self {
+            slots: Mutex::default(),
+            connects,
+        }
+    }
+
     /// A ready sender to `endpoint` of `service`, verified as its identity, made with
     /// `config`. `target` names the destination in errors (made only when one happens); the
     /// TLS server name, only when a connection is made.
@@ -92,6 +101,7 @@ impl Pool {
         }
         let sni = service.fqdn();
         let sender = connect(endpoint, &sni, config.clone(), connect_timeout, &target()).await?;
+        self.connects.inc();
         let mut slots = self.slots.lock().map_err(|_| poisoned())?;
         let slot = slots
             .entry(identity.clone())
@@ -238,7 +248,7 @@ mod tests {
 
     #[tokio::test]
     async fn prune_forgets_closed_destinations_and_keeps_live_and_pending_ones() {
-        let pool = Pool::default();
+        let pool = Pool::new(prometheus::IntCounter::new("connects", "connects").unwrap());
         let config = config();
         let id = |n: &str| SpiffeId::parse(&format!("spiffe://cluster.local/ns/t/sa/{n}")).unwrap();
         let (live, _live_server) = h2_pair().await;

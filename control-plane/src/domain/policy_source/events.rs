@@ -1,0 +1,222 @@
+//! Watching the policy folder: which file events can change it, and when to look again.
+//!
+//! Only events that can change content wake the watcher: create, modify (data or name),
+//! close after write, move and delete. Opens, reads and closes without a write do not, so
+//! the watcher's own scans and loads (and `git status`) never wake it. A burst of events (a
+//! git checkout writes many files) is debounced into one scan. A slow periodic scan stays as
+//! the safety net for what inotify misses (network filesystems); it is fast only when file
+//! events could not start.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use tokio::sync::Notify;
+
+use super::{fingerprint, load_state, PolicySource};
+
+/// The periodic scan while file events work (a safety net only).
+const RESCAN_WITH_EVENTS: Duration = Duration::from_secs(10);
+/// The periodic scan when file events could not start.
+const RESCAN_WITHOUT_EVENTS: Duration = Duration::from_millis(500);
+/// A burst of events is over once none came for this long...
+const QUIET: Duration = Duration::from_millis(50);
+/// ...or, for a burst that does not end, after this long.
+const MAX_DELAY: Duration = Duration::from_secs(1);
+
+/// Whether a file event can change what the folder holds.
+fn changes_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Create(_) | EventKind::Remove(_) => true,
+        // A change of mode or times leaves the content as it is.
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Modify(_) => true,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        // Opens and reads: our own scans and loads cause these.
+        EventKind::Access(_) => false,
+        EventKind::Any | EventKind::Other => true,
+    }
+}
+
+/// Events that passed [`changes_content`]: a count (to tell when a burst is over) and a wake.
+#[derive(Default)]
+struct Events {
+    seen: AtomicU64,
+    wake: Notify,
+}
+
+impl PolicySource {
+    /// Watches the folder until the process ends: a file event that can change content
+    /// triggers a scan once its burst is over, and a periodic scan catches whatever events
+    /// miss. A scan that finds the folder as it was (names, sizes, times) loads nothing; every
+    /// scan counts in `trustmesh_cp_policy_scans_total`.
+    pub async fn watch(self: Arc<Self>) {
+        let events = Arc::new(Events::default());
+        let mut link = std::fs::read_link(&self.dir).ok();
+        let mut watcher = file_events(&self.dir, events.clone());
+        let period = |w: &Option<notify::RecommendedWatcher>| {
+            if w.is_some() {
+                RESCAN_WITH_EVENTS
+            } else {
+                RESCAN_WITHOUT_EVENTS
+            }
+        };
+        let mut ticker = tokio::time::interval(period(&watcher));
+        // Empty, so the first pass loads once more: whatever changed between `load` and now
+        // is not missed.
+        let mut last_fp = Vec::new();
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = events.wake.notified() => settle(&events).await,
+            }
+            self.scans.inc();
+            let fp = fingerprint(&self.dir);
+            if fp == last_fp {
+                continue;
+            }
+            last_fp = fp;
+            // A folder swapped through a symlink (git-sync): watch the new target's files.
+            let now_link = std::fs::read_link(&self.dir).ok();
+            if now_link != link {
+                link = now_link;
+                drop(watcher.take());
+                watcher = file_events(&self.dir, events.clone());
+            }
+            let dir = self.dir.clone();
+            match tokio::task::spawn_blocking(move || load_state(&dir)).await {
+                Ok(loaded) => self.put_in_force(loaded),
+                Err(e) => tracing::warn!(target: "policy", "policy load task failed: {e}"),
+            }
+        }
+    }
+}
+
+/// Waits until no event came for [`QUIET`] (at most [`MAX_DELAY`]), then forgets the wake
+/// that the events of the burst left behind.
+async fn settle(events: &Events) {
+    let start = tokio::time::Instant::now();
+    let mut seen = events.seen.load(Ordering::Acquire);
+    loop {
+        tokio::time::sleep(QUIET).await;
+        let now = events.seen.load(Ordering::Acquire);
+        if now == seen || start.elapsed() >= MAX_DELAY {
+            break;
+        }
+        seen = now;
+    }
+    // Events until here are covered by the scan that follows; a later one wakes again.
+    let _ = tokio::time::timeout(Duration::ZERO, events.wake.notified()).await;
+}
+
+/// Starts an inotify watcher on the folder and on its parent (so that a folder swapped
+/// through a symlink, as git-sync does, is seen). `None` when it cannot start; the periodic
+/// scan then runs often.
+fn file_events(dir: &Path, events: Arc<Events>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher as _;
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // An error (an overflowed queue) may hide a change: look.
+        if event.is_ok_and(|e| !changes_content(&e.kind)) {
+            return;
+        }
+        events.seen.fetch_add(1, Ordering::AcqRel);
+        events.wake.notify_one();
+    })
+    .map_err(|e| tracing::warn!(target: "policy", "file events unavailable, rescanning only: {e}"))
+    .ok()?;
+    if let Err(e) = watcher.watch(dir, notify::RecursiveMode::Recursive) {
+        tracing::warn!(target: "policy", "cannot watch {}: {e}", dir.display());
+    }
+    let parent: Option<PathBuf> = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf);
+    if let Some(parent) = parent {
+        let _ = watcher.watch(&parent, notify::RecursiveMode::NonRecursive);
+    }
+    Some(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_events_that_can_change_content_count() {
+        use notify::event::{CreateKind, DataChange, MetadataKind, RemoveKind, RenameMode};
+        for kind in [
+            EventKind::Create(CreateKind::File),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+        ] {
+            assert!(changes_content(&kind), "{kind:?}");
+        }
+        for kind in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)),
+        ] {
+            assert!(!changes_content(&kind), "{kind:?}");
+        }
+    }
+
+    fn policy_folder(dir: &Path, files: usize) {
+        std::fs::create_dir_all(dir.join("team")).unwrap();
+        std::fs::write(dir.join("mesh.yaml"), "trust_domain: cluster.local\n").unwrap();
+        for i in 0..files {
+            std::fs::write(
+                dir.join("team").join(format!("svc-{i}.yaml")),
+                format!(
+                    "apiVersion: trustmesh.io/v1\nkind: Service\nmetadata: {{name: s{i}, namespace: t}}\n\
+                     spec: {{identity: spiffe://cluster.local/ns/t/sa/s{i}, endpoints: [\"127.0.0.1:{}\"]}}\n",
+                    10_000 + i
+                ),
+            )
+            .unwrap();
+        }
+    }
+
+    fn scans(source: &PolicySource) -> u64 {
+        source.scans.get()
+    }
+
+    /// The watcher's own reads of the folder must not wake it: idle, it does not scan; a
+    /// real change is still picked up at once (well before the periodic scan).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_folder_is_not_rescanned_and_a_change_is_seen_at_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("policies");
+        policy_folder(&dir, 200);
+        let source = PolicySource::load(&dir).unwrap();
+        let first = source.current().version.clone();
+        tokio::spawn(source.clone().watch());
+        // The first pass (scan and load) is done once a scan is counted and nothing follows.
+        for _ in 0..100 {
+            if scans(&source) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = scans(&source);
+        assert!(before >= 1, "the watcher never scanned");
+        let reloads = |r: &str| source.reloads.with_label_values(&[r]).get();
+        let unchanged = reloads("unchanged");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let idle = scans(&source) - before;
+        assert!(idle <= 1, "{idle} scans of an unchanged folder in 3 s");
+        assert_eq!(reloads("unchanged"), unchanged);
+
+        std::fs::write(dir.join("team/svc-0.yaml"), "apiVersion: trustmesh.io/v1\nkind: Service\nmetadata: {name: renamed, namespace: t}\nspec: {identity: spiffe://cluster.local/ns/t/sa/s0, endpoints: [\"127.0.0.1:10000\"]}\n").unwrap();
+        let mut rx = source.subscribe();
+        tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| s.version != first))
+            .await
+            .expect("a changed file is picked up within 5 s")
+            .unwrap();
+    }
+}
