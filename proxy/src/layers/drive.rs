@@ -94,9 +94,11 @@ pub fn builder(cfg: &ServeConfig) -> Builder<TokioExecutor> {
     let mut b = Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        // `Tracked` answers 408 at the header timeout; hyper's own (which closes silently)
-        // stays behind it as a backstop.
-        .header_read_timeout(cfg.header_timeout + Duration::from_secs(2))
+        // `Tracked` answers 408 at the header timeout, and only while a head is arriving.
+        // hyper's own runs from the moment it waits for a head, so it would close an idle
+        // keep-alive connection silently; it stays off (its default is 30 s), and the
+        // watchdog ([`Activity::expired`]) closes a connection whose 408 is never read.
+        .header_read_timeout(None)
         .max_buf_size(cfg.max_header_bytes as usize);
     b.http2()
         .timer(TokioTimer::new())
@@ -133,7 +135,10 @@ pub async fn drive<C: Graceful>(
                 conn.as_mut().finish();
             }
             why = activity.expired(timeouts.header, timeouts.idle), if closing.is_none() => {
-                limits::exceeded(metrics, why.label(), direction);
+                // A 408 already answered is counted once, below.
+                if !activity.head_timed_out() {
+                    limits::exceeded(metrics, why.label(), direction);
+                }
                 conn.as_mut().finish();
                 closing = Some(Box::pin(tokio::time::sleep(GRACE)));
             }

@@ -5,7 +5,7 @@
 //! | --- | --- | --- | --- |
 //! | `connections` | `--max-connections` | 10000 per listener | a connection over it is closed at once |
 //! | `handshake_timeout` | `--handshake-timeout` | 10s | an inbound TLS handshake slower than this is dropped |
-//! | `header_timeout` | `--header-timeout` | 10s | an HTTP/1 request head (or the next one on a kept-alive connection) not complete in time gets `408` and the connection is closed (slowloris) |
+//! | `header_timeout` | `--header-timeout` | 10s | an HTTP/1 request head not complete in time (counted from its first byte, or from the connection's start for the first request) gets `408` and the connection is closed (slowloris); an idle kept-alive connection waits for `--idle-timeout` instead |
 //! | `header_bytes` | `--max-header-bytes` | 64 KiB | an HTTP/1 head larger than this gets `431`; for HTTP/2, the header list limit is announced in SETTINGS |
 //! | `body_timeout` | `--body-timeout` | 10s | a request body that sends nothing this long is cut; `408` when no response has started (`body.rs`) |
 //! | `header_timeout` (HTTP/2) | `--header-timeout` | 10s | an HTTP/2 connection whose preface and first request are not complete in time is closed; PING and SETTINGS frames do not count |
@@ -63,7 +63,8 @@ pub struct Activity {
 /// Why the watchdog ([`Activity::expired`]) gave up on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expired {
-    /// An HTTP/2 connection opened no stream within `--header-timeout` of its start.
+    /// An HTTP/2 connection opened no stream within `--header-timeout` of its start, or an
+    /// HTTP/1 head did not complete in time (answered `408`).
     Header,
     /// Nothing in flight and nothing moving for `--idle-timeout`.
     Idle,
@@ -118,9 +119,15 @@ impl Activity {
     /// Resolves when the connection should be closed: an HTTP/2 connection that has not
     /// started a request `header_timeout` after it was accepted (its preface and first
     /// HEADERS must arrive by then; HTTP/1 heads have [`Tracked`]'s 408 for that), or any
-    /// connection with no request in flight and nothing moving for `idle_timeout`.
+    /// connection with no request in flight and nothing moving for `idle_timeout`, or one
+    /// answered `408` by [`Tracked`] (within a second).
     pub async fn expired(&self, header_timeout: Duration, idle_timeout: Duration) -> Expired {
         loop {
+            if self.head_timed_out() {
+                // `Tracked` answered 408: the connection ends, whether or not the client
+                // reads the answer.
+                return Expired::Header;
+            }
             if self.is_h2() && self.started.load(Ordering::Relaxed) == 0 {
                 let left = header_timeout.saturating_sub(self.base.elapsed());
                 if left.is_zero() {

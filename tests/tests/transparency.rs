@@ -1,0 +1,91 @@
+//! Transparency (ARCHITECTURE "Transparency"): a keep-alive HTTP/1.1 connection from the app
+//! lives as long as the app keeps it (the header timeout runs only while a head arrives), and a
+//! slow head still gets `408`.
+
+// Helpers outside #[test] functions fail the test by panicking, like the tests themselves.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use trustmesh_e2e::mesh::{Mesh, MeshOptions, NAMESPACE};
+use trustmesh_e2e::policies::spiffe_id;
+use trustmesh_e2e::ports::ProxyPorts;
+use trustmesh_e2e::proxy::Proxy;
+
+/// Reads one response with a `content-length` body from `s`; returns its head and body, or
+/// what arrived before the connection closed or 10 s passed.
+async fn read_response(s: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if got.len() >= end + 4 + len {
+                return (head, got[end + 4..end + 4 + len].to_vec());
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => {
+                return (
+                    String::from_utf8_lossy(&got).to_ascii_lowercase(),
+                    Vec::new(),
+                )
+            }
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_outlives_the_header_timeout() {
+    let opts = MeshOptions {
+        b_extra: vec!["--header-timeout".into(), "1s".into()],
+        ..MeshOptions::default()
+    };
+    let mesh = Mesh::start("keep-alive", opts).await.expect("mesh starts");
+    // A caller's sidecar with the same short header timeout, so both hops are held to it.
+    let c = Proxy::start_with(
+        &mesh.cp,
+        "c",
+        &spiffe_id(NAMESPACE, "c"),
+        mesh.app_a.addr(),
+        ProxyPorts::allocate().unwrap(),
+        &["--header-timeout", "1s"],
+    )
+    .await
+    .expect("C starts");
+
+    // A pooling client: one connection, two requests, an idle pause longer than the header
+    // timeout between them.
+    let mut s = TcpStream::connect(c.outbound()).await.unwrap();
+    let req = b"GET /first HTTP/1.1\r\nHost: b.test\r\n\r\n";
+    s.write_all(req).await.unwrap();
+    let (head, _) = read_response(&mut s).await;
+    assert!(head.starts_with("http/1.1 200"), "first answer: {head:?}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let second = s
+        .write_all(b"GET /second HTTP/1.1\r\nHost: b.test\r\n\r\n")
+        .await;
+    assert!(second.is_ok(), "the kept-alive connection was closed");
+    let (head, body) = read_response(&mut s).await;
+    assert!(
+        head.starts_with("http/1.1 200"),
+        "the second request on the same connection: {head:?}"
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(seen["path"], "/second");
+
+    // A slow head is still cut: no end of head within the header timeout gets 408.
+    let mut slow = TcpStream::connect(c.outbound()).await.unwrap();
+    slow.write_all(b"GET /slow HTTP/1.1\r\nHost: b.test\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut slow).await;
+    assert!(head.starts_with("http/1.1 408"), "slow head: {head:?}");
+}
