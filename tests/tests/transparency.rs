@@ -1,6 +1,6 @@
 //! Transparency (ARCHITECTURE "Transparency"): a keep-alive HTTP/1.1 connection from the app
 //! lives as long as the app keeps it (the header timeout runs only while a head arrives), and a
-//! slow head still gets `408`.
+//! slow head still gets `408`; a gRPC call's `grpc-timeout` is its deadline.
 
 // Helpers outside #[test] functions fail the test by panicking, like the tests themselves.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
+use trustmesh_e2e::client::h2c_get;
 use trustmesh_e2e::mesh::{Mesh, MeshOptions, NAMESPACE};
 use trustmesh_e2e::policies::spiffe_id;
 use trustmesh_e2e::ports::ProxyPorts;
@@ -88,4 +89,51 @@ async fn an_idle_keep_alive_connection_outlives_the_header_timeout() {
         .unwrap();
     let (head, _) = read_response(&mut slow).await;
     assert!(head.starts_with("http/1.1 408"), "slow head: {head:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_timeout_is_the_deadline_in_place_of_the_upstream_timeout() {
+    let opts = MeshOptions {
+        b_extra: vec!["--upstream-timeout".into(), "2s".into()],
+        ..MeshOptions::default()
+    };
+    let mesh = Mesh::start("grpc-deadline", opts)
+        .await
+        .expect("mesh starts");
+    let c = Proxy::start_with(
+        &mesh.cp,
+        "c",
+        &spiffe_id(NAMESPACE, "c"),
+        mesh.app_a.addr(),
+        ProxyPorts::allocate().unwrap(),
+        &["--upstream-timeout", "2s"],
+    )
+    .await
+    .expect("C starts");
+    let grpc = |timeout| {
+        [
+            ("content-type", "application/grpc"),
+            ("grpc-timeout", timeout),
+        ]
+    };
+
+    // A 50 s deadline outlasts both sidecars' 2 s upstream timeout: the app's answer (3 s) arrives.
+    let resp = h2c_get(c.outbound(), "b.test", "/sleep/3000", &grpc("50S"))
+        .await
+        .expect("C answers");
+    assert_eq!(resp.status, 200, "body: {}", resp.text());
+    assert_eq!(resp.headers.get("grpc-status"), None, "{:?}", resp.headers);
+    assert_eq!(resp.json().unwrap()["path"], "/sleep/3000");
+
+    // A 1 s deadline ends the call before the 2 s upstream timeout, as DEADLINE_EXCEEDED.
+    let resp = h2c_get(c.outbound(), "b.test", "/sleep/3000", &grpc("1S"))
+        .await
+        .expect("C answers");
+    assert_eq!(resp.status, 200, "trailers-only: {:?}", resp.headers);
+    assert_eq!(resp.headers["grpc-status"], "4", "{:?}", resp.headers);
+    let message = resp.headers["grpc-message"].to_str().unwrap();
+    assert!(
+        message.contains("within 1 s"),
+        "the deadline is the call's 1 s, not the 2 s upstream timeout: {message:?}"
+    );
 }

@@ -60,6 +60,10 @@ pub struct Args {
     /// How long to wait for an upstream's response headers before answering 504.
     #[arg(long, env = "TRUSTMESH_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
+    /// The longest deadline a gRPC caller may set with `grpc-timeout`, which replaces
+    /// --upstream-timeout for its request.
+    #[arg(long, env = "TRUSTMESH_MAX_GRPC_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
+    pub max_grpc_timeout: Duration,
     /// How long to wait for a TCP connection to an upstream before answering 502.
     #[arg(long, env = "TRUSTMESH_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub connect_timeout: Duration,

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use super::route::{self, Route};
 use super::Outbound;
 use crate::layers::body::{self, Body};
+use crate::layers::deadline;
 use crate::layers::headers::{self, ORIG_PROTO, PEER_IDENTITY};
 use crate::layers::rescue::{self, ProxyError};
 use crate::observe::access_log::Entry;
@@ -61,6 +62,12 @@ impl Outbound {
         // callee (lower-case method, two Host headers, userinfo: 400).
         let (parts, body) = req.into_parts();
         headers::check_head(&parts)?;
+        // A gRPC caller's `grpc-timeout` is its deadline, in place of --upstream-timeout.
+        let timeout = deadline::for_request(
+            &parts.headers,
+            self.config.upstream_timeout,
+            self.config.max_grpc_timeout,
+        );
         let req = Request::from_parts(parts, body);
         let host = request_host(&req);
         let route = route::decide(
@@ -75,7 +82,6 @@ impl Outbound {
             Route::Mesh { service, dial } => (service, dial),
             Route::Passthrough(addr) => {
                 log.decision = Some("passthrough");
-                let timeout = self.config.upstream_timeout;
                 return self.passthrough.forward(req, addr, timeout).await;
             }
         };
@@ -104,7 +110,6 @@ impl Outbound {
             )
             .await?;
         let (upstream, stalled) = to_mesh_request(req, &host, self.config.body_timeout)?;
-        let timeout = self.config.upstream_timeout;
         let resp = tokio::time::timeout(timeout, async {
             sender.ready().await?;
             sender.send_request(upstream).await
