@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use trustmesh_e2e::client::h2c_get;
+use trustmesh_e2e::client::{admin_get, h2c_get};
 use trustmesh_e2e::mesh::{Mesh, MeshOptions, NAMESPACE};
 use trustmesh_e2e::policies::spiffe_id;
 use trustmesh_e2e::ports::ProxyPorts;
@@ -136,4 +136,62 @@ async fn a_grpc_timeout_is_the_deadline_in_place_of_the_upstream_timeout() {
         message.contains("within 1 s"),
         "the deadline is the call's 1 s, not the 2 s upstream timeout: {message:?}"
     );
+}
+
+/// `trustmesh_limits_exceeded_total{direction="outbound",limit}` of `proxy`.
+async fn outbound_limit(proxy: &Proxy, limit: &str) -> u64 {
+    let text = admin_get(proxy.admin(), "/metrics").await.unwrap().text();
+    let prefix =
+        format!("trustmesh_limits_exceeded_total{{direction=\"outbound\",limit=\"{limit}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_header_fields_than_max_headers_get_431_counted_as_header_count() {
+    let mesh = Mesh::a_to_b("max-headers").await.expect("mesh starts");
+    let head = |extra: usize| {
+        let mut h = String::from("GET /many HTTP/1.1\r\nHost: b.test\r\n");
+        for i in 0..extra {
+            h.push_str(&format!("x-h-{i}: 1\r\n"));
+        }
+        h + "\r\n"
+    };
+    // 95 fields pass through both sidecars (which add a few of their own for the app).
+    let mut s = TcpStream::connect(mesh.a.outbound()).await.unwrap();
+    s.write_all(head(94).as_bytes()).await.unwrap();
+    let (answer, _) = read_response(&mut s).await;
+    assert!(answer.starts_with("http/1.1 200"), "95 fields: {answer:?}");
+    // `Host` and 99 more: exactly the default --max-headers 100, which A accepts (the test
+    // app, at hyper's own 100, may refuse it with the sidecars' fields added).
+    let mut s = TcpStream::connect(mesh.a.outbound()).await.unwrap();
+    s.write_all(head(99).as_bytes()).await.unwrap();
+    let _ = read_response(&mut s).await;
+    assert_eq!(
+        outbound_limit(&mesh.a, "header_count").await,
+        0,
+        "100 fields"
+    );
+
+    // One more field (a small head, far under --max-header-bytes) gets 431.
+    let mut s = TcpStream::connect(mesh.a.outbound()).await.unwrap();
+    s.write_all(head(100).as_bytes()).await.unwrap();
+    let (answer, _) = read_response(&mut s).await;
+    assert!(answer.starts_with("http/1.1 431"), "101 fields: {answer:?}");
+    assert_eq!(outbound_limit(&mesh.a, "header_count").await, 1);
+    assert_eq!(outbound_limit(&mesh.a, "header_bytes").await, 0);
+
+    // The same over h2c: 101 fields (with `:authority` standing for Host) get 431.
+    let names: Vec<String> = (0..101).map(|i| format!("x-h-{i}")).collect();
+    let fields: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    let resp = h2c_get(mesh.a.outbound(), "b.test", "/many", &fields)
+        .await
+        .expect("A answers");
+    assert_eq!(resp.status, 431, "h2c, 101 fields: {}", resp.text());
+    assert_eq!(outbound_limit(&mesh.a, "header_count").await, 2);
+    let resp = h2c_get(mesh.a.outbound(), "b.test", "/many", &fields[..90])
+        .await
+        .expect("A answers");
+    assert_eq!(resp.status, 200, "h2c, 90 fields: {}", resp.text());
 }

@@ -82,7 +82,13 @@ impl Config {
             handshake_timeout: args.handshake_timeout,
             max_connections: args.max_connections,
             connections_per_identity: args.connections_per_identity(),
-            serve: args.serve(),
+            // Room for the fields the caller's sidecar adds (identity, trace context).
+            serve: ServeConfig {
+                max_headers: args
+                    .max_headers
+                    .saturating_add(crate::layers::headers::SIDECAR_HEADERS),
+                ..args.serve()
+            },
             access_log: args.access_log,
         }
     }

@@ -56,6 +56,10 @@ impl Inbound {
             self.refused(log);
             return Err(e);
         }
+        if let Err(e) = headers::check_count(parts.headers.len(), self.config.serve.max_headers) {
+            limits::exceeded(&self.shared.metrics, "header_count", "inbound");
+            return Err(e);
+        }
         // What the policy sees is what the app gets: the caller's own version of our headers
         // and the hop-by-hop fields are gone, and the verified identity is in place.
         let app_speaks_http1 = match parts.headers.remove(ORIG_PROTO) {

@@ -63,6 +63,8 @@ pub struct Timeouts {
     pub header: Duration,
     /// `--idle-timeout`.
     pub idle: Duration,
+    /// `--max-header-bytes`: tells a head too large in bytes from one with too many fields.
+    pub max_header_bytes: u32,
 }
 
 /// What every served HTTP connection is held to, from the flags: the server side of the
@@ -75,6 +77,8 @@ pub struct ServeConfig {
     pub idle_timeout: Duration,
     /// `--max-header-bytes`.
     pub max_header_bytes: u32,
+    /// `--max-headers`.
+    pub max_headers: u32,
     /// `--max-concurrent-streams`.
     pub max_concurrent_streams: u32,
 }
@@ -85,6 +89,7 @@ impl ServeConfig {
         Timeouts {
             header: self.header_timeout,
             idle: self.idle_timeout,
+            max_header_bytes: self.max_header_bytes,
         }
     }
 }
@@ -99,6 +104,7 @@ pub fn builder(cfg: &ServeConfig) -> Builder<TokioExecutor> {
         // keep-alive connection silently; it stays off (its default is 30 s), and the
         // watchdog ([`Activity::expired`]) closes a connection whose 408 is never read.
         .header_read_timeout(None)
+        .max_headers(cfg.max_headers as usize)
         .max_buf_size(cfg.max_header_bytes as usize);
     b.http2()
         .timer(TokioTimer::new())
@@ -125,7 +131,9 @@ pub async fn drive<C: Graceful>(
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
-                    limits::count_error(metrics, direction, e.as_ref());
+                    let head_within_bytes =
+                        activity.head_bytes() < u64::from(timeouts.max_header_bytes);
+                    limits::count_error(metrics, direction, e.as_ref(), head_within_bytes);
                     tracing::debug!(direction, "connection ended: {e}");
                 }
                 break;

@@ -27,9 +27,18 @@ impl Outbound {
         orig: Option<SocketAddr>,
     ) -> Response<Body> {
         let shared = &self.shared;
+        // The app's own fields, counted before the sidecar adds trace context.
+        let fields = req.headers().len();
         let mut obs = Observe::outbound(&mut req, self.config.access_log, &shared.identity);
         let grpc = rescue::is_grpc(req.headers());
-        let resp = match self.forward(req, orig, &mut obs.log).await {
+        let result = match headers::check_count(fields, self.config.serve.max_headers) {
+            Ok(()) => self.forward(req, orig, &mut obs.log).await,
+            Err(e) => {
+                crate::layers::limits::exceeded(&shared.metrics, "header_count", "outbound");
+                Err(e)
+            }
+        };
+        let resp = match result {
             Ok(r) => r,
             Err(e) => {
                 if matches!(e, ProxyError::OutsideMesh { .. }) {
