@@ -60,6 +60,10 @@ pub struct Args {
     /// How long to wait for an upstream's response headers before answering 504.
     #[arg(long, env = "TRUSTMESH_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
+    /// The longest deadline a gRPC caller may set with `grpc-timeout`, which replaces
+    /// --upstream-timeout for its request.
+    #[arg(long, env = "TRUSTMESH_MAX_GRPC_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
+    pub max_grpc_timeout: Duration,
     /// How long to wait for a TCP connection to an upstream before answering 502.
     #[arg(long, env = "TRUSTMESH_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
@@ -79,6 +83,9 @@ pub struct Args {
     /// 431. At least 8192.
     #[arg(long, env = "TRUSTMESH_MAX_HEADER_BYTES", default_value = "65536", value_parser = clap::value_parser!(u32).range(8192..))]
     pub max_header_bytes: u32,
+    /// Most header fields in a request head (HTTP/1) or header list (HTTP/2); more gets 431.
+    #[arg(long, env = "TRUSTMESH_MAX_HEADERS", default_value = "100", value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub max_headers: u32,
     /// How long a client may take to send a request head (HTTP/1) before the connection is
     /// closed: slow clients (slowloris) cannot hold connections.
     #[arg(long, env = "TRUSTMESH_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -144,6 +151,7 @@ impl Args {
             header_timeout: self.header_timeout,
             idle_timeout: self.idle_timeout,
             max_header_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
             max_concurrent_streams: self.max_concurrent_streams,
         }
     }
@@ -153,6 +161,7 @@ impl Args {
         crate::layers::drive::Timeouts {
             header: self.header_timeout,
             idle: self.idle_timeout,
+            max_header_bytes: self.max_header_bytes,
         }
     }
 }

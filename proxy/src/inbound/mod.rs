@@ -54,6 +54,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// `--upstream-timeout`: the app's response headers.
     pub upstream_timeout: Duration,
+    /// `--max-grpc-timeout`: the longest `grpc-timeout` honoured.
+    pub max_grpc_timeout: Duration,
     /// `--body-timeout`.
     pub body_timeout: Duration,
     /// `--handshake-timeout`.
@@ -75,11 +77,18 @@ impl Config {
             app: args.app,
             connect_timeout: args.connect_timeout,
             upstream_timeout: args.upstream_timeout,
+            max_grpc_timeout: args.max_grpc_timeout,
             body_timeout: args.body_timeout,
             handshake_timeout: args.handshake_timeout,
             max_connections: args.max_connections,
             connections_per_identity: args.connections_per_identity(),
-            serve: args.serve(),
+            // Room for the fields the caller's sidecar adds (identity, trace context).
+            serve: ServeConfig {
+                max_headers: args
+                    .max_headers
+                    .saturating_add(crate::layers::headers::SIDECAR_HEADERS),
+                ..args.serve()
+            },
             access_log: args.access_log,
         }
     }

@@ -17,7 +17,7 @@ use crate::app_ports::Carrier;
 use crate::layers::body::{self, Body};
 use crate::layers::headers::{self, ORIG_PROTO, PEER_IDENTITY};
 use crate::layers::rescue::{self, ProxyError};
-use crate::layers::{limits, upstream};
+use crate::layers::{deadline, limits, upstream};
 use crate::observe::access_log::Entry;
 use crate::observe::request::Observe;
 
@@ -54,6 +54,10 @@ impl Inbound {
         }
         if let Err(e) = check_head(&parts) {
             self.refused(log);
+            return Err(e);
+        }
+        if let Err(e) = headers::check_count(parts.headers.len(), self.config.serve.max_headers) {
+            limits::exceeded(&self.shared.metrics, "header_count", "inbound");
             return Err(e);
         }
         // What the policy sees is what the app gets: the caller's own version of our headers
@@ -127,9 +131,15 @@ impl Inbound {
         };
         let body_timeout = self.config.body_timeout;
         let (body, stalled) = body::request(body, body_timeout);
+        // A gRPC caller's `grpc-timeout` is its deadline, in place of --upstream-timeout.
+        let timeout = deadline::for_request(
+            &parts.headers,
+            self.config.upstream_timeout,
+            self.config.max_grpc_timeout,
+        );
         let req = Request::from_parts(parts, body);
         let target = format!("the app at {}", conn.app);
-        upstream::send(client, req, &target, self.config.upstream_timeout)
+        upstream::send(client, req, &target, timeout)
             .await
             .map_err(|e| match e {
                 ProxyError::Timeout { .. } => e,

@@ -63,6 +63,8 @@ pub struct Timeouts {
     pub header: Duration,
     /// `--idle-timeout`.
     pub idle: Duration,
+    /// `--max-header-bytes`: tells a head too large in bytes from one with too many fields.
+    pub max_header_bytes: u32,
 }
 
 /// What every served HTTP connection is held to, from the flags: the server side of the
@@ -75,6 +77,8 @@ pub struct ServeConfig {
     pub idle_timeout: Duration,
     /// `--max-header-bytes`.
     pub max_header_bytes: u32,
+    /// `--max-headers`.
+    pub max_headers: u32,
     /// `--max-concurrent-streams`.
     pub max_concurrent_streams: u32,
 }
@@ -85,6 +89,7 @@ impl ServeConfig {
         Timeouts {
             header: self.header_timeout,
             idle: self.idle_timeout,
+            max_header_bytes: self.max_header_bytes,
         }
     }
 }
@@ -94,9 +99,12 @@ pub fn builder(cfg: &ServeConfig) -> Builder<TokioExecutor> {
     let mut b = Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        // `Tracked` answers 408 at the header timeout; hyper's own (which closes silently)
-        // stays behind it as a backstop.
-        .header_read_timeout(cfg.header_timeout + Duration::from_secs(2))
+        // `Tracked` answers 408 at the header timeout, and only while a head is arriving.
+        // hyper's own runs from the moment it waits for a head, so it would close an idle
+        // keep-alive connection silently; it stays off (its default is 30 s), and the
+        // watchdog ([`Activity::expired`]) closes a connection whose 408 is never read.
+        .header_read_timeout(None)
+        .max_headers(cfg.max_headers as usize)
         .max_buf_size(cfg.max_header_bytes as usize);
     b.http2()
         .timer(TokioTimer::new())
@@ -123,7 +131,9 @@ pub async fn drive<C: Graceful>(
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
-                    limits::count_error(metrics, direction, e.as_ref());
+                    let head_within_bytes =
+                        activity.head_bytes() < u64::from(timeouts.max_header_bytes);
+                    limits::count_error(metrics, direction, e.as_ref(), head_within_bytes);
                     tracing::debug!(direction, "connection ended: {e}");
                 }
                 break;
@@ -133,7 +143,10 @@ pub async fn drive<C: Graceful>(
                 conn.as_mut().finish();
             }
             why = activity.expired(timeouts.header, timeouts.idle), if closing.is_none() => {
-                limits::exceeded(metrics, why.label(), direction);
+                // A 408 already answered is counted once, below.
+                if !activity.head_timed_out() {
+                    limits::exceeded(metrics, why.label(), direction);
+                }
                 conn.as_mut().finish();
                 closing = Some(Box::pin(tokio::time::sleep(GRACE)));
             }

@@ -61,6 +61,12 @@ pub enum ProxyError {
         /// The original destination.
         addr: std::net::SocketAddr,
     },
+    /// The request has more header fields than `--max-headers` (431).
+    #[error("the request has more than {limit} header fields")]
+    TooManyHeaders {
+        /// The limit.
+        limit: u32,
+    },
     /// The client stopped sending its request body (`--body-timeout`).
     #[error("the client sent no request body data for {secs} s")]
     BodyTimeout {

@@ -110,6 +110,21 @@ pub fn check_head(parts: &Parts) -> Result<(), ProxyError> {
     Ok(())
 }
 
+/// Header fields a sidecar may add to a request on its way (identity, trace context, the
+/// caller's protocol): the inbound listener allows `--max-headers` plus these, so a request
+/// the outbound sidecar accepted is not refused one hop later.
+pub const SIDECAR_HEADERS: u32 = 16;
+
+/// Refuses a request that came with `fields` header fields, more than `limit`
+/// (`--max-headers`), with 431. hyper holds HTTP/1 heads to it while parsing; HTTP/2 header
+/// lists are counted here.
+pub fn check_count(fields: usize, limit: u32) -> Result<(), ProxyError> {
+    if fields > limit as usize {
+        return Err(ProxyError::TooManyHeaders { limit });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

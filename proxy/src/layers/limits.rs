@@ -5,8 +5,9 @@
 //! | --- | --- | --- | --- |
 //! | `connections` | `--max-connections` | 10000 per listener | a connection over it is closed at once |
 //! | `handshake_timeout` | `--handshake-timeout` | 10s | an inbound TLS handshake slower than this is dropped |
-//! | `header_timeout` | `--header-timeout` | 10s | an HTTP/1 request head (or the next one on a kept-alive connection) not complete in time gets `408` and the connection is closed (slowloris) |
+//! | `header_timeout` | `--header-timeout` | 10s | an HTTP/1 request head not complete in time (counted from its first byte, or from the connection's start for the first request) gets `408` and the connection is closed (slowloris); an idle kept-alive connection waits for `--idle-timeout` instead |
 //! | `header_bytes` | `--max-header-bytes` | 64 KiB | an HTTP/1 head larger than this gets `431`; for HTTP/2, the header list limit is announced in SETTINGS |
+//! | `header_count` | `--max-headers` | 100 (Envoy's) | an HTTP/1 head with more fields gets `431` from hyper; an HTTP/2 request, from [`crate::layers::headers::check_count`] |
 //! | `body_timeout` | `--body-timeout` | 10s | a request body that sends nothing this long is cut; `408` when no response has started (`body.rs`) |
 //! | `header_timeout` (HTTP/2) | `--header-timeout` | 10s | an HTTP/2 connection whose preface and first request are not complete in time is closed; PING and SETTINGS frames do not count |
 //! | `idle_timeout` | `--idle-timeout` | 5m | a connection with no request in flight and nothing moving for this long is closed (HTTP/2: no stream, then GOAWAY; frames without a stream do not count) |
@@ -24,13 +25,22 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::observe::metrics::Metrics;
 
-/// Counts a connection that ended on a limit; other errors are not limits.
-pub fn count_error(metrics: &Metrics, direction: &str, err: &(dyn std::error::Error + 'static)) {
+/// Counts a connection that ended on a limit; other errors are not limits. hyper answers
+/// `431` alike for a head over `--max-header-bytes` and one over `--max-headers`;
+/// `head_within_bytes` (the head read so far is under the byte limit) tells them apart.
+pub fn count_error(
+    metrics: &Metrics,
+    direction: &str,
+    err: &(dyn std::error::Error + 'static),
+    head_within_bytes: bool,
+) {
     let Some(e) = err.downcast_ref::<hyper::Error>() else {
         return;
     };
     if e.is_timeout() {
         exceeded(metrics, "header_timeout", direction);
+    } else if e.is_parse_too_large() && head_within_bytes {
+        exceeded(metrics, "header_count", direction);
     } else if e.is_parse_too_large() {
         exceeded(metrics, "header_bytes", direction);
     }
@@ -55,6 +65,8 @@ pub struct Activity {
     started: AtomicU64,
     /// The connection was closed with `408` because a head did not complete in time.
     head_timed_out: AtomicBool,
+    /// Bytes of the HTTP/1 request head being read (0 between heads).
+    head_bytes: AtomicU64,
     /// The client sent the HTTP/2 preface: from then on only streams count as activity,
     /// never bytes (PING, SETTINGS and WINDOW_UPDATE frames keep nothing alive).
     h2: AtomicBool,
@@ -63,7 +75,8 @@ pub struct Activity {
 /// Why the watchdog ([`Activity::expired`]) gave up on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expired {
-    /// An HTTP/2 connection opened no stream within `--header-timeout` of its start.
+    /// An HTTP/2 connection opened no stream within `--header-timeout` of its start, or an
+    /// HTTP/1 head did not complete in time (answered `408`).
     Header,
     /// Nothing in flight and nothing moving for `--idle-timeout`.
     Idle,
@@ -88,6 +101,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             started: AtomicU64::new(0),
             head_timed_out: AtomicBool::new(false),
+            head_bytes: AtomicU64::new(0),
             h2: AtomicBool::new(false),
         })
     }
@@ -110,6 +124,11 @@ impl Activity {
         self.head_timed_out.load(Ordering::Relaxed)
     }
 
+    /// Bytes of the HTTP/1 request head being read so far (0 between heads).
+    pub fn head_bytes(&self) -> u64 {
+        self.head_bytes.load(Ordering::Relaxed)
+    }
+
     /// Whether the connection speaks HTTP/2 (its preface arrived).
     pub fn is_h2(&self) -> bool {
         self.h2.load(Ordering::Relaxed)
@@ -118,9 +137,15 @@ impl Activity {
     /// Resolves when the connection should be closed: an HTTP/2 connection that has not
     /// started a request `header_timeout` after it was accepted (its preface and first
     /// HEADERS must arrive by then; HTTP/1 heads have [`Tracked`]'s 408 for that), or any
-    /// connection with no request in flight and nothing moving for `idle_timeout`.
+    /// connection with no request in flight and nothing moving for `idle_timeout`, or one
+    /// answered `408` by [`Tracked`] (within a second).
     pub async fn expired(&self, header_timeout: Duration, idle_timeout: Duration) -> Expired {
         loop {
+            if self.head_timed_out() {
+                // `Tracked` answered 408: the connection ends, whether or not the client
+                // reads the answer.
+                return Expired::Header;
+            }
             if self.is_h2() && self.started.load(Ordering::Relaxed) == 0 {
                 let left = header_timeout.saturating_sub(self.base.elapsed());
                 if left.is_zero() {
@@ -247,6 +272,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Tracked<T> {
             if started != head.seen_started {
                 head.seen_started = started;
                 head.since = None;
+                this.activity.head_bytes.store(0, Ordering::Relaxed);
             }
         }
         let before = buf.filled().len();
@@ -271,6 +297,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Tracked<T> {
                 let now = tokio::time::Instant::now();
                 head.since = Some(now);
                 head.sleep.as_mut().reset(now + head.timeout);
+            }
+            if head.since.is_some() {
+                this.activity
+                    .head_bytes
+                    .fetch_add(got.len() as u64, Ordering::Relaxed);
             }
         }
         if r.is_pending() && head.since.is_some() && head.sleep.as_mut().poll(cx).is_ready() {

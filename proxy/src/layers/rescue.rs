@@ -31,6 +31,7 @@ impl ProxyError {
             | Self::OutsideMesh { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::TooManyHeaders { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
 }
@@ -151,6 +152,7 @@ mod tests {
             (ProxyError::UnknownService { host: "nope".into() }, 404, "trustmesh: no service \"nope\" in the mesh registry (known as name, name.namespace or name.namespace.svc.cluster.local)\n", "12"),
             (ProxyError::MethodNotAllowed("CONNECT"), 405, "trustmesh: CONNECT is not allowed here\n", "2"),
             (ProxyError::BodyTimeout { secs: 10 }, 408, "trustmesh: the client sent no request body data for 10 s\n", "8"),
+            (ProxyError::TooManyHeaders { limit: 100 }, 431, "trustmesh: the request has more than 100 header fields\n", "8"),
             (ProxyError::Connect { target: target(), reason: "refused".into() }, 502, "trustmesh: cannot connect to orders.prod (10.0.0.7:15006): refused\n", "14"),
             (ProxyError::Tls { target: target(), reason: "bad id".into() }, 502, "trustmesh: mTLS to orders.prod (10.0.0.7:15006) failed: bad id\n", "14"),
             (ProxyError::Upstream { target: target(), reason: "reset".into() }, 502, "trustmesh: orders.prod (10.0.0.7:15006) failed: reset\n", "14"),
@@ -204,6 +206,7 @@ mod tests {
             },
             ProxyError::Withheld { addr } => ProxyError::Withheld { addr: *addr },
             ProxyError::BodyTimeout { secs } => ProxyError::BodyTimeout { secs: *secs },
+            ProxyError::TooManyHeaders { limit } => ProxyError::TooManyHeaders { limit: *limit },
             ProxyError::Timeout { target, secs } => ProxyError::Timeout {
                 target: target.clone(),
                 secs: *secs,

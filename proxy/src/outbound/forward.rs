@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use super::route::{self, Route};
 use super::Outbound;
 use crate::layers::body::{self, Body};
+use crate::layers::deadline;
 use crate::layers::headers::{self, ORIG_PROTO, PEER_IDENTITY};
 use crate::layers::rescue::{self, ProxyError};
 use crate::observe::access_log::Entry;
@@ -26,9 +27,18 @@ impl Outbound {
         orig: Option<SocketAddr>,
     ) -> Response<Body> {
         let shared = &self.shared;
+        // The app's own fields, counted before the sidecar adds trace context.
+        let fields = req.headers().len();
         let mut obs = Observe::outbound(&mut req, self.config.access_log, &shared.identity);
         let grpc = rescue::is_grpc(req.headers());
-        let resp = match self.forward(req, orig, &mut obs.log).await {
+        let result = match headers::check_count(fields, self.config.serve.max_headers) {
+            Ok(()) => self.forward(req, orig, &mut obs.log).await,
+            Err(e) => {
+                crate::layers::limits::exceeded(&shared.metrics, "header_count", "outbound");
+                Err(e)
+            }
+        };
+        let resp = match result {
             Ok(r) => r,
             Err(e) => {
                 if matches!(e, ProxyError::OutsideMesh { .. }) {
@@ -61,6 +71,12 @@ impl Outbound {
         // callee (lower-case method, two Host headers, userinfo: 400).
         let (parts, body) = req.into_parts();
         headers::check_head(&parts)?;
+        // A gRPC caller's `grpc-timeout` is its deadline, in place of --upstream-timeout.
+        let timeout = deadline::for_request(
+            &parts.headers,
+            self.config.upstream_timeout,
+            self.config.max_grpc_timeout,
+        );
         let req = Request::from_parts(parts, body);
         let host = request_host(&req);
         let route = route::decide(
@@ -75,7 +91,6 @@ impl Outbound {
             Route::Mesh { service, dial } => (service, dial),
             Route::Passthrough(addr) => {
                 log.decision = Some("passthrough");
-                let timeout = self.config.upstream_timeout;
                 return self.passthrough.forward(req, addr, timeout).await;
             }
         };
@@ -104,7 +119,6 @@ impl Outbound {
             )
             .await?;
         let (upstream, stalled) = to_mesh_request(req, &host, self.config.body_timeout)?;
-        let timeout = self.config.upstream_timeout;
         let resp = tokio::time::timeout(timeout, async {
             sender.ready().await?;
             sender.send_request(upstream).await

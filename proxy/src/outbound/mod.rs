@@ -52,6 +52,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// `--upstream-timeout`: the destination's response headers.
     pub upstream_timeout: Duration,
+    /// `--max-grpc-timeout`: the longest `grpc-timeout` honoured.
+    pub max_grpc_timeout: Duration,
     /// `--body-timeout`.
     pub body_timeout: Duration,
     /// `--max-connections`.
@@ -68,6 +70,7 @@ impl Config {
         Self {
             connect_timeout: args.connect_timeout,
             upstream_timeout: args.upstream_timeout,
+            max_grpc_timeout: args.max_grpc_timeout,
             body_timeout: args.body_timeout,
             max_connections: args.max_connections,
             serve: args.serve(),

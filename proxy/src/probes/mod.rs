@@ -90,8 +90,10 @@ pub async fn serve(listener: TcpListener, app_ip: IpAddr, probes: AppProbes, sha
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                // `Tracked` answers 408 first; hyper's own stays behind it as a backstop.
-                .header_read_timeout(args.header_timeout + Duration::from_secs(2))
+                // `Tracked` answers 408, only while a head arrives; hyper's own would close
+                // idle keep-alive connections (see `layers::drive::builder`).
+                .header_read_timeout(None)
+                .max_headers(args.max_headers as usize)
                 .max_buf_size(args.max_header_bytes as usize);
             let conn = builder.serve_connection(io, svc);
             let (drain, metrics) = (&shared.drain, &shared.metrics);
