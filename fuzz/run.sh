@@ -24,6 +24,11 @@ if ! command -v c++ >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++
 fi
+if ! command -v openssl >/dev/null 2>&1; then
+  # The CSR seeds are made at run time (below).
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
+fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --version 0.13.2
 fi
@@ -37,12 +42,27 @@ else
   mapfile -t targets < <(cargo fuzz list)
 fi
 
+# The CSR seeds are made here, each with a fresh key that is thrown away at once, so that no
+# key material is checked in: the proven identity, another one, another trust domain; PEM and DER.
+csr_seeds="$(mktemp -d)"
+trap 'rm -rf "$csr_seeds"' EXIT
+for seed in api:cluster.local/ns/prod/sa/api other:cluster.local/ns/prod/sa/other \
+  foreign-td:example.org/ns/prod/sa/api; do
+  name=${seed%%:*}
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /dev/null \
+    -subj "/" -addext "subjectAltName=URI:spiffe://${seed#*:}" \
+    -out "$csr_seeds/$name.pem" 2>/dev/null
+  openssl req -in "$csr_seeds/$name.pem" -outform DER -out "$csr_seeds/$name.der"
+done
+
 failed=()
 for target in "${targets[@]}"; do
+  seeds="corpus/$target"
+  [ "$target" = csr_sign ] && seeds="$csr_seeds"
   # New inputs go to a scratch folder, so a run never grows the checked-in seeds.
   scratch="$(mktemp -d)"
   echo "fuzz: $target for ${seconds}s"
-  if cargo fuzz run -s none "$target" "$scratch" "corpus/$target" -- \
+  if cargo fuzz run -s none "$target" "$scratch" "$seeds" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     >"$scratch.log" 2>&1; then
     grep -E '^(stat::(number_of_executed_units|average_exec_per_sec|new_units_added)|#[0-9]+ +DONE)' \
