@@ -21,12 +21,16 @@ async fn closed_loop_calls_the_hook_at_both_edges_of_the_window() {
         Ok(())
     };
     let (warmup, window) = (Duration::from_millis(100), Duration::from_millis(300));
+    let called = Instant::now();
     let r = max_rate_hooked(&target, warmup, window, 1, &mut hook)
         .await
         .unwrap();
     assert_eq!(edges.len(), 2);
     assert_eq!((edges[0].0, edges[1].0), (Edge::Start, Edge::End));
-    assert!(edges[1].1 - edges[0].1 >= window);
+    // Each edge comes no earlier than its place in the schedule. A loaded
+    // machine may call either one late, so the gap between them is not bounded.
+    assert!(edges[0].1 - called >= warmup);
+    assert!(edges[1].1 - called >= warmup + window);
     assert!(r.completed > 0);
     assert_eq!(r.errors, 0);
 }
