@@ -13,6 +13,7 @@
 //! - [`mesh::Mesh`]: the usual A → B topology.
 //! - [`client`], [`https`], [`mtls`]: the clients the tests drive it with; [`admin_api`]: the
 //!   control plane's admin view (`GET /v1/proxies`).
+//! - [`python`]: the virtualenv of real Python clients and servers (grpcio, websockets).
 //! - [`lifecycle`]: short-lived certificates, replicas, steady load and TLS probes for the
 //!   certificate lifecycle tests.
 #![forbid(unsafe_code)]
@@ -33,5 +34,6 @@ pub mod policies;
 pub mod ports;
 pub mod process;
 pub mod proxy;
+pub mod python;
 pub mod wait;
 pub mod workdir;
