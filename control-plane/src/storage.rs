@@ -3,5 +3,6 @@
 //! ([`lock`]). It imports nothing from the layers above (command line, API, domain).
 
 pub mod files;
+pub mod kube;
 pub mod lock;
 pub mod paths;

@@ -15,6 +15,7 @@ use crate::domain::policy_source::PolicySource;
 use crate::domain::snapshot::ProxyBook;
 use crate::domain::trust::TrustStore;
 use crate::domain::used_tokens::UsedTokens;
+use crate::storage::kube::Kube;
 
 /// Everything the handlers share.
 pub struct AppState {
@@ -41,6 +42,9 @@ pub struct AppState {
     pub drain: trustmesh_runtime::Drain,
     /// The listener's caps and timeouts, and what is held against them.
     pub limits: Arc<Limits>,
+    /// The Kubernetes API, in Kubernetes mode (`--kubernetes`, `--kubeconfig`).
+    #[allow(dead_code)] // The watches and writes of Kubernetes mode land next.
+    pub kube: Option<Kube>,
 }
 
 /// The caller of one connection, as the TLS handshake proved it.

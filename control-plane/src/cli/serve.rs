@@ -19,6 +19,7 @@ use crate::domain::policy_source::PolicySource;
 use crate::domain::snapshot;
 use crate::domain::tokens;
 use crate::domain::trust::TrustStore;
+use crate::storage::kube::KubeArgs;
 
 /// Flags of `trustmesh serve`.
 #[derive(Debug, Clone, Args)]
@@ -60,6 +61,9 @@ pub struct ServeArgs {
     /// Kubernetes bootstrap with projected ServiceAccount tokens.
     #[command(flatten)]
     pub k8s: K8sArgs,
+    /// Kubernetes mode: the registry from the cluster, shared state in the Kubernetes API.
+    #[command(flatten)]
+    pub kube: KubeArgs,
     /// On SIGTERM, how long open requests may take to finish before the server exits
     /// (snapshot long polls are answered at once).
     #[arg(long, env = "TRUSTMESH_DRAIN_TIMEOUT", default_value = "25s", value_parser = trustmesh_runtime::parse_duration)]
@@ -93,6 +97,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(ImportFrom { cert, key }),
         _ => None,
     };
+    let kube = args.kube.connect().await?;
+    if let Some(k) = &kube {
+        tracing::info!(namespace = %k.namespace, "Kubernetes mode");
+    }
     let trust = TrustStore::open(&args.data_dir, &args.trust_domain, args.cert_ttl, import)?;
     let state = Arc::new(AppState {
         trust: trust.clone(),
@@ -109,6 +117,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics: Metrics::new()?,
         drain: Default::default(),
         limits,
+        kube,
     });
     state.metrics.register(Box::new(policies.reloads.clone()))?;
     state.metrics.register(Box::new(policies.scans.clone()))?;
