@@ -1,7 +1,8 @@
 //! Flags of `trustmesh-proxy`. Every flag also reads `TRUSTMESH_<FLAG>` from the environment;
-//! a flag on the command line wins.
+//! a flag on the command line wins. The flags are read here and in start-up ([`crate::run`])
+//! only: each component gets the small config it needs, made from them once (`components.rs`).
 
-pub mod probes;
+mod components;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -77,8 +78,8 @@ pub struct Args {
     /// The app's original probes as JSON, keyed by rewritten path (Istio's
     /// ISTIO_KUBE_APP_PROBERS format): {"/app-health/app/livez": {"httpGet": {"port": 8080,
     /// "path": "/healthz"}}}. Only these reach the app through --probe-listen.
-    #[arg(long, env = "TRUSTMESH_APP_PROBES", value_parser = probes::parse_app_probes)]
-    pub app_probes: Option<probes::AppProbes>,
+    #[arg(long, env = "TRUSTMESH_APP_PROBES", value_parser = crate::probes::declared::parse_app_probes)]
+    pub app_probes: Option<crate::probes::declared::AppProbes>,
     /// Largest request head (HTTP/1) or header list (HTTP/2) accepted, in bytes; larger gets
     /// 431. At least 8192.
     #[arg(long, env = "TRUSTMESH_MAX_HEADER_BYTES", default_value = "65536", value_parser = clap::value_parser!(u32).range(8192..))]
@@ -153,15 +154,6 @@ impl Args {
             max_header_bytes: self.max_header_bytes,
             max_headers: self.max_headers,
             max_concurrent_streams: self.max_concurrent_streams,
-        }
-    }
-
-    /// The timeouts every served HTTP connection is held to.
-    pub fn timeouts(&self) -> crate::layers::drive::Timeouts {
-        crate::layers::drive::Timeouts {
-            header: self.header_timeout,
-            idle: self.idle_timeout,
-            max_header_bytes: self.max_header_bytes,
         }
     }
 }
