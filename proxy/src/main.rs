@@ -13,7 +13,6 @@ mod inbound;
 mod init;
 mod layers;
 mod net;
-mod nofile;
 mod observe;
 mod opaque;
 mod outbound;

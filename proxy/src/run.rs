@@ -27,7 +27,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("reading --trust-bundle {}", args.trust_bundle.display()))?;
     let bundle = TrustBundle::from_pem(&bundle_pem)
         .with_context(|| format!("--trust-bundle {}", args.trust_bundle.display()))?;
-    let open_files = crate::nofile::raise();
+    let open_files = crate::net::nofile::raise();
     let bind = |addr, flag: &'static str| async move {
         TcpListener::bind(addr)
             .await

@@ -34,7 +34,7 @@ pub struct Config {
     /// `--admin`, as the flag says.
     pub admin: SocketAddr,
     /// The open-files limits after start-up raised the soft one (`None`: unknown).
-    pub open_files: Option<crate::nofile::OpenFiles>,
+    pub open_files: Option<crate::net::nofile::OpenFiles>,
 }
 
 /// Serves the admin endpoints until the process ends.

@@ -2,7 +2,7 @@
 //! no process, no flags.
 
 use super::{serve, Config};
-use crate::nofile::OpenFiles;
+use crate::net::nofile::OpenFiles;
 use crate::testing::{self, get, read};
 
 #[tokio::test]

@@ -69,7 +69,7 @@ impl control::Config {
 
 impl admin::Config {
     /// The flags `/config` reports, and the open-files limits start-up left in force.
-    pub fn from_args(args: &Args, open_files: Option<crate::nofile::OpenFiles>) -> Self {
+    pub fn from_args(args: &Args, open_files: Option<crate::net::nofile::OpenFiles>) -> Self {
         let control_plane: Vec<String> = args.control_plane.iter().map(|u| u.to_string()).collect();
         Self {
             control_plane: control_plane.join(","),
