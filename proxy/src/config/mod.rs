@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use trustmesh_certs::SpiffeId;
+use trustmesh_runtime::parse_duration;
 
 /// trustmesh-proxy: the trustmesh sidecar. Gets its identity from the control plane, carries
 /// the app's outbound HTTP over mutual TLS and terminates mutual TLS for the app.
@@ -156,14 +157,6 @@ impl Args {
             max_concurrent_streams: self.max_concurrent_streams,
         }
     }
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration ({e})"))?;
-    if d.is_zero() {
-        return Err(format!("{s:?} is zero; a positive duration is needed"));
-    }
-    Ok(d)
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
