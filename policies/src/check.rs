@@ -1,7 +1,10 @@
 //! The checks that need more than one document or more than serde's shape checks: names,
 //! API versions, identities, endpoints, duplicates across the folder, and (through
 //! [`crate::compile`]) every pattern of every policy. Each problem is placed in its document by
-//! [`crate::document::Document::locate`].
+//! [`crate::document::Document::locate`]. The checks of `HTTPRoute` documents are in
+//! [`route`].
+
+pub(crate) mod route;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

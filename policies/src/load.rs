@@ -96,7 +96,7 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, Vec<Diagnostic>> {
     }
     let mesh = parsed.mesh.clone().unwrap_or_default();
     let (services, policies) = check::check(&mesh, &parsed, &mut diagnostics);
-    let routes = crate::route::check::check_routes(&parsed, &services, &mut diagnostics);
+    let routes = crate::check::route::check_routes(&parsed, &services, &mut diagnostics);
     diagnostics.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
     if diagnostics.iter().any(Diagnostic::is_error) {
         return Err(diagnostics);

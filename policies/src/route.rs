@@ -3,13 +3,12 @@
 //! filters, timeouts, retries). Routes apply on the caller's sidecar; authorization stays on
 //! the destination's.
 //!
-//! [`model`] is the YAML as written; the loader checks it against the registry (`check`) and
+//! [`model`] is the YAML as written; the loader checks it against the registry ([`crate::check`], `check/route.rs`) and
 //! [`CompiledRoutes::compile`] turns it, once, into what requests are matched against
 //! ([`CompiledRoutes::route`], [`CompiledRule::pick`]). The proxy and `trustmesh route check`
 //! call the same code.
 
 mod action;
-pub(crate) mod check;
 mod compile;
 mod duration;
 mod filters;

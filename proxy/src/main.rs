@@ -6,7 +6,6 @@
 
 mod admin;
 mod app_ports;
-mod bootstrap;
 mod config;
 mod control;
 mod identity;
@@ -14,11 +13,9 @@ mod inbound;
 mod init;
 mod layers;
 mod net;
-mod nofile;
 mod observe;
 mod opaque;
 mod outbound;
-mod persist;
 mod probes;
 mod revocation;
 mod run;
@@ -73,9 +70,9 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<bootstrap::NoCredential>().is_some() => {
+        Err(e) if e.downcast_ref::<identity::NoCredential>().is_some() => {
             eprintln!("trustmesh-proxy: error: {e:#}");
-            ExitCode::from(bootstrap::NoCredential::EXIT_CODE)
+            ExitCode::from(identity::NoCredential::EXIT_CODE)
         }
         Err(e) => {
             eprintln!("trustmesh-proxy: error: {e:#}");

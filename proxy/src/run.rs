@@ -10,17 +10,16 @@ use arc_swap::ArcSwapOption;
 use tokio::net::TcpListener;
 use trustmesh_certs::{RotatingResolver, TrustBundle};
 
-use crate::admin::{self, AdminInfo};
 use crate::app_ports::SidecarPorts;
 use crate::config::Args;
 use crate::control::ControlClient;
-use crate::identity;
+use crate::identity::{Backoff, Identity};
 use crate::inbound::Inbound;
 use crate::net::listen;
 use crate::observe::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::state::Shared;
-use crate::{bootstrap, watch};
+use crate::{admin, control, identity, inbound, outbound, probes, watch};
 
 /// Runs the sidecar until SIGTERM or Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -28,7 +27,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("reading --trust-bundle {}", args.trust_bundle.display()))?;
     let bundle = TrustBundle::from_pem(&bundle_pem)
         .with_context(|| format!("--trust-bundle {}", args.trust_bundle.display()))?;
-    let open_files = crate::nofile::raise();
+    let open_files = crate::net::nofile::raise();
     let bind = |addr, flag: &'static str| async move {
         TcpListener::bind(addr)
             .await
@@ -62,7 +61,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         drain: Default::default(),
         mesh_changes: tokio::sync::watch::channel(0).0,
         ports,
-        args: args.clone(),
     });
     if args.access_log == crate::observe::access_log::AccessLogFormat::Json {
         crate::observe::access_log::writer::start(shared.metrics.access_log_dropped.clone())
@@ -71,42 +69,39 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(endpoint) = &args.otlp_endpoint {
         crate::observe::otlp::start(endpoint, args.identity.as_str())?;
     }
+    // Each component gets what it needs from the flags, made once here.
     let control = Arc::new(ControlClient::new(
-        &args.control_plane,
+        &control::Config::from_args(&args),
         &bundle,
         resolver,
-        &args.identity.trust_domain(),
     )?);
-    let info = Arc::new(AdminInfo {
-        control_plane: control.uris(),
-        open_files,
-    });
-    tokio::spawn(admin::serve(admin_l, shared.clone(), info));
+    let admin_config = admin::Config::from_args(&args, open_files);
+    tokio::spawn(admin::serve(admin_l, shared.clone(), admin_config));
 
     // A certificate kept in --state-dir is used at once and renewed at once; without one, the
     // token gets the first.
-    let restored = match bootstrap::restore(&shared, &bundle)? {
+    let identity = Identity::new(
+        shared.clone(),
+        control.clone(),
+        identity::Config::from_args(&args),
+    );
+    let restored = match identity.restore(&bundle)? {
         Ok(()) => true,
         Err(why) => {
-            bootstrap::bootstrap(&shared, &control, &why).await?;
+            identity.bootstrap(&why).await?;
             false
         }
     };
-    let mut backoff = identity::Backoff::new();
+    let mut backoff = Backoff::new();
     while let Err(e) = watch::poll_once(&shared, &control).await {
         let wait = backoff.next();
         tracing::warn!(target: "policy", "first snapshot failed, retrying in {wait:?}: {e:#}");
         tokio::time::sleep(wait).await;
     }
-    tokio::spawn(identity::renew_forever(
-        shared.clone(),
-        control.clone(),
-        restored,
-    ));
+    tokio::spawn(identity.renew_forever(restored));
     tokio::spawn(watch::watch_forever(shared.clone(), control.clone()));
-    // Each stack gets what it needs from the flags, made once here.
-    let inbound = Inbound::new(shared.clone(), crate::inbound::Config::from_args(&args));
-    let outbound = Outbound::new(shared.clone(), crate::outbound::Config::from_args(&args));
+    let inbound = Inbound::new(shared.clone(), inbound::Config::from_args(&args));
+    let outbound = Outbound::new(shared.clone(), outbound::Config::from_args(&args));
     // IPv6 twins of the inbound and outbound listeners, for traffic ip6tables redirects.
     if let Some(l) = listen::ipv6_twin(args.inbound).await {
         tokio::spawn(inbound.clone().serve(l));
@@ -117,22 +112,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(inbound.serve(inbound_l));
     tokio::spawn(outbound.serve(outbound_l));
     if let Some(l) = probe_l {
-        let probes = args.app_probes.clone().unwrap_or_default();
+        let config = probes::Config::from_args(&args);
         if let Some(l6) = listen::ipv6_twin(l.local_addr()?).await {
-            let shared = shared.clone();
-            tokio::spawn(crate::probes::serve(
-                l6,
-                args.app.ip(),
-                probes.clone(),
-                shared,
-            ));
+            tokio::spawn(probes::serve(l6, config.clone(), shared.clone()));
         }
-        tokio::spawn(crate::probes::serve(
-            l,
-            args.app.ip(),
-            probes,
-            shared.clone(),
-        ));
+        tokio::spawn(probes::serve(l, config, shared.clone()));
     }
     tracing::info!(
         identity = %args.identity,

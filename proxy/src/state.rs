@@ -12,7 +12,6 @@ use trustmesh_policies::snapshot::Snapshot;
 use trustmesh_policies::{CompiledPolicies, WorkloadPolicies};
 
 use crate::app_ports::{InboundPorts, SidecarPorts};
-use crate::config::Args;
 use crate::observe::metrics::Metrics;
 
 /// The certificate in use.
@@ -142,8 +141,6 @@ impl MeshView {
 
 /// State shared by every task of the proxy.
 pub struct Shared {
-    /// The flags.
-    pub args: Args,
     /// Our SPIFFE ID.
     pub identity: SpiffeId,
     /// Hands our current certificate to rustls.

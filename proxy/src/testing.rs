@@ -1,6 +1,8 @@
 //! Test fixtures for the stacks: a mesh CA, a sidecar's [`Shared`] with a mesh view built from
 //! a snapshot (no control plane, no process), an in-process app on loopback, and clients that
-//! speak to a stack over an in-memory stream.
+//! speak to a stack over an in-memory stream; a stand-in control plane ([`control_plane`]).
+
+pub mod control_plane;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -113,7 +115,6 @@ pub fn shared(
         drain: Default::default(),
         mesh_changes: tokio::sync::watch::channel(0).0,
         ports,
-        args,
     })
 }
 

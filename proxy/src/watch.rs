@@ -95,3 +95,6 @@ fn encode(v: &str) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,12 @@
 //! The admin listener (127.0.0.1:15000): `/live`, `/ready` (200 only with an unexpired
-//! certificate and a snapshot), `/config` (JSON) and `/metrics` (Prometheus text).
+//! certificate and a snapshot), `/config` (JSON) and `/metrics` (Prometheus text),
+//! `/log-level` (GET, and PUT to change it). What `/config` reports of the flags comes from
+//! its [`Config`], made once at start-up.
 
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{header, Method, Request, Response, StatusCode};
@@ -13,16 +19,27 @@ use crate::layers::body::{self, Body};
 use crate::layers::rescue::text_response;
 use crate::state::Shared;
 
-/// What `/config` reports besides the state.
-pub struct AdminInfo {
-    /// The control plane's URL.
+/// What the admin listener reports besides the state: the flags as given, and what start-up
+/// found.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `--control-plane`, the replicas' URLs comma-separated.
     pub control_plane: String,
-    /// The open-files limits after start-up raised the soft one.
-    pub open_files: Option<crate::nofile::OpenFiles>,
+    /// `--app`.
+    pub app: SocketAddr,
+    /// `--inbound`, as the flag says (it may name port 0).
+    pub inbound: SocketAddr,
+    /// `--outbound`, as the flag says.
+    pub outbound: SocketAddr,
+    /// `--admin`, as the flag says.
+    pub admin: SocketAddr,
+    /// The open-files limits after start-up raised the soft one (`None`: unknown).
+    pub open_files: Option<crate::net::nofile::OpenFiles>,
 }
 
 /// Serves the admin endpoints until the process ends.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, info: Arc<AdminInfo>) {
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, config: Config) {
+    let info = Arc::new(config);
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
@@ -48,7 +65,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, info: Arc<AdminIn
     }
 }
 
-fn handle(shared: &Shared, info: &AdminInfo, req: &Request<Incoming>) -> Response<Body> {
+fn handle(shared: &Shared, info: &Config, req: &Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET {
         return text_response(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
     }
@@ -103,10 +120,9 @@ async fn put_log_level_handler(req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-fn config(shared: &Shared, info: &AdminInfo) -> serde_json::Value {
+fn config(shared: &Shared, info: &Config) -> serde_json::Value {
     let cert = shared.cert.load_full();
     let mesh = shared.mesh.load_full();
-    let a = &shared.args;
     serde_json::json!({
         "identity": shared.identity.as_str(),
         "certificate": cert.as_ref().map(|c| serde_json::json!({
@@ -121,11 +137,11 @@ fn config(shared: &Shared, info: &AdminInfo) -> serde_json::Value {
         "control_plane": info.control_plane,
         "open_files_limit": info.open_files.map(|l| l.soft),
         "open_files_limit_hard": info.open_files.map(|l| l.hard),
-        "app": a.app.to_string(),
+        "app": info.app.to_string(),
         "listeners": {
-            "inbound": a.inbound.to_string(),
-            "outbound": a.outbound.to_string(),
-            "admin": a.admin.to_string(),
+            "inbound": info.inbound.to_string(),
+            "outbound": info.outbound.to_string(),
+            "admin": info.admin.to_string(),
         },
     })
 }

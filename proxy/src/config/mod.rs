@@ -1,7 +1,8 @@
 //! Flags of `trustmesh-proxy`. Every flag also reads `TRUSTMESH_<FLAG>` from the environment;
-//! a flag on the command line wins.
+//! a flag on the command line wins. The flags are read here and in start-up ([`crate::run`])
+//! only: each component gets the small config it needs, made from them once (`components.rs`).
 
-pub mod probes;
+mod components;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use trustmesh_certs::SpiffeId;
+use trustmesh_runtime::parse_duration;
 
 /// trustmesh-proxy: the trustmesh sidecar. Gets its identity from the control plane, carries
 /// the app's outbound HTTP over mutual TLS and terminates mutual TLS for the app.
@@ -77,8 +79,8 @@ pub struct Args {
     /// The app's original probes as JSON, keyed by rewritten path (Istio's
     /// ISTIO_KUBE_APP_PROBERS format): {"/app-health/app/livez": {"httpGet": {"port": 8080,
     /// "path": "/healthz"}}}. Only these reach the app through --probe-listen.
-    #[arg(long, env = "TRUSTMESH_APP_PROBES", value_parser = probes::parse_app_probes)]
-    pub app_probes: Option<probes::AppProbes>,
+    #[arg(long, env = "TRUSTMESH_APP_PROBES", value_parser = crate::probes::declared::parse_app_probes)]
+    pub app_probes: Option<crate::probes::declared::AppProbes>,
     /// Largest request head (HTTP/1) or header list (HTTP/2) accepted, in bytes; larger gets
     /// 431. At least 8192.
     #[arg(long, env = "TRUSTMESH_MAX_HEADER_BYTES", default_value = "65536", value_parser = clap::value_parser!(u32).range(8192..))]
@@ -155,23 +157,6 @@ impl Args {
             max_concurrent_streams: self.max_concurrent_streams,
         }
     }
-
-    /// The timeouts every served HTTP connection is held to.
-    pub fn timeouts(&self) -> crate::layers::drive::Timeouts {
-        crate::layers::drive::Timeouts {
-            header: self.header_timeout,
-            idle: self.idle_timeout,
-            max_header_bytes: self.max_header_bytes,
-        }
-    }
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration ({e})"))?;
-    if d.is_zero() {
-        return Err(format!("{s:?} is zero; a positive duration is needed"));
-    }
-    Ok(d)
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {

@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Method, Uri};
-use trustmesh_certs::{control_plane_identity, RotatingResolver, TrustBundle};
+use trustmesh_certs::{control_plane_identity, RotatingResolver, TrustBundle, TrustDomain};
 use trustmesh_runtime::client;
 
 /// The largest response accepted from the control plane.
@@ -30,6 +30,17 @@ struct Endpoint {
     uri: Uri,
     host: String,
     port: u16,
+}
+
+/// What the control-plane client needs from the flags, made once at start-up: the replicas
+/// (`--control-plane`) and the trust domain whose control-plane identity they must prove (that
+/// of `--identity`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The replicas, `https://host:port` each, tried in this order.
+    pub control_plane: Vec<Uri>,
+    /// Our trust domain: each replica must present its control-plane SPIFFE ID.
+    pub trust_domain: TrustDomain,
 }
 
 /// The control-plane replicas and the TLS configuration to reach them.
@@ -47,15 +58,17 @@ pub struct ControlClient {
 pub use trustmesh_runtime::client::Answer;
 
 impl ControlClient {
-    /// A client for the replicas at `uris` (https://host:port each) that trusts `bundle`.
+    /// A client for the replicas of `config` that trusts `bundle` and presents the
+    /// certificate `resolver` holds (once it holds one); fails on a URL that is not
+    /// `https://` or has no host, and on no URL at all.
     pub fn new(
-        uris: &[Uri],
+        config: &Config,
         bundle: &TrustBundle,
         resolver: Arc<RotatingResolver>,
-        td: &trustmesh_certs::TrustDomain,
     ) -> anyhow::Result<Self> {
-        let mut endpoints = Vec::with_capacity(uris.len());
-        for uri in uris {
+        let td = &config.trust_domain;
+        let mut endpoints = Vec::with_capacity(config.control_plane.len());
+        for uri in &config.control_plane {
             if uri.scheme_str() != Some("https") {
                 anyhow::bail!("--control-plane {uri} must be an https:// URL");
             }
@@ -86,7 +99,7 @@ impl ControlClient {
     }
 
     /// Trusts a new bundle (pushed in a snapshot) from now on.
-    pub fn set_bundle(&self, bundle: &TrustBundle, td: &trustmesh_certs::TrustDomain) {
+    pub fn set_bundle(&self, bundle: &TrustBundle, td: &TrustDomain) {
         match (
             cp_client_config(bundle, td, Some(&self.resolver)),
             cp_client_config(bundle, td, None),
@@ -99,12 +112,6 @@ impl ControlClient {
                 tracing::warn!("ignoring an unusable trust bundle: {e}")
             }
         }
-    }
-
-    /// The control planes' URLs, comma-separated, for /config.
-    pub fn uris(&self) -> String {
-        let uris: Vec<String> = self.endpoints.iter().map(|e| e.uri.to_string()).collect();
-        uris.join(",")
     }
 
     /// Makes one request, to the replica that answered last and then to each other one in
@@ -180,7 +187,7 @@ impl ControlClient {
 /// or a renewal (a newer one) the control plane would see a stale identity.
 fn cp_client_config(
     bundle: &TrustBundle,
-    td: &trustmesh_certs::TrustDomain,
+    td: &TrustDomain,
     resolver: Option<&Arc<RotatingResolver>>,
 ) -> anyhow::Result<rustls::ClientConfig> {
     let mut c = trustmesh_certs::tls::control_plane_client_config(

@@ -34,7 +34,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use trustmesh_certs::SpiffeId;
 
-use crate::config::Args;
 use crate::layers::detect::{self, Protocol};
 use crate::layers::drive::ServeConfig;
 use crate::layers::limits;
@@ -45,7 +44,8 @@ use crate::observe::metrics::ConnGuard;
 use crate::state::Shared;
 use peer_cap::PeerCap;
 
-/// What the inbound stack needs from the flags, made once at start-up.
+/// What the inbound stack needs from the flags, made once at start-up
+/// ([`Config::from_args`], in [`crate::config`]).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `--app`: where the app listens.
@@ -68,30 +68,6 @@ pub struct Config {
     pub serve: ServeConfig,
     /// `--access-log`.
     pub access_log: AccessLogFormat,
-}
-
-impl Config {
-    /// The inbound configuration the flags describe.
-    pub fn from_args(args: &Args) -> Self {
-        Self {
-            app: args.app,
-            connect_timeout: args.connect_timeout,
-            upstream_timeout: args.upstream_timeout,
-            max_grpc_timeout: args.max_grpc_timeout,
-            body_timeout: args.body_timeout,
-            handshake_timeout: args.handshake_timeout,
-            max_connections: args.max_connections,
-            connections_per_identity: args.connections_per_identity(),
-            // Room for the fields the caller's sidecar adds (identity, trace context).
-            serve: ServeConfig {
-                max_headers: args
-                    .max_headers
-                    .saturating_add(crate::layers::headers::SIDECAR_HEADERS),
-                ..args.serve()
-            },
-            access_log: args.access_log,
-        }
-    }
 }
 
 /// The inbound side: clients to the app over HTTP/1.1 and h2c.

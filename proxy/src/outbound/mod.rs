@@ -35,7 +35,6 @@ use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::config::Args;
 use crate::layers::drive;
 use crate::layers::drive::ServeConfig;
 use crate::net::accept::accept_loop;
@@ -45,7 +44,8 @@ use crate::state::Shared;
 use passthrough::Passthrough;
 use pool::Pool;
 
-/// What the outbound stack needs from the flags, made once at start-up.
+/// What the outbound stack needs from the flags, made once at start-up
+/// ([`Config::from_args`], in [`crate::config`]).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `--connect-timeout` to a peer sidecar or a passthrough destination.
@@ -62,21 +62,6 @@ pub struct Config {
     pub serve: ServeConfig,
     /// `--access-log`.
     pub access_log: AccessLogFormat,
-}
-
-impl Config {
-    /// The outbound configuration the flags describe.
-    pub fn from_args(args: &Args) -> Self {
-        Self {
-            connect_timeout: args.connect_timeout,
-            upstream_timeout: args.upstream_timeout,
-            max_grpc_timeout: args.max_grpc_timeout,
-            body_timeout: args.body_timeout,
-            max_connections: args.max_connections,
-            serve: args.serve(),
-            access_log: args.access_log,
-        }
-    }
 }
 
 /// The outbound side: its pool and a round-robin counter over endpoints.

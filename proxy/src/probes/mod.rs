@@ -19,6 +19,11 @@
 //! app from outside the pod is the probes the pod declares, with their declared paths. The
 //! listener needs no credentials, so it is held to the same header and idle timeouts as the
 //! others and to [`MAX_CONNECTIONS`] connections.
+//!
+//! [`declared`] parses `--app-probes`; [`serve`] takes what it needs of the flags as a
+//! [`Config`], made once at start-up.
+
+pub mod declared;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -36,12 +41,12 @@ use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::config::probes::{AppProbes, HttpGet};
 use crate::layers::body::{self, Body};
-use crate::layers::drive::drive;
+use crate::layers::drive::{drive, ServeConfig};
 use crate::layers::limits;
 use crate::layers::rescue::text_response;
 use crate::state::Shared;
+use declared::{AppProbes, HttpGet};
 
 /// A probe's timeout when it declares none (the Kubernetes default).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -50,16 +55,27 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 /// is plenty, and a client without credentials cannot hold more.
 pub const MAX_CONNECTIONS: usize = 64;
 
-/// Serves rewritten probes until the listener fails; `app_ip` is the app's address (`--app`).
-/// Each connection is held to `--header-timeout` (408) and `--idle-timeout`, and at most
-/// [`MAX_CONNECTIONS`] are open; hits count as `trustmesh_limits_exceeded_total` with
-/// `direction="probe"`.
-pub async fn serve(listener: TcpListener, app_ip: IpAddr, probes: AppProbes, shared: Arc<Shared>) {
+/// What the probe listener needs from the flags, made once at start-up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The app's address (the IP of `--app`): probes go to its ports there.
+    pub app_ip: IpAddr,
+    /// `--app-probes`: the only paths answered.
+    pub probes: AppProbes,
+    /// The header and idle limits every served connection is held to (HTTP/1.1 only here).
+    pub serve: ServeConfig,
+}
+
+/// Serves rewritten probes until the listener fails. Each connection is held to
+/// `--header-timeout` (408) and `--idle-timeout`, and at most [`MAX_CONNECTIONS`] are open;
+/// hits count as `trustmesh_limits_exceeded_total` with `direction="probe"`.
+pub async fn serve(listener: TcpListener, config: Config, shared: Arc<Shared>) {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(DEFAULT_TIMEOUT * 5));
     let client: Client<HttpConnector, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build(connector);
-    let state = Arc::new((app_ip, probes, client));
+    let serve_config = config.serve;
+    let state = Arc::new((config.app_ip, config.probes, client));
     let conns = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
@@ -79,12 +95,11 @@ pub async fn serve(listener: TcpListener, app_ip: IpAddr, probes: AppProbes, sha
                     Ok::<_, Infallible>(answer(&req, *app_ip, probes, client).await)
                 }
             });
-            let args = &shared.args;
             let activity = limits::Activity::new();
             let io = TokioIo::new(limits::Tracked::with_head_timeout(
                 tcp,
                 activity.clone(),
-                args.header_timeout,
+                serve_config.header_timeout,
             ));
             let mut builder = Builder::new(TokioExecutor::new()).http1_only();
             builder
@@ -93,15 +108,15 @@ pub async fn serve(listener: TcpListener, app_ip: IpAddr, probes: AppProbes, sha
                 // `Tracked` answers 408, only while a head arrives; hyper's own would close
                 // idle keep-alive connections (see `layers::drive::builder`).
                 .header_read_timeout(None)
-                .max_headers(args.max_headers as usize)
-                .max_buf_size(args.max_header_bytes as usize);
+                .max_headers(serve_config.max_headers as usize)
+                .max_buf_size(serve_config.max_header_bytes as usize);
             let conn = builder.serve_connection(io, svc);
             let (drain, metrics) = (&shared.drain, &shared.metrics);
             drive(
                 conn,
                 None,
                 &activity,
-                args.timeouts(),
+                serve_config.timeouts(),
                 drain,
                 metrics,
                 DIRECTION,

@@ -1,33 +1,20 @@
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+use super::declared::parse_app_probes;
 use super::*;
-use crate::config::probes::parse_app_probes;
 
-/// The state `serve` reads, with every flag at its default.
+/// The state `serve` reads: no certificate, no snapshot.
 fn shared() -> Arc<Shared> {
-    use clap::Parser as _;
-    let args = crate::config::Args::try_parse_from([
-        "trustmesh-proxy",
-        "--control-plane",
-        "https://127.0.0.1:1",
-        "--trust-bundle",
-        "bundle.pem",
-        "--token-file",
-        "token",
-        "--identity",
-        "spiffe://cluster.local/ns/t/sa/probes",
-    ])
-    .unwrap();
     Arc::new(Shared {
-        identity: args.identity.clone(),
+        identity: trustmesh_certs::SpiffeId::parse("spiffe://cluster.local/ns/t/sa/probes")
+            .unwrap(),
         resolver: Arc::new(trustmesh_certs::RotatingResolver::new()),
         cert: arc_swap::ArcSwapOption::empty(),
         mesh: arc_swap::ArcSwapOption::empty(),
         metrics: crate::observe::metrics::Metrics::new().unwrap(),
         drain: Default::default(),
         mesh_changes: tokio::sync::watch::channel(0).0,
-        ports: crate::app_ports::SidecarPorts::new(&[], args.app).unwrap(),
-        args,
+        ports: crate::app_ports::SidecarPorts::new(&[], "127.0.0.1:8080".parse().unwrap()).unwrap(),
     })
 }
 
@@ -118,7 +105,9 @@ async fn declared_probes_reach_the_app_and_nothing_else_does() {
     let probes = parse_app_probes(&json).unwrap();
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    tokio::spawn(serve(l, app.ip(), probes, shared()));
+    let mut config = Config::from_args(&crate::testing::args("probes", app));
+    config.probes = probes;
+    tokio::spawn(serve(l, config, shared()));
 
     assert_eq!(get(addr, "/app-health/orders/livez").await, 200);
     assert_eq!(get(addr, "/app-health/orders/readyz").await, 204);
@@ -129,4 +118,31 @@ async fn declared_probes_reach_the_app_and_nothing_else_does() {
     assert_eq!(get(addr, "/healthz").await, 404);
     assert_eq!(get(addr, "/app-health/orders/livez/../readyz").await, 404);
     assert_eq!(get(addr, "/app-health/other/livez").await, 404);
+}
+
+#[tokio::test]
+async fn the_listener_holds_requests_to_the_header_limits_of_its_config() {
+    let app = app().await;
+    let json = format!(
+        r#"{{"/app-health/orders/livez": {{"httpGet": {{"path": "/healthz", "port": {p}}}}}}}"#,
+        p = app.port()
+    );
+    let mut config = Config::from_args(&crate::testing::args("probes", app));
+    config.probes = parse_app_probes(&json).unwrap();
+    config.serve.max_headers = 4;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(serve(l, config, shared()));
+
+    assert_eq!(get(addr, "/app-health/orders/livez").await, 200);
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = String::from("GET /app-health/orders/livez HTTP/1.1\r\nhost: probe\r\n");
+    for i in 0..8 {
+        req.push_str(&format!("x-extra-{i}: 1\r\n"));
+    }
+    req.push_str("connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 431"), "{out}");
 }

@@ -1,5 +1,5 @@
 //! The app's original probes as `--app-probes` declares them (Istio's `ISTIO_KUBE_APP_PROBERS`
-//! format), parsed and checked at start-up; [`crate::probes`] serves them.
+//! format), parsed and checked at start-up; [`super::serve`] serves them.
 
 use std::collections::BTreeMap;
 

@@ -5,10 +5,10 @@
 
 use std::collections::HashMap;
 
-use super::compile::CompiledRoutes;
-use super::model::{HttpRoute, ROUTE_API_VERSION};
+use super::check_metadata;
 use crate::diagnostic::Diagnostic;
 use crate::parsed::{Located, Parsed, RouteDoc};
+use crate::route::{CompiledRoutes, HttpRoute, ROUTE_API_VERSION};
 use crate::service::ServiceEntry;
 
 /// Checks every parsed route and returns them, sorted by (namespace, name).
@@ -31,7 +31,7 @@ pub(crate) fn check_routes(
                 ),
             ));
         }
-        crate::check::check_metadata(r, &d.metadata, diagnostics);
+        check_metadata(r, &d.metadata, diagnostics);
         let (line, col) = r.document().locate("name", Some(&d.metadata.name));
         let key = (d.metadata.namespace.clone(), d.metadata.name.clone());
         if let Some(first) = seen.get(&key) {
