@@ -65,6 +65,9 @@ impl Inbound {
         );
         if upgrade.is_some() {
             parts.method = http::Method::GET;
+            if log.detail {
+                log.method = "GET".to_string();
+            }
         }
         if let Err(e) = check_head(&parts) {
             self.refused(log);
