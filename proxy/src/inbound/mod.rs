@@ -14,12 +14,14 @@
 //!    ([`crate::opaque`]), anything else HTTP, served by [`crate::layers::drive::serve`];
 //! 6. per request ([`request`]): observe ([`crate::observe::request`]) → refuse a blocked
 //!    caller → check the head → strip, set identity → the port → authorize ([`authorize`]) →
-//!    forward to the app; what the proxy answers itself comes from [`crate::layers::rescue`].
+//!    forward to the app (an upgrade: [`upgrade`], then a tunnel); what the proxy answers
+//!    itself comes from [`crate::layers::rescue`].
 
 pub mod authorize;
 pub mod peer_cap;
 pub mod request;
 pub mod tls;
+pub mod upgrade;
 
 #[cfg(test)]
 mod tests;

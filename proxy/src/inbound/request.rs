@@ -7,6 +7,9 @@
 //! and `x-trustmesh-orig-proto` are removed and `x-trustmesh-peer-identity` set to the
 //! verified identity, so a policy on a header sees exactly the value the app gets. Request
 //! trailers lose every `x-trustmesh-*` and hop-by-hop field ([`crate::layers::body::request`]).
+//! An upgrade (extended CONNECT from the caller's sidecar, or HTTP/1.1 `Upgrade`) is judged as
+//! the `GET` with `Connection: upgrade` and `Upgrade` it stands for, then goes to
+//! [`super::upgrade`] in place of the plain forward.
 
 use http::{header, HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
@@ -17,6 +20,7 @@ use crate::app_ports::Carrier;
 use crate::layers::body::{self, Body};
 use crate::layers::headers::{self, ORIG_PROTO, PEER_IDENTITY};
 use crate::layers::rescue::{self, ProxyError};
+use crate::layers::upgrade::Upgrade;
 use crate::layers::{deadline, limits, upstream};
 use crate::observe::access_log::Entry;
 use crate::observe::request::Observe;
@@ -52,6 +56,19 @@ impl Inbound {
         if crate::revocation::refuses(&self.shared, &mesh, peer, "request") {
             return Err(ProxyError::Denied);
         }
+        // An upgrade is authorized as the HTTP/1.1 `GET` it stands for, in either form.
+        let upgrade = Upgrade::of_head(
+            &parts.method,
+            parts.version,
+            &parts.headers,
+            &parts.extensions,
+        );
+        if upgrade.is_some() {
+            parts.method = http::Method::GET;
+            if log.detail {
+                log.method = "GET".to_string();
+            }
+        }
         if let Err(e) = check_head(&parts) {
             self.refused(log);
             return Err(e);
@@ -68,6 +85,9 @@ impl Inbound {
             None => parts.version != Version::HTTP_2,
         };
         headers::strip_hop_by_hop(&mut parts.headers);
+        if let Some(up) = &upgrade {
+            up.set_http1_fields(&mut parts.headers);
+        }
         // Replaces every header of that name that arrived: only we can vouch for the caller.
         parts
             .headers
@@ -129,6 +149,9 @@ impl Inbound {
             parts.headers.remove(header::HOST);
             &self.app.h2c
         };
+        if let Some(up) = upgrade {
+            return self.upgrade(parts, up, conn, log).await;
+        }
         let body_timeout = self.config.body_timeout;
         let (body, stalled) = body::request(body, body_timeout);
         // A gRPC caller's `grpc-timeout` is its deadline, in place of --upstream-timeout.

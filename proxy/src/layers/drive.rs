@@ -56,6 +56,28 @@ where
     }
 }
 
+impl<I, S, B> Graceful
+    for hyper_util::server::conn::auto::UpgradeableConnection<
+        '_,
+        I,
+        S,
+        hyper_util::rt::TokioExecutor,
+    >
+where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Send,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    fn finish(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
 /// The limits a connection is held to.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -165,7 +187,8 @@ pub async fn drive<C: Graceful>(
 }
 
 /// Serves one HTTP/1.1 or HTTP/2 connection on `io` to its end, each request answered by
-/// `handle`: the connection held to the limits of `cfg` ([`crate::layers::limits`]), its
+/// `handle` (which finds the connection's [`Activity`] in the request's extensions, and may
+/// upgrade it: HTTP/1.1 `101`, or an extended CONNECT): the connection held to the limits of `cfg` ([`crate::layers::limits`]), its
 /// responses' frames counted as activity, and driven by [`drive`]. Inbound, outbound and any
 /// later listener serve HTTP through this one function.
 pub async fn serve<IO, H, Fut>(
@@ -183,9 +206,12 @@ pub async fn serve<IO, H, Fut>(
 {
     let activity = Activity::new();
     let act = activity.clone();
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |mut req: Request<Incoming>| {
         let (handle, act) = (handle.clone(), act.clone());
         let in_flight = act.request();
+        // An upgrade's tunnel outlives its request: it holds the connection busy through this
+        // ([`crate::layers::upgrade::tunnel`]), so neither timeout cuts it.
+        req.extensions_mut().insert(act.clone());
         async move {
             let resp = handle(req).await;
             drop(in_flight);
@@ -197,9 +223,11 @@ pub async fn serve<IO, H, Fut>(
         activity.clone(),
         cfg.header_timeout,
     ));
-    let builder = builder(cfg);
+    let mut builder = builder(cfg);
+    // RFC 8441: h2c apps and peer sidecars may open WebSockets as extended CONNECT streams.
+    builder.http2().enable_connect_protocol();
     drive(
-        builder.serve_connection(io, svc),
+        builder.serve_connection_with_upgrades(io, svc),
         watcher,
         &activity,
         cfg.timeouts(),

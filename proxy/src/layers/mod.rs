@@ -1,5 +1,6 @@
 //! The HTTP pieces both stacks are built from: bodies, header rules, limits, deadlines, the connection
-//! driver, the plain-HTTP upstream client and the one map from errors to responses.
+//! driver, the plain-HTTP upstream client, upgrades and their tunnels, and the one map from
+//! errors to responses.
 
 pub mod body;
 pub mod deadline;
@@ -9,4 +10,5 @@ pub mod error;
 pub mod headers;
 pub mod limits;
 pub mod rescue;
+pub mod upgrade;
 pub mod upstream;

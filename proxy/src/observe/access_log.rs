@@ -6,6 +6,11 @@
 //! `policy`, `request_bytes` and `response_bytes` (from `Content-Length`, when the message has
 //! one), `duration_ms` (request headers to response headers) and `trace_id` (W3C).
 //!
+//! An upgrade that succeeded (`101`, or `200` to an extended CONNECT) is logged once, when its
+//! tunnel closes ([`crate::layers::upgrade::tunnel`]): with `upgrade` (the protocol),
+//! `tunnel_bytes_up` (caller to callee), `tunnel_bytes_down` (back) and `duration_ms` from the
+//! request head to the tunnel's end.
+//!
 //! Nothing a caller can hide a secret in is logged: no header values (so no `Authorization`,
 //! cookies or tokens), no query string, and no userinfo of the authority.
 //!
@@ -53,6 +58,19 @@ pub struct Entry {
     pub request_bytes: Option<u64>,
     /// The W3C trace id (32 hex digits).
     pub trace_id: Option<String>,
+    /// The protocol a successful upgrade switched to (`websocket`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<String>,
+    /// Bytes an upgrade's tunnel carried from the caller to the callee.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel_bytes_up: Option<u64>,
+    /// Bytes an upgrade's tunnel carried from the callee back to the caller.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel_bytes_down: Option<u64>,
+    /// Set once an upgrade succeeded: the line is not written with the response but by the
+    /// tunnel when it closes, with its bytes and full duration.
+    #[serde(skip)]
+    pub deferred: bool,
     /// The `traceparent` parent id the request arrived with (for OTLP export only).
     #[serde(skip)]
     pub parent_id: Option<String>,
@@ -130,7 +148,7 @@ pub fn write(
     response_headers: &HeaderMap,
     duration: Duration,
 ) {
-    if format == AccessLogFormat::Off {
+    if format == AccessLogFormat::Off || entry.deferred {
         return;
     }
     let line = Line {

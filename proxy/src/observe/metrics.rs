@@ -79,6 +79,8 @@ pub struct Metrics {
     /// mTLS connections made to other sidecars' inbound listeners (the pool re-uses each one
     /// for every request to that destination, so this grows only on a new or lost connection).
     pub upstream_connections: IntCounter,
+    /// Open upgrade tunnels (WebSocket and other `Upgrade`s, extended CONNECT) by direction.
+    pub tunnels: IntGaugeVec,
     policy_version: IntGaugeVec,
     current_version: Mutex<Option<String>>,
 }
@@ -186,6 +188,14 @@ impl Metrics {
             "HTTP/2 connections over mTLS made to other sidecars (pooled and re-used by every request).",
         )?;
         registry.register(Box::new(upstream_connections.clone()))?;
+        let tunnels = IntGaugeVec::new(
+            Opts::new(
+                "trustmesh_tunnels_open",
+                "Open upgrade tunnels (HTTP/1.1 Upgrade, extended CONNECT) by direction.",
+            ),
+            &["direction"],
+        )?;
+        registry.register(Box::new(tunnels.clone()))?;
         for reason in HANDSHAKE_ERROR_REASONS {
             handshake_errors.with_label_values(&[reason]);
         }
@@ -208,6 +218,7 @@ impl Metrics {
         }
         for direction in DIRECTIONS {
             connections.with_label_values(&[direction]);
+            tunnels.with_label_values(&[direction]);
         }
         Ok(Self {
             registry,
@@ -224,6 +235,7 @@ impl Metrics {
             limits_exceeded,
             access_log_dropped,
             upstream_connections,
+            tunnels,
             policy_version,
             current_version: Mutex::new(None),
         })
@@ -283,6 +295,8 @@ mod tests {
             "trustmesh_limits_exceeded_total{direction=\"inbound\",limit=\"handshake_timeout\"} 0";
         assert!(text.contains(line), "{line} missing:\n{text}");
         let line = "trustmesh_authz_decisions_total{decision=\"deny\",policy=\"-\"} 0";
+        assert!(text.contains(line), "{line} missing:\n{text}");
+        let line = "trustmesh_tunnels_open{direction=\"outbound\"} 0";
         assert!(text.contains(line), "{line} missing:\n{text}");
         let line = "trustmesh_access_log_dropped_total 0";
         assert!(text.contains(line), "{line} missing:\n{text}");

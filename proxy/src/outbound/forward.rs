@@ -57,6 +57,10 @@ impl Outbound {
         orig: Option<SocketAddr>,
         log: &mut Entry,
     ) -> Result<Response<Body>, ProxyError> {
+        // WebSocket and other upgrades: an extended-CONNECT stream of their own (`upgrade`).
+        if let Some(up) = crate::layers::upgrade::Upgrade::of(&req) {
+            return self.upgrade(req, up, orig, log).await;
+        }
         let mesh = self
             .shared
             .mesh

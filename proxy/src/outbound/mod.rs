@@ -15,13 +15,14 @@
 //!    HTTP is opaque TCP ([`route::opaque`]); HTTP is served by [`crate::layers::drive::serve`];
 //! 4. per request ([`forward`]): observe ([`crate::observe::request`]) → check the head →
 //!    route ([`route`]: Host, then original destination) → passthrough ([`passthrough`]) or
-//!    the mTLS h2 pool ([`pool`]) → forward; what the proxy answers itself comes from
-//!    [`crate::layers::rescue`].
+//!    the mTLS h2 pool ([`pool`]) → forward; an upgrade (WebSocket, extended CONNECT) takes
+//!    [`upgrade`] instead; what the proxy answers itself comes from [`crate::layers::rescue`].
 
 pub mod forward;
 pub mod passthrough;
 pub mod pool;
 pub mod route;
+pub mod upgrade;
 
 #[cfg(test)]
 mod tests;

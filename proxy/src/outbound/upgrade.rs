@@ -1,0 +1,174 @@
+//! The outbound side of an upgrade ([`crate::layers::upgrade`]): the app's HTTP/1.1 `Upgrade`
+//! or h2c extended CONNECT is routed like any request, then sent as an extended-CONNECT stream
+//! on the pooled mTLS h2 connection to the destination's sidecar (`:protocol` the upgrade's
+//! protocol, the app's own path and headers, `x-trustmesh-orig-proto` for an HTTP/1.1 app), or
+//! for a passthrough destination as HTTP/1.1 on a connection of its own. The destination's
+//! refusal (`403`, `426`, ...) reaches the app as it was; its `200` becomes the answer the app
+//! asked for, and the tunnel ([`tunnel`]) carries the rest.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::request::Parts;
+use http::{header, uri, HeaderValue, Request, Response, Uri};
+use hyper::body::Incoming;
+
+use super::route::{self, Route};
+use super::Outbound;
+use crate::layers::body::{self, Body};
+use crate::layers::headers::{self, ORIG_PROTO, PEER_IDENTITY};
+use crate::layers::limits::Activity;
+use crate::layers::rescue::ProxyError;
+use crate::layers::upgrade::tunnel::Tunnel;
+use crate::layers::upgrade::{dial, Form, Upgrade};
+use crate::observe::access_log::Entry;
+
+impl Outbound {
+    /// Carries the app's upgrade request `req` (asking for `up`) to its destination and, once
+    /// that switched, tunnels the connection.
+    pub(super) async fn upgrade(
+        &self,
+        mut req: Request<Incoming>,
+        up: Upgrade,
+        orig: Option<SocketAddr>,
+        log: &mut Entry,
+    ) -> Result<Response<Body>, ProxyError> {
+        let start = Instant::now();
+        let mesh = self
+            .shared
+            .mesh
+            .load_full()
+            .ok_or(ProxyError::NotReady("no policy snapshot yet"))?;
+        let caller = hyper::upgrade::on(&mut req);
+        let (mut parts, _) = req.into_parts();
+        headers::check_head(&parts)?;
+        let busy = parts.extensions.remove::<Arc<Activity>>();
+        let key = parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned();
+        let host = request_host(&parts);
+        let route = route::decide(
+            &self.shared,
+            &mesh.snapshot.registry,
+            host.as_deref(),
+            orig,
+            mesh.snapshot.mesh.outbound_policy,
+            self.next.fetch_add(1, Ordering::Relaxed),
+        )?;
+        let timeout = self.config.upstream_timeout;
+        let (resp, callee_form) = match route {
+            Route::Passthrough(addr) => {
+                log.decision = Some("passthrough");
+                if !parts.headers.contains_key(header::HOST) {
+                    if let Some(v) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+                        parts.headers.insert(header::HOST, v);
+                    }
+                }
+                headers::strip_hop_by_hop(&mut parts.headers);
+                up.to_http1(&mut parts);
+                let req = Request::from_parts(parts, body::full(bytes::Bytes::new()));
+                let target = format!("{addr} (outside the mesh)");
+                let addr = addr.to_string();
+                let connect = self.config.connect_timeout;
+                let resp = dial::send(&addr, req, &target, connect, timeout).await?;
+                (resp, Form::Http1)
+            }
+            Route::Mesh { service, dial } => {
+                let host = host
+                    .or_else(|| orig.map(|o| o.to_string()))
+                    .ok_or(ProxyError::NoHost)?;
+                log.destination = Some(service.identity.as_str().to_string());
+                let endpoint = &dial;
+                let target_addr = || format!("{}.{} ({endpoint})", service.name, service.namespace);
+                let config = mesh
+                    .client_config(&self.shared.resolver, &service.identity)
+                    .map_err(|e| ProxyError::Tls {
+                        target: format!("{}.{}", service.name, service.namespace),
+                        reason: e.to_string(),
+                    })?;
+                let connect = self.config.connect_timeout;
+                let mut sender = self
+                    .pool
+                    .get(endpoint, service, config, connect, &target_addr)
+                    .await?;
+                let hop = to_hop(parts, &up, &host)?;
+                let resp = tokio::time::timeout(timeout, async {
+                    sender.ready().await?;
+                    sender.send_request(hop).await
+                })
+                .await
+                .map_err(|_| ProxyError::Timeout {
+                    target: target_addr(),
+                    secs: timeout.as_secs(),
+                })?
+                .map_err(|e| ProxyError::Upstream {
+                    target: target_addr(),
+                    reason: e.to_string(),
+                })?;
+                (resp, Form::Connect)
+            }
+        };
+        drop(mesh);
+        if !Upgrade::switched(callee_form, resp.status()) {
+            // Refused (403, 426, ...): the app hears it as it was said.
+            let (mut p, b) = resp.into_parts();
+            headers::strip_hop_by_hop(&mut p.headers);
+            return Ok(Response::from_parts(p, body::stream(b)));
+        }
+        let mut resp = resp;
+        let callee = hyper::upgrade::on(&mut resp);
+        let answer = up.answer(resp.headers().clone(), key.as_ref());
+        let tunnel = Tunnel::new(
+            &self.shared.metrics,
+            "outbound",
+            self.config.serve.idle_timeout,
+            busy,
+            self.config.access_log,
+            log,
+            &up.protocol,
+            answer.status(),
+            start,
+        );
+        tunnel.spawn(caller, callee);
+        Ok(answer)
+    }
+}
+
+/// The authority the app named: its absolute-form URI's, else its Host.
+fn request_host(parts: &Parts) -> Option<String> {
+    if let Some(a) = parts.uri.authority() {
+        return Some(a.as_str().to_string());
+    }
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The extended CONNECT for the hop between sidecars: `:authority` the host the app named,
+/// the app's path and headers (hop-by-hop fields gone), what the app spoke recorded, nothing
+/// the app wrote in trustmesh's own headers.
+fn to_hop(mut parts: Parts, up: &Upgrade, host: &str) -> Result<Request<Body>, ProxyError> {
+    headers::strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(PEER_IDENTITY);
+    parts.headers.remove(ORIG_PROTO);
+    if up.form == Form::Http1 {
+        parts
+            .headers
+            .insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
+    }
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| uri::PathAndQuery::from_static("/"));
+    parts.uri = Uri::builder()
+        .scheme("https")
+        .authority(host)
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|e| ProxyError::BadRequest(format!("cannot rebuild the request URI: {e}")))?;
+    up.to_connect(&mut parts);
+    Ok(Request::from_parts(parts, body::full(bytes::Bytes::new())))
+}
