@@ -15,13 +15,17 @@
 //!    HTTP is opaque TCP ([`route::opaque`]); HTTP is served by [`crate::layers::drive::serve`];
 //! 4. per request ([`forward`]): observe ([`crate::observe::request`]) → check the head →
 //!    route ([`route`]: Host, then original destination) → passthrough ([`passthrough`]) or
-//!    the mTLS h2 pool ([`pool`]) → forward; what the proxy answers itself comes from
+//!    the mTLS h2 pool ([`pool`]) → forward; a service with `HTTPRoute`s goes through its
+//!    rules first ([`http_route`]: match, headers, weighted backend, timeouts, retries),
+//!    each attempt through [`send`]; what the proxy answers itself comes from
 //!    [`crate::layers::rescue`].
 
 pub mod forward;
+pub mod http_route;
 pub mod passthrough;
 pub mod pool;
 pub mod route;
+pub mod send;
 
 #[cfg(test)]
 mod tests;
@@ -62,6 +66,8 @@ pub struct Config {
     pub serve: ServeConfig,
     /// `--access-log`.
     pub access_log: AccessLogFormat,
+    /// Route retries: the body buffer and the budget.
+    pub retry: http_route::RetryConfig,
 }
 
 impl Config {
@@ -75,6 +81,11 @@ impl Config {
             max_connections: args.max_connections,
             serve: args.serve(),
             access_log: args.access_log,
+            retry: http_route::RetryConfig {
+                max_body_bytes: args.retry_max_body_bytes,
+                budget_percent: args.retry_budget_percent,
+                budget_min_per_sec: args.retry_budget_min_per_sec,
+            },
         }
     }
 }
@@ -86,6 +97,8 @@ pub struct Outbound {
     pool: Pool,
     next: AtomicUsize,
     passthrough: Passthrough,
+    /// The retry budget of every service a route retries to.
+    budgets: http_route::budget::Budgets,
     /// `--max-connections` open at once on this listener.
     conns: Arc<tokio::sync::Semaphore>,
 }
@@ -97,6 +110,10 @@ impl Outbound {
             pool: Pool::new(shared.metrics.upstream_connections.clone()),
             next: AtomicUsize::new(0),
             passthrough: Passthrough::new(config.connect_timeout),
+            budgets: http_route::budget::Budgets::new(
+                config.retry.budget_percent,
+                config.retry.budget_min_per_sec,
+            ),
             conns: Arc::new(tokio::sync::Semaphore::new(config.max_connections as usize)),
             shared,
             config,
