@@ -18,7 +18,8 @@ use http_body_util::Empty;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use trustmesh_e2e::app::App;
-use trustmesh_e2e::client::{admin_get, collect, connect, Resp, REQUEST_TIMEOUT};
+use trustmesh_e2e::body::GeneratedBody;
+use trustmesh_e2e::client::{admin_get, collect, connect, send_http1_on, Resp, REQUEST_TIMEOUT};
 use trustmesh_e2e::control_plane::ControlPlane;
 use trustmesh_e2e::policies::{spiffe_id, write_policies, ServiceEntry};
 use trustmesh_e2e::ports::ProxyPorts;
@@ -65,6 +66,13 @@ spec:
     - matches: [{path: {type: PathPrefix, value: /sleep}}]
       backendRefs: [{name: orders, port: 80}]
       timeouts: {request: 500ms}
+    # 5: the same path, each attempt cut at 300ms and retried once
+    - matches:
+        - path: {type: PathPrefix, value: /sleep}
+          headers: [{name: x-per-try, value: short}]
+      backendRefs: [{name: orders, port: 80}]
+      timeouts: {request: 3s, backendRequest: 300ms}
+      retry: {attempts: 1, codes: [504]}
 ";
 
 /// The running mesh. Fields drop in order: sidecars, control plane, apps, folder.
@@ -299,6 +307,43 @@ async fn retries_hide_a_flaky_backend_until_the_budget_is_spent() {
         0
     );
 
+    // A body of known length is buffered and sent again whole; a streamed (chunked) one is
+    // sent once, so its failure reaches the client.
+    let post = |body: GeneratedBody| {
+        Request::post("/flaky/503")
+            .header("host", "orders")
+            .body(body)
+            .unwrap()
+    };
+    let io = connect(mesh.web.outbound()).await.unwrap();
+    let resp = collect(
+        send_http1_on(io, post(GeneratedBody::new(20_000)))
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        resp.json().unwrap()["body_bytes"],
+        20_000,
+        "the retry's body"
+    );
+    assert_eq!(
+        metric(&mesh.metrics().await, "trustmesh_retries_total", &orders),
+        101
+    );
+    let io = connect(mesh.web.outbound()).await.unwrap();
+    let chunked = post(GeneratedBody::chunked(20_000));
+    let resp = collect(send_http1_on(io, chunked).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 503, "not retried: {}", resp.text());
+    assert_eq!(
+        metric(&mesh.metrics().await, "trustmesh_retries_total", &orders),
+        101
+    );
+
     // A second caller sidecar whose budget allows no retry at all: the failures show.
     let ports = ProxyPorts::allocate().unwrap();
     let app = App::start().await.unwrap();
@@ -356,4 +401,16 @@ async fn a_route_request_timeout_answers_504_in_time() {
     // A fast request on the same rule is untouched.
     let ok = client.get("/sleep/1", &[]).await;
     assert_eq!(ok.status, 200, "{}", ok.text());
+
+    // backendRequest cuts each attempt; the one retry is cut too, well before `request`.
+    let before = mesh.orders_app.request_count();
+    let resp = client.get("/sleep/5000", &[("x-per-try", "short")]).await;
+    assert_eq!(resp.status, 504, "{}", resp.text());
+    assert!(
+        resp.text()
+            .contains("within 300ms (HTTPRoute timeouts.backendRequest)"),
+        "{}",
+        resp.text()
+    );
+    assert_eq!(mesh.orders_app.request_count() - before, 2, "two attempts");
 }
