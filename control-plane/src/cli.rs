@@ -14,6 +14,7 @@ mod admin_cert;
 mod authz;
 mod ca;
 mod demo;
+mod demo_canary;
 mod identity;
 mod policy;
 mod route;
