@@ -14,7 +14,6 @@ mod admin_cert;
 mod authz;
 mod ca;
 mod demo;
-mod demo_canary;
 mod identity;
 mod policy;
 mod route;

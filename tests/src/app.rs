@@ -139,7 +139,11 @@ async fn handle(
         .and_then(|c| c.parse::<u16>().ok())
         .and_then(|c| StatusCode::from_u16(c).ok())
     {
-        if state.flaky.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+        if state
+            .flaky
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(2)
+        {
             status = code;
         }
     }

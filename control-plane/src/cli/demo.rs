@@ -2,7 +2,7 @@
 //! (`policies/examples/production`), three example services (api-gateway, checkout-service,
 //! order-service), each behind its own `trustmesh-proxy`, and beside them the canary example
 //! (`policies/examples/canary`, namespace `shop`: web calling orders, split 90/10 with
-//! orders-canary by an `HTTPRoute`; [`super::demo_canary`]). It tries the example requests
+//! orders-canary by an `HTTPRoute`; [`canary`]). It tries the example requests
 //! itself, prints the curl commands, and stops everything on Ctrl-C.
 
 use std::collections::BTreeMap;
@@ -23,6 +23,8 @@ use tokio::process::{Child, Command};
 use trustmesh_certs::SpiffeId;
 
 use clap::Args;
+
+mod canary;
 
 /// Flags of `trustmesh demo`.
 #[derive(Debug, Args)]
@@ -111,7 +113,7 @@ async fn run_in(tmp: &Path, data_dir: &Path) -> anyhow::Result<ExitCode> {
     std::fs::write(policies.join("mesh.yaml"), EXAMPLE_MESH)?;
     std::fs::write(policies.join("services.yaml"), EXAMPLE_SERVICES)?;
     std::fs::write(policies.join("orders-policy.yaml"), EXAMPLE_POLICY)?;
-    super::demo_canary::write_policies(&policies)?;
+    canary::write_policies(&policies)?;
 
     let exe = std::env::current_exe().context("finding the trustmesh binary")?;
     let proxy_bin = exe.with_file_name("trustmesh-proxy");
@@ -147,7 +149,7 @@ async fn run_in(tmp: &Path, data_dir: &Path) -> anyhow::Result<ExitCode> {
     let td = crate::domain::ca::store::load_existing(data_dir)?
         .trust_domain()
         .clone();
-    let workloads = || WORKLOADS.iter().chain(&super::demo_canary::WORKLOADS);
+    let workloads = || WORKLOADS.iter().chain(&canary::WORKLOADS);
     for w in workloads() {
         tokio::spawn(serve_app(w.name, ([127, 0, 0, 1], w.app).into()));
         let id = SpiffeId::from_service_account(&td, w.namespace, w.name)?;
@@ -234,7 +236,7 @@ async fn run_in(tmp: &Path, data_dir: &Path) -> anyhow::Result<ExitCode> {
         println!("#  -> {outcome}");
         println!();
     }
-    super::demo_canary::try_split().await;
+    canary::try_split().await;
     println!("# what a sidecar holds: identity, certificate expiry, policy version");
     println!("curl -s http://127.0.0.1:15200/config");
     println!("curl -s http://127.0.0.1:15200/metrics");

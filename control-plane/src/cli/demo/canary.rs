@@ -7,11 +7,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::demo::{get, get_with, Workload};
+use super::{get, get_with, Workload};
 
-const CANARY_SERVICES: &str = include_str!("../../../policies/examples/canary/services.yaml");
-const CANARY_POLICY: &str = include_str!("../../../policies/examples/canary/orders-policy.yaml");
-const CANARY_ROUTE: &str = include_str!("../../../policies/examples/canary/orders-route.yaml");
+const CANARY_SERVICES: &str = include_str!("../../../../policies/examples/canary/services.yaml");
+const CANARY_POLICY: &str = include_str!("../../../../policies/examples/canary/orders-policy.yaml");
+const CANARY_ROUTE: &str = include_str!("../../../../policies/examples/canary/orders-route.yaml");
 
 /// The inbound ports match the endpoints in `policies/examples/canary/services.yaml`.
 pub(super) const WORKLOADS: [Workload; 3] = [
