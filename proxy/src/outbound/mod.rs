@@ -97,6 +97,9 @@ pub struct Outbound {
     pool: Pool,
     next: AtomicUsize,
     passthrough: Passthrough,
+    /// Round robin of [`Outbound::send_to_service`] (its own: a routed request has taken a
+    /// turn of `next` already, and two turns a request would pin a two-endpoint backend).
+    send_next: AtomicUsize,
     /// The retry budget of every service a route retries to.
     budgets: http_route::budget::Budgets,
     /// `--max-connections` open at once on this listener.
@@ -109,6 +112,7 @@ impl Outbound {
         Arc::new(Self {
             pool: Pool::new(shared.metrics.upstream_connections.clone()),
             next: AtomicUsize::new(0),
+            send_next: AtomicUsize::new(0),
             passthrough: Passthrough::new(config.connect_timeout),
             budgets: http_route::budget::Budgets::new(
                 config.retry.budget_percent,

@@ -32,7 +32,7 @@ impl Outbound {
         if service.endpoints.is_empty() {
             return Err(ProxyError::NoEndpoints(name()));
         }
-        let rr = self.next.fetch_add(1, Ordering::Relaxed);
+        let rr = self.send_next.fetch_add(1, Ordering::Relaxed);
         let endpoint = &service.endpoints[rr % service.endpoints.len()];
         let target = || format!("{} ({endpoint})", name());
         let mesh = self

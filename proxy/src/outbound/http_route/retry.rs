@@ -159,7 +159,7 @@ pub async fn buffer(
 
 /// Whether a failed attempt may be retried: it failed on its connection, or (when the rule
 /// retries 504) ran past `backendRequest`.
-fn retryable_error(e: &ProxyError, codes: &[u16]) -> bool {
+pub(super) fn retryable_error(e: &ProxyError, codes: &[u16]) -> bool {
     match e {
         ProxyError::Connect { .. } | ProxyError::Tls { .. } | ProxyError::Upstream { .. } => true,
         ProxyError::RouteTimeout { which, .. } => {

@@ -111,3 +111,48 @@ mod retry {
         assert_eq!(err.status(), 400, "{err}");
     }
 }
+
+#[test]
+fn connection_errors_are_always_retried_and_a_cut_attempt_only_for_504() {
+    use super::retry::retryable_error;
+    use crate::layers::rescue::ProxyError;
+    let target = || "orders.prod (10.0.0.7:15006)".to_string();
+    let why = || "refused".to_string();
+    let connection = [
+        ProxyError::Connect {
+            target: target(),
+            reason: why(),
+        },
+        ProxyError::Tls {
+            target: target(),
+            reason: why(),
+        },
+        ProxyError::Upstream {
+            target: target(),
+            reason: why(),
+        },
+    ];
+    for e in &connection {
+        assert!(retryable_error(e, &[]), "{e}");
+    }
+    let cut = ProxyError::RouteTimeout {
+        target: target(),
+        timeout: "300ms".into(),
+        which: "backendRequest",
+    };
+    assert!(retryable_error(&cut, &[503, 504]));
+    assert!(!retryable_error(&cut, &[503]));
+    let deadline = ProxyError::RouteTimeout {
+        target: target(),
+        timeout: "1s".into(),
+        which: "request",
+    };
+    assert!(!retryable_error(&deadline, &[504]), "no time is left");
+    for e in [
+        ProxyError::NoEndpoints("orders.prod".into()),
+        ProxyError::BodyTimeout { secs: 10 },
+        ProxyError::NotReady("no policy snapshot yet"),
+    ] {
+        assert!(!retryable_error(&e, &[503, 504]), "{e}");
+    }
+}
