@@ -188,13 +188,21 @@ impl Outbound {
         let Some(retry) = plan.rule.retry.as_ref() else {
             return self.attempt(plan, req).await;
         };
+        // Every request a retry rule covers earns its service's budget, resent or not.
+        let budget: Arc<Budget> = self.budgets.of(plan.parent);
+        budget.deposit(std::time::Instant::now());
         let (head, body) = req.into_parts();
         let limit = self.config.retry.max_body_bytes;
         let body_timeout = self.config.body_timeout;
         if !replayable(&head, &body, limit) {
             return self.attempt(plan, Request::from_parts(head, body)).await;
         }
-        let replay = match buffer(body, limit, plan.stalled.clone(), body_timeout).await {
+        let reading = buffer(body, limit, plan.stalled.clone(), body_timeout);
+        let Ok(read) = tokio::time::timeout_at(plan.timeouts.deadline, reading).await else {
+            let target = format!("{}.{}", plan.service.name, plan.service.namespace);
+            return Err(plan.timeouts.expired(target));
+        };
+        let replay = match read {
             Ok(replay) => replay,
             Err(e) => {
                 if matches!(e, ProxyError::BodyTimeout { .. }) {
@@ -207,8 +215,6 @@ impl Outbound {
                 return Err(e);
             }
         };
-        let budget: Arc<Budget> = self.budgets.of(plan.parent);
-        budget.deposit(std::time::Instant::now());
         let metrics = &self.shared.metrics;
         let template = clone_head(&head);
         let mut first = Some(head);
