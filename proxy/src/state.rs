@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
 use trustmesh_certs::{RotatingResolver, SpiffeId, TrustBundle};
+use trustmesh_policies::route::CompiledRoutes;
 use trustmesh_policies::snapshot::Snapshot;
 use trustmesh_policies::{CompiledPolicies, WorkloadPolicies};
 
@@ -42,6 +43,9 @@ pub struct MeshView {
     pub ports: InboundPorts,
     /// Identities refused at once (see [`crate::revocation`]).
     pub blocked: HashSet<SpiffeId>,
+    /// The snapshot's `HTTPRoute`s, compiled once for every request of this view (applied on
+    /// outbound, [`crate::outbound::http_route`]).
+    pub routes: CompiledRoutes,
     client_configs: Mutex<HashMap<SpiffeId, Arc<rustls::ClientConfig>>>,
 }
 
@@ -70,6 +74,10 @@ impl MeshView {
                         list.join("; ")
                     )
                 })?;
+        let routes = CompiledRoutes::compile(&snapshot.routes).map_err(|errors| {
+            let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            anyhow::anyhow!("the snapshot's routes do not compile: {}", list.join("; "))
+        })?;
         let workload = snapshot.workload();
         let policies = compiled.policies_for(&workload);
         let ports = InboundPorts::new(sidecar, &workload.ports);
@@ -112,6 +120,7 @@ impl MeshView {
             server_config,
             policies,
             ports,
+            routes,
             client_configs: Mutex::new(client_configs),
         })
     }

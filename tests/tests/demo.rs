@@ -57,6 +57,30 @@ async fn the_demo_runs_the_examples_and_stops_everything() {
     );
     let unknown = outcome("http://127.0.0.1:15101/health");
     assert!(unknown.starts_with("#  -> 404"), "{unknown}\n{out}");
+    // The canary example: 100 requests split by the HTTPRoute, most to orders, and a command
+    // that shows the split; a tester's header always reaches the canary.
+    let split = out
+        .lines()
+        .find(|l| l.starts_with("#  -> 100 requests: "))
+        .unwrap_or_else(|| panic!("no split line in:\n{out}"));
+    let count = |service: &str| -> u32 {
+        split
+            .trim_start_matches("#  -> 100 requests: ")
+            .split(", ")
+            .find_map(|part| part.strip_suffix(&format!(" {service}"))?.parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(count("orders") + count("orders-canary"), 100, "{split}");
+    assert!(count("orders") > count("orders-canary"), "{split}");
+    assert!(
+        out.contains("| sort | uniq -c"),
+        "the command that shows it:\n{out}"
+    );
+    let tester = outcome("-H 'x-canary: always' http://127.0.0.1:16301/orders/1");
+    assert!(
+        tester.starts_with("#  -> 200") && tester.contains("\"service\":\"orders-canary\""),
+        "{tester}\n{out}"
+    );
     for port in ADMIN_PORTS {
         assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     }

@@ -1,6 +1,8 @@
 //! Command line: `trustmesh demo`: a whole mesh on loopback. A control plane with the example policy folder
 //! (`policies/examples/production`), three example services (api-gateway, checkout-service,
-//! order-service), each behind its own `trustmesh-proxy`. It tries the example requests
+//! order-service), each behind its own `trustmesh-proxy`, and beside them the canary example
+//! (`policies/examples/canary`, namespace `shop`: web calling orders, split 90/10 with
+//! orders-canary by an `HTTPRoute`; [`canary`]). It tries the example requests
 //! itself, prints the curl commands, and stops everything on Ctrl-C.
 
 use std::collections::BTreeMap;
@@ -22,6 +24,8 @@ use trustmesh_certs::SpiffeId;
 
 use clap::Args;
 
+mod canary;
+
 /// Flags of `trustmesh demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -35,19 +39,21 @@ const EXAMPLE_SERVICES: &str = include_str!("../../../policies/examples/producti
 const EXAMPLE_POLICY: &str =
     include_str!("../../../policies/examples/production/orders-policy.yaml");
 
-/// One example workload: its name, the ports of its sidecar and of its app.
-struct Workload {
-    name: &'static str,
-    inbound: u16,
-    outbound: u16,
-    admin: u16,
-    app: u16,
+/// One example workload: its name and namespace, the ports of its sidecar and of its app.
+pub(super) struct Workload {
+    pub(super) name: &'static str,
+    pub(super) namespace: &'static str,
+    pub(super) inbound: u16,
+    pub(super) outbound: u16,
+    pub(super) admin: u16,
+    pub(super) app: u16,
 }
 
 /// The inbound ports match the endpoints in `policies/examples/production/services.yaml`.
 const WORKLOADS: [Workload; 3] = [
     Workload {
         name: "order-service",
+        namespace: "production",
         inbound: 15106,
         outbound: 15101,
         admin: 15100,
@@ -55,6 +61,7 @@ const WORKLOADS: [Workload; 3] = [
     },
     Workload {
         name: "api-gateway",
+        namespace: "production",
         inbound: 15206,
         outbound: 15201,
         admin: 15200,
@@ -62,6 +69,7 @@ const WORKLOADS: [Workload; 3] = [
     },
     Workload {
         name: "checkout-service",
+        namespace: "production",
         inbound: 15306,
         outbound: 15301,
         admin: 15300,
@@ -105,6 +113,7 @@ async fn run_in(tmp: &Path, data_dir: &Path) -> anyhow::Result<ExitCode> {
     std::fs::write(policies.join("mesh.yaml"), EXAMPLE_MESH)?;
     std::fs::write(policies.join("services.yaml"), EXAMPLE_SERVICES)?;
     std::fs::write(policies.join("orders-policy.yaml"), EXAMPLE_POLICY)?;
+    canary::write_policies(&policies)?;
 
     let exe = std::env::current_exe().context("finding the trustmesh binary")?;
     let proxy_bin = exe.with_file_name("trustmesh-proxy");
@@ -140,12 +149,13 @@ async fn run_in(tmp: &Path, data_dir: &Path) -> anyhow::Result<ExitCode> {
     let td = crate::domain::ca::store::load_existing(data_dir)?
         .trust_domain()
         .clone();
-    for w in &WORKLOADS {
+    let workloads = || WORKLOADS.iter().chain(&canary::WORKLOADS);
+    for w in workloads() {
         tokio::spawn(serve_app(w.name, ([127, 0, 0, 1], w.app).into()));
-        let id = SpiffeId::from_service_account(&td, "production", w.name)?;
+        let id = SpiffeId::from_service_account(&td, w.namespace, w.name)?;
         let token =
             crate::domain::tokens::create(&key, &id, BTreeMap::new(), Duration::from_secs(300))?;
-        let token_file = tmp.join(format!("{}.token", w.name));
+        let token_file = tmp.join(format!("{}.{}.token", w.name, w.namespace));
         crate::storage::files::write_atomic(&token_file, token.expose().as_bytes(), 0o600)?;
         children.push(spawn(
             Command::new(&proxy_bin)
@@ -165,10 +175,10 @@ async fn run_in(tmp: &Path, data_dir: &Path) -> anyhow::Result<ExitCode> {
                 .arg(format!("127.0.0.1:{}", w.outbound))
                 .arg("--admin")
                 .arg(format!("127.0.0.1:{}", w.admin)),
-            &logs.join(format!("{}.log", w.name)),
+            &logs.join(format!("{}.{}.log", w.name, w.namespace)),
         )?);
     }
-    for w in &WORKLOADS {
+    for w in workloads() {
         let url = format!("http://127.0.0.1:{}/ready", w.admin);
         wait_for(
             || async {
@@ -180,10 +190,13 @@ async fn run_in(tmp: &Path, data_dir: &Path) -> anyhow::Result<ExitCode> {
             w.name,
         )
         .await
-        .with_context(|| format!("see {}", logs.join(format!("{}.log", w.name)).display()))?;
+        .with_context(|| {
+            let log = logs.join(format!("{}.{}.log", w.name, w.namespace));
+            format!("see {}", log.display())
+        })?;
     }
 
-    println!("trustmesh demo: a control plane on https://{cp_addr} and three services, each with its sidecar.");
+    println!("trustmesh demo: a control plane on https://{cp_addr} and six services, each with its sidecar.");
     println!("Logs: {}", logs.display());
     println!();
     let tries = [
@@ -223,6 +236,7 @@ async fn run_in(tmp: &Path, data_dir: &Path) -> anyhow::Result<ExitCode> {
         println!("#  -> {outcome}");
         println!();
     }
+    canary::try_split().await;
     println!("# what a sidecar holds: identity, certificate expiry, policy version");
     println!("curl -s http://127.0.0.1:15200/config");
     println!("curl -s http://127.0.0.1:15200/metrics");
@@ -268,12 +282,24 @@ where
 }
 
 /// A plain HTTP GET from the demo, as an app would make it.
-async fn get(url: &str, host: Option<&str>) -> anyhow::Result<(u16, String)> {
+pub(super) async fn get(url: &str, host: Option<&str>) -> anyhow::Result<(u16, String)> {
+    get_with(url, host, &[]).await
+}
+
+/// [`get`] with extra request headers.
+pub(super) async fn get_with(
+    url: &str,
+    host: Option<&str>,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(u16, String)> {
     let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .build_http::<Empty<Bytes>>();
     let mut req = Request::get(url);
     if let Some(h) = host {
         req = req.header(http::header::HOST, h);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
     }
     let resp = tokio::time::timeout(
         Duration::from_secs(5),

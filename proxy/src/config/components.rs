@@ -42,6 +42,11 @@ impl outbound::Config {
             max_connections: args.max_connections,
             serve: args.serve(),
             access_log: args.access_log,
+            retry: outbound::http_route::RetryConfig {
+                max_body_bytes: args.retry_max_body_bytes,
+                budget_percent: args.retry_budget_percent,
+                budget_min_per_sec: args.retry_budget_min_per_sec,
+            },
         }
     }
 }

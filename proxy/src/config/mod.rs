@@ -66,6 +66,19 @@ pub struct Args {
     /// --upstream-timeout for its request.
     #[arg(long, env = "TRUSTMESH_MAX_GRPC_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
     pub max_grpc_timeout: Duration,
+    /// Largest request body buffered so that an `HTTPRoute` `retry` can send it again: a
+    /// request whose body is empty or of a known length up to this is retried; a longer or
+    /// streamed one is sent once.
+    #[arg(long, env = "TRUSTMESH_RETRY_MAX_BODY_BYTES", default_value = "65536", value_parser = clap::value_parser!(u64).range(0..=16_777_216))]
+    pub retry_max_body_bytes: u64,
+    /// Retry budget: retries to a service may add at most this percentage of its requests
+    /// over a 10 s window (on top of --retry-budget-min-per-sec).
+    #[arg(long, env = "TRUSTMESH_RETRY_BUDGET_PERCENT", default_value = "20", value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub retry_budget_percent: u32,
+    /// Retry budget: retries per second to a service allowed whatever its request count
+    /// (averaged over the 10 s window).
+    #[arg(long, env = "TRUSTMESH_RETRY_BUDGET_MIN_PER_SEC", default_value = "10", value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub retry_budget_min_per_sec: u32,
     /// How long to wait for a TCP connection to an upstream before answering 502.
     #[arg(long, env = "TRUSTMESH_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub connect_timeout: Duration,

@@ -32,6 +32,22 @@ pub enum ProxyError {
         /// The original destination.
         addr: std::net::SocketAddr,
     },
+    /// The Service has `HTTPRoute`s and none of their rules matches the request: 404, as the
+    /// Gateway API asks (`HTTPRouteRule.matches`).
+    #[error("no HTTPRoute rule of service {service} matches this request")]
+    NoRouteRule {
+        /// The Service, `name.namespace`.
+        service: String,
+    },
+    /// A route sent the request to a backend this sidecar cannot use (not in its registry:
+    /// the caller may not call it): 500, as the Gateway API asks for an invalid backendRef.
+    #[error("HTTPRoute {route} sends this request to {backend}, which is not in this sidecar's registry")]
+    InvalidBackend {
+        /// The route and rule, `namespace/name#rule`.
+        route: String,
+        /// The backend, `name.namespace`.
+        backend: String,
+    },
     /// The service has no endpoint.
     #[error("service {0} has no endpoints in the registry")]
     NoEndpoints(String),
@@ -80,6 +96,17 @@ pub enum ProxyError {
         target: String,
         /// The timeout.
         secs: u64,
+    },
+    /// An `HTTPRoute` timeout passed (`timeouts.request` for the whole request with its
+    /// retries, or `timeouts.backendRequest` for the last attempt): 504.
+    #[error("{target} did not answer within {timeout} (HTTPRoute timeouts.{which})")]
+    RouteTimeout {
+        /// The service.
+        target: String,
+        /// The timeout, as a Gateway API duration (`500ms`, `2s`).
+        timeout: String,
+        /// `request` or `backendRequest`.
+        which: &'static str,
     },
     /// The upstream failed mid-request.
     #[error("{target} failed: {reason}")]

@@ -3,7 +3,8 @@
 //! and [`respond`] alone decides its status, its body and, for a gRPC caller, its gRPC status.
 //!
 //! An HTTP caller gets the status and a one-line plain-text body: 400 bad request or path,
-//! 403 denied (`RBAC: access denied`, naming no policy), 404 unknown destination, 405 inbound
+//! 403 denied (`RBAC: access denied`, naming no policy), 404 unknown destination or no
+//! matching route rule, 500 a route's backend outside the registry, 405 inbound
 //! `CONNECT`, 408 stalled request body, 502 upstream refused or failed verification, 503 not
 //! ready or no endpoint, 504 upstream timeout. A caller that sent `content-type:
 //! application/grpc*` gets a gRPC trailers-only response instead (HTTP 200, `content-type:
@@ -22,14 +23,15 @@ impl ProxyError {
             Self::NoHost | Self::BadRequest(_) | Self::BadPath(_) => StatusCode::BAD_REQUEST,
             Self::Denied => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::UnknownService { .. } => StatusCode::NOT_FOUND,
+            Self::UnknownService { .. } | Self::NoRouteRule { .. } => StatusCode::NOT_FOUND,
+            Self::InvalidBackend { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Withheld { .. } => StatusCode::FORBIDDEN,
             Self::NotReady(_) | Self::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect { .. }
             | Self::Tls { .. }
             | Self::Upstream { .. }
             | Self::OutsideMesh { .. } => StatusCode::BAD_GATEWAY,
-            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Timeout { .. } | Self::RouteTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::TooManyHeaders { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
@@ -150,6 +152,8 @@ mod tests {
             (ProxyError::Denied, 403, "RBAC: access denied", "7"),
             (ProxyError::Withheld { addr: addr() }, 403, "trustmesh: 10.0.0.9:443 is a mesh workload this sidecar's identity may not call\n", "7"),
             (ProxyError::UnknownService { host: "nope".into() }, 404, "trustmesh: no service \"nope\" in the mesh registry (known as name, name.namespace or name.namespace.svc.cluster.local)\n", "12"),
+            (ProxyError::NoRouteRule { service: "orders.prod".into() }, 404, "trustmesh: no HTTPRoute rule of service orders.prod matches this request\n", "12"),
+            (ProxyError::InvalidBackend { route: "prod/r#0".into(), backend: "x.prod".into() }, 500, "trustmesh: HTTPRoute prod/r#0 sends this request to x.prod, which is not in this sidecar's registry\n", "2"),
             (ProxyError::MethodNotAllowed("CONNECT"), 405, "trustmesh: CONNECT is not allowed here\n", "2"),
             (ProxyError::BodyTimeout { secs: 10 }, 408, "trustmesh: the client sent no request body data for 10 s\n", "8"),
             (ProxyError::TooManyHeaders { limit: 100 }, 431, "trustmesh: the request has more than 100 header fields\n", "8"),
@@ -160,6 +164,7 @@ mod tests {
             (ProxyError::NotReady("no policy snapshot yet"), 503, "trustmesh: the sidecar is not ready: no policy snapshot yet\n", "14"),
             (ProxyError::NoEndpoints("orders".into()), 503, "trustmesh: service orders has no endpoints in the registry\n", "14"),
             (ProxyError::Timeout { target: target(), secs: 30 }, 504, "trustmesh: orders.prod (10.0.0.7:15006) did not answer within 30 s\n", "4"),
+            (ProxyError::RouteTimeout { target: "orders.prod".into(), timeout: "500ms".into(), which: "request" }, 504, "trustmesh: orders.prod did not answer within 500ms (HTTPRoute timeouts.request)\n", "4"),
         ];
         for (err, status, body, grpc_status) in table {
             let label = format!("{err:?}");
@@ -194,6 +199,13 @@ mod tests {
                 ProxyError::UnknownService { host: host.clone() }
             }
             ProxyError::OutsideMesh { addr } => ProxyError::OutsideMesh { addr: *addr },
+            ProxyError::NoRouteRule { service } => ProxyError::NoRouteRule {
+                service: service.clone(),
+            },
+            ProxyError::InvalidBackend { route, backend } => ProxyError::InvalidBackend {
+                route: route.clone(),
+                backend: backend.clone(),
+            },
             ProxyError::NoEndpoints(s) => ProxyError::NoEndpoints(s.clone()),
             ProxyError::NotReady(s) => ProxyError::NotReady(s),
             ProxyError::Connect { target, reason } => ProxyError::Connect {
@@ -210,6 +222,15 @@ mod tests {
             ProxyError::Timeout { target, secs } => ProxyError::Timeout {
                 target: target.clone(),
                 secs: *secs,
+            },
+            ProxyError::RouteTimeout {
+                target,
+                timeout,
+                which,
+            } => ProxyError::RouteTimeout {
+                target: target.clone(),
+                timeout: timeout.clone(),
+                which,
             },
             ProxyError::Upstream { target, reason } => ProxyError::Upstream {
                 target: target.clone(),

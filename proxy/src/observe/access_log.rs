@@ -52,7 +52,8 @@ pub struct Entry {
     pub decision: Option<&'static str>,
     /// The deciding policy, `namespace/name`.
     pub policy: Option<String>,
-    /// The deciding rule as a route name, `namespace/name#index` (inbound).
+    /// The deciding rule, `namespace/name#index`: inbound the policy rule, outbound the
+    /// `HTTPRoute` rule taken.
     pub route: Option<std::sync::Arc<str>>,
     /// The request's `Content-Length`, when it has one.
     pub request_bytes: Option<u64>,

@@ -50,7 +50,8 @@ pub struct Metrics {
     registry: Registry,
     /// Requests by direction, status code, peer identity (inbound: the verified caller;
     /// outbound: the destination's registry identity, `-` when there is none) and route (inbound:
-    /// the deciding policy rule, `namespace/name#index`; `-` when no rule decided and outbound).
+    /// the deciding policy rule, `namespace/name#index`; outbound: the `HTTPRoute` rule taken,
+    /// `namespace/name#index`; `-` when no rule decided).
     /// Identities are bounded by the mesh's CA and registry, routes by the policy set.
     pub requests: IntCounterVec,
     /// Request duration by direction and route (the deciding rule inbound, `-` outbound).
@@ -81,6 +82,11 @@ pub struct Metrics {
     pub upstream_connections: IntCounter,
     /// Open upgrade tunnels (WebSocket and other `Upgrade`s, extended CONNECT) by direction.
     pub tunnels: IntGaugeVec,
+    /// Retries sent by `HTTPRoute` `retry` rules, by parent service (`name.namespace`).
+    pub retries: IntCounterVec,
+    /// Retries a rule asked for that the retry budget refused, by parent service: the
+    /// failure reached the client.
+    pub retry_budget_exhausted: IntCounterVec,
     policy_version: IntGaugeVec,
     current_version: Mutex<Option<String>>,
 }
@@ -196,6 +202,22 @@ impl Metrics {
             &["direction"],
         )?;
         registry.register(Box::new(tunnels.clone()))?;
+        let retries = IntCounterVec::new(
+            Opts::new(
+                "trustmesh_retries_total",
+                "Retries sent by HTTPRoute retry rules, by parent service.",
+            ),
+            &["service"],
+        )?;
+        registry.register(Box::new(retries.clone()))?;
+        let retry_budget_exhausted = IntCounterVec::new(
+            Opts::new(
+                "trustmesh_retry_budget_exhausted_total",
+                "Retries refused by the retry budget (the failure reached the client), by parent service.",
+            ),
+            &["service"],
+        )?;
+        registry.register(Box::new(retry_budget_exhausted.clone()))?;
         for reason in HANDSHAKE_ERROR_REASONS {
             handshake_errors.with_label_values(&[reason]);
         }
@@ -236,6 +258,8 @@ impl Metrics {
             access_log_dropped,
             upstream_connections,
             tunnels,
+            retries,
+            retry_budget_exhausted,
             policy_version,
             current_version: Mutex::new(None),
         })

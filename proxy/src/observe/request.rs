@@ -126,10 +126,11 @@ impl Observe {
             }
             Direction::Outbound => {
                 let destination = self.log.destination.as_deref().unwrap_or("-");
+                let route = self.log.route.as_deref().unwrap_or("-");
                 metrics.duration_outbound.observe(elapsed.as_secs_f64());
                 metrics
                     .requests
-                    .with_label_values(&[direction, status.as_str(), destination, "-"])
+                    .with_label_values(&[direction, status.as_str(), destination, route])
                     .inc();
             }
         }

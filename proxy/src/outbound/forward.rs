@@ -103,6 +103,11 @@ impl Outbound {
             .or_else(|| orig.map(|o| o.to_string()))
             .ok_or(ProxyError::NoHost)?;
         log.destination = Some(service.identity.as_str().to_string());
+        if Self::has_routes(&mesh, service) {
+            return self
+                .routed(&mesh, service, req, &host, orig, timeout, log)
+                .await;
+        }
         let endpoint = &endpoint;
         // How errors name the destination; made only when one happens.
         let target_addr = || format!("{}.{} ({endpoint})", service.name, service.namespace);
@@ -163,7 +168,7 @@ fn request_host<B>(req: &Request<B>) -> Option<String> {
 
 /// Rewrites the app's request for the hop between sidecars: HTTP/2 with `:authority` set to
 /// the host the app named, hop-by-hop headers gone, the original version recorded.
-fn to_mesh_request(
+pub(super) fn to_mesh_request(
     req: Request<Incoming>,
     host: &str,
     body_timeout: std::time::Duration,

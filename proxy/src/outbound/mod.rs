@@ -15,13 +15,17 @@
 //!    HTTP is opaque TCP ([`route::opaque`]); HTTP is served by [`crate::layers::drive::serve`];
 //! 4. per request ([`forward`]): observe ([`crate::observe::request`]) → check the head →
 //!    route ([`route`]: Host, then original destination) → passthrough ([`passthrough`]) or
-//!    the mTLS h2 pool ([`pool`]) → forward; an upgrade (WebSocket, extended CONNECT) takes
+//!    the mTLS h2 pool ([`pool`]) → forward; a service with `HTTPRoute`s goes through its
+//!    rules first ([`http_route`]: match, headers, weighted backend, timeouts, retries),
+//!    each attempt through [`send`]; an upgrade (WebSocket, extended CONNECT) takes
 //!    [`upgrade`] instead; what the proxy answers itself comes from [`crate::layers::rescue`].
 
 pub mod forward;
+pub mod http_route;
 pub mod passthrough;
 pub mod pool;
 pub mod route;
+pub mod send;
 pub mod upgrade;
 
 #[cfg(test)]
@@ -63,6 +67,8 @@ pub struct Config {
     pub serve: ServeConfig,
     /// `--access-log`.
     pub access_log: AccessLogFormat,
+    /// Route retries: the body buffer and the budget.
+    pub retry: http_route::RetryConfig,
 }
 
 /// The outbound side: its pool and a round-robin counter over endpoints.
@@ -72,6 +78,11 @@ pub struct Outbound {
     pool: Pool,
     next: AtomicUsize,
     passthrough: Passthrough,
+    /// Round robin of [`Outbound::send_to_service`] (its own: a routed request has taken a
+    /// turn of `next` already, and two turns a request would pin a two-endpoint backend).
+    send_next: AtomicUsize,
+    /// The retry budget of every service a route retries to.
+    budgets: http_route::budget::Budgets,
     /// `--max-connections` open at once on this listener.
     conns: Arc<tokio::sync::Semaphore>,
 }
@@ -82,7 +93,12 @@ impl Outbound {
         Arc::new(Self {
             pool: Pool::new(shared.metrics.upstream_connections.clone()),
             next: AtomicUsize::new(0),
+            send_next: AtomicUsize::new(0),
             passthrough: Passthrough::new(config.connect_timeout),
+            budgets: http_route::budget::Budgets::new(
+                config.retry.budget_percent,
+                config.retry.budget_min_per_sec,
+            ),
             conns: Arc::new(tokio::sync::Semaphore::new(config.max_connections as usize)),
             shared,
             config,
