@@ -10,7 +10,6 @@ pub mod blocklist;
 pub mod ca;
 pub mod inject;
 pub mod k8s_jwt;
-pub mod peers;
 pub mod policy_source;
 pub mod reserved;
 pub mod routes;
