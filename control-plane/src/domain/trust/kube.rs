@@ -20,6 +20,7 @@ use crate::domain::ca::store::ImportFrom;
 use crate::storage::files;
 use crate::storage::kube::Kube;
 use crate::storage::kube_state;
+use crate::storage::paths::TRUST_DOMAIN;
 
 /// How often the objects are read even when no watch event came (a safety net under the
 /// watches, which already recover from cuts and `410 Gone` on their own).
@@ -37,6 +38,8 @@ impl TrustStore {
     ) -> anyhow::Result<Arc<Self>> {
         files::ensure_private_dir(dir)?;
         kube_api::load_or_create(&kube, td, import).await?;
+        // `trustmesh token create --data-dir` reads the trust domain from here.
+        files::write_atomic(&dir.join(TRUST_DOMAIN), format!("{td}\n").as_bytes(), 0o644)?;
         let view = load(&kube, td, dir).await?;
         let (tx, _) = tokio::sync::watch::channel(Arc::new(view));
         Ok(Arc::new(Self {
