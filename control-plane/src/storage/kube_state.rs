@@ -285,3 +285,6 @@ where
         tokio::time::sleep(WATCH_RETRY).await;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -326,3 +326,6 @@ pub async fn finish_if_due(kube: &Kube, now: SystemTime) -> anyhow::Result<bool>
     })
     .await
 }
+
+#[cfg(test)]
+mod tests;
