@@ -308,7 +308,7 @@ async fn a_ca_rotation_started_once_completes_on_both_replicas() {
         || async {
             Ok(c.bundles()
                 .iter()
-                .all(|b| TrustBundle::from_pem(b).map_or(false, |b| b.len() == 2))
+                .all(|b| TrustBundle::from_pem(b).is_ok_and(|b| b.len() == 2))
                 .then_some(()))
         },
     )
@@ -321,7 +321,7 @@ async fn a_ca_rotation_started_once_completes_on_both_replicas() {
             let done = c
                 .bundles()
                 .iter()
-                .all(|b| TrustBundle::from_pem(b).map_or(false, |b| b.len() == 1 && b != old));
+                .all(|b| TrustBundle::from_pem(b).is_ok_and(|b| b.len() == 1 && b != old));
             Ok(done.then_some(()))
         },
     )
