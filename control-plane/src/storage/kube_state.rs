@@ -63,6 +63,9 @@ pub struct Doc {
     pub data: BTreeMap<String, String>,
     /// `metadata.resourceVersion`; `None` when the object does not exist.
     pub version: Option<String>,
+    /// Its labels and annotations, kept by a replace (the manifests' labels stay).
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Doc {
@@ -101,6 +104,8 @@ pub async fn read(kube: &Kube, obj: Object) -> anyhow::Result<Doc> {
                 Some(cm) => Doc {
                     data: cm.data.unwrap_or_default(),
                     version: cm.metadata.resource_version,
+                    labels: cm.metadata.labels.unwrap_or_default(),
+                    annotations: cm.metadata.annotations.unwrap_or_default(),
                 },
             })
         }
@@ -118,27 +123,33 @@ pub async fn read(kube: &Kube, obj: Object) -> anyhow::Result<Doc> {
             Ok(Doc {
                 data,
                 version: secret.metadata.resource_version,
+                labels: secret.metadata.labels.unwrap_or_default(),
+                annotations: secret.metadata.annotations.unwrap_or_default(),
             })
         }
     }
 }
 
-/// Writes `data` as the whole of `obj`'s data: created when `version` is `None`, else replaced
-/// only if `obj` is still at `version`.
+/// Writes `data` as the whole of `obj`'s data on top of `base`, as read: created when `base`
+/// has no version (the object did not exist), else replaced only if `obj` is still at that
+/// version (its labels and annotations kept).
 pub async fn write(
     kube: &Kube,
     obj: Object,
     data: BTreeMap<String, String>,
-    version: Option<&str>,
+    base: &Doc,
 ) -> anyhow::Result<Written> {
+    let version = base.version.as_deref();
+    let mut labels = base.labels.clone();
+    labels
+        .entry("app.kubernetes.io/part-of".to_string())
+        .or_insert_with(|| "trustmesh".to_string());
     let metadata = ObjectMeta {
         name: Some(obj.name().to_string()),
         namespace: Some(kube.namespace.clone()),
         resource_version: version.map(str::to_string),
-        labels: Some(BTreeMap::from([(
-            "app.kubernetes.io/part-of".to_string(),
-            "trustmesh".to_string(),
-        )])),
+        labels: Some(labels),
+        annotations: (!base.annotations.is_empty()).then(|| base.annotations.clone()),
         ..Default::default()
     };
     let pp = PostParams::default();
@@ -202,7 +213,7 @@ pub async fn update<T>(
         if data == doc.data && doc.version.is_some() {
             return Ok(out);
         }
-        match write(kube, obj, data, doc.version.as_deref()).await? {
+        match write(kube, obj, data, &doc).await? {
             Written::Done => return Ok(out),
             Written::Conflict => continue,
         }

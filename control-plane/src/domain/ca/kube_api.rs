@@ -139,7 +139,7 @@ pub async fn load_or_create(
             None => CertificateAuthority::generate(td, SystemTime::now())
                 .context("generating the CA")?,
         };
-        match kube_state::write(kube, Object::Ca, ca_data(&ca), doc.version.as_deref()).await? {
+        match kube_state::write(kube, Object::Ca, ca_data(&ca), &doc).await? {
             Written::Done => {
                 tracing::info!(object = %what, namespace = %kube.namespace, trust_domain = %td, "{how}");
                 return Ok(ca);
@@ -195,13 +195,7 @@ pub async fn load(kube: &Kube, td: Option<&TrustDomain>) -> anyhow::Result<ApiTr
                 Some(new) if new.cert_der() != active.cert_der() => {
                     // The switch stopped between its writes: finish it.
                     tracing::warn!(object = %what, "completing a CA switch that was interrupted");
-                    let _ = kube_state::write(
-                        kube,
-                        Object::Ca,
-                        ca_data(&new),
-                        ca_doc.version.as_deref(),
-                    )
-                    .await?;
+                    let _ = kube_state::write(kube, Object::Ca, ca_data(&new), &ca_doc).await?;
                     new
                 }
                 _ => active,

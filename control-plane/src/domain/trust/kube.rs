@@ -25,6 +25,8 @@ use crate::storage::paths::TRUST_DOMAIN;
 /// How often the objects are read even when no watch event came (a safety net under the
 /// watches, which already recover from cuts and `410 Gone` on their own).
 const RESYNC: Duration = Duration::from_secs(30);
+/// The longest pause between reads while they fail.
+const MAX_RETRY: Duration = Duration::from_secs(5);
 
 impl TrustStore {
     /// Takes the CA from the API (creating it, or importing `import`, when there is none) and
@@ -80,12 +82,13 @@ where
     let td = store.current().signer.trust_domain().clone();
     let mut noticed_switch = None;
     let mut last_wait_log = None;
-    let mut failing = false;
+    // After a failed read, the next comes sooner than a resync, doubling up to MAX_RETRY.
+    let mut retry = None::<Duration>;
     loop {
-        let every = if store.current().rotation.is_some() {
-            RELOAD
-        } else {
-            RESYNC
+        let every = match retry {
+            Some(r) => r,
+            None if store.current().rotation.is_some() => RELOAD,
+            None => RESYNC,
         };
         tokio::select! {
             () = wake.notified() => {}
@@ -93,9 +96,8 @@ where
         }
         match step(&store, &kube, &td, noticed_switch, &*lagging).await {
             Ok(outcome) => {
-                if failing {
+                if retry.take().is_some() {
                     tracing::info!(target: "ca", "reading the shared state in the Kubernetes API again");
-                    failing = false;
                 }
                 noticed_switch = outcome.noticed_switch;
                 if let Some(waiting) = outcome.waiting_for {
@@ -103,16 +105,13 @@ where
                 }
             }
             Err(e) => {
-                if !failing {
+                if retry.is_none() {
                     tracing::warn!(
                         target: "ca",
                         "reading the shared state in the Kubernetes API failed; the trust state in force stays: {e:#}"
                     );
-                    failing = true;
                 }
-                // Try again soon, whether or not a watch wakes us.
-                wake.notify_one();
-                tokio::time::sleep(RELOAD).await;
+                retry = Some(retry.map_or(RELOAD, |r| (r * 2).min(MAX_RETRY)));
             }
         }
     }

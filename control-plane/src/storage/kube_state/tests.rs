@@ -35,29 +35,30 @@ async fn a_create_of_an_existing_object_and_a_stale_replace_are_conflicts() {
     assert_eq!(read(&kube, Object::Ca).await.unwrap(), Doc::default());
     let first = data(&[("ca-cert.pem", "one")]);
     assert_eq!(
-        write(&kube, Object::Ca, first.clone(), None).await.unwrap(),
+        write(&kube, Object::Ca, first.clone(), &Doc::default())
+            .await
+            .unwrap(),
         Written::Done
     );
     // A second replica that also found none: its create loses, it reads the winner's.
     let second = data(&[("ca-cert.pem", "two")]);
     assert_eq!(
-        write(&kube, Object::Ca, second.clone(), None)
+        write(&kube, Object::Ca, second.clone(), &Doc::default())
             .await
             .unwrap(),
         Written::Conflict
     );
     let doc = read(&kube, Object::Ca).await.unwrap();
     assert_eq!(doc.data, first);
-    let v1 = doc.version.clone().unwrap();
     assert_eq!(
-        write(&kube, Object::Ca, second.clone(), Some(&v1))
+        write(&kube, Object::Ca, second.clone(), &doc)
             .await
             .unwrap(),
         Written::Done
     );
     // Written against the version that is no longer current: refused.
     assert_eq!(
-        write(&kube, Object::Ca, first, Some(&v1)).await.unwrap(),
+        write(&kube, Object::Ca, first, &doc).await.unwrap(),
         Written::Conflict
     );
     assert_eq!(read(&kube, Object::Ca).await.unwrap().data, second);
@@ -67,9 +68,14 @@ async fn a_create_of_an_existing_object_and_a_stale_replace_are_conflicts() {
 #[tokio::test]
 async fn update_reads_again_after_a_conflict_and_keeps_the_other_writers_change() {
     let (stub, kube) = stub().await;
-    write(&kube, Object::Blocklist, data(&[("list", "a")]), None)
-        .await
-        .unwrap();
+    write(
+        &kube,
+        Object::Blocklist,
+        data(&[("list", "a")]),
+        &Doc::default(),
+    )
+    .await
+    .unwrap();
     let calls = AtomicUsize::new(0);
     let out = update(&kube, Object::Blocklist, |doc| {
         if calls.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -102,7 +108,8 @@ async fn update_reads_again_after_a_conflict_and_keeps_the_other_writers_change(
 async fn an_object_shipped_empty_is_filled_by_a_replace() {
     let (stub, kube) = stub().await;
     stub.apply(json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "trustmesh-ca-rotation", "namespace": NS}}))
+        "metadata": {"name": "trustmesh-ca-rotation", "namespace": NS,
+                     "labels": {"app.kubernetes.io/name": "trustmesh"}}}))
         .unwrap();
     let doc = read(&kube, Object::Rotation).await.unwrap();
     assert!(doc.data.is_empty() && doc.version.is_some());
@@ -116,4 +123,11 @@ async fn an_object_shipped_empty_is_filled_by_a_replace() {
         data(&[("k", "v")])
     );
     assert_eq!(stub.requests_for(Resource::Secrets).get("create"), None);
+    let secret = stub
+        .get(Resource::Secrets, Some(NS), "trustmesh-ca-rotation")
+        .unwrap();
+    assert_eq!(
+        secret["metadata"]["labels"]["app.kubernetes.io/name"], "trustmesh",
+        "the manifest's labels stay"
+    );
 }
