@@ -178,12 +178,41 @@ async fn blocks_through_the_api_reach_the_other_replica_and_survive_conflicts_an
         TrustBundle::from_pem(&ca_cert).unwrap().roots()
     );
     assert!(c.secret_data("trustmesh-ca", "ca-key.pem").is_some());
+    let mut creators = 0;
     for cp in c.cps.iter_mut() {
         no_ca_on_disk(cp.data_dir());
         let log = cp.process().log_path().to_path_buf();
         let log = std::fs::read_to_string(log).unwrap();
         assert!(!log.contains("PRIVATE KEY"), "the CA key is never logged");
+        creators += usize::from(log.contains("created a new mesh CA"));
     }
+    assert_eq!(
+        creators, 1,
+        "exactly one replica made the CA, the other read it"
+    );
+    // The admin's certificate from the CA in the API, and `trustmesh status` with it.
+    let admin = c.dir.path().join("admin.pem");
+    c.cli(&["admin-cert", "--out", admin.to_str().unwrap()])
+        .await;
+    let status = run_cli(&[
+        "status",
+        "--control-plane",
+        &c.cps[1].url(),
+        "--admin-cert",
+        admin.to_str().unwrap(),
+        "--trust-bundle",
+        c.cps[1].trust_bundle_path().to_str().unwrap(),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        status
+            .stdout
+            .contains("shared state:      kubernetes/trustmesh-system"),
+        "{}{}",
+        status.stdout,
+        status.stderr
+    );
     assert_eq!(c.a_to_b().await, 200);
     // The retired peer exchange is gone from the API.
     assert_eq!(c.cps[0].get("/v1/blocklist").await.unwrap().status, 404);
