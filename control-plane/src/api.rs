@@ -12,7 +12,6 @@ use http::{header, Method, Request, StatusCode};
 use hyper::body::Incoming;
 
 pub mod authn;
-mod blocklist;
 pub mod body;
 mod certificates;
 pub mod error;
@@ -54,7 +53,6 @@ pub async fn handle(
         (&Method::GET, "/v1/proxies") => {
             proxies::proxies(&state, &caller).map(|v| json(StatusCode::OK, &v))
         }
-        (&Method::GET, "/v1/blocklist") => blocklist::blocklist(&state, &caller),
         (&Method::POST, "/v1/inject") => {
             inject::handle(req, caller.identity.as_ref(), &state.trust.current()).await
         }

@@ -90,6 +90,38 @@ pub struct DataDirArg {
     pub data_dir: std::path::PathBuf,
 }
 
+/// Where the shared state is: the data folder, or with `--kubernetes` / `--kubeconfig` the
+/// Kubernetes API (`trustmesh identity`, `trustmesh ca`).
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    #[command(flatten)]
+    kube: crate::storage::kube::KubeArgs,
+}
+
+/// The shared state a command works on.
+pub enum Shared {
+    /// The data folder.
+    Dir(std::path::PathBuf),
+    /// The Kubernetes API, and the runtime its client runs on.
+    Kube(crate::storage::kube::Kube, tokio::runtime::Runtime),
+}
+
+impl StateArgs {
+    /// Connects to the API in Kubernetes mode, else names the data folder.
+    pub fn open(&self) -> anyhow::Result<Shared> {
+        if !self.kube.enabled() {
+            return Ok(Shared::Dir(self.data.data_dir.clone()));
+        }
+        let rt = runtime()?;
+        match rt.block_on(self.kube.connect())? {
+            Some(kube) => Ok(Shared::Kube(kube, rt)),
+            None => Ok(Shared::Dir(self.data.data_dir.clone())),
+        }
+    }
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {

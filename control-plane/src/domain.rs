@@ -1,8 +1,8 @@
 //! Domain layer: what the control plane knows and decides, below the API ([`crate::api`]) and
 //! above storage ([`crate::storage`]): the CA and its rotation ([`ca`]), bootstrap tokens
 //! ([`tokens`]), Kubernetes ServiceAccount JWTs ([`k8s_jwt`]), the reserved identities
-//! ([`reserved`]), the blocklist ([`blocklist`]) and its exchange with peer replicas
-//! ([`peers`]), the trust state every replica follows ([`trust`]), the policy source
+//! ([`reserved`]), the blocklist ([`blocklist`]), the trust state every replica follows
+//! ([`trust`], from the data folder or the Kubernetes API), the policy source
 //! ([`policy_source`]), snapshots and the proxies seen ([`snapshot`]), and the pod rewrite of
 //! sidecar injection ([`inject`]). Nothing here imports the API or the command line.
 
@@ -10,7 +10,6 @@ pub mod blocklist;
 pub mod ca;
 pub mod inject;
 pub mod k8s_jwt;
-pub mod peers;
 pub mod policy_source;
 pub mod reserved;
 pub mod routes;

@@ -3,7 +3,7 @@
 //! `main` only parses flags and dispatches. The crate is four layers, each importing only
 //! those below it: [`cli`] (one file per command) → [`api`] (router, authentication, one
 //! handler file per endpoint group) → [`domain`] (CA and rotation, tokens, blocklist,
-//! snapshots, policy source) → [`storage`] (the data folder).
+//! snapshots, policy source) → [`storage`] (the data folder, the Kubernetes API).
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 

@@ -20,7 +20,6 @@ const ROUTES: &[(&str, &str)] = &[
     ("/v1/certificates", "POST"),
     ("/v1/snapshot", "GET"),
     ("/v1/proxies", "GET"),
-    ("/v1/blocklist", "GET"),
     ("/v1/inject", "POST"),
 ];
 

@@ -265,13 +265,6 @@ async fn metrics_follow_the_contract() {
         ),
         0.0
     );
-    for result in ["changed", "unchanged", "error"] {
-        // No --peers: never exchanged.
-        assert_eq!(
-            one(&cp, "trustmesh_cp_peer_sync_total", &[("result", result)]),
-            0.0
-        );
-    }
     for result in [
         "identity_blocked",
         "reserved_identity",

@@ -51,8 +51,6 @@ pub enum Code {
     BadJson,
     /// 400: the injection webhook's body is no AdmissionReview v1.
     BadAdmissionReview,
-    /// 503: the blocklist file cannot be read.
-    BlocklistUnreadable,
     /// 500: the metrics could not be encoded.
     Metrics,
     /// 500: a certificate the CA just made cannot be read back (a bug, never bad input).
@@ -87,7 +85,6 @@ impl Code {
             Code::BadBody => "bad_body",
             Code::BadJson => "bad_json",
             Code::BadAdmissionReview => "bad_admission_review",
-            Code::BlocklistUnreadable => "blocklist_unreadable",
             Code::Metrics => "metrics",
             Code::Internal => "internal",
             Code::MethodNotAllowed => "method_not_allowed",
@@ -113,9 +110,7 @@ impl Code {
             | Code::BadBody
             | Code::BadJson
             | Code::BadAdmissionReview => StatusCode::BAD_REQUEST,
-            Code::TokenUnavailable | Code::JwksUnavailable | Code::BlocklistUnreadable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Code::TokenUnavailable | Code::JwksUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::TooManyWatches => StatusCode::TOO_MANY_REQUESTS,
             Code::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Code::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

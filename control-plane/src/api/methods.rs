@@ -13,7 +13,6 @@ pub(super) const ROUTES: &[(&str, &str)] = &[
     ("/v1/certificates", "POST"),
     ("/v1/snapshot", "GET"),
     ("/v1/proxies", "GET"),
-    ("/v1/blocklist", "GET"),
     ("/v1/inject", "POST"),
 ];
 

@@ -27,8 +27,6 @@ pub struct Metrics {
     pub(super) proxies: prometheus::IntGauge,
     pub(super) trust: TrustMetrics,
     pub(super) snapshot_push: prometheus::Histogram,
-    /// Blocklist exchanges with peer replicas by result (`changed`, `unchanged`, `error`).
-    pub peer_sync: prometheus::IntCounterVec,
 }
 
 impl Metrics {
@@ -58,23 +56,11 @@ impl Metrics {
             ]),
         )?;
         registry.register(Box::new(snapshot_push.clone()))?;
-        let peer_sync = prometheus::IntCounterVec::new(
-            prometheus::Opts::new(
-                "trustmesh_cp_peer_sync_total",
-                "Blocklist exchanges with peer replicas (--peers) by result.",
-            ),
-            &["result"],
-        )?;
-        registry.register(Box::new(peer_sync.clone()))?;
         // Known label values start at zero, so an alert on them works before the first event.
         for result in ISSUE_RESULTS.iter().chain(JwtError::CODES) {
             issued.with_label_values(&[result]);
         }
-        for result in ["changed", "unchanged", "error"] {
-            peer_sync.with_label_values(&[result]);
-        }
         Ok(Self {
-            peer_sync,
             snapshot_push,
             trust: TrustMetrics::register(&registry)?,
             registry,

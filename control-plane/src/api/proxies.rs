@@ -47,7 +47,7 @@ pub fn proxies(state: &AppState, caller: &Caller) -> Result<Value, ApiError> {
             "blocked_identities": trust.blocked.keys().map(|id| id.as_str()).collect::<Vec<_>>(),
             "draining": state.drain.is_draining(),
             "trust": trust::health(&trust),
-            "peers": state.peers.to_json(),
+            "shared_state": state.trust.backend_name(),
         },
         "proxies": proxies,
     }))

@@ -10,7 +10,6 @@ use trustmesh_certs::SpiffeId;
 use super::limits::Limits;
 use super::metrics::Metrics;
 use crate::domain::k8s_jwt::K8sVerifier;
-use crate::domain::peers::PeerBook;
 use crate::domain::policy_source::PolicySource;
 use crate::domain::snapshot::ProxyBook;
 use crate::domain::trust::TrustStore;
@@ -34,8 +33,6 @@ pub struct AppState {
     pub cert_ttl: Duration,
     /// Proxies seen.
     pub proxies: ProxyBook,
-    /// Peer replicas (`--peers`) and how the last blocklist exchange with each went.
-    pub peers: Arc<PeerBook>,
     /// Metrics.
     pub metrics: Metrics,
     /// Graceful drain on SIGTERM.

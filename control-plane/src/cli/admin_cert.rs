@@ -1,4 +1,5 @@
-//! Command line: `trustmesh admin-cert --data-dir D --out FILE`: a client certificate for the mesh's admin
+//! Command line: `trustmesh admin-cert --data-dir D --out FILE` (or `--kubernetes` / `--kubeconfig`
+//! for the CA in the Kubernetes API): a client certificate for the mesh's admin
 //! identity, `spiffe://<trust domain>/ns/trustmesh-system/sa/admin`, which alone may call
 //! `GET /v1/proxies` (what `trustmesh status` shows). The certificate chain and its private
 //! key are written together to one file of mode 0600; the key is made here and never leaves
@@ -35,12 +36,15 @@ pub struct AdminCertArgs {
     /// webhook (`kube-apiserver`).
     #[arg(long, value_enum, default_value = "admin")]
     pub role: Role,
+    /// In Kubernetes mode the CA is read from the `trustmesh-ca` Secret instead.
+    #[command(flatten)]
+    pub kube: crate::storage::kube::KubeArgs,
 }
 
 /// The reserved client identities `trustmesh admin-cert` issues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
-    /// `.../sa/admin`: `GET /v1/proxies`, `GET /v1/blocklist`.
+    /// `.../sa/admin`: `GET /v1/proxies`.
     Admin,
     /// `.../sa/kube-apiserver`: `POST /v1/inject`.
     KubeApiserver,
@@ -48,7 +52,15 @@ pub enum Role {
 
 /// Issues the certificate and writes the file.
 pub fn run(args: &AdminCertArgs) -> anyhow::Result<()> {
-    let ca = crate::domain::ca::store::load_existing(&args.data_dir)?;
+    let ca = match args.kube.enabled() {
+        false => crate::domain::ca::store::load_existing(&args.data_dir)?,
+        true => super::runtime()?.block_on(async {
+            let Some(kube) = args.kube.connect().await? else {
+                anyhow::bail!("Kubernetes mode is off");
+            };
+            Ok(crate::domain::ca::kube_api::load(&kube, None).await?.signer)
+        })?,
+    };
     let id = match args.role {
         Role::Admin => admin_identity(ca.trust_domain())?,
         Role::KubeApiserver => {

@@ -1,5 +1,6 @@
 //! Command line: `trustmesh ca rotate` and `trustmesh ca status`: the operator's side of a CA rotation
-//! ([`crate::domain::ca::rotation`]). Both work on the data folder that the `serve` replicas share; the
+//! ([`crate::domain::ca::rotation`]). Both work on the shared state of the `serve` replicas (the
+//! data folder, or with `--kubernetes` / `--kubeconfig` the Secrets in the Kubernetes API); the
 //! replicas carry the rotation through on their own.
 
 use std::path::PathBuf;
@@ -11,9 +12,9 @@ use trustmesh_certs::{CertificateAuthority, TrustBundle};
 
 use crate::domain::ca::fingerprint;
 
-use super::identity::print_list;
-use super::DataDirArg;
-use crate::domain::blocklist;
+use super::identity::{self, print_list};
+use super::{Shared, StateArgs};
+use crate::domain::ca::kube_api;
 use crate::domain::ca::rotation::{self, Rotation};
 use crate::domain::ca::store::{self as ca_store, ImportFrom};
 use crate::storage::lock::DataDirLock;
@@ -26,14 +27,14 @@ pub enum CaCommand {
     /// is dropped once no certificate it signed can still be valid.
     Rotate(RotateArgs),
     /// Show the CA in force, the trust bundle, a rotation under way and the blocked identities.
-    Status(DataDirArg),
+    Status(StateArgs),
 }
 
 /// Flags of `trustmesh ca rotate`.
 #[derive(Debug, Args)]
 pub struct RotateArgs {
     #[command(flatten)]
-    data: DataDirArg,
+    state: StateArgs,
     /// Least time to leave proxies to receive the new trust bundle before the new CA issues
     /// (the switch also waits until every proxy a replica serves holds it).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -59,45 +60,79 @@ pub fn run(command: CaCommand) -> anyhow::Result<ExitCode> {
                 (Some(cert), Some(key)) => Some(ImportFrom { cert, key }),
                 _ => None,
             };
-            let dir = &a.data.data_dir;
-            let next = rotation::start(dir, a.propagation, import, SystemTime::now())?;
+            let now = SystemTime::now();
+            let (next, place) = match a.state.open()? {
+                Shared::Dir(dir) => (
+                    rotation::start(&dir, a.propagation, import, now)?,
+                    dir.display().to_string(),
+                ),
+                Shared::Kube(kube, rt) => (
+                    rt.block_on(kube_api::start(&kube, a.propagation, import, now))?,
+                    format!("namespace {}", kube.namespace),
+                ),
+            };
             println!(
                 "CA rotation started in {}: the new root {} is in the trust bundle.\n\
-                 Control planes on this folder push it to every proxy, switch issuing to the new \
+                 Control planes on this state push it to every proxy, switch issuing to the new \
                  CA after {} once every proxy holds it, and drop the old root once no \
                  certificate it signed can still be valid. Follow it with `trustmesh ca status`.",
-                dir.display(),
+                place,
                 fingerprint(&next.trust_bundle().roots()[0]),
                 humantime::format_duration(a.propagation),
             );
             Ok(ExitCode::SUCCESS)
         }
-        CaCommand::Status(d) => {
-            status(&d.data_dir)?;
+        CaCommand::Status(state) => {
+            status(&state.open()?)?;
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-fn status(dir: &std::path::Path) -> anyhow::Result<()> {
-    let (ca, rotation, bundle, next) = {
-        let _lock = DataDirLock::acquire(dir)?;
-        let ca = ca_store::load_locked(dir)?;
-        let rotation = rotation::read(dir)?;
-        let bundle = rotation::bundle_locked(dir, &ca, rotation.as_ref())?;
-        let next = match rotation {
-            Some(Rotation::Propagating { .. }) => Some(rotation::next_locked(dir)?),
-            _ => None,
-        };
-        (ca, rotation, bundle, next)
+fn status(shared: &Shared) -> anyhow::Result<()> {
+    let (place, (ca, rotation, bundle, next)) = match shared {
+        Shared::Dir(dir) => (format!("data folder     {}", dir.display()), read_dir(dir)?),
+        Shared::Kube(kube, rt) => {
+            let t = rt.block_on(kube_api::load(kube, None))?;
+            (
+                format!("kubernetes      namespace {}", kube.namespace),
+                (t.signer, t.rotation, t.bundle, t.next),
+            )
+        }
     };
-    println!("data folder     {}", dir.display());
+    println!("{place}");
     println!("trust domain    {}", ca.trust_domain());
     print_ca("issuing CA", &ca);
     if let Some(next) = &next {
         print_ca("next CA", next);
     }
     print_bundle(&bundle);
+    print_rotation(rotation);
+    println!();
+    print_list(&identity::read(shared)?);
+    Ok(())
+}
+
+type CaState = (
+    CertificateAuthority,
+    Option<Rotation>,
+    TrustBundle,
+    Option<CertificateAuthority>,
+);
+
+fn read_dir(dir: &std::path::Path) -> anyhow::Result<CaState> {
+    let _lock = DataDirLock::acquire(dir)?;
+    let ca = ca_store::load_locked(dir)?;
+    let rotation = rotation::read(dir)?;
+    let bundle = rotation::bundle_locked(dir, &ca, rotation.as_ref())?;
+    let next = match rotation {
+        Some(Rotation::Propagating { .. }) => Some(rotation::next_locked(dir)?),
+        _ => None,
+    };
+    Ok((ca, rotation, bundle, next))
+}
+
+fn print_rotation(rotation: Option<Rotation>) {
     match rotation {
         None => println!("rotation        none"),
         Some(Rotation::Propagating {
@@ -119,9 +154,6 @@ fn status(dir: &std::path::Path) -> anyhow::Result<()> {
             at(old_root_until)
         ),
     }
-    println!();
-    print_list(&blocklist::read(dir)?);
-    Ok(())
 }
 
 fn print_ca(label: &str, ca: &CertificateAuthority) {

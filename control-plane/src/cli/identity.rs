@@ -1,16 +1,16 @@
-//! Command line: `trustmesh identity block|unblock|list`, the blocklist in the data folder
-//! ([`crate::domain::blocklist`]) that every replica reads within a second.
+//! Command line: `trustmesh identity block|unblock|list`, the shared blocklist
+//! ([`crate::domain::blocklist`]) that every replica follows within a second: the data folder's,
+//! or with `--kubernetes` / `--kubeconfig` the `trustmesh-blocklist` ConfigMap.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
 use clap::{Args, Subcommand};
-use trustmesh_certs::SpiffeId;
+use trustmesh_certs::{SpiffeId, TrustDomain};
 
-use super::DataDirArg;
-use crate::domain::blocklist::{block, read, unblock, Blocked};
-use crate::domain::ca::store as ca_store;
+use super::{Shared, StateArgs};
+use crate::domain::blocklist::{self, Blocked};
+use crate::domain::ca::{kube_api, store as ca_store};
 
 /// `trustmesh identity ...`.
 #[derive(Debug, Subcommand)]
@@ -21,45 +21,71 @@ pub enum IdentityCommand {
     /// Lift a block.
     Unblock(IdentityArgs),
     /// List the blocked identities.
-    List(DataDirArg),
+    List(StateArgs),
 }
 
-/// An identity and the data folder.
+/// An identity and where the shared state is.
 #[derive(Debug, Args)]
 pub struct IdentityArgs {
     /// The SPIFFE ID.
     pub identity: SpiffeId,
     #[command(flatten)]
-    data: DataDirArg,
+    state: StateArgs,
 }
 
 /// Runs `trustmesh identity ...`.
 pub fn run(command: IdentityCommand) -> anyhow::Result<ExitCode> {
     match command {
         IdentityCommand::Block(a) => {
-            let dir = &a.data.data_dir;
-            check_trust_domain(dir, &a.identity)?;
-            if block(dir, &a.identity, SystemTime::now())? {
+            let (changed, place) = match a.state.open()? {
+                Shared::Dir(dir) => {
+                    check_trust_domain(ca_store::load_existing(&dir)?.trust_domain(), &a.identity)?;
+                    let changed = blocklist::block(&dir, &a.identity, SystemTime::now())?;
+                    (changed, format!("on {}", dir.display()))
+                }
+                Shared::Kube(kube, rt) => {
+                    let changed = rt.block_on(async {
+                        let ca = kube_api::load(&kube, None).await?.signer;
+                        check_trust_domain(ca.trust_domain(), &a.identity)?;
+                        blocklist::kube_api::block(&kube, &a.identity, SystemTime::now()).await
+                    })?;
+                    (changed, format!("of namespace {}", kube.namespace))
+                }
+            };
+            if changed {
                 println!(
-                    "blocked {}: control planes on {} refuse its certificates from now on, and \
+                    "blocked {}: control planes {place} refuse its certificates from now on, and \
                      every sidecar refuses its connections and requests within a second",
                     a.identity,
-                    dir.display()
                 );
             } else {
                 println!("{} was already blocked", a.identity);
             }
         }
         IdentityCommand::Unblock(a) => {
-            if unblock(&a.data.data_dir, &a.identity, SystemTime::now())? {
+            let changed = match a.state.open()? {
+                Shared::Dir(dir) => blocklist::unblock(&dir, &a.identity)?,
+                Shared::Kube(kube, rt) => {
+                    rt.block_on(blocklist::kube_api::unblock(&kube, &a.identity))?
+                }
+            };
+            if changed {
                 println!("unblocked {}", a.identity);
             } else {
                 println!("{} was not blocked", a.identity);
             }
         }
-        IdentityCommand::List(d) => print_list(&read(&d.data_dir)?),
+        IdentityCommand::List(state) => print_list(&read(&state.open()?)?),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The blocked identities of the shared state.
+pub fn read(shared: &Shared) -> anyhow::Result<Blocked> {
+    match shared {
+        Shared::Dir(dir) => blocklist::read(dir),
+        Shared::Kube(kube, rt) => rt.block_on(blocklist::kube_api::read(kube)),
+    }
 }
 
 /// Prints the blocklist as a table (`IDENTITY  BLOCKED AT`), or says it is empty.
@@ -79,13 +105,9 @@ pub fn print_list(blocked: &Blocked) {
     }
 }
 
-fn check_trust_domain(dir: &Path, id: &SpiffeId) -> anyhow::Result<()> {
-    let ca = ca_store::load_existing(dir)?;
-    if id.trust_domain_str() != ca.trust_domain().as_str() {
-        anyhow::bail!(
-            "{id} is not in the mesh's trust domain {}",
-            ca.trust_domain()
-        );
+fn check_trust_domain(td: &TrustDomain, id: &SpiffeId) -> anyhow::Result<()> {
+    if id.trust_domain_str() != td.as_str() {
+        anyhow::bail!("{id} is not in the mesh's trust domain {td}");
     }
     Ok(())
 }

@@ -14,7 +14,6 @@ use crate::api::limits::{LimitArgs, Limits};
 use crate::api::{listener, AppState, Metrics};
 use crate::domain::ca::store::ImportFrom;
 use crate::domain::k8s_jwt::{K8sArgs, K8sVerifier};
-use crate::domain::peers::{self, PeerSync};
 use crate::domain::policy_source::PolicySource;
 use crate::domain::snapshot;
 use crate::domain::tokens;
@@ -27,7 +26,9 @@ pub struct ServeArgs {
     /// Address of the HTTPS API.
     #[arg(long, env = "TRUSTMESH_LISTEN", default_value = "127.0.0.1:15012")]
     pub listen: SocketAddr,
-    /// Folder of the CA key (mode 0600), the CA certificate, trust-bundle.pem and token state.
+    /// Folder of the CA key (mode 0600), the CA certificate, trust-bundle.pem and token state;
+    /// in Kubernetes mode only this replica's copy of trust-bundle.pem and its token state
+    /// (the CA, its rotation and the blocklist are in the Kubernetes API).
     #[arg(long, env = "TRUSTMESH_DATA_DIR", default_value = ".trustmesh")]
     pub data_dir: PathBuf,
     /// The policy folder (usually a git checkout); watched for changes.
@@ -46,13 +47,9 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub server_names: Vec<String>,
-    /// Other replicas to exchange blocked identities with, when they do not share this
-    /// replica's --data-dir: `HOST:PORT`, repeated or comma-separated; a name that resolves to
-    /// several addresses (a headless Service) names them all.
-    #[arg(long = "peers", env = "TRUSTMESH_PEERS", value_delimiter = ',', value_parser = peers::parse_peer)]
-    pub peers: Vec<String>,
     /// Bring your own CA: the signing certificate (an intermediate signed by an offline root),
-    /// then its chain up to the root. Imported into --data-dir on first start; with --ca-key.
+    /// then its chain up to the root. Imported on first start (into --data-dir, or the
+    /// trustmesh-ca Secret in Kubernetes mode); with --ca-key.
     #[arg(long, env = "TRUSTMESH_CA_CERT", requires = "ca_key")]
     pub ca_cert: Option<PathBuf>,
     /// The key of --ca-cert (PKCS#8 P-256 PEM, mode 0600).
@@ -101,7 +98,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(k) = &kube {
         tracing::info!(namespace = %k.namespace, "Kubernetes mode");
     }
-    let trust = TrustStore::open(&args.data_dir, &args.trust_domain, args.cert_ttl, import)?;
+    let trust = match kube.clone() {
+        Some(k) => {
+            TrustStore::open_kube(k, &args.data_dir, &args.trust_domain, args.cert_ttl, import)
+                .await?
+        }
+        None => TrustStore::open(&args.data_dir, &args.trust_domain, args.cert_ttl, import)?,
+    };
     let state = Arc::new(AppState {
         trust: trust.clone(),
         k8s: K8sVerifier::from_args(&args.k8s, &args.trust_domain).await?,
@@ -113,7 +116,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         policies: policies.clone(),
         cert_ttl: args.cert_ttl,
         proxies: Default::default(),
-        peers: Default::default(),
         metrics: Metrics::new()?,
         drain: Default::default(),
         limits,
@@ -121,18 +123,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
     state.metrics.register(Box::new(policies.reloads.clone()))?;
     state.metrics.register(Box::new(policies.scans.clone()))?;
-    for c in state.limits.collectors() {
+    for c in state
+        .limits
+        .collectors()
+        .into_iter()
+        .chain(trust.collectors())
+    {
         state.metrics.register(c)?;
     }
     tokio::spawn(policies.watch());
-    if !args.peers.is_empty() {
-        let sync = PeerSync {
-            trust: trust.clone(),
-            book: state.peers.clone(),
-            counter: state.metrics.peer_sync.clone(),
-        };
-        tokio::spawn(peers::run(sync, args.peers.clone()));
-    }
+    let shared_state = trust.backend_name();
     let book = state.clone();
     tokio::spawn(trust.watch(move |generation| snapshot::lagging_in(&book.proxies, generation)));
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -142,6 +142,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         listen = %listener.local_addr()?,
         trust_domain = %args.trust_domain,
         data_dir = %args.data_dir.display(),
+        shared_state = %shared_state,
         cert_ttl = %humantime::format_duration(args.cert_ttl),
         "control plane serving"
     );

@@ -122,28 +122,17 @@ fn table(v: &Value) -> String {
         .as_array()
         .map(|a| a.iter().map(s).collect())
         .unwrap_or_default();
-    let peers: Vec<String> = cp["peers"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| match p["last_error"].as_str() {
-                    Some(e) => format!("{} failing ({e})", s(&p["address"])),
-                    None => format!("{} ok", s(&p["address"])),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     let mut out = format!(
         "control plane\n  policy version:    {}\n  last policy error: {}\n  CA expires:        {}\n  \
          trust bundle:      {} root(s), CA rotation {}\n  blocked:           {}\n  \
-         peers:             {}\n\n",
+         shared state:      {}\n\n",
         s(&cp["policy_version"]),
         cp["policy_error"].as_str().unwrap_or("none"),
         s(&cp["ca_expires_at"]),
         cp["trust_bundle_roots"].as_u64().unwrap_or(0),
         cp["ca_rotation"].as_str().unwrap_or("none"),
         if blocked.is_empty() { "none".to_string() } else { blocked.join(", ") },
-        if peers.is_empty() { "none".to_string() } else { peers.join(", ") },
+        cp["shared_state"].as_str().unwrap_or("-"),
     );
     let header = [
         "IDENTITY",
@@ -199,9 +188,7 @@ mod tests {
         let v = serde_json::json!({
             "control_plane": {"policy_version": "git:abc", "policy_error": null,
                               "ca_expires_at": "2030-01-01T00:00:00Z",
-                              "peers": [{"address": "10.0.0.2:15012", "ok": true, "last_error": null},
-                                        {"address": "10.0.0.3:15012", "ok": false,
-                                         "last_error": "connection refused"}]},
+                              "shared_state": "kubernetes/trustmesh-system"},
             "proxies": [{"identity": "spiffe://cluster.local/ns/a/sa/b", "address": "127.0.0.1",
                          "certificate_expiry": "2030-01-01T00:00:00Z",
                          "policy_version": "git:abc", "last_seen": "2029-01-01T00:00:00Z"}],
@@ -210,9 +197,7 @@ mod tests {
         assert!(t.contains("policy version:    git:abc"), "{t}");
         assert!(t.contains("last policy error: none"), "{t}");
         assert!(
-            t.contains(
-                "peers:             10.0.0.2:15012 ok, 10.0.0.3:15012 failing (connection refused)"
-            ),
+            t.contains("shared state:      kubernetes/trustmesh-system"),
             "{t}"
         );
         assert!(

@@ -49,15 +49,14 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 /// Runs `trustmesh token ...`: prints the token.
 pub fn run(command: TokenCommand) -> anyhow::Result<()> {
     let TokenCommand::Create(args) = command;
-    let ca = ca_store::load_existing(&args.data_dir)?;
-    if args.identity.trust_domain_str() != ca.trust_domain().as_str() {
+    let td = ca_store::trust_domain_of(&args.data_dir)?;
+    if args.identity.trust_domain_str() != td.as_str() {
         anyhow::bail!(
-            "--identity {} is not in the CA's trust domain {}",
+            "--identity {} is not in the CA's trust domain {td}",
             args.identity,
-            ca.trust_domain()
         );
     }
-    if reserved::is_reserved(ca.trust_domain(), &args.identity) {
+    if reserved::is_reserved(&td, &args.identity) {
         anyhow::bail!(
             "--identity {} is reserved for the control plane and its operators and never \
              gets a certificate through a token (for the admin certificate use \

@@ -13,6 +13,7 @@ use crate::storage::lock::DataDirLock;
 use crate::storage::paths::TRUST_DOMAIN;
 use store::ImportFrom;
 
+pub mod kube_api;
 pub mod rotation;
 pub mod store;
 

@@ -1,10 +1,14 @@
 //! Domain: what a replica trusts and refuses right now: the CA that issues, the trust bundle and the
-//! blocked identities, read from the data folder that every replica shares, and kept current.
+//! blocked identities, read from the shared state every replica follows, and kept current.
+//! The shared state is a [`Backend`]: the data folder (outside Kubernetes, shared by replicas)
+//! or the Kubernetes API (Kubernetes mode, [`kube`]).
 //!
-//! [`TrustStore::watch`] looks at the folder's files every [`RELOAD`] (a `stat` of a few
-//! files) and reloads, under the data folder's lock, when one changed; so an `identity block`
-//! or a `ca rotate` from the CLI, or a step taken by another replica, is in force here within a
-//! fraction of a second. It also drives the CA rotation ([`crate::domain::ca::rotation`]) forward.
+//! On the data folder, [`TrustStore::watch`] looks at the folder's files every [`RELOAD`] (a
+//! `stat` of a few files) and reloads, under the data folder's lock, when one changed; in the
+//! API it watches the three objects and reads them again on every event. Either way an
+//! `identity block` or a `ca rotate` from the CLI, or a step taken by another replica, is in
+//! force here within a fraction of a second. It also drives the CA rotation
+//! ([`crate::domain::ca::rotation`]) forward: [`due`] decides the next step, the same on both.
 //! Each new [`TrustView`] is published on a watch channel: the snapshot long polls wake on it
 //! and the control plane's serving certificate is re-issued from it.
 
@@ -18,12 +22,16 @@ use trustmesh_certs::{CertificateAuthority, SpiffeId, TrustBundle, TrustDomain};
 use crate::domain::blocklist::{self, Blocked};
 use crate::domain::ca::rotation::{self, Rotation, DROP_MARGIN};
 use crate::domain::ca::store::{self as ca_store, ImportFrom, CA_CERT, CA_KEY, TRUST_BUNDLE};
+use crate::storage::kube::Kube;
 use crate::storage::lock::DataDirLock;
+
+mod kube;
+mod steps;
+
+use steps::{due, log_finish, log_switch, log_waiting, Due};
 
 /// How often the data folder is looked at.
 pub const RELOAD: Duration = Duration::from_millis(200);
-/// How often a rotation that waits for proxies says so.
-const WAIT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The trust state in force at one moment. Immutable; a change makes a new one.
 #[derive(Debug)]
@@ -85,8 +93,22 @@ impl TrustView {
     }
 }
 
-/// The replica's trust state and its data folder.
+/// Where the shared trust state lives.
+pub enum Backend {
+    /// The data folder (outside Kubernetes; replicas share it).
+    Dir,
+    /// The Kubernetes API: the `trustmesh-ca`, `trustmesh-ca-rotation` Secrets and the
+    /// `trustmesh-blocklist` ConfigMap of the control plane's namespace.
+    Kube(Kube),
+}
+
+/// The replica's trust state, where it comes from, and its data folder.
 pub struct TrustStore {
+    /// Watch requests of the shared objects that failed (Kubernetes mode).
+    watch_errors: prometheus::IntCounter,
+    /// The shared state: `dir` itself, or the API (then `dir` holds only this replica's copy
+    /// of `trust-bundle.pem` and its token state).
+    backend: Backend,
     dir: PathBuf,
     cert_ttl: Duration,
     tx: tokio::sync::watch::Sender<Arc<TrustView>>,
@@ -104,15 +126,29 @@ impl TrustStore {
         let view = load(dir)?;
         let (tx, _) = tokio::sync::watch::channel(Arc::new(view));
         Ok(Arc::new(Self {
+            watch_errors: watch_errors_counter()?,
+            backend: Backend::Dir,
             dir: dir.to_path_buf(),
             cert_ttl,
             tx,
         }))
     }
 
-    /// The data folder.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The metrics of following the shared state, to register (Kubernetes mode only:
+    /// `trustmesh_cp_shared_state_watch_errors_total`).
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        match self.backend {
+            Backend::Dir => Vec::new(),
+            Backend::Kube(_) => vec![Box::new(self.watch_errors.clone())],
+        }
+    }
+
+    /// Where the shared state lives, for the admin: `data-folder` or `kubernetes/<namespace>`.
+    pub fn backend_name(&self) -> String {
+        match &self.backend {
+            Backend::Dir => "data-folder".to_string(),
+            Backend::Kube(k) => format!("kubernetes/{}", k.namespace),
+        }
     }
 
     /// The state in force.
@@ -125,7 +161,7 @@ impl TrustStore {
         self.tx.subscribe()
     }
 
-    /// Follows the data folder until the process ends. `lagging(generation)` names the proxies
+    /// Follows the shared state until the process ends. `lagging(generation)` names the proxies
     /// this replica serves that do not hold the bundle of `generation` yet; a rotation switches
     /// to the new CA only when there are none.
     pub async fn watch<F>(self: Arc<Self>, lagging: F)
@@ -133,6 +169,10 @@ impl TrustStore {
         F: Fn(&str) -> Vec<String> + Send + Sync + 'static,
     {
         let lagging = Arc::new(lagging);
+        if let Backend::Kube(k) = &self.backend {
+            let k = k.clone();
+            return kube::watch(self, k, lagging).await;
+        }
         let mut last_fp = fingerprint(&self.dir);
         let mut noticed_switch = None;
         let mut last_wait_log = None::<tokio::time::Instant>;
@@ -152,18 +192,7 @@ impl TrustStore {
                 Ok(Ok(outcome)) => {
                     noticed_switch = outcome.noticed_switch;
                     if let Some(waiting) = outcome.waiting_for {
-                        let due = match last_wait_log {
-                            None => true,
-                            Some(t) => t.elapsed() >= WAIT_LOG_EVERY,
-                        };
-                        if due {
-                            tracing::info!(
-                                target: "ca",
-                                proxies = %waiting.join(", "),
-                                "CA rotation: waiting for proxies to hold the new trust bundle"
-                            );
-                            last_wait_log = Some(tokio::time::Instant::now());
-                        }
+                        log_waiting(&waiting, &mut last_wait_log);
                     }
                 }
                 Ok(Err(e)) => tracing::warn!(
@@ -185,57 +214,39 @@ impl TrustStore {
         let view = self.current();
         let now = SystemTime::now();
         let mut waiting_for = None;
-        match &view.rotation {
-            None => noticed_switch = None,
-            Some(Rotation::Propagating {
-                started_at,
-                propagate_secs,
-            }) => {
-                if rotation::unix(now) >= started_at + propagate_secs {
-                    let behind = lagging(&view.generation);
-                    if behind.is_empty() {
-                        let _lock = DataDirLock::acquire(&self.dir)?;
-                        rotation::switch_locked(&self.dir, now, self.cert_ttl)?;
-                        drop(_lock);
-                        tracing::info!(
-                            target: "ca",
-                            "CA rotation: every proxy holds the new trust bundle; the new CA issues from now on"
-                        );
-                        noticed_switch = None;
-                        self.reload()?;
-                    } else {
-                        waiting_for = Some(behind);
-                    }
+        match due(&view, now, noticed_switch, lagging) {
+            Due::Nothing => {
+                if view.rotation.is_none() {
+                    noticed_switch = None;
                 }
             }
-            Some(Rotation::Issuing {
-                switched_at,
-                old_root_until,
-                ..
-            }) => {
-                if noticed_switch != Some(*switched_at) {
-                    // This replica signed with the old CA until its last reload; keep the old
-                    // root until those certificates have expired too.
-                    let _lock = DataDirLock::acquire(&self.dir)?;
-                    rotation::extend_locked(&self.dir, now + self.cert_ttl + DROP_MARGIN)?;
-                    noticed_switch = Some(*switched_at);
-                } else if rotation::unix(now) >= *old_root_until {
-                    let _lock = DataDirLock::acquire(&self.dir)?;
-                    // Read again under the lock: another replica may have extended it.
-                    if let Some(Rotation::Issuing { old_root_until, .. }) =
-                        rotation::read(&self.dir)?
-                    {
-                        if rotation::unix(now) >= old_root_until {
-                            rotation::finish_locked(&self.dir)?;
-                            tracing::info!(
-                                target: "ca",
-                                "CA rotation done: no certificate of the old CA can still be valid; the old root is dropped"
-                            );
-                        }
+            Due::Waiting(behind) => waiting_for = Some(behind),
+            Due::Switch => {
+                let _lock = DataDirLock::acquire(&self.dir)?;
+                rotation::switch_locked(&self.dir, now, self.cert_ttl)?;
+                drop(_lock);
+                log_switch();
+                noticed_switch = None;
+                self.reload()?;
+            }
+            Due::Extend(switched_at) => {
+                // This replica signed with the old CA until its last reload; keep the old
+                // root until those certificates have expired too.
+                let _lock = DataDirLock::acquire(&self.dir)?;
+                rotation::extend_locked(&self.dir, now + self.cert_ttl + DROP_MARGIN)?;
+                noticed_switch = Some(switched_at);
+            }
+            Due::Finish => {
+                let _lock = DataDirLock::acquire(&self.dir)?;
+                // Read again under the lock: another replica may have extended it.
+                if let Some(Rotation::Issuing { old_root_until, .. }) = rotation::read(&self.dir)? {
+                    if rotation::unix(now) >= old_root_until {
+                        rotation::finish_locked(&self.dir)?;
+                        log_finish();
                     }
-                    drop(_lock);
-                    self.reload()?;
                 }
+                drop(_lock);
+                self.reload()?;
             }
         }
         Ok(StepOutcome {
@@ -246,10 +257,15 @@ impl TrustStore {
 
     /// Reads the folder under the lock and publishes the state when it changed.
     fn reload(&self) -> anyhow::Result<()> {
-        let view = load(&self.dir)?;
+        self.publish(load(&self.dir)?);
+        Ok(())
+    }
+
+    /// Publishes `view` when it differs from the state in force.
+    fn publish(&self, view: TrustView) {
         let current = self.current();
         if view.same_as(&current) {
-            return Ok(());
+            return;
         }
         tracing::info!(
             target: "ca",
@@ -261,8 +277,15 @@ impl TrustStore {
             "trust state changed"
         );
         self.tx.send_replace(Arc::new(view));
-        Ok(())
     }
+}
+
+fn watch_errors_counter() -> anyhow::Result<prometheus::IntCounter> {
+    Ok(prometheus::IntCounter::new(
+        "trustmesh_cp_shared_state_watch_errors_total",
+        "Watch requests of the shared objects in the Kubernetes API (trustmesh-ca, \
+         trustmesh-ca-rotation, trustmesh-blocklist) that failed.",
+    )?)
 }
 
 struct StepOutcome {

@@ -26,7 +26,6 @@ pub struct KubeArgs {
 #[derive(Clone)]
 pub struct Kube {
     /// The API client (kube-rs).
-    #[allow(dead_code)] // The watches and writes of Kubernetes mode land next.
     pub client: kube::Client,
     /// Where `trustmesh-ca`, `trustmesh-ca-rotation` and `trustmesh-blocklist` live.
     pub namespace: String,

@@ -64,6 +64,18 @@ pub fn load_existing(dir: &Path) -> anyhow::Result<CertificateAuthority> {
     load_locked(dir)
 }
 
+/// The trust domain of the control plane on `dir`: its `trust-domain` file (which `serve`
+/// writes, also in Kubernetes mode where the CA itself is not in the folder), else its CA's.
+pub fn trust_domain_of(dir: &Path) -> anyhow::Result<TrustDomain> {
+    let path = dir.join(TRUST_DOMAIN);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            TrustDomain::parse(s.trim()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        }
+        Err(_) => Ok(load_existing(dir)?.trust_domain().clone()),
+    }
+}
+
 /// Loads the CA from `dir`; the caller holds the data folder's lock.
 pub fn load_locked(dir: &Path) -> anyhow::Result<CertificateAuthority> {
     let (key_path, cert_path, _) = paths(dir);
