@@ -11,16 +11,20 @@
 mod action;
 mod compile;
 mod duration;
+mod errors;
 mod filters;
 mod matchers;
 mod matching;
 pub mod model;
+mod table;
 
 pub use action::{Backend, CompiledRule, HeaderEdits, RetryPolicy};
-pub use compile::{CompiledRoutes, RouteError, MAX_RETRY_ATTEMPTS, MAX_WEIGHT};
+pub use compile::{MAX_RETRY_ATTEMPTS, MAX_WEIGHT};
 pub use duration::{format_duration, parse_duration};
+pub use errors::RouteError;
 pub use matching::{query_pairs, RouteRequest, Routed};
 pub use model::{HttpRoute, HttpRouteSpec, ROUTE_API_VERSION};
+pub use table::CompiledRoutes;
 
 #[cfg(test)]
 mod tests;

@@ -1,65 +1,25 @@
 //! Compiling `HTTPRoute`s once into what each request is matched against: regular
 //! expressions built, paths checked against the normalizer, durations parsed, every match of
 //! every rule of every route of a parent Service flattened into one list in Gateway API
-//! precedence order (see [`super::matching`]). Every value that cannot be compiled is a
+//! precedence order (see [`super::table`]). Every value that cannot be compiled is a
 //! [`RouteError`] naming its field and value; the loader places those at `FILE:LINE:COL`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::action::{Backend, CompiledRule, RetryPolicy};
 use super::duration::parse_duration;
-use super::matchers::{compile_matches, Matcher};
+use super::errors::Errors;
+use super::errors::RouteError;
+use super::matchers::compile_matches;
 use super::model::{BackendRef, HttpRoute, ParentRef, RouteRule};
+use super::table::{CompiledRoutes, Entry};
 
 /// Largest `weight` (the Gateway API's bound).
 pub const MAX_WEIGHT: u32 = 1_000_000;
 /// Most retries one rule may ask for (each is also paid from the retry budget).
 pub const MAX_RETRY_ATTEMPTS: u32 = 10;
-
-/// An `HTTPRoute` value that cannot be compiled.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct RouteError {
-    /// `namespace/name` of the route.
-    pub route: String,
-    /// The YAML key the value is under (`value`, `weight`, `backendRequest`, ...).
-    pub field: &'static str,
-    /// The offending value as written.
-    pub value: String,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl fmt::Display for RouteError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "HTTPRoute {}: {} {:?}: {}",
-            self.route, self.field, self.value, self.message
-        )
-    }
-}
-
-/// Every route of a policy set, compiled, by parent Service.
-#[derive(Debug, Clone, Default)]
-pub struct CompiledRoutes {
-    /// (namespace, name) of the parent → its entries, highest precedence first.
-    pub(super) parents: BTreeMap<(String, String), Vec<Entry>>,
-}
-
-/// One match of one rule, for one parent.
-#[derive(Debug, Clone)]
-pub(super) struct Entry {
-    /// The parent port it applies to; every port when `None`.
-    pub port: Option<u16>,
-    pub matcher: Arc<Matcher>,
-    pub route: Arc<str>,
-    pub rule_index: usize,
-    pub match_index: usize,
-    pub rule: Arc<CompiledRule>,
-}
 
 impl CompiledRoutes {
     /// Compiles `routes`; every value that cannot be compiled is reported.
@@ -110,30 +70,9 @@ impl CompiledRoutes {
             return Err(errors);
         }
         for list in parents.values_mut() {
-            list.sort_by(super::matching::precedence);
+            list.sort_by(super::table::precedence);
         }
         Ok(Self { parents })
-    }
-}
-
-pub(super) struct Errors<'a> {
-    route: &'a HttpRoute,
-    pub(super) errors: &'a mut Vec<RouteError>,
-}
-
-impl Errors<'_> {
-    pub(super) fn push(
-        &mut self,
-        field: &'static str,
-        value: impl Into<String>,
-        message: impl Into<String>,
-    ) {
-        self.errors.push(RouteError {
-            route: self.route.key(),
-            field,
-            value: value.into(),
-            message: message.into(),
-        });
     }
 }
 

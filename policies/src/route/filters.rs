@@ -4,7 +4,7 @@
 use http::{HeaderName, HeaderValue};
 
 use super::action::HeaderEdits;
-use super::compile::Errors;
+use super::errors::Errors;
 use super::model::{Filter, FilterType, HeaderModifier};
 
 /// Headers a route filter may not touch: trustmesh's own (`x-trustmesh-*`, checked apart), the

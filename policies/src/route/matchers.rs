@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::HeaderName;
 use regex::{Regex, RegexBuilder};
 
-use super::compile::Errors;
+use super::errors::Errors;
 use super::model::{HttpMatch, Method, PathMatchType, RouteRule, ValueMatch, ValueMatchType};
 use crate::normalize::normalize_path;
 

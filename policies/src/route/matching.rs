@@ -11,11 +11,9 @@
 //! first cannot apply: git has no creation timestamps), then to the first rule and match in
 //! list order.
 
-use std::cmp::Ordering;
-
 use super::action::{Backend, CompiledRule};
-use super::compile::{CompiledRoutes, Entry};
 use super::matchers::{Matcher, PathMatcher, ValueMatcher};
+use super::table::CompiledRoutes;
 use crate::normalize::RoutePath;
 use crate::request::Headers;
 
@@ -131,31 +129,6 @@ fn value_matches(m: &ValueMatcher, got: &str) -> bool {
         ValueMatcher::Exact(v) => v == got,
         ValueMatcher::Regex(r) => r.is_match(got),
     }
-}
-
-/// The order of two entries of one parent: the one that wins first.
-pub(super) fn precedence(a: &Entry, b: &Entry) -> Ordering {
-    rank(&b.matcher)
-        .cmp(&rank(&a.matcher))
-        .then_with(|| a.route.cmp(&b.route))
-        .then_with(|| a.rule_index.cmp(&b.rule_index))
-        .then_with(|| a.match_index.cmp(&b.match_index))
-}
-
-/// Higher wins: path kind, path length, method, header count, query count.
-fn rank(m: &Matcher) -> (u8, usize, bool, usize, usize) {
-    let (kind, len) = match &m.path {
-        PathMatcher::Exact(p) => (3, p.len()),
-        PathMatcher::Regex(r) => (2, r.as_str().len()),
-        PathMatcher::Prefix(p) => (1, p.len()),
-    };
-    (
-        kind,
-        len,
-        m.method.is_some(),
-        m.headers.len(),
-        m.query.len(),
-    )
 }
 
 /// The parameters of a raw query string (`a=1&b=%20x`), percent-decoded, in order; a
