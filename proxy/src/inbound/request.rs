@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 
 use super::authorize::{authorize, Peer};
 use super::{ConnInfo, Inbound};
-use crate::app_ports::Carrier;
+use crate::app_ports::{app_speaks_http1, Carrier};
 use crate::layers::body::{self, Body};
 use crate::layers::headers::{self, ORIG_PROTO, PEER_IDENTITY};
 use crate::layers::rescue::{self, ProxyError};
@@ -62,9 +62,9 @@ impl Inbound {
         }
         // What the policy sees is what the app gets: the caller's own version of our headers
         // and the hop-by-hop fields are gone, and the verified identity is in place.
-        let app_speaks_http1 = match parts.headers.remove(ORIG_PROTO) {
+        let caller_http1 = match parts.headers.remove(ORIG_PROTO) {
             Some(_) => true,
-            // A caller that reached us over HTTP/1.1 directly is forwarded as HTTP/1.1 too.
+            // A caller that reached us over HTTP/1.1 directly spoke HTTP/1.1.
             None => parts.version != Version::HTTP_2,
         };
         headers::strip_hop_by_hop(&mut parts.headers);
@@ -96,6 +96,8 @@ impl Inbound {
         };
         let metrics = &self.shared.metrics;
         let path = authorize(&mesh.policies, &parts, &authz_peer, port, metrics, log)?;
+        // The app is spoken to as its registry entry declares the port reached.
+        let app_http1 = app_speaks_http1(mesh.ports.protocol(port), caller_http1);
         drop(mesh);
         let authority = parts
             .uri
@@ -108,14 +110,17 @@ impl Inbound {
                     .and_then(|h| h.to_str().ok())
                     .map(str::to_string)
             });
-        // The app gets exactly the path that was authorized.
-        parts.uri = Uri::builder()
-            .scheme("http")
-            .authority(conn.app.as_str())
-            .path_and_query(path.path_and_query())
-            .build()
-            .map_err(|e| ProxyError::BadRequest(format!("cannot rebuild the request URI: {e}")))?;
-        let client = if app_speaks_http1 {
+        // The app gets exactly the path that was authorized, and the authority the caller
+        // named: as `Host` over HTTP/1.1 (from `:authority` when the caller spoke h2), as
+        // `:authority` over h2c (from `Host` when the caller spoke HTTP/1.1).
+        let app_authority = |a: Option<&str>| {
+            Uri::builder()
+                .scheme("http")
+                .authority(a.unwrap_or(conn.app.as_str()))
+                .path_and_query(path.path_and_query())
+                .build()
+        };
+        let uri = if app_http1 {
             parts.version = Version::HTTP_11;
             if let Some(a) = authority
                 .as_deref()
@@ -123,12 +128,15 @@ impl Inbound {
             {
                 parts.headers.insert(header::HOST, a);
             }
-            &self.app.http1
+            // The pooled HTTP/1.1 client dials the URI's authority: the app's address.
+            app_authority(None)
         } else {
             parts.version = Version::HTTP_2;
             parts.headers.remove(header::HOST);
-            &self.app.h2c
+            app_authority(authority.as_deref()).or_else(|_| app_authority(None))
         };
+        parts.uri = uri
+            .map_err(|e| ProxyError::BadRequest(format!("cannot rebuild the request URI: {e}")))?;
         let body_timeout = self.config.body_timeout;
         let (body, stalled) = body::request(body, body_timeout);
         // A gRPC caller's `grpc-timeout` is its deadline, in place of --upstream-timeout.
@@ -139,8 +147,12 @@ impl Inbound {
         );
         let req = Request::from_parts(parts, body);
         let target = format!("the app at {}", conn.app);
-        upstream::send(client, req, &target, timeout)
-            .await
+        let sent = if app_http1 {
+            upstream::send(&self.app.http1, req, &target, timeout).await
+        } else {
+            upstream::send_h2c(&self.app.h2c, &conn.app, req, &target, timeout).await
+        };
+        sent
             .map_err(|e| match e {
                 ProxyError::Timeout { .. } => e,
                 // A stalled request body is why the exchange failed: the client's fault.

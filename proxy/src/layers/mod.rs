@@ -6,6 +6,7 @@ pub mod deadline;
 pub mod detect;
 pub mod drive;
 pub mod error;
+pub mod h2c;
 pub mod headers;
 pub mod limits;
 pub mod rescue;
