@@ -2,13 +2,26 @@
 
 --url URL --host NAME --idle S: two GETs on one Session with S seconds idle between them;
 prints one JSON line {"statuses": [...], "connections": N, "error": ...}, N being how many
-connections urllib3's pool opened (1: the kept-alive connection carried both).
+connections urllib3 opened (1: the kept-alive connection carried both).
 """
 import argparse
 import json
 import time
 
 import requests
+import urllib3.connection
+
+CONNECTS = 0
+_connect = urllib3.connection.HTTPConnection.connect
+
+
+def counting_connect(self):
+    global CONNECTS
+    CONNECTS += 1
+    return _connect(self)
+
+
+urllib3.connection.HTTPConnection.connect = counting_connect
 
 
 def main():
@@ -27,8 +40,7 @@ def main():
             statuses.append(r.status_code)
     except requests.RequestException as e:
         error = repr(e)
-    pool = s.get_adapter(args.url).poolmanager.connection_from_url(args.url)
-    print(json.dumps({"statuses": statuses, "connections": pool.num_connections, "error": error}))
+    print(json.dumps({"statuses": statuses, "connections": CONNECTS, "error": error}))
 
 
 if __name__ == "__main__":
