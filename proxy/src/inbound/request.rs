@@ -1,6 +1,7 @@
 //! The per-request layers of the inbound stack, after TLS and protocol detection: observe →
 //! refuse a blocked caller → check the head → strip, set identity → the port → authorize →
-//! forward to the app.
+//! forward to the app (an `Expect: 100-continue` preflight is answered once authorized,
+//! [`crate::layers::expect`]).
 //!
 //! Before authorization the request is made what the app will receive: a malformed head
 //! (lower-case method, two `Host`s, userinfo) gets 400 and `CONNECT` 405; hop-by-hop fields
@@ -17,7 +18,7 @@ use crate::app_ports::{app_speaks_http1, Carrier};
 use crate::layers::body::{self, Body};
 use crate::layers::headers::{self, ORIG_PROTO, PEER_IDENTITY};
 use crate::layers::rescue::{self, ProxyError};
-use crate::layers::{deadline, limits, upstream};
+use crate::layers::{deadline, expect, limits, upstream};
 use crate::observe::access_log::Entry;
 use crate::observe::request::Observe;
 
@@ -32,7 +33,10 @@ impl Inbound {
             Ok(r) => r,
             Err(e) => rescue::respond(e, grpc),
         };
-        obs.finish(&shared.metrics, &resp);
+        // An accepted preflight is logged with the request that follows it, not on its own.
+        if !expect::accepted(&resp) {
+            obs.finish(&shared.metrics, &resp);
+        }
         resp
     }
 
@@ -67,6 +71,8 @@ impl Inbound {
             // A caller that reached us over HTTP/1.1 directly spoke HTTP/1.1.
             None => parts.version != Version::HTTP_2,
         };
+        // An `Expect: 100-continue` preflight is authorized as its request, never forwarded.
+        let preflight = parts.headers.remove(expect::EXPECT_PREFLIGHT).is_some();
         headers::strip_hop_by_hop(&mut parts.headers);
         // Replaces every header of that name that arrived: only we can vouch for the caller.
         parts
@@ -99,6 +105,9 @@ impl Inbound {
         // The app is spoken to as its registry entry declares the port reached.
         let app_http1 = app_speaks_http1(mesh.ports.protocol(port), caller_http1);
         drop(mesh);
+        if preflight {
+            return Ok(expect::accept());
+        }
         let authority = parts
             .uri
             .authority()
