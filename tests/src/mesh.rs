@@ -49,6 +49,8 @@ pub struct MeshOptions {
     /// B's registry `spec.ports` as `(port, protocol)` instead of `[(80, "http")]` (e.g. B's
     /// app port declared `http2`, so that the inbound sidecar speaks h2c to it).
     pub b_ports: Vec<(u16, &'static str)>,
+    /// Also declare B's test app's port in B's `spec.ports` with this protocol.
+    pub b_app_protocol: Option<&'static str>,
     /// Policy documents (YAML) written as `policies/authz.yaml` before the control plane starts.
     pub policies: Option<String>,
     /// Extra flags for A's sidecar.
@@ -70,7 +72,7 @@ impl Mesh {
             policies,
             app_a,
             app_b,
-        } = Base::with_b_ports(test, &opts.b_ports).await?;
+        } = Base::with_b_ports(test, &opts.b_ports, opts.b_app_protocol).await?;
         if let Some(yaml) = &opts.policies {
             std::fs::write(policies.join("authz.yaml"), yaml)?;
         }
@@ -113,17 +115,26 @@ pub(crate) struct Base {
 
 impl Base {
     pub(crate) async fn new(test: &str) -> anyhow::Result<Self> {
-        Self::with_b_ports(test, &[]).await
+        Self::with_b_ports(test, &[], None).await
     }
 
-    /// [`Base::new`] with B's `spec.ports` as `ports` (unchanged when empty).
-    async fn with_b_ports(test: &str, ports: &[(u16, &'static str)]) -> anyhow::Result<Self> {
+    /// [`Base::new`] with B's `spec.ports` as `ports` (unchanged when empty), and B's test
+    /// app's port declared as `app_protocol`.
+    async fn with_b_ports(
+        test: &str,
+        ports: &[(u16, &'static str)],
+        app_protocol: Option<&'static str>,
+    ) -> anyhow::Result<Self> {
         let dir = WorkDir::new(test)?;
         let a_ports = ProxyPorts::allocate()?;
         let b_ports = ProxyPorts::allocate()?;
+        let (app_a, app_b) = (App::start().await?, App::start().await?);
         let mut b = ServiceEntry::new("b", NAMESPACE, b_ports.inbound);
         if !ports.is_empty() {
             b.ports = ports.to_vec();
+        }
+        if let Some(protocol) = app_protocol {
+            b = b.with_port(app_b.addr().port(), protocol);
         }
         let policies = write_policies(
             &dir.path().join("policies"),
@@ -134,8 +145,8 @@ impl Base {
             a_ports,
             b_ports,
             policies,
-            app_a: App::start().await?,
-            app_b: App::start().await?,
+            app_a,
+            app_b,
         })
     }
 }

@@ -121,25 +121,12 @@ impl RealMesh {
 
     /// Runs `program args` in the work folder, killed after [`CLIENT_TIMEOUT`].
     pub async fn run(&self, program: &Path, args: &[&str]) -> anyhow::Result<Output> {
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
-            .current_dir(self.work())
-            .env("PYTHONPATH", self.work())
-            .kill_on_drop(true);
-        let out = tokio::time::timeout(CLIENT_TIMEOUT, cmd.output())
-            .await
-            .with_context(|| format!("{} {args:?} did not end", program.display()))?
-            .with_context(|| format!("running {}", program.display()))?;
-        Ok(out)
+        run_in(self.work(), program, args).await
     }
 
     /// Runs the suite's script `name` with `args` under the venv's python.
     pub async fn client(&self, name: &str, args: &[&str]) -> anyhow::Result<Output> {
-        let path = script(name);
-        let path = path.to_string_lossy();
-        let mut all = vec![path.as_ref()];
-        all.extend_from_slice(args);
-        self.run(&py()?, &all).await
+        client_in(self.work(), name, args).await
     }
 
     /// Generates the Python stubs of `tests/real/<proto>` into the work folder
@@ -155,6 +142,29 @@ impl RealMesh {
         anyhow::ensure!(done.status.success(), "protoc: {}", text(&done));
         Ok(())
     }
+}
+
+/// Runs `program args` in `dir` (also its `PYTHONPATH`, where generated stubs are), killed
+/// after [`CLIENT_TIMEOUT`].
+pub async fn run_in(dir: &Path, program: &Path, args: &[&str]) -> anyhow::Result<Output> {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .current_dir(dir)
+        .env("PYTHONPATH", dir)
+        .kill_on_drop(true);
+    tokio::time::timeout(CLIENT_TIMEOUT, cmd.output())
+        .await
+        .with_context(|| format!("{} {args:?} did not end", program.display()))?
+        .with_context(|| format!("running {}", program.display()))
+}
+
+/// Runs the suite's script `name` with `args` under the venv's python, in `dir`.
+pub async fn client_in(dir: &Path, name: &str, args: &[&str]) -> anyhow::Result<Output> {
+    let path = script(name);
+    let path = path.to_string_lossy();
+    let mut all = vec![path.as_ref()];
+    all.extend_from_slice(args);
+    run_in(dir, &py()?, &all).await
 }
 
 /// A client's exit status, stdout and stderr, for assertion messages.
