@@ -31,7 +31,9 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `tests/real/<name>`: a script or file of the suite.
 pub fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("real").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("real")
+        .join(name)
 }
 
 /// The venv's python, or a failure naming why there is none.
@@ -95,9 +97,16 @@ impl RealMesh {
                 .env("PYTHONPATH", real.work());
             let log = real.work().join(format!("server-{name}.log"));
             real.server = Some(Process::spawn(name, cmd, &log)?);
-            poll_until("the real server listens", Duration::from_secs(30), || async {
-                Ok(tokio::net::TcpStream::connect(app).await.is_ok().then_some(()))
-            })
+            poll_until(
+                "the real server listens",
+                Duration::from_secs(30),
+                || async {
+                    Ok(tokio::net::TcpStream::connect(app)
+                        .await
+                        .is_ok()
+                        .then_some(()))
+                },
+            )
             .await?;
         }
         Ok(real)

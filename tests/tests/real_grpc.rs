@@ -48,7 +48,11 @@ async fn grpc_calls_with_a_long_deadline_outlive_the_upstream_timeout() {
     assert_eq!(got["replies"][0], format!("hello|{peer}"), "{got}");
 
     // Server streaming: each of three replies 1.5 s apart.
-    let got = call(&real, &["--call", "stream", "--count", "3", "--sleep-ms", "1500"]).await;
+    let got = call(
+        &real,
+        &["--call", "stream", "--count", "3", "--sleep-ms", "1500"],
+    )
+    .await;
     assert_eq!(got["code"], "OK", "{got}");
     assert_eq!(
         got["replies"],
@@ -57,7 +61,11 @@ async fn grpc_calls_with_a_long_deadline_outlive_the_upstream_timeout() {
     );
 
     // A deadline shorter than the answer ends the call as DEADLINE_EXCEEDED.
-    let got = call(&real, &["--call", "unary", "--sleep-ms", "3000", "--deadline", "0.5"]).await;
+    let got = call(
+        &real,
+        &["--call", "unary", "--sleep-ms", "3000", "--deadline", "0.5"],
+    )
+    .await;
     assert_eq!(got["code"], "DEADLINE_EXCEEDED", "{got}");
 }
 

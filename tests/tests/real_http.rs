@@ -28,7 +28,9 @@ fn http1_app() -> Server<'static> {
 /// What the HTTP/1.1 app recorded, one JSON value per request.
 fn seen(real: &RealMesh) -> Vec<Value> {
     let text = std::fs::read_to_string(real.work().join("seen.jsonl")).unwrap_or_default();
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// `curl -sS --connect-to b.test:80:<A outbound>` with `args`; its output.
@@ -48,12 +50,19 @@ async fn an_h2c_client_reaches_an_http1_only_app() {
     let real = RealMesh::start("real-h2c-to-h1", http1_app(), MeshOptions::default())
         .await
         .expect("mesh and server start");
-    let out = curl(&real, &["--http2-prior-knowledge", "http://b.test/echo?x=1"]).await;
+    let out = curl(
+        &real,
+        &["--http2-prior-knowledge", "http://b.test/echo?x=1"],
+    )
+    .await;
     assert!(out.status.success(), "{}", text(&out));
     let got = json_line(&out);
     assert_eq!(got["version"], "HTTP/1.1", "{got}");
     assert_eq!(got["path"], "/echo?x=1", "{got}");
-    assert_eq!(got["headers"]["host"], B_HOST, "Host from :authority: {got}");
+    assert_eq!(
+        got["headers"]["host"], B_HOST,
+        "Host from :authority: {got}"
+    );
     assert_eq!(
         got["headers"]["x-trustmesh-peer-identity"],
         spiffe_id("test", "a"),
@@ -83,7 +92,10 @@ async fn an_http1_client_reaches_an_h2c_only_app() {
         .expect("mesh and server start");
     let url = format!("http://{}/trustmesh.real.Echo/Unary", real.outbound());
     let out = real
-        .client("h1_grpc.py", &["--url", &url, "--host", B_HOST, "--text", "over-h1"])
+        .client(
+            "h1_grpc.py",
+            &["--url", &url, "--host", B_HOST, "--text", "over-h1"],
+        )
         .await
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
@@ -108,7 +120,10 @@ async fn a_pooling_session_idle_past_the_header_timeout_keeps_its_connection() {
         .expect("mesh and server start");
     let url = format!("http://{}/pooled", real.outbound());
     let out = real
-        .client("pooling.py", &["--url", &url, "--host", B_HOST, "--idle", "3"])
+        .client(
+            "pooling.py",
+            &["--url", &url, "--host", B_HOST, "--idle", "3"],
+        )
         .await
         .unwrap();
     let got = json_line(&out);
@@ -169,7 +184,10 @@ async fn a_denied_expect_upload_gets_403_and_sends_no_body() {
     };
 
     let (result, verbose) = upload("/denied/upload").await;
-    assert_eq!(result, "403 0", "refused, and curl sent no body byte: {verbose}");
+    assert_eq!(
+        result, "403 0",
+        "refused, and curl sent no body byte: {verbose}"
+    );
     assert!(!verbose.contains("100 Continue"), "{verbose}");
     assert!(
         seen(&real).iter().all(|r| r["path"] != "/denied/upload"),
@@ -196,7 +214,15 @@ async fn trailers_pass_both_ways() {
     let addr = real.outbound().to_string();
     // Declared HTTP/1.1 chunked request trailers reach the HTTP/1.1 app across the h2 hop.
     let path = "/echo/declared";
-    let args = ["--addr", &addr, "--host", B_HOST, "--path", path, "--declare"];
+    let args = [
+        "--addr",
+        &addr,
+        "--host",
+        B_HOST,
+        "--path",
+        path,
+        "--declare",
+    ];
     let out = real.client("raw_h1.py", &args).await.unwrap();
     let response = json_line(&out)["response"].as_str().unwrap().to_string();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
@@ -221,7 +247,14 @@ async fn trailers_pass_both_ways() {
         assert!(out.status.success(), "{}", text(&out));
         assert!(log.contains("x-app-trailer: done"), "h2c {path}: {log}");
     }
-    let args = ["--addr", &addr, "--host", B_HOST, "--path", "/trailers?declared"];
+    let args = [
+        "--addr",
+        &addr,
+        "--host",
+        B_HOST,
+        "--path",
+        "/trailers?declared",
+    ];
     let out = real.client("raw_h1.py", &args).await.unwrap();
     let response = json_line(&out)["response"].as_str().unwrap().to_lowercase();
     assert!(response.starts_with("http/1.1 200"), "{response}");
@@ -244,7 +277,9 @@ async fn undeclared_http1_request_trailers_reach_an_h2c_app() {
         .expect("mesh starts");
     let addr = mesh.a.outbound().to_string();
     let args = ["--addr", &addr, "--host", B_HOST, "--path", "/up"];
-    let out = client_in(mesh.dir.path(), "raw_h1.py", &args).await.unwrap();
+    let out = client_in(mesh.dir.path(), "raw_h1.py", &args)
+        .await
+        .unwrap();
     let response = json_line(&out)["response"].as_str().unwrap().to_string();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     // The app answers with what it read, trailers included.
@@ -266,14 +301,26 @@ async fn a_body_the_app_cuts_short_is_cut_short_for_the_client() {
         .expect("mesh and server start");
     // HTTP/1.1: the connection closes before the announced 1000 bytes (curl: exit 18,
     // "transfer closed with outstanding read data remaining").
-    let args = ["--http1.1", "-o", "-", "-w", "\n%{size_download}", "http://b.test/cut"];
+    let args = [
+        "--http1.1",
+        "-o",
+        "-",
+        "-w",
+        "\n%{size_download}",
+        "http://b.test/cut",
+    ];
     let out = curl(&real, &args).await;
     assert_eq!(out.status.code(), Some(18), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("0123456789"), "{}", text(&out));
     // h2c: the stream is reset, never ended as if complete (curl: exit 92, or 18 when the
     // short length is what it notices).
-    let args = ["--http2-prior-knowledge", "-o", "/dev/null", "http://b.test/cut"];
+    let args = [
+        "--http2-prior-knowledge",
+        "-o",
+        "/dev/null",
+        "http://b.test/cut",
+    ];
     let out = curl(&real, &args).await;
     let code = out.status.code();
     assert!(matches!(code, Some(92) | Some(18)), "{}", text(&out));

@@ -161,18 +161,17 @@ impl Inbound {
         } else {
             upstream::send_h2c(&self.app.h2c, &conn.app, req, &target, timeout).await
         };
-        sent
-            .map_err(|e| match e {
-                ProxyError::Timeout { .. } => e,
-                // A stalled request body is why the exchange failed: the client's fault.
-                _ if stalled.get() => {
-                    limits::exceeded(metrics, "body_timeout", "inbound");
-                    ProxyError::BodyTimeout {
-                        secs: body_timeout.as_secs(),
-                    }
+        sent.map_err(|e| match e {
+            ProxyError::Timeout { .. } => e,
+            // A stalled request body is why the exchange failed: the client's fault.
+            _ if stalled.get() => {
+                limits::exceeded(metrics, "body_timeout", "inbound");
+                ProxyError::BodyTimeout {
+                    secs: body_timeout.as_secs(),
                 }
-                _ => e,
-            })
+            }
+            _ => e,
+        })
     }
 
     /// Counts and logs a request refused before authorization (its head is malformed).

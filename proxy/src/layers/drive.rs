@@ -315,7 +315,10 @@ mod tests {
         client.read_to_end(&mut got).await.unwrap();
         let got = String::from_utf8_lossy(&got);
         assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got:?}");
-        assert!(got.to_ascii_lowercase().contains("content-length: 1000"), "{got:?}");
+        assert!(
+            got.to_ascii_lowercase().contains("content-length: 1000"),
+            "{got:?}"
+        );
         assert!(got.ends_with("\r\n\r\n0123456789"), "{got:?}");
         conn.await.unwrap();
     }

@@ -134,7 +134,10 @@ mod tests {
         assert!(first.is_err(), "no byte while the preflight is out");
         drop(answered);
         let end = body.frame().await.unwrap();
-        assert!(end.is_err(), "fails (a reset), never ends short of content-length");
+        assert!(
+            end.is_err(),
+            "fails (a reset), never ends short of content-length"
+        );
         assert!(accepted(&accept()));
         let mut denied = accept();
         *denied.status_mut() = StatusCode::FORBIDDEN;

@@ -13,9 +13,9 @@ use hyper::body::Incoming;
 use super::route::{self, Route};
 use super::Outbound;
 use crate::layers::body::{self, Body};
-use crate::layers::{deadline, expect};
 use crate::layers::headers::{self, ORIG_PROTO, PEER_IDENTITY};
 use crate::layers::rescue::{self, ProxyError};
+use crate::layers::{deadline, expect};
 use crate::observe::access_log::Entry;
 use crate::observe::request::Observe;
 
