@@ -96,3 +96,103 @@ impl H2cPool {
         Ok(sender)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+    use crate::layers::body;
+
+    /// An h2c app that answers with the request's `:authority` and counts its connections;
+    /// each connection serves `per_conn` requests and is then closed.
+    async fn app(per_conn: usize) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let counted = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let served = Arc::new(AtomicUsize::new(0));
+                let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+                let done_tx = Arc::new(Mutex::new(Some(done_tx)));
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let n = served.fetch_add(1, Ordering::SeqCst) + 1;
+                    if n >= per_conn {
+                        if let Some(tx) = done_tx.lock().unwrap().take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    let authority = req.uri().authority().map(|a| a.to_string());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                            Bytes::from(authority.unwrap_or_default()),
+                        )))
+                    }
+                });
+                tokio::spawn(async move {
+                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = done_rx => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, conns)
+    }
+
+    async fn get(pool: &H2cPool, addr: &str) -> String {
+        let req = Request::get("http://b.test/x")
+            .body(body::full(Bytes::new()))
+            .unwrap();
+        let resp = pool.send(addr, req).await.unwrap();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn requests_share_one_connection_carry_the_callers_authority_and_reconnect() {
+        let (addr, conns) = app(2).await;
+        let pool = H2cPool::new(Duration::from_secs(5));
+        assert_eq!(get(&pool, &addr).await, "b.test");
+        assert_eq!(get(&pool, &addr).await, "b.test");
+        assert_eq!(conns.load(Ordering::SeqCst), 1, "one connection for both");
+        // The app closed that connection after two requests: the next one makes a new one.
+        for _ in 0..500 {
+            if pool.live(&addr).is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            pool.live(&addr).is_none(),
+            "the closed connection is not reused"
+        );
+        assert_eq!(get(&pool, &addr).await, "b.test");
+        assert_eq!(conns.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_app_that_is_down_is_a_connect_error() {
+        let gone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = gone.local_addr().unwrap().to_string();
+        drop(gone);
+        let pool = H2cPool::new(Duration::from_secs(5));
+        let req = Request::get("http://b.test/")
+            .body(body::full(Bytes::new()))
+            .unwrap();
+        let err = pool.send(&addr, req).await.unwrap_err();
+        assert!(matches!(err, H2cError::Connect(_)), "{err}");
+    }
+}
