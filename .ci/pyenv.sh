@@ -1,5 +1,5 @@
 #!/bin/bash
-# The Python clients and servers the real-client tests drive (tests/tests/real/), in a virtualenv
+# The Python clients and servers the real-client tests drive (tests/real/ and tests/tests/real_*.rs), in a virtualenv
 # at $TRUSTMESH_PYENV (default target/pyenv). Idempotent: an existing venv with everything in it
 # is left alone. Prints the venv's python.
 set -euo pipefail

@@ -160,6 +160,11 @@ impl InboundPorts {
         }
     }
 
+    /// The protocol this workload's registry entry declares for `port`, if it declares it.
+    pub fn protocol(&self, port: u16) -> Option<Protocol> {
+        self.declared.get(&port).copied()
+    }
+
     /// The port an opaque connection reaches: its preamble's, which must equal the original
     /// destination port when iptables redirected it; then [`InboundPorts::check`].
     pub fn opaque(&self, preamble: u16, original: Option<u16>) -> Result<u16, PortRefusal> {
@@ -169,6 +174,18 @@ impl InboundPorts {
             }
             _ => self.check(Carrier::OpaqueTcp, preamble),
         }
+    }
+}
+
+/// The HTTP version the app is sent (ARCHITECTURE.md "Transparency"), from the protocol its
+/// registry entry declares for the port reached: `http` is HTTP/1.1 whatever the caller spoke,
+/// `http2` and `grpc` are h2c; an undeclared port (or `tcp`, which HTTP reaches only when
+/// iptables redirected it there) gets the caller's own version (`caller_http1`).
+pub fn app_speaks_http1(declared: Option<Protocol>, caller_http1: bool) -> bool {
+    match declared {
+        Some(Protocol::Http) => true,
+        Some(Protocol::Http2 | Protocol::Grpc) => false,
+        Some(Protocol::Tcp) | None => caller_http1,
     }
 }
 

@@ -13,7 +13,8 @@
 //! - [`mesh::Mesh`]: the usual A → B topology.
 //! - [`client`], [`https`], [`mtls`]: the clients the tests drive it with; [`admin_api`]: the
 //!   control plane's admin view (`GET /v1/proxies`).
-//! - [`python`]: the virtualenv of real Python clients and servers (grpcio, websockets).
+//! - [`python`]: the virtualenv of real Python clients and servers (grpcio, websockets);
+//!   [`real`]: the real-client suite's mesh in front of a real server process.
 //! - [`lifecycle`]: short-lived certificates, replicas, steady load and TLS probes for the
 //!   certificate lifecycle tests.
 #![forbid(unsafe_code)]
@@ -35,5 +36,6 @@ pub mod ports;
 pub mod process;
 pub mod proxy;
 pub mod python;
+pub mod real;
 pub mod wait;
 pub mod workdir;

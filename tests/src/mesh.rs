@@ -46,6 +46,15 @@ pub struct MeshOptions {
     pub b_extra: Vec<String>,
     /// B's stdout (its access log) is a pipe that nobody reads.
     pub b_stdout_unread: bool,
+    /// B's registry `spec.ports` as `(port, protocol)` instead of `[(80, "http")]` (e.g. B's
+    /// app port declared `http2`, so that the inbound sidecar speaks h2c to it).
+    pub b_ports: Vec<(u16, &'static str)>,
+    /// Also declare B's test app's port in B's `spec.ports` with this protocol.
+    pub b_app_protocol: Option<&'static str>,
+    /// Policy documents (YAML) written as `policies/authz.yaml` before the control plane starts.
+    pub policies: Option<String>,
+    /// Extra flags for A's sidecar.
+    pub a_extra: Vec<String>,
 }
 
 impl Mesh {
@@ -63,7 +72,10 @@ impl Mesh {
             policies,
             app_a,
             app_b,
-        } = Base::new(test).await?;
+        } = Base::with_b_ports(test, &opts.b_ports, opts.b_app_protocol).await?;
+        if let Some(yaml) = &opts.policies {
+            std::fs::write(policies.join("authz.yaml"), yaml)?;
+        }
         let cp = ControlPlane::start(dir.path(), &policies).await?;
         let id_a = spiffe_id(NAMESPACE, "a");
         let id_b = opts.b_identity.unwrap_or_else(|| spiffe_id(NAMESPACE, "b"));
@@ -76,7 +88,9 @@ impl Mesh {
                 Proxy::start_with(&cp, "b", &id_b, b_app, b_ports, &b_extra).await
             }
         };
-        let (b, a) = tokio::try_join!(b, Proxy::start(&cp, "a", &id_a, app_a.addr(), a_ports))?;
+        let a_extra: Vec<&str> = opts.a_extra.iter().map(String::as_str).collect();
+        let a = Proxy::start_with(&cp, "a", &id_a, app_a.addr(), a_ports, &a_extra);
+        let (b, a) = tokio::try_join!(b, a)?;
         Ok(Self {
             a,
             b,
@@ -101,23 +115,38 @@ pub(crate) struct Base {
 
 impl Base {
     pub(crate) async fn new(test: &str) -> anyhow::Result<Self> {
+        Self::with_b_ports(test, &[], None).await
+    }
+
+    /// [`Base::new`] with B's `spec.ports` as `ports` (unchanged when empty), and B's test
+    /// app's port declared as `app_protocol`.
+    async fn with_b_ports(
+        test: &str,
+        ports: &[(u16, &'static str)],
+        app_protocol: Option<&'static str>,
+    ) -> anyhow::Result<Self> {
         let dir = WorkDir::new(test)?;
         let a_ports = ProxyPorts::allocate()?;
         let b_ports = ProxyPorts::allocate()?;
+        let (app_a, app_b) = (App::start().await?, App::start().await?);
+        let mut b = ServiceEntry::new("b", NAMESPACE, b_ports.inbound);
+        if !ports.is_empty() {
+            b.ports = ports.to_vec();
+        }
+        if let Some(protocol) = app_protocol {
+            b = b.with_port(app_b.addr().port(), protocol);
+        }
         let policies = write_policies(
             &dir.path().join("policies"),
-            &[
-                ServiceEntry::new("a", NAMESPACE, a_ports.inbound),
-                ServiceEntry::new("b", NAMESPACE, b_ports.inbound),
-            ],
+            &[ServiceEntry::new("a", NAMESPACE, a_ports.inbound), b],
         )?;
         Ok(Self {
             dir,
             a_ports,
             b_ports,
             policies,
-            app_a: App::start().await?,
-            app_b: App::start().await?,
+            app_a,
+            app_b,
         })
     }
 }

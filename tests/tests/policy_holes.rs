@@ -144,6 +144,13 @@ spec:
   mode: dryrun
   rules:
     - to: [{operation: {paths: [\"/admin/*\"], verbs: [GET]}}]
+---
+apiVersion: trustmesh.io/v1
+kind: Service
+metadata: {name: s, namespace: test}
+spec:
+  identity: spiffe://cluster.local/ns/test/sa/s
+  ports: [{port: 80, protocol: http}, {port: 81, protocol: foo}]
 ";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,6 +172,7 @@ async fn policy_validate_prints_every_error_at_its_position() {
         "p.yaml:11:20: key \"request.headers[x-trustmesh-peer-identity]\": conditions on x-trustmesh-* headers are refused",
         "p.yaml:18:9: spec.mode: unknown variant `dryrun`",
         "p.yaml:20:46: spec.rules[0].to[0].operation: unknown field `verbs`",
+        "p.yaml:27:60: spec.ports[1].protocol: unknown variant `foo`, expected one of",
     ] {
         assert!(out.stderr.contains(want), "missing {want:?} in:\n{}", out.stderr);
     }

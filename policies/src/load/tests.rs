@@ -171,6 +171,11 @@ fn reports_every_error_with_its_position() {
             ],
         ),
         (
+            // A protocol the proxy does not know is refused where it is written.
+            vec![("a.yaml", "apiVersion: trustmesh.io/v1\nkind: Service\nmetadata: {name: a}\nspec:\n  identity: spiffe://cluster.local/ns/default/sa/a\n  ports:\n  - {port: 80, protocol: http}\n  - port: 81\n    protocol: foo\n")],
+            vec!["a.yaml:9:15: spec.ports[1].protocol: unknown variant `foo`, expected one of `HTTP`, `http`, `HTTP2`, `http2`, `GRPC`, `grpc`, `TCP`, `tcp`"],
+        ),
+        (
             vec![("a.yaml", &foreign)],
             vec!["a.yaml:8:13: identity spiffe://other.domain/ns/production/sa/orders is not in the mesh's trust domain cluster.local (mesh.yaml trust_domain)"],
         ),

@@ -222,3 +222,29 @@ fn an_app_port_that_is_a_sidecar_listener_stops_the_start() {
     assert!(err.contains("--outbound"), "{err}");
     assert_eq!(sidecar().app(), APP);
 }
+
+#[test]
+fn the_app_is_sent_the_version_its_port_declares_else_the_callers() {
+    let entry = ports(&[
+        (APP, Protocol::Http),
+        (9090, Protocol::Grpc),
+        (9091, Protocol::Http2),
+        (5432, Protocol::Tcp),
+    ]);
+    // (port reached, the caller spoke HTTP/1.1, the app is sent HTTP/1.1)
+    let table = [
+        (APP, false, true),
+        (APP, true, true),
+        (9090, true, false),
+        (9090, false, false),
+        (9091, true, false),
+        (5432, true, true),
+        (5432, false, false),
+        (7000, true, true),
+        (7000, false, false),
+    ];
+    for (port, caller_http1, want) in table {
+        let got = app_speaks_http1(entry.protocol(port), caller_http1);
+        assert_eq!(got, want, "port {port}, caller HTTP/1.1: {caller_http1}");
+    }
+}

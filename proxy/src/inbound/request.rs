@@ -1,6 +1,7 @@
 //! The per-request layers of the inbound stack, after TLS and protocol detection: observe →
 //! refuse a blocked caller → check the head → strip, set identity → the port → authorize →
-//! forward to the app.
+//! forward to the app (an `Expect: 100-continue` preflight is answered once authorized,
+//! [`crate::layers::expect`]).
 //!
 //! Before authorization the request is made what the app will receive: a malformed head
 //! (lower-case method, two `Host`s, userinfo) gets 400 and `CONNECT` 405; hop-by-hop fields
@@ -16,12 +17,12 @@ use hyper::body::Incoming;
 
 use super::authorize::{authorize, Peer};
 use super::{ConnInfo, Inbound};
-use crate::app_ports::Carrier;
+use crate::app_ports::{app_speaks_http1, Carrier};
 use crate::layers::body::{self, Body};
 use crate::layers::headers::{self, ORIG_PROTO, PEER_IDENTITY};
 use crate::layers::rescue::{self, ProxyError};
 use crate::layers::upgrade::Upgrade;
-use crate::layers::{deadline, limits, upstream};
+use crate::layers::{deadline, expect, limits, upstream};
 use crate::observe::access_log::Entry;
 use crate::observe::request::Observe;
 
@@ -36,7 +37,10 @@ impl Inbound {
             Ok(r) => r,
             Err(e) => rescue::respond(e, grpc),
         };
-        obs.finish(&shared.metrics, &resp);
+        // An accepted preflight is logged with the request that follows it, not on its own.
+        if !expect::accepted(&resp) {
+            obs.finish(&shared.metrics, &resp);
+        }
         resp
     }
 
@@ -79,11 +83,13 @@ impl Inbound {
         }
         // What the policy sees is what the app gets: the caller's own version of our headers
         // and the hop-by-hop fields are gone, and the verified identity is in place.
-        let app_speaks_http1 = match parts.headers.remove(ORIG_PROTO) {
+        let caller_http1 = match parts.headers.remove(ORIG_PROTO) {
             Some(_) => true,
-            // A caller that reached us over HTTP/1.1 directly is forwarded as HTTP/1.1 too.
+            // A caller that reached us over HTTP/1.1 directly spoke HTTP/1.1.
             None => parts.version != Version::HTTP_2,
         };
+        // An `Expect: 100-continue` preflight is authorized as its request, never forwarded.
+        let preflight = parts.headers.remove(expect::EXPECT_PREFLIGHT).is_some();
         headers::strip_hop_by_hop(&mut parts.headers);
         if let Some(up) = &upgrade {
             up.set_http1_fields(&mut parts.headers);
@@ -116,7 +122,12 @@ impl Inbound {
         };
         let metrics = &self.shared.metrics;
         let path = authorize(&mesh.policies, &parts, &authz_peer, port, metrics, log)?;
+        // The app is spoken to as its registry entry declares the port reached.
+        let app_http1 = app_speaks_http1(mesh.ports.protocol(port), caller_http1);
         drop(mesh);
+        if preflight {
+            return Ok(expect::accept());
+        }
         let authority = parts
             .uri
             .authority()
@@ -128,14 +139,17 @@ impl Inbound {
                     .and_then(|h| h.to_str().ok())
                     .map(str::to_string)
             });
-        // The app gets exactly the path that was authorized.
-        parts.uri = Uri::builder()
-            .scheme("http")
-            .authority(conn.app.as_str())
-            .path_and_query(path.path_and_query())
-            .build()
-            .map_err(|e| ProxyError::BadRequest(format!("cannot rebuild the request URI: {e}")))?;
-        let client = if app_speaks_http1 {
+        // The app gets exactly the path that was authorized, and the authority the caller
+        // named: as `Host` over HTTP/1.1 (from `:authority` when the caller spoke h2), as
+        // `:authority` over h2c (from `Host` when the caller spoke HTTP/1.1).
+        let app_authority = |a: Option<&str>| {
+            Uri::builder()
+                .scheme("http")
+                .authority(a.unwrap_or(conn.app.as_str()))
+                .path_and_query(path.path_and_query())
+                .build()
+        };
+        let uri = if app_http1 {
             parts.version = Version::HTTP_11;
             if let Some(a) = authority
                 .as_deref()
@@ -143,12 +157,15 @@ impl Inbound {
             {
                 parts.headers.insert(header::HOST, a);
             }
-            &self.app.http1
+            // The pooled HTTP/1.1 client dials the URI's authority: the app's address.
+            app_authority(None)
         } else {
             parts.version = Version::HTTP_2;
             parts.headers.remove(header::HOST);
-            &self.app.h2c
+            app_authority(authority.as_deref()).or_else(|_| app_authority(None))
         };
+        parts.uri = uri
+            .map_err(|e| ProxyError::BadRequest(format!("cannot rebuild the request URI: {e}")))?;
         if let Some(up) = upgrade {
             return self.upgrade(parts, up, conn, log).await;
         }
@@ -162,19 +179,22 @@ impl Inbound {
         );
         let req = Request::from_parts(parts, body);
         let target = format!("the app at {}", conn.app);
-        upstream::send(client, req, &target, timeout)
-            .await
-            .map_err(|e| match e {
-                ProxyError::Timeout { .. } => e,
-                // A stalled request body is why the exchange failed: the client's fault.
-                _ if stalled.get() => {
-                    limits::exceeded(metrics, "body_timeout", "inbound");
-                    ProxyError::BodyTimeout {
-                        secs: body_timeout.as_secs(),
-                    }
+        let sent = if app_http1 {
+            upstream::send(&self.app.http1, req, &target, timeout).await
+        } else {
+            upstream::send_h2c(&self.app.h2c, &conn.app, req, &target, timeout).await
+        };
+        sent.map_err(|e| match e {
+            ProxyError::Timeout { .. } => e,
+            // A stalled request body is why the exchange failed: the client's fault.
+            _ if stalled.get() => {
+                limits::exceeded(metrics, "body_timeout", "inbound");
+                ProxyError::BodyTimeout {
+                    secs: body_timeout.as_secs(),
                 }
-                _ => e,
-            })
+            }
+            _ => e,
+        })
     }
 
     /// Counts and logs a request refused before authorization (its head is malformed).

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
 use trustmesh_certs::TrustBundle;
+use trustmesh_policies::Protocol;
 
 use super::{Config, Inbound};
 use crate::testing::{self, get, id, read};
@@ -14,11 +15,19 @@ use crate::testing::{self, get, id, read};
 async fn connect(
     caller: &str,
 ) -> hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>> {
+    connect_to(caller, testing::app().await, Vec::new()).await
+}
+
+/// [`connect`] to an inbound sidecar in front of `app`, with `registry` in its snapshot.
+async fn connect_to(
+    caller: &str,
+    app: std::net::SocketAddr,
+    registry: Vec<trustmesh_policies::ServiceEntry>,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>> {
     let ca = testing::ca();
-    let app = testing::app().await;
     let args = testing::args("api", app);
     let config = Config::from_args(&args);
-    let shared = testing::shared(&ca, args, Vec::new(), testing::allow_hello(&id("web")));
+    let shared = testing::shared(&ca, args, registry, testing::allow_hello(&id("web")));
     let inbound = Inbound::new(shared, config);
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
     let addr = "10.1.2.3:40000".parse().unwrap();
@@ -145,4 +154,55 @@ async fn the_app_being_down_is_a_502_and_unavailable_for_grpc() {
         .await
         .unwrap();
     assert_eq!(read(resp).await.1["grpc-status"], "14");
+}
+
+/// The registry entry of `api` declaring `port` as `protocol`.
+fn api_declaring(port: u16, protocol: Protocol) -> Vec<trustmesh_policies::ServiceEntry> {
+    let mut api = testing::service("api", "10.0.0.1:15006".parse().unwrap());
+    api.ports = vec![trustmesh_policies::ServicePort { port, protocol }];
+    vec![api]
+}
+
+#[tokio::test]
+async fn an_h2_caller_reaches_an_app_port_declared_http_over_http1_with_its_authority_as_host() {
+    let app = testing::app().await;
+    let mut client = connect_to("web", app, api_declaring(app.port(), Protocol::Http)).await;
+    let resp = client
+        .send_request(get("https://api.test/hello", &[]))
+        .await
+        .unwrap();
+    let (status, _, body) = read(resp).await;
+    assert_eq!(status, 200, "{body}");
+    let web = id("web");
+    assert_eq!(
+        body,
+        format!("GET /hello\npeer={web}\nhost=api.test\nversion=HTTP/1.1\n")
+    );
+}
+
+#[tokio::test]
+async fn a_preflight_is_answered_once_authorized_and_never_reaches_the_app() {
+    // The app is down: a preflight that reached it would get 502.
+    let gone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = gone.local_addr().unwrap();
+    drop(gone);
+    let mut client = connect_to("web", app, Vec::new()).await;
+    let preflight = [
+        ("x-trustmesh-expect", "preflight"),
+        ("expect", "100-continue"),
+    ];
+    let resp = client
+        .send_request(get("https://api/hello/upload", &preflight))
+        .await
+        .unwrap();
+    let (status, headers, body) = read(resp).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(headers["x-trustmesh-expect"], "continue");
+    let resp = client
+        .send_request(get("https://api/admin/upload", &preflight))
+        .await
+        .unwrap();
+    let (status, headers, body) = read(resp).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(!headers.contains_key("x-trustmesh-expect"));
 }

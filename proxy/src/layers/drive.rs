@@ -240,10 +240,17 @@ pub async fn serve<IO, H, Fut>(
 
 /// A response body whose frames count as the connection's activity: a streaming response
 /// keeps an HTTP/2 connection alive, a stalled one does not.
+///
+/// A body that fails (the app cut it short) fails one poll late: hyper's HTTP/1 server drops
+/// what it has buffered when a body fails, the head included, so a client would see an empty
+/// reply (curl: "Empty reply from server") instead of the head and the bytes that came. The
+/// one `Pending` between lets hyper flush them; the error then closes the connection (HTTP/1.1)
+/// or resets the stream (HTTP/2), so the client sees the body cut short, never complete.
 pub fn touching(body: Body, activity: Arc<Activity>) -> Body {
     Touching {
         inner: body,
         activity,
+        failed: None,
     }
     .boxed()
 }
@@ -251,6 +258,8 @@ pub fn touching(body: Body, activity: Arc<Activity>) -> Body {
 struct Touching {
     inner: Body,
     activity: Arc<Activity>,
+    /// The inner body's error, held for one poll.
+    failed: Option<BoxError>,
 }
 
 impl http_body::Body for Touching {
@@ -261,15 +270,25 @@ impl http_body::Body for Touching {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(e) = self.failed.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
         let r = Pin::new(&mut self.inner).poll_frame(cx);
         if r.is_ready() {
             self.activity.touch();
         }
-        r
+        match r {
+            Poll::Ready(Some(Err(e))) => {
+                self.failed = Some(e);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            r => r,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.failed.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -280,5 +299,55 @@ impl http_body::Body for Touching {
 impl Drop for Touching {
     fn drop(&mut self) {
         self.activity.touch();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// A body of 10 bytes that then fails, as an app's that announced 1000 and closed.
+    fn cut_short() -> Body {
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"0123456789"))),
+            Err("the app closed the connection".into()),
+        ];
+        http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed()
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_reaches_an_http1_client_with_its_head_and_bytes() {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let activity = Activity::new();
+        let svc = service_fn(move |_req: Request<Incoming>| {
+            let act = activity.clone();
+            async move {
+                let resp = Response::builder()
+                    .header(http::header::CONTENT_LENGTH, "1000")
+                    .body(touching(cut_short(), act))
+                    .unwrap();
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        });
+        let conn = tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(server), svc)
+                .await;
+        });
+        client
+            .write_all(b"GET /cut HTTP/1.1\r\nHost: b\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got:?}");
+        assert!(
+            got.to_ascii_lowercase().contains("content-length: 1000"),
+            "{got:?}"
+        );
+        assert!(got.ends_with("\r\n\r\n0123456789"), "{got:?}");
+        conn.await.unwrap();
     }
 }

@@ -1,12 +1,14 @@
-//! The HTTP pieces both stacks are built from: bodies, header rules, limits, deadlines, the connection
-//! driver, the plain-HTTP upstream client, upgrades and their tunnels, and the one map from
-//! errors to responses.
+//! The HTTP pieces both stacks are built from: bodies, header rules, limits, deadlines,
+//! `Expect: 100-continue` across the hop, the connection driver, the plain-HTTP and h2c
+//! upstream clients, upgrades and their tunnels, and the one map from errors to responses.
 
 pub mod body;
 pub mod deadline;
 pub mod detect;
 pub mod drive;
 pub mod error;
+pub mod expect;
+pub mod h2c;
 pub mod headers;
 pub mod limits;
 pub mod rescue;

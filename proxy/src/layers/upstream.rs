@@ -1,27 +1,31 @@
 //! Plain HTTP out of the sidecar, to the local app (inbound) or to an address outside the mesh
 //! (passthrough): one exchange on a pooled hyper client, the response head bounded by a
 //! timeout, failures named for the target, hop-by-hop headers stripped from the response.
+//! h2c to the app goes through [`H2cPool`].
 
 use std::time::Duration;
 
 use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
 use crate::layers::body::{self, Body};
+use crate::layers::h2c::{H2cError, H2cPool};
 use crate::layers::headers;
 use crate::layers::rescue::ProxyError;
 
 /// A pooled plain-HTTP client.
 pub type PlainClient = Client<HttpConnector, Body>;
 
-/// The clients of the local app: HTTP/1.1 for a caller that spoke HTTP/1.1, h2c for one that
-/// spoke HTTP/2, each pooled.
+/// The clients of the local app: pooled HTTP/1.1, and h2c ([`H2cPool`], one multiplexed
+/// connection per app address); which one a request takes is the app's declared protocol
+/// ([`crate::app_ports::app_speaks_http1`]).
 pub struct AppClient {
     /// HTTP/1.1.
     pub http1: PlainClient,
     /// HTTP/2 with prior knowledge.
-    pub h2c: PlainClient,
+    pub h2c: H2cPool,
 }
 
 impl AppClient {
@@ -32,13 +36,20 @@ impl AppClient {
         connector.set_connect_timeout(Some(connect_timeout));
         let http1 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector.clone());
-        let h2c = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .http2_adaptive_window(true)
             .build(connector);
-        Self { http1, h2c }
+        Self {
+            http1,
+            h2c: H2cPool::new(connect_timeout),
+        }
     }
+}
+
+/// Why an exchange failed, as [`bounded`] reports it.
+enum Failure {
+    /// No connection to the target.
+    Connect(String),
+    /// The exchange on a connection failed.
+    Upstream(String),
 }
 
 /// Sends `req` and streams the answer back; `504` after `timeout` without a response head,
@@ -49,24 +60,57 @@ pub async fn send(
     target: &str,
     timeout: Duration,
 ) -> Result<Response<Body>, ProxyError> {
-    let resp = tokio::time::timeout(timeout, client.request(req))
+    let exchange = async {
+        client.request(req).await.map_err(|e| {
+            if e.is_connect() {
+                Failure::Connect("connection refused or unreachable".to_string())
+            } else {
+                Failure::Upstream(e.to_string())
+            }
+        })
+    };
+    bounded(exchange, target, timeout).await
+}
+
+/// [`send`] over h2c to the app at `addr`.
+pub async fn send_h2c(
+    pool: &H2cPool,
+    addr: &str,
+    req: Request<Body>,
+    target: &str,
+    timeout: Duration,
+) -> Result<Response<Body>, ProxyError> {
+    let exchange = async {
+        pool.send(addr, req).await.map_err(|e| match e {
+            H2cError::Connect(reason) => Failure::Connect(reason),
+            H2cError::Exchange(e) => Failure::Upstream(e.to_string()),
+        })
+    };
+    bounded(exchange, target, timeout).await
+}
+
+/// Runs `exchange` within `timeout` and names a failure for `target`; the response loses its
+/// hop-by-hop headers.
+async fn bounded(
+    exchange: impl std::future::Future<Output = Result<Response<Incoming>, Failure>>,
+    target: &str,
+    timeout: Duration,
+) -> Result<Response<Body>, ProxyError> {
+    let resp = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| ProxyError::Timeout {
             target: target.to_string(),
             secs: timeout.as_secs(),
         })?
-        .map_err(|e| {
-            if e.is_connect() {
-                ProxyError::Connect {
-                    target: target.to_string(),
-                    reason: "connection refused or unreachable".to_string(),
-                }
-            } else {
-                ProxyError::Upstream {
-                    target: target.to_string(),
-                    reason: e.to_string(),
-                }
-            }
+        .map_err(|e| match e {
+            Failure::Connect(reason) => ProxyError::Connect {
+                target: target.to_string(),
+                reason,
+            },
+            Failure::Upstream(reason) => ProxyError::Upstream {
+                target: target.to_string(),
+                reason,
+            },
         })?;
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);

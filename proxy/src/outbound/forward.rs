@@ -1,7 +1,8 @@
 //! The per-request layers of the outbound stack: observe → refuse what the mesh never
 //! carries (`CONNECT`, a malformed head) → route ([`super::route`]: Host, then original
 //! destination) → passthrough, or the mTLS h2 pool ([`super::pool`]) → rewrite for the hop
-//! between sidecars → forward.
+//! between sidecars → (`Expect: 100-continue`: the preflight, [`crate::layers::expect`]) →
+//! forward.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -12,9 +13,9 @@ use hyper::body::Incoming;
 use super::route::{self, Route};
 use super::Outbound;
 use crate::layers::body::{self, Body};
-use crate::layers::deadline;
 use crate::layers::headers::{self, ORIG_PROTO, PEER_IDENTITY};
 use crate::layers::rescue::{self, ProxyError};
+use crate::layers::{deadline, expect};
 use crate::observe::access_log::Entry;
 use crate::observe::request::Observe;
 
@@ -128,6 +129,30 @@ impl Outbound {
             )
             .await?;
         let (upstream, stalled) = to_mesh_request(req, &host, self.config.body_timeout)?;
+        if expect::wants_continue(upstream.headers(), upstream.body()) {
+            // The app's body is not polled (so hyper sends no `100 Continue`) until the
+            // destination's sidecar has authorized the head (see `layers::expect`).
+            let (preflight, answered) = expect::preflight(&upstream);
+            let answer = tokio::time::timeout(timeout, async {
+                sender.ready().await?;
+                sender.send_request(preflight).await
+            })
+            .await
+            .map_err(|_| ProxyError::Timeout {
+                target: target_addr(),
+                secs: timeout.as_secs(),
+            })?
+            .map_err(|e| ProxyError::Upstream {
+                target: target_addr(),
+                reason: e.to_string(),
+            })?;
+            drop(answered);
+            if !expect::accepted(&answer) {
+                let (mut parts, body) = answer.into_parts();
+                headers::strip_hop_by_hop(&mut parts.headers);
+                return Ok(Response::from_parts(parts, body::stream(body)));
+            }
+        }
         let resp = tokio::time::timeout(timeout, async {
             sender.ready().await?;
             sender.send_request(upstream).await
@@ -179,6 +204,7 @@ pub(super) fn to_mesh_request(
     // Only an inbound sidecar may vouch for a caller; whatever the app wrote is dropped.
     parts.headers.remove(PEER_IDENTITY);
     parts.headers.remove(ORIG_PROTO);
+    parts.headers.remove(expect::EXPECT_PREFLIGHT);
     parts.headers.remove(header::HOST);
     if orig_version != Version::HTTP_2 {
         parts
