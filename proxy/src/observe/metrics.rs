@@ -79,6 +79,10 @@ pub struct Metrics {
     /// mTLS connections made to other sidecars' inbound listeners (the pool re-uses each one
     /// for every request to that destination, so this grows only on a new or lost connection).
     pub upstream_connections: IntCounter,
+    /// Endpoints of each service called, in rotation (`ready`) or not (`ejected`).
+    pub endpoints: IntGaugeVec,
+    /// Endpoints taken out of rotation, by service and reason.
+    pub ejections: IntCounterVec,
     policy_version: IntGaugeVec,
     current_version: Mutex<Option<String>>,
 }
@@ -186,6 +190,22 @@ impl Metrics {
             "HTTP/2 connections over mTLS made to other sidecars (pooled and re-used by every request).",
         )?;
         registry.register(Box::new(upstream_connections.clone()))?;
+        let endpoints = IntGaugeVec::new(
+            Opts::new(
+                "trustmesh_endpoints",
+                "Endpoints of each service called, by state: ready (in rotation) or ejected.",
+            ),
+            &["service", "state"],
+        )?;
+        registry.register(Box::new(endpoints.clone()))?;
+        let ejections = IntCounterVec::new(
+            Opts::new(
+                "trustmesh_ejections_total",
+                "Endpoints taken out of rotation, by service and reason (connect, 5xx, reset, timeout).",
+            ),
+            &["service", "reason"],
+        )?;
+        registry.register(Box::new(ejections.clone()))?;
         for reason in HANDSHAKE_ERROR_REASONS {
             handshake_errors.with_label_values(&[reason]);
         }
@@ -224,9 +244,19 @@ impl Metrics {
             limits_exceeded,
             access_log_dropped,
             upstream_connections,
+            endpoints,
+            ejections,
             policy_version,
             current_version: Mutex::new(None),
         })
+    }
+
+    /// The series the outbound balancer keeps.
+    pub fn balance(&self) -> crate::outbound::balance::BalanceMetrics {
+        crate::outbound::balance::BalanceMetrics {
+            endpoints: self.endpoints.clone(),
+            ejections: self.ejections.clone(),
+        }
     }
 
     /// Marks `version` as the one in force.

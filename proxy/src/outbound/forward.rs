@@ -1,10 +1,9 @@
 //! The per-request layers of the outbound stack: observe → refuse what the mesh never
 //! carries (`CONNECT`, a malformed head) → route ([`super::route`]: Host, then original
-//! destination) → passthrough, or the mTLS h2 pool ([`super::pool`]) → rewrite for the hop
-//! between sidecars → forward.
+//! destination) → passthrough, or rewrite for the hop between sidecars → send to the service
+//! ([`Outbound::send_to_service`]: balance, failover, the mTLS h2 pool) → forward.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 
 use http::{header, uri, HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
@@ -85,10 +84,10 @@ impl Outbound {
             host.as_deref(),
             orig,
             mesh.snapshot.mesh.outbound_policy,
-            self.next.fetch_add(1, Ordering::Relaxed),
         )?;
-        let (service, endpoint) = match route {
-            Route::Mesh { service, dial } => (service, dial),
+        let (service, dial) = match route {
+            Route::Service(service) => (service, None),
+            Route::Mesh { service, dial } => (service, Some(dial)),
             Route::Passthrough(addr) => {
                 log.decision = Some("passthrough");
                 return self.passthrough.forward(req, addr, timeout).await;
@@ -99,46 +98,19 @@ impl Outbound {
             .or_else(|| orig.map(|o| o.to_string()))
             .ok_or(ProxyError::NoHost)?;
         log.destination = Some(service.identity.as_str().to_string());
-        let endpoint = &endpoint;
-        // How errors name the destination; made only when one happens.
-        let target_addr = || format!("{}.{} ({endpoint})", service.name, service.namespace);
-        let config = mesh
-            .client_config(&self.shared.resolver, &service.identity)
-            .map_err(|e| ProxyError::Tls {
-                target: format!("{}.{}", service.name, service.namespace),
-                reason: e.to_string(),
-            })?;
-        let mut sender = self
-            .pool
-            .get(
-                endpoint,
-                service,
-                config,
-                self.config.connect_timeout,
-                &target_addr,
-            )
-            .await?;
         let (upstream, stalled) = to_mesh_request(req, &host, self.config.body_timeout)?;
-        let resp = tokio::time::timeout(timeout, async {
-            sender.ready().await?;
-            sender.send_request(upstream).await
-        })
-        .await
-        .map_err(|_| ProxyError::Timeout {
-            target: target_addr(),
-            secs: timeout.as_secs(),
-        })?
-        .map_err(|e| {
-            if stalled.get() {
+        let sent = match &dial {
+            None => self.send_to_service(service, upstream, timeout).await,
+            Some(dial) => self.send_to_endpoint(service, dial, upstream, timeout).await,
+        };
+        let resp = sent.map_err(|e| {
+            if stalled.get() && matches!(e, ProxyError::Upstream { .. }) {
                 crate::layers::limits::exceeded(&self.shared.metrics, "body_timeout", "outbound");
                 return ProxyError::BodyTimeout {
                     secs: self.config.body_timeout.as_secs(),
                 };
             }
-            ProxyError::Upstream {
-                target: target_addr(),
-                reason: e.to_string(),
-            }
+            e
         })?;
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);

@@ -15,9 +15,11 @@
 //!    HTTP is opaque TCP ([`route::opaque`]); HTTP is served by [`crate::layers::drive::serve`];
 //! 4. per request ([`forward`]): observe ([`crate::observe::request`]) → check the head →
 //!    route ([`route`]: Host, then original destination) → passthrough ([`passthrough`]) or
-//!    the mTLS h2 pool ([`pool`]) → forward; what the proxy answers itself comes from
+//!    balance ([`balance`]: an endpoint per request, failover, ejection) → the mTLS h2 pool
+//!    ([`pool`]) → forward; what the proxy answers itself comes from
 //!    [`crate::layers::rescue`].
 
+pub mod balance;
 pub mod forward;
 pub mod passthrough;
 pub mod pool;
@@ -27,7 +29,6 @@ pub mod route;
 mod tests;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +43,7 @@ use crate::net::accept::accept_loop;
 use crate::observe::access_log::AccessLogFormat;
 use crate::observe::metrics::ConnGuard;
 use crate::state::Shared;
+use balance::Balancer;
 use passthrough::Passthrough;
 use pool::Pool;
 
@@ -62,6 +64,8 @@ pub struct Config {
     pub serve: ServeConfig,
     /// `--access-log`.
     pub access_log: AccessLogFormat,
+    /// `--balancer` and the `--eject-*` flags.
+    pub balance: balance::Config,
 }
 
 impl Config {
@@ -75,16 +79,24 @@ impl Config {
             max_connections: args.max_connections,
             serve: args.serve(),
             access_log: args.access_log,
+            balance: balance::Config {
+                kind: args.balancer,
+                eject: balance::eject::EjectConfig {
+                    consecutive_failures: args.eject_consecutive_failures,
+                    base_time: args.eject_base_time,
+                    max_percent: args.eject_max_percent,
+                },
+            },
         }
     }
 }
 
-/// The outbound side: its pool and a round-robin counter over endpoints.
+/// The outbound side: its pool and its balancer over endpoints.
 pub struct Outbound {
     shared: Arc<Shared>,
     config: Config,
-    pool: Pool,
-    next: AtomicUsize,
+    pool: Arc<Pool>,
+    balancer: Arc<Balancer>,
     passthrough: Passthrough,
     /// `--max-connections` open at once on this listener.
     conns: Arc<tokio::sync::Semaphore>,
@@ -94,8 +106,13 @@ impl Outbound {
     /// Creates the outbound side.
     pub fn new(shared: Arc<Shared>, config: Config) -> Arc<Self> {
         Arc::new(Self {
-            pool: Pool::new(shared.metrics.upstream_connections.clone()),
-            next: AtomicUsize::new(0),
+            pool: Arc::new(Pool::new(shared.metrics.upstream_connections.clone())),
+            balancer: Arc::new(Balancer::new(
+                config.balance,
+                Arc::new(balance::SystemClock),
+                shared.metrics.balance(),
+                fastrand::u64(..),
+            )),
             passthrough: Passthrough::new(config.connect_timeout),
             conns: Arc::new(tokio::sync::Semaphore::new(config.max_connections as usize)),
             shared,
