@@ -73,9 +73,16 @@ async fn fleet(test: &str, delays: &[Duration], a_extra: &[&str]) -> Fleet {
     }
 }
 
-/// A sample of A's metrics for service `b.test`.
-async fn b_metric(f: &Fleet, name: &str, label: &str) -> f64 {
-    let series = format!("{name}{{service=\"b.test\",{label}}}");
+/// A's `trustmesh_ejections_total` for `b.test` and `reason` (labels sort by name, as
+/// exposed).
+async fn ejections(f: &Fleet, reason: &str) -> f64 {
+    let series = format!("trustmesh_ejections_total{{reason=\"{reason}\",service=\"b.test\"}}");
+    metric(f.a.admin(), &series).await.unwrap()
+}
+
+/// A's `trustmesh_endpoints` of `b.test` in `state`.
+async fn endpoints(f: &Fleet, state: &str) -> f64 {
+    let series = format!("trustmesh_endpoints{{service=\"b.test\",state=\"{state}\"}}");
     metric(f.a.admin(), &series).await.unwrap()
 }
 
@@ -116,10 +123,10 @@ async fn killing_one_of_two_endpoints_under_load_fails_no_request() {
     assert_eq!(r.failed, 0, "{}", report(&r));
     assert!(r.ok >= 40, "{}", report(&r));
     assert!(f.apps[1].request_count() > before + 20, "the other took over");
-    let connect = b_metric(&f, "trustmesh_ejections_total", "reason=\"connect\"").await;
+    let connect = ejections(&f, "connect").await;
     assert_eq!(connect, 1.0, "the dead endpoint left rotation once");
-    let ejected = b_metric(&f, "trustmesh_endpoints", "state=\"ejected\"").await;
-    let ready = b_metric(&f, "trustmesh_endpoints", "state=\"ready\"").await;
+    let ejected = endpoints(&f, "ejected").await;
+    let ready = endpoints(&f, "ready").await;
     assert_eq!((ready, ejected), (1.0, 1.0));
 }
 
@@ -142,7 +149,7 @@ async fn a_frozen_endpoint_costs_at_most_the_threshold_then_is_ejected() {
     assert_eq!(load.counts().1, 0);
     signal(&mut f.bs[1], "STOP");
     until(Duration::from_secs(20), || async {
-        b_metric(&f, "trustmesh_ejections_total", "reason=\"timeout\"").await >= 1.0
+        ejections(&f, "timeout").await >= 1.0
     })
     .await;
     // Whatever was still in flight to it ends within one timeout.
@@ -160,7 +167,7 @@ async fn a_frozen_endpoint_costs_at_most_the_threshold_then_is_ejected() {
     assert!(r.failures.iter().all(|e| e.contains("504")), "{}", report(&r));
     assert_eq!(failed_after, failed_then, "no request went to it once ejected");
     assert!(ok_after > ok_then + 20, "the two others carried on");
-    let ejected = b_metric(&f, "trustmesh_endpoints", "state=\"ejected\"").await;
+    let ejected = endpoints(&f, "ejected").await;
     assert_eq!(ejected, 1.0);
 }
 
