@@ -1,12 +1,13 @@
 //! `trustmesh-failover`: what an endpoint's death and a slow endpoint cost the callers.
 //!
-//! Starts a control plane and, on loopback, a service `server.bench` with three endpoints
-//! (each its own `trustmesh-proxy` in front of its own in-process app) and two callers'
+//! Starts a control plane and, on loopback, a service `pair.bench` with two endpoints and
+//! `trio.bench` with three (each its own `trustmesh-proxy` in front of its own in-process
+//! app), and two callers'
 //! sidecars, one with the default balancer (`ewma`) and one with `--balancer rr`; the
 //! binaries are those beside this one (`cargo build --release --workspace`). Then:
 //!
-//! 1. **death**: an open-loop load of 500 req/s for 6 s through the ewma caller to a service
-//!    of two of those endpoints; 2 s in, one endpoint's sidecar is killed (SIGKILL). Prints
+//! 1. **death**: an open-loop load of 500 req/s for 6 s through the ewma caller to `pair`;
+//!    2 s in, one of its endpoints' sidecar is killed (SIGKILL). Prints
 //!    the requests lost and the time from the kill to the caller's
 //!    `trustmesh_ejections_total` counting it (its `/metrics` read every 5 ms);
 //! 2. **slow**: the third endpoint's app answers 10× slower (20 ms against 2 ms); 200 req/s
@@ -80,7 +81,9 @@ async fn run() -> Result<()> {
     }
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
-    let inbound: Vec<SocketAddr> = (0..3).map(|_| addr()).collect::<Result<_>>()?;
+    // `pair`: two endpoints, one of them killed; `trio`: three, the last one slow.
+    let pair: Vec<SocketAddr> = (0..2).map(|_| addr()).collect::<Result<_>>()?;
+    let trio: Vec<SocketAddr> = (0..3).map(|_| addr()).collect::<Result<_>>()?;
     let callers: Vec<SocketAddr> = (0..2).map(|_| addr()).collect::<Result<_>>()?;
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies)?;
@@ -98,8 +101,8 @@ async fn run() -> Result<()> {
         )
     };
     let registry = [
-        service("pair", "server", &inbound[..2]),
-        service("trio", "server", &inbound),
+        service("pair", "pair", &pair),
+        service("trio", "trio", &trio),
         service("client", "client", &callers),
     ];
     std::fs::write(policies.join("services.yaml"), registry.concat())?;
@@ -122,15 +125,18 @@ async fn run() -> Result<()> {
     wait(|| async { tokio::net::TcpStream::connect(cp_addr).await.is_ok() }, "serve").await?;
 
     let mut servers = Vec::new();
-    for (i, inbound) in inbound.iter().enumerate() {
+    let endpoints = pair.iter().map(|a| ("pair", a, FAST));
+    let trio_delays = [FAST, FAST, SLOW];
+    let endpoints = endpoints.chain(trio.iter().zip(trio_delays).map(|(a, d)| ("trio", a, d)));
+    for (i, (sa, inbound, delay)) in endpoints.enumerate() {
         let app = addr()?;
-        tokio::spawn(app_server(app, if i == 2 { SLOW } else { FAST }));
+        tokio::spawn(app_server(app, delay));
         let ports = Ports {
             inbound: *inbound,
             outbound: addr()?,
             admin: addr()?,
         };
-        servers.push(sidecar(&bins, &cp_addr, &data, dir, ("server", i), app, ports, None)?);
+        servers.push(sidecar(&bins, &cp_addr, &data, dir, (sa, i), app, ports, None)?);
         wait_ready(ports.admin).await?;
     }
     let mut outbound = Vec::new();

@@ -299,9 +299,12 @@ impl Head {
         if h2.is_some_and(|h| h.reason() == Some(h2::Reason::REFUSED_STREAM) && h.is_remote()) {
             return true;
         }
+        // hyper turns an HTTP/2 I/O error (the peer's socket closed or reset) into its own
+        // I/O kind, with the `io::Error` as the source.
         let lost = error.is_closed()
             || error.is_canceled()
             || error.is_incomplete_message()
+            || io_error(error)
             || h2.is_some_and(|h| h.is_io() || h.is_go_away());
         lost && idempotent(&self.method)
     }
@@ -313,6 +316,18 @@ fn idempotent(m: &Method) -> bool {
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
+}
+
+/// Whether an I/O error is under a hyper error (the connection failed, not a stream).
+fn io_error(e: &hyper::Error) -> bool {
+    let mut source = e.source();
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The HTTP/2 error under a hyper error, if any.
