@@ -6,6 +6,7 @@
 //! - SIGSTOP one of three: the requests it swallowed time out, at most the ejection
 //!   threshold of them (plus one per other worker in flight), then none goes to it;
 //! - one of three answers ten times slower: it receives clearly less traffic.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
@@ -122,7 +123,10 @@ async fn killing_one_of_two_endpoints_under_load_fails_no_request() {
     let r = load.stop().await;
     assert_eq!(r.failed, 0, "{}", report(&r));
     assert!(r.ok >= 40, "{}", report(&r));
-    assert!(f.apps[1].request_count() > before + 20, "the other took over");
+    assert!(
+        f.apps[1].request_count() > before + 20,
+        "the other took over"
+    );
     let connect = ejections(&f, "connect").await;
     assert_eq!(connect, 1.0, "the dead endpoint left rotation once");
     let ejected = endpoints(&f, "ejected").await;
@@ -164,8 +168,15 @@ async fn a_frozen_endpoint_costs_at_most_the_threshold_then_is_ejected() {
         "{}",
         report(&r)
     );
-    assert!(r.failures.iter().all(|e| e.contains("504")), "{}", report(&r));
-    assert_eq!(failed_after, failed_then, "no request went to it once ejected");
+    assert!(
+        r.failures.iter().all(|e| e.contains("504")),
+        "{}",
+        report(&r)
+    );
+    assert_eq!(
+        failed_after, failed_then,
+        "no request went to it once ejected"
+    );
     assert!(ok_after > ok_then + 20, "the two others carried on");
     let ejected = endpoints(&f, "ejected").await;
     assert_eq!(ejected, 1.0);
@@ -187,7 +198,11 @@ async fn with_ewma_a_frozen_endpoint_costs_no_more_than_the_threshold() {
     let r = load.stop().await;
     signal(&mut f.bs[2], "CONT");
     assert!(failed_then <= 5, "{}", report(&r));
-    assert!(r.failures.iter().all(|e| e.contains("504")), "{}", report(&r));
+    assert!(
+        r.failures.iter().all(|e| e.contains("504")),
+        "{}",
+        report(&r)
+    );
     assert_eq!(failed_after, failed_then, "{}", report(&r));
     assert!(ok_after > ok_then + 20);
 }

@@ -76,7 +76,10 @@ async fn run() -> Result<()> {
     };
     for b in [&bins.cp, &bins.proxy] {
         if !b.exists() {
-            bail!("{} is missing: cargo build --release --workspace", b.display());
+            bail!(
+                "{} is missing: cargo build --release --workspace",
+                b.display()
+            );
         }
     }
     let tmp = tempfile::tempdir()?;
@@ -121,8 +124,16 @@ async fn run() -> Result<()> {
             .spawn()
             .context("starting trustmesh serve")?,
     ))];
-    wait(|| async { data.join("trust-bundle.pem").exists() }, "the CA").await?;
-    wait(|| async { tokio::net::TcpStream::connect(cp_addr).await.is_ok() }, "serve").await?;
+    wait(
+        || async { data.join("trust-bundle.pem").exists() },
+        "the CA",
+    )
+    .await?;
+    wait(
+        || async { tokio::net::TcpStream::connect(cp_addr).await.is_ok() },
+        "serve",
+    )
+    .await?;
 
     let mut servers = Vec::new();
     let endpoints = pair.iter().map(|a| ("pair", a, FAST));
@@ -136,7 +147,16 @@ async fn run() -> Result<()> {
             outbound: addr()?,
             admin: addr()?,
         };
-        servers.push(sidecar(&bins, &cp_addr, &data, dir, (sa, i), app, ports, None)?);
+        servers.push(sidecar(
+            &bins,
+            &cp_addr,
+            &data,
+            dir,
+            (sa, i),
+            app,
+            ports,
+            None,
+        )?);
         wait_ready(ports.admin).await?;
     }
     let mut outbound = Vec::new();
@@ -147,13 +167,24 @@ async fn run() -> Result<()> {
             admin: addr()?,
         };
         let (app, who) = (addr()?, ("client", i));
-        guards.push(sidecar(&bins, &cp_addr, &data, dir, who, app, ports, Some(balancer))?);
+        guards.push(sidecar(
+            &bins,
+            &cp_addr,
+            &data,
+            dir,
+            who,
+            app,
+            ports,
+            Some(balancer),
+        )?);
         wait_ready(ports.admin).await?;
         outbound.push((ports.outbound, ports.admin, balancer));
     }
 
     let (out, admin, _) = outbound[0];
-    println!("endpoint death: one of two endpoints' sidecars killed (SIGKILL) under 500 req/s for 6 s");
+    println!(
+        "endpoint death: one of two endpoints' sidecars killed (SIGKILL) under 500 req/s for 6 s"
+    );
     let load = tokio::spawn(open_loop(out, "pair.bench", 500, Duration::from_secs(6)));
     tokio::time::sleep(Duration::from_secs(2)).await;
     servers[0].kill();
@@ -181,7 +212,10 @@ async fn run() -> Result<()> {
         open_loop(*out, "trio.bench", 100, Duration::from_secs(1)).await?;
         let mut r = open_loop(*out, "trio.bench", 200, Duration::from_secs(5)).await?;
         r.latencies.sort();
-        let p = |q: f64| r.latencies.get(((r.latencies.len() as f64 - 1.0) * q) as usize);
+        let p = |q: f64| {
+            r.latencies
+                .get(((r.latencies.len() as f64 - 1.0) * q) as usize)
+        };
         let f = |d: Option<&Duration>| d.map_or(0.0, |d| ms(*d));
         println!(
             "  {balancer:>4}: sent {}  failed {}  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
@@ -328,7 +362,10 @@ async fn admin_get(admin: SocketAddr, path: &str) -> Result<(u16, String)> {
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-async fn wait<F: std::future::Future<Output = bool>>(check: impl Fn() -> F, what: &str) -> Result<()> {
+async fn wait<F: std::future::Future<Output = bool>>(
+    check: impl Fn() -> F,
+    what: &str,
+) -> Result<()> {
     for _ in 0..400 {
         if check().await {
             return Ok(());
@@ -340,7 +377,11 @@ async fn wait<F: std::future::Future<Output = bool>>(check: impl Fn() -> F, what
 
 async fn wait_ready(admin: SocketAddr) -> Result<()> {
     wait(
-        || async { admin_get(admin, "/ready").await.is_ok_and(|(s, _)| s == 200) },
+        || async {
+            admin_get(admin, "/ready")
+                .await
+                .is_ok_and(|(s, _)| s == 200)
+        },
         "a sidecar",
     )
     .await

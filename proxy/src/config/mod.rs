@@ -78,7 +78,13 @@ pub struct Args {
     pub eject_max_percent: u8,
     /// How an endpoint is picked: ewma (power of two choices over peak-EWMA latency, the
     /// default) or rr (round robin, for comparison).
-    #[arg(long, env = "TRUSTMESH_BALANCER", value_enum, default_value = "ewma", hide = true)]
+    #[arg(
+        long,
+        env = "TRUSTMESH_BALANCER",
+        value_enum,
+        default_value = "ewma",
+        hide = true
+    )]
     pub balancer: crate::outbound::balance::Kind,
     /// How long to wait for a TCP connection to an upstream before answering 502.
     #[arg(long, env = "TRUSTMESH_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]

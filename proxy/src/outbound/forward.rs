@@ -101,7 +101,10 @@ impl Outbound {
         let (upstream, stalled) = to_mesh_request(req, &host, self.config.body_timeout)?;
         let sent = match &dial {
             None => self.send_to_service(service, upstream, timeout).await,
-            Some(dial) => self.send_to_endpoint(service, dial, upstream, timeout).await,
+            Some(dial) => {
+                self.send_to_endpoint(service, dial, upstream, timeout)
+                    .await
+            }
         };
         let resp = sent.map_err(|e| {
             if stalled.get() && matches!(e, ProxyError::Upstream { .. }) {

@@ -292,7 +292,10 @@ impl Balancer {
         let key = service_key(service);
         let same = services.get(&key).is_some_and(|eps| {
             eps.len() == service.endpoints.len()
-                && eps.iter().zip(&service.endpoints).all(|(e, a)| e.addr == *a)
+                && eps
+                    .iter()
+                    .zip(&service.endpoints)
+                    .all(|(e, a)| e.addr == *a)
         });
         if !same {
             let old = services.remove(&key).unwrap_or_default();

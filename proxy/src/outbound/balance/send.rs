@@ -145,7 +145,9 @@ impl Outbound {
             }
         };
         let connect = self.config.connect_timeout;
-        let pooled = self.pool.get(addr, identity, service, config, connect, &target);
+        let pooled = self
+            .pool
+            .get(addr, identity, service, config, connect, &target);
         let mut sender = match pooled.await {
             Ok(s) => s,
             Err(e) => {

@@ -91,9 +91,7 @@ fn gauge(b: &Balancer, state: &str) -> i64 {
 fn a_ten_times_slower_endpoint_gets_clearly_less_traffic() {
     let (b, clock) = balancer(Kind::Ewma);
     let s = service(&ABC);
-    let latency = |addr: &str| {
-        Duration::from_millis(if addr == ABC[2] { 50 } else { 5 })
-    };
+    let latency = |addr: &str| Duration::from_millis(if addr == ABC[2] { 50 } else { 5 });
     let counts = run(&b, &clock, &s, 3000, &latency);
     let (fast_a, fast_b, slow) = (counts[ABC[0]], counts[ABC[1]], counts[ABC[2]]);
     assert!(slow * 5 < fast_a && slow * 5 < fast_b, "{counts:?}");
@@ -121,7 +119,10 @@ fn requests_in_flight_weigh_on_an_endpoints_load() {
     drop(held);
     assert_eq!((eps[0].in_flight(), eps[1].in_flight()), (0, 0));
     let picks: Vec<_> = (0..50).map(|_| pick(&b, &s).addr().to_string()).collect();
-    assert!(picks.iter().any(|a| a == ABC[0]), "picked again once answered");
+    assert!(
+        picks.iter().any(|a| a == ABC[0]),
+        "picked again once answered"
+    );
 }
 
 /// The balancer's endpoints of `orders.prod`.
@@ -134,11 +135,17 @@ fn the_estimate_takes_peaks_at_once_and_decays_towards_recent_latency() {
     let t0 = Instant::now();
     let mut e = PeakEwma::new(t0, Duration::from_millis(30), Duration::from_secs(10));
     e.observe(Duration::from_secs(1), t0);
-    assert!((e.estimate(t0) - 1e9).abs() < 1.0, "a peak replaces the estimate");
+    assert!(
+        (e.estimate(t0) - 1e9).abs() < 1.0,
+        "a peak replaces the estimate"
+    );
     // Ten seconds later (one decay period) without a measurement: 1/e of it.
     let later = t0 + Duration::from_secs(10);
     let decayed = e.estimate(later);
-    assert!((decayed - 1e9 / std::f64::consts::E).abs() < 1e6, "{decayed}");
+    assert!(
+        (decayed - 1e9 / std::f64::consts::E).abs() < 1e6,
+        "{decayed}"
+    );
     // A lower measurement right away moves it little; after a long gap, nearly all the way.
     let mut e = PeakEwma::new(t0, Duration::from_secs(1), Duration::from_secs(10));
     e.observe(Duration::from_millis(10), t0 + Duration::from_millis(1));
@@ -175,25 +182,34 @@ fn consecutive_failures_eject_and_a_probe_that_connects_brings_back() {
         let ep = pick(&b, &s);
         let outcome = if ep.addr() == bad {
             failures += 1;
-            Outcome::Failed(if failures % 2 == 0 { Reason::Timeout } else { Reason::Status5xx })
+            Outcome::Failed(if failures % 2 == 0 {
+                Reason::Timeout
+            } else {
+                Reason::Status5xx
+            })
         } else {
             Outcome::Success
         };
         assert!(ep.in_rotation(), "ejected before the threshold");
         b.finish(b.start(&ep), outcome);
     }
-    let ejected = b
-        .pick(&s, &[])
-        .endpoint
-        .map(|_| ())
-        .and_then(|()| {
-            let all: Vec<_> = (0..3).map(|_| pick(&b, &s)).collect();
-            all.iter().find(|e| e.addr() == bad).cloned()
-        });
+    let ejected = b.pick(&s, &[]).endpoint.map(|_| ()).and_then(|()| {
+        let all: Vec<_> = (0..3).map(|_| pick(&b, &s)).collect();
+        all.iter().find(|e| e.addr() == bad).cloned()
+    });
     assert!(ejected.is_none(), "an ejected endpoint is not picked");
     assert_eq!((gauge(&b, "ready"), gauge(&b, "ejected")), (2, 1));
-    let count = |reason| b.metrics.ejections.with_label_values(&["orders.prod", reason]).get();
-    assert_eq!(count("5xx"), 1, "the failure that reached the threshold names it");
+    let count = |reason| {
+        b.metrics
+            .ejections
+            .with_label_values(&["orders.prod", reason])
+            .get()
+    };
+    assert_eq!(
+        count("5xx"),
+        1,
+        "the failure that reached the threshold names it"
+    );
     // No probe before the base time; then one, and only one at a time.
     clock.advance(Duration::from_secs(29));
     assert!(b.pick(&s, &[]).probes.is_empty());
@@ -233,7 +249,7 @@ fn a_connection_failure_ejects_at_once_and_probes_back_off_to_30s() {
     b.finish(b.start(&ep), Outcome::Failed(Reason::Connect));
     assert!(!ep.in_rotation());
     // Failover: the other one, and nothing else once it was tried too.
-    let other = b.pick(&s, &[ep.clone()]).endpoint.unwrap();
+    let other = b.pick(&s, std::slice::from_ref(&ep)).endpoint.unwrap();
     assert_ne!(other.addr(), ep.addr());
     assert!(b.pick(&s, &[ep.clone(), other.clone()]).endpoint.is_none());
     let mut waits = Vec::new();
