@@ -14,6 +14,7 @@
 //! Metrics: `trustmesh_endpoints{service,state="ready|ejected"}` and
 //! `trustmesh_ejections_total{service,reason}`.
 
+mod endpoint;
 pub mod eject;
 pub mod ewma;
 pub mod send;
@@ -29,7 +30,9 @@ use std::time::Instant;
 use trustmesh_certs::SpiffeId;
 use trustmesh_policies::{Registry, ServiceEntry};
 
+pub use endpoint::{Endpoint, InFlight, Picked};
 use eject::{EjectConfig, Health, Reason};
+use endpoint::State;
 use ewma::PeakEwma;
 
 /// The identity `endpoint` of `service` must present. Today every endpoint of a service has
@@ -91,84 +94,6 @@ pub struct BalanceMetrics {
     pub endpoints: prometheus::IntGaugeVec,
     /// `trustmesh_ejections_total{service,reason}`.
     pub ejections: prometheus::IntCounterVec,
-}
-
-/// One endpoint of one service, with its load and health.
-pub struct Endpoint {
-    addr: String,
-    service: String,
-    state: Mutex<State>,
-}
-
-struct State {
-    ewma: PeakEwma,
-    in_flight: usize,
-    health: Health,
-}
-
-impl Endpoint {
-    /// Its address (`host:port` of the sidecar's inbound listener).
-    pub fn addr(&self) -> &str {
-        &self.addr
-    }
-
-    /// Whether it is in rotation now.
-    pub fn in_rotation(&self) -> bool {
-        self.state.lock().is_ok_and(|s| s.health.in_rotation())
-    }
-
-    /// Its ejection, when out of rotation.
-    #[cfg(test)]
-    pub fn ejection(&self) -> Option<eject::Ejection> {
-        self.state.lock().ok()?.health.ejection().cloned()
-    }
-
-    /// Requests sent to it and not answered yet.
-    #[cfg(test)]
-    pub fn in_flight(&self) -> usize {
-        self.state.lock().map(|s| s.in_flight).unwrap_or(0)
-    }
-}
-
-/// What [`Balancer::pick`] chose: the endpoint for the request (none when the service has
-/// none left to try) and the ejected endpoints whose probe is due now.
-pub struct Picked {
-    /// The endpoint to send to.
-    pub endpoint: Option<Arc<Endpoint>>,
-    /// Probes to start (each marked as running).
-    pub probes: Vec<Arc<Endpoint>>,
-}
-
-/// A request in flight to an endpoint: counted in its load until [`Balancer::finish`] (or
-/// until dropped, which records the latency and no outcome).
-pub struct InFlight {
-    endpoint: Arc<Endpoint>,
-    started: Instant,
-    clock: Arc<dyn Clock>,
-    done: bool,
-}
-
-impl InFlight {
-    /// Ends it: no longer in flight, and its latency measured unless `measure` is false.
-    fn end(&mut self, measure: bool) {
-        if std::mem::replace(&mut self.done, true) {
-            return;
-        }
-        let now = self.clock.now();
-        if let Ok(mut s) = self.endpoint.state.lock() {
-            s.in_flight = s.in_flight.saturating_sub(1);
-            if measure {
-                s.ewma
-                    .observe(now.saturating_duration_since(self.started), now);
-            }
-        }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.end(true);
-    }
 }
 
 /// The balancer of every service this sidecar sends to.

@@ -79,7 +79,8 @@ impl Outbound {
             };
             tried.push(ep.clone());
             let sent = self.balancer.start(&ep);
-            let attempt = self.attempt(service, &mesh, ep.addr(), req, Some(sent), &replay);
+            let sent = Some((sent, deadline));
+            let attempt = self.attempt(service, &mesh, ep.addr(), req, sent, &replay);
             match tokio::time::timeout_at(deadline, attempt).await {
                 Err(_) => return Err(timed_out(service, ep.addr(), timeout)),
                 Ok(Attempt::Done(result)) => return result,
@@ -117,20 +118,23 @@ impl Outbound {
             .ok_or(ProxyError::NotReady("no policy snapshot yet"))
     }
 
-    /// One try at one endpoint: connection from the pool, then the request. A timeout is
-    /// the caller's to apply (it drops this future); `sent` is then dropped unfinished.
+    /// One try at one endpoint: connection from the pool, then the request. The deadline
+    /// is the caller's to apply (it drops this future); `sent`, the balancer's count of the
+    /// request and its deadline, is then dropped unfinished.
     async fn attempt(
         &self,
         service: &ServiceEntry,
         mesh: &MeshView,
         addr: &str,
         req: Request<Body>,
-        sent: Option<InFlight>,
+        sent: Option<(InFlight, Instant)>,
         replay: &Option<Head>,
     ) -> Attempt {
+        let (sent, deadline) = sent.unzip();
         let mut sent = Finisher {
             balancer: &self.balancer,
             sent,
+            deadline,
             on_drop: None,
         };
         let target = || format!("{}.{} ({addr})", service.name, service.namespace);
@@ -228,11 +232,13 @@ impl Outbound {
     }
 }
 
-/// Ends an attempt's in-flight count once, with the outcome it reached; dropped unfinished
-/// (the request's deadline passed), with `on_drop`.
+/// Ends an attempt's in-flight count once, with the outcome it reached. Dropped unfinished
+/// once the deadline passed, with `on_drop` (a timeout, once the request was sent) or as a
+/// connection failure; dropped before (the caller went away), holding nothing against it.
 struct Finisher<'a> {
     balancer: &'a super::Balancer,
     sent: Option<InFlight>,
+    deadline: Option<Instant>,
     on_drop: Option<Outcome>,
 }
 
@@ -246,11 +252,14 @@ impl Finisher<'_> {
 
 impl Drop for Finisher<'_> {
     fn drop(&mut self) {
-        // Out of time while connecting counts as a connection failure.
-        let outcome = self
-            .on_drop
-            .take()
-            .unwrap_or(Outcome::Failed(Reason::Connect));
+        let outcome = if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            // Out of time while connecting counts as a connection failure.
+            self.on_drop
+                .take()
+                .unwrap_or(Outcome::Failed(Reason::Connect))
+        } else {
+            Outcome::Neutral
+        };
         self.finish(outcome);
     }
 }
