@@ -14,8 +14,8 @@
 //! Metrics: `trustmesh_endpoints{service,state="ready|ejected"}` and
 //! `trustmesh_ejections_total{service,reason}`.
 
-mod endpoint;
 pub mod eject;
+mod endpoint;
 pub mod ewma;
 pub mod send;
 
@@ -30,9 +30,9 @@ use std::time::Instant;
 use trustmesh_certs::SpiffeId;
 use trustmesh_policies::{Registry, ServiceEntry};
 
-pub use endpoint::{Endpoint, InFlight, Picked};
 use eject::{EjectConfig, Health, Reason};
 use endpoint::State;
+pub use endpoint::{Endpoint, InFlight, Picked};
 use ewma::PeakEwma;
 
 /// The identity `endpoint` of `service` must present. Today every endpoint of a service has
