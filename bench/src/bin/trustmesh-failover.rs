@@ -11,7 +11,8 @@
 //!    the requests lost and the time from the kill to the caller's
 //!    `trustmesh_ejections_total` counting it (its `/metrics` read every 5 ms);
 //! 2. **slow**: the third endpoint's app answers 10× slower (20 ms against 2 ms); 200 req/s
-//!    for 5 s through each caller in turn; prints p50 / p99 / max of each.
+//!    for 5 s through each caller in turn; prints the share that went to the slow endpoint
+//!    and p50 / p90 / p99 / max of each.
 //!
 //! Every loop is bounded in time and count; every process is killed at the end.
 
@@ -139,9 +140,11 @@ async fn run() -> Result<()> {
     let endpoints = pair.iter().map(|a| ("pair", a, FAST));
     let trio_delays = [FAST, FAST, SLOW];
     let endpoints = endpoints.chain(trio.iter().zip(trio_delays).map(|(a, d)| ("trio", a, d)));
+    let slow_hits = Arc::new(AtomicU64::new(0));
     for (i, (sa, inbound, delay)) in endpoints.enumerate() {
         let app = addr()?;
-        tokio::spawn(app_server(app, delay));
+        let hits = (delay == SLOW).then(|| slow_hits.clone());
+        tokio::spawn(app_server(app, delay, hits));
         let ports = Ports {
             inbound: *inbound,
             outbound: addr()?,
@@ -210,7 +213,9 @@ async fn run() -> Result<()> {
     for (out, _, balancer) in &outbound {
         // Warm up: every caller's connections, and its estimates, before the measurement.
         open_loop(*out, "trio.bench", 100, Duration::from_secs(1)).await?;
+        let before = slow_hits.load(Ordering::Relaxed);
         let mut r = open_loop(*out, "trio.bench", 200, Duration::from_secs(5)).await?;
+        let slow = slow_hits.load(Ordering::Relaxed) - before;
         r.latencies.sort();
         let p = |q: f64| {
             r.latencies
@@ -218,10 +223,12 @@ async fn run() -> Result<()> {
         };
         let f = |d: Option<&Duration>| d.map_or(0.0, |d| ms(*d));
         println!(
-            "  {balancer:>4}: sent {}  failed {}  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+            "  {balancer:>4}: sent {}  failed {}  to the slow one {:.1} %  p50 {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
             r.sent,
             r.failed,
+            100.0 * slow as f64 / r.sent.max(1) as f64,
             f(p(0.5)),
+            f(p(0.9)),
             f(p(0.99)),
             f(p(1.0))
         );
@@ -387,22 +394,30 @@ async fn wait_ready(admin: SocketAddr) -> Result<()> {
     .await
 }
 
-/// An app: 200 and a short body after `delay`.
-async fn app_server(listen: SocketAddr, delay: Duration) {
+/// An app: 200 and a short body after `delay`; counts its requests in `hits`.
+async fn app_server(listen: SocketAddr, delay: Duration, hits: Option<Arc<AtomicU64>>) {
     let Ok(listener) = tokio::net::TcpListener::bind(listen).await else {
         return;
     };
     while let Ok((tcp, _)) = listener.accept().await {
+        let hits = hits.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |_req| async move {
-                tokio::time::sleep(delay).await;
-                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                    Bytes::from_static(b"ok"),
-                )))
+            let svc = hyper::service::service_fn(move |_req| {
+                if let Some(h) = &hits {
+                    h.fetch_add(1, Ordering::Relaxed);
+                }
+                app_answer(delay)
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tcp), svc)
                 .await;
         });
     }
+}
+
+async fn app_answer(
+    delay: Duration,
+) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
+    tokio::time::sleep(delay).await;
+    Ok(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
 }
