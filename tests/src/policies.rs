@@ -25,6 +25,8 @@ pub struct ServiceEntry {
     pub identity: String,
     /// `spec.endpoints`: the sidecar's inbound address.
     pub endpoint: SocketAddr,
+    /// More `spec.endpoints` after `endpoint`: other sidecars of the same service.
+    pub more_endpoints: Vec<SocketAddr>,
     /// `spec.ports` as `(port, protocol)`: `(80, "http")` unless changed.
     pub ports: Vec<(u16, &'static str)>,
 }
@@ -37,8 +39,15 @@ impl ServiceEntry {
             namespace: namespace.to_string(),
             identity: spiffe_id(namespace, name),
             endpoint,
+            more_endpoints: Vec::new(),
             ports: vec![(80, "http")],
         }
+    }
+
+    /// The same entry with `more` endpoints after its first.
+    pub fn with_endpoints(mut self, more: &[SocketAddr]) -> Self {
+        self.more_endpoints.extend_from_slice(more);
+        self
     }
 
     /// The same entry with `port` also declared as `protocol` (e.g. `"tcp"`).
@@ -59,13 +68,17 @@ impl ServiceEntry {
              metadata: {{name: {name}, namespace: {ns}, labels: {{app: {name}}}}}\n\
              spec:\n  \
                identity: {id}\n  \
-               endpoints: [\"{ep}\"]\n  \
+               endpoints: [{eps}]\n  \
                ports: [{ports}]\n",
             ports = ports.join(", "),
             name = self.name,
             ns = self.namespace,
             id = self.identity,
-            ep = self.endpoint,
+            eps = std::iter::once(&self.endpoint)
+                .chain(&self.more_endpoints)
+                .map(|e| format!("\"{e}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
         )
     }
 }

@@ -47,6 +47,14 @@ impl outbound::Config {
                 budget_percent: args.retry_budget_percent,
                 budget_min_per_sec: args.retry_budget_min_per_sec,
             },
+            balance: outbound::balance::Config {
+                kind: args.balancer,
+                eject: outbound::balance::eject::EjectConfig {
+                    consecutive_failures: args.eject_consecutive_failures,
+                    base_time: args.eject_base_time,
+                    max_percent: args.eject_max_percent,
+                },
+            },
         }
     }
 }

@@ -79,6 +79,28 @@ pub struct Args {
     /// (averaged over the 10 s window).
     #[arg(long, env = "TRUSTMESH_RETRY_BUDGET_MIN_PER_SEC", default_value = "10", value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub retry_budget_min_per_sec: u32,
+    /// 5xx answers, resets or timeouts in a row that take an endpoint out of rotation
+    /// (outlier ejection, as Envoy's consecutive_5xx).
+    #[arg(long, env = "TRUSTMESH_EJECT_CONSECUTIVE_FAILURES", default_value = "5", value_parser = clap::value_parser!(u32).range(1..))]
+    pub eject_consecutive_failures: u32,
+    /// How long the first outlier ejection lasts (then a probe); doubled at each ejection in
+    /// a row, up to ten times this.
+    #[arg(long, env = "TRUSTMESH_EJECT_BASE_TIME", default_value = "30s", value_parser = parse_duration)]
+    pub eject_base_time: Duration,
+    /// The most of a service's endpoints out of rotation at once, in percent (rounded down:
+    /// the only endpoint of a service is never out).
+    #[arg(long, env = "TRUSTMESH_EJECT_MAX_PERCENT", default_value = "50", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub eject_max_percent: u8,
+    /// How an endpoint is picked: ewma (power of two choices over peak-EWMA latency, the
+    /// default) or rr (round robin, for comparison).
+    #[arg(
+        long,
+        env = "TRUSTMESH_BALANCER",
+        value_enum,
+        default_value = "ewma",
+        hide = true
+    )]
+    pub balancer: crate::outbound::balance::Kind,
     /// How long to wait for a TCP connection to an upstream before answering 502.
     #[arg(long, env = "TRUSTMESH_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub connect_timeout: Duration,

@@ -87,6 +87,10 @@ pub struct Metrics {
     /// Retries a rule asked for that the retry budget refused, by parent service: the
     /// failure reached the client.
     pub retry_budget_exhausted: IntCounterVec,
+    /// Endpoints of each service called, in rotation (`ready`) or not (`ejected`).
+    pub endpoints: IntGaugeVec,
+    /// Endpoints taken out of rotation, by service and reason.
+    pub ejections: IntCounterVec,
     policy_version: IntGaugeVec,
     current_version: Mutex<Option<String>>,
 }
@@ -218,6 +222,22 @@ impl Metrics {
             &["service"],
         )?;
         registry.register(Box::new(retry_budget_exhausted.clone()))?;
+        let endpoints = IntGaugeVec::new(
+            Opts::new(
+                "trustmesh_endpoints",
+                "Endpoints of each service called, by state: ready (in rotation) or ejected.",
+            ),
+            &["service", "state"],
+        )?;
+        registry.register(Box::new(endpoints.clone()))?;
+        let ejections = IntCounterVec::new(
+            Opts::new(
+                "trustmesh_ejections_total",
+                "Endpoints taken out of rotation, by service and reason (connect, 5xx, reset, timeout).",
+            ),
+            &["service", "reason"],
+        )?;
+        registry.register(Box::new(ejections.clone()))?;
         for reason in HANDSHAKE_ERROR_REASONS {
             handshake_errors.with_label_values(&[reason]);
         }
@@ -260,9 +280,19 @@ impl Metrics {
             tunnels,
             retries,
             retry_budget_exhausted,
+            endpoints,
+            ejections,
             policy_version,
             current_version: Mutex::new(None),
         })
+    }
+
+    /// The series the outbound balancer keeps.
+    pub fn balance(&self) -> crate::outbound::balance::BalanceMetrics {
+        crate::outbound::balance::BalanceMetrics {
+            endpoints: self.endpoints.clone(),
+            ejections: self.ejections.clone(),
+        }
     }
 
     /// Marks `version` as the one in force.

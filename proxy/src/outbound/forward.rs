@@ -1,11 +1,11 @@
 //! The per-request layers of the outbound stack: observe → refuse what the mesh never
 //! carries (`CONNECT`, a malformed head) → route ([`super::route`]: Host, then original
-//! destination) → passthrough, or the mTLS h2 pool ([`super::pool`]) → rewrite for the hop
-//! between sidecars → (`Expect: 100-continue`: the preflight, [`crate::layers::expect`]) →
-//! forward.
+//! destination) → passthrough, or rewrite for the hop between sidecars → (a service with
+//! `HTTPRoute`s: its rules, [`super::http_route`]) → (`Expect: 100-continue`: the preflight,
+//! [`crate::layers::expect`]) → send to the service ([`Outbound::send_to_service`]: balance,
+//! failover, the mTLS h2 pool) → forward.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 
 use http::{header, uri, HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
@@ -90,10 +90,10 @@ impl Outbound {
             host.as_deref(),
             orig,
             mesh.snapshot.mesh.outbound_policy,
-            self.next.fetch_add(1, Ordering::Relaxed),
         )?;
-        let (service, endpoint) = match route {
-            Route::Mesh { service, dial } => (service, dial),
+        let (service, dial) = match route {
+            Route::Service(service) => (service, None),
+            Route::Mesh { service, dial } => (service, Some(dial)),
             Route::Passthrough(addr) => {
                 log.decision = Some("passthrough");
                 return self.passthrough.forward(req, addr, timeout).await;
@@ -109,43 +109,14 @@ impl Outbound {
                 .routed(&mesh, service, req, &host, orig, timeout, log)
                 .await;
         }
-        let endpoint = &endpoint;
-        // How errors name the destination; made only when one happens.
-        let target_addr = || format!("{}.{} ({endpoint})", service.name, service.namespace);
-        let config = mesh
-            .client_config(&self.shared.resolver, &service.identity)
-            .map_err(|e| ProxyError::Tls {
-                target: format!("{}.{}", service.name, service.namespace),
-                reason: e.to_string(),
-            })?;
-        let mut sender = self
-            .pool
-            .get(
-                endpoint,
-                service,
-                config,
-                self.config.connect_timeout,
-                &target_addr,
-            )
-            .await?;
         let (upstream, stalled) = to_mesh_request(req, &host, self.config.body_timeout)?;
         if expect::wants_continue(upstream.headers(), upstream.body()) {
             // The app's body is not polled (so hyper sends no `100 Continue`) until the
             // destination's sidecar has authorized the head (see `layers::expect`).
             let (preflight, answered) = expect::preflight(&upstream);
-            let answer = tokio::time::timeout(timeout, async {
-                sender.ready().await?;
-                sender.send_request(preflight).await
-            })
-            .await
-            .map_err(|_| ProxyError::Timeout {
-                target: target_addr(),
-                secs: timeout.as_secs(),
-            })?
-            .map_err(|e| ProxyError::Upstream {
-                target: target_addr(),
-                reason: e.to_string(),
-            })?;
+            let answer = self
+                .send(service, dial.as_deref(), preflight, timeout)
+                .await?;
             drop(answered);
             if !expect::accepted(&answer) {
                 let (mut parts, body) = answer.into_parts();
@@ -153,30 +124,36 @@ impl Outbound {
                 return Ok(Response::from_parts(parts, body::stream(body)));
             }
         }
-        let resp = tokio::time::timeout(timeout, async {
-            sender.ready().await?;
-            sender.send_request(upstream).await
-        })
-        .await
-        .map_err(|_| ProxyError::Timeout {
-            target: target_addr(),
-            secs: timeout.as_secs(),
-        })?
-        .map_err(|e| {
-            if stalled.get() {
+        let sent = self.send(service, dial.as_deref(), upstream, timeout).await;
+        let resp = sent.map_err(|e| {
+            if stalled.get() && matches!(e, ProxyError::Upstream { .. }) {
                 crate::layers::limits::exceeded(&self.shared.metrics, "body_timeout", "outbound");
                 return ProxyError::BodyTimeout {
                     secs: self.config.body_timeout.as_secs(),
                 };
             }
-            ProxyError::Upstream {
-                target: target_addr(),
-                reason: e.to_string(),
-            }
+            e
         })?;
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body::stream(body)))
+    }
+}
+
+impl Outbound {
+    /// One exchange with `service`: balanced over its endpoints, or to `dial` when the app
+    /// dialled one endpoint itself (an original destination).
+    async fn send(
+        &self,
+        service: &trustmesh_policies::ServiceEntry,
+        dial: Option<&str>,
+        req: Request<Body>,
+        timeout: std::time::Duration,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        match dial {
+            None => self.send_to_service(service, req, timeout).await,
+            Some(dial) => self.send_to_endpoint(service, dial, req, timeout).await,
+        }
     }
 }
 

@@ -15,24 +15,24 @@
 //!    HTTP is opaque TCP ([`route::opaque`]); HTTP is served by [`crate::layers::drive::serve`];
 //! 4. per request ([`forward`]): observe ([`crate::observe::request`]) → check the head →
 //!    route ([`route`]: Host, then original destination) → passthrough ([`passthrough`]) or
-//!    the mTLS h2 pool ([`pool`]) → forward; a service with `HTTPRoute`s goes through its
-//!    rules first ([`http_route`]: match, headers, weighted backend, timeouts, retries),
-//!    each attempt through [`send`]; an upgrade (WebSocket, extended CONNECT) takes
-//!    [`upgrade`] instead; what the proxy answers itself comes from [`crate::layers::rescue`].
+//!    a service with `HTTPRoute`s goes through its rules first ([`http_route`]: match,
+//!    headers, weighted backend, timeouts, retries) → balance ([`balance`]: an endpoint per
+//!    request, failover, ejection) → the mTLS h2 pool ([`pool`]) → forward; an upgrade
+//!    (WebSocket, extended CONNECT) takes [`upgrade`] instead; what the proxy answers itself
+//!    comes from [`crate::layers::rescue`].
 
+pub mod balance;
 pub mod forward;
 pub mod http_route;
 pub mod passthrough;
 pub mod pool;
 pub mod route;
-pub mod send;
 pub mod upgrade;
 
 #[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +46,7 @@ use crate::net::accept::accept_loop;
 use crate::observe::access_log::AccessLogFormat;
 use crate::observe::metrics::ConnGuard;
 use crate::state::Shared;
+use balance::Balancer;
 use passthrough::Passthrough;
 use pool::Pool;
 
@@ -69,18 +70,17 @@ pub struct Config {
     pub access_log: AccessLogFormat,
     /// Route retries: the body buffer and the budget.
     pub retry: http_route::RetryConfig,
+    /// `--balancer` and the `--eject-*` flags.
+    pub balance: balance::Config,
 }
 
-/// The outbound side: its pool and a round-robin counter over endpoints.
+/// The outbound side: its pool and its balancer over endpoints.
 pub struct Outbound {
     shared: Arc<Shared>,
     config: Config,
-    pool: Pool,
-    next: AtomicUsize,
+    pool: Arc<Pool>,
+    balancer: Arc<Balancer>,
     passthrough: Passthrough,
-    /// Round robin of [`Outbound::send_to_service`] (its own: a routed request has taken a
-    /// turn of `next` already, and two turns a request would pin a two-endpoint backend).
-    send_next: AtomicUsize,
     /// The retry budget of every service a route retries to.
     budgets: http_route::budget::Budgets,
     /// `--max-connections` open at once on this listener.
@@ -91,9 +91,13 @@ impl Outbound {
     /// Creates the outbound side.
     pub fn new(shared: Arc<Shared>, config: Config) -> Arc<Self> {
         Arc::new(Self {
-            pool: Pool::new(shared.metrics.upstream_connections.clone()),
-            next: AtomicUsize::new(0),
-            send_next: AtomicUsize::new(0),
+            pool: Arc::new(Pool::new(shared.metrics.upstream_connections.clone())),
+            balancer: Arc::new(Balancer::new(
+                config.balance,
+                Arc::new(balance::SystemClock),
+                shared.metrics.balance(),
+                fastrand::u64(..),
+            )),
             passthrough: Passthrough::new(config.connect_timeout),
             budgets: http_route::budget::Budgets::new(
                 config.retry.budget_percent,

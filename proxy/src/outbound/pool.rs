@@ -54,18 +54,18 @@ impl Pool {
         }
     }
 
-    /// A ready sender to `endpoint` of `service`, verified as its identity, made with
+    /// A ready sender to `endpoint` of `service`, verified as `identity`, made with
     /// `config`. `target` names the destination in errors (made only when one happens); the
     /// TLS server name, only when a connection is made.
     pub async fn get(
         &self,
         endpoint: &str,
+        identity: &SpiffeId,
         service: &ServiceEntry,
         config: Arc<rustls::ClientConfig>,
         connect_timeout: Duration,
         target: &(dyn Fn() -> String + Sync),
     ) -> Result<SendRequest<Body>, ProxyError> {
-        let identity = &service.identity;
         let poisoned = || ProxyError::Upstream {
             target: target(),
             reason: "connection pool poisoned".to_string(),
@@ -113,6 +113,33 @@ impl Pool {
             config,
         });
         Ok(sender)
+    }
+
+    /// Makes a new connection to `endpoint` whatever the pool holds (a probe of an endpoint
+    /// out of rotation: a pooled connection to a frozen peer still looks open) and, once made,
+    /// puts it in the pool in place of the old one.
+    pub async fn reconnect(
+        &self,
+        endpoint: &str,
+        identity: &SpiffeId,
+        sni: &str,
+        config: Arc<rustls::ClientConfig>,
+        connect_timeout: Duration,
+        target: &str,
+    ) -> Result<(), ProxyError> {
+        let sender = connect(endpoint, sni, config.clone(), connect_timeout, target).await?;
+        self.connects.inc();
+        let mut slots = self.slots.lock().map_err(|_| ProxyError::Upstream {
+            target: target.to_string(),
+            reason: "connection pool poisoned".to_string(),
+        })?;
+        slots
+            .entry(identity.clone())
+            .or_default()
+            .entry(endpoint.to_string())
+            .or_default()
+            .ready = Some(Entry { sender, config });
+        Ok(())
     }
 
     /// Number of destinations held (tests).

@@ -4,7 +4,8 @@
 //!
 //! A request is routed, in this order:
 //! 1. by its `Host` (or absolute-form authority), through [`Registry::find_by_host`], exactly as
-//!    without interception; the sidecar dials the service's registry endpoint;
+//!    without interception; the balancer ([`super::balance`]) picks one of the service's
+//!    endpoints per request;
 //! 2. when the connection was redirected, by its original destination `IP:PORT`:
 //!    - a `Service` with that exact endpoint: dial it;
 //!    - a `Service` with an endpoint on that IP whose `ports` list that port (the app dialled a
@@ -36,7 +37,9 @@ use crate::state::Shared;
 /// Where an outbound request goes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route<'a> {
-    /// Over mTLS to a mesh service's sidecar at `dial`.
+    /// Over mTLS to one of a mesh service's endpoints, balanced ([`super::balance`]).
+    Service(&'a ServiceEntry),
+    /// Over mTLS to a mesh service's sidecar at `dial` (an original destination).
     Mesh {
         /// The registry entry (its identity is what the peer must present).
         service: &'a ServiceEntry,
@@ -47,14 +50,13 @@ pub enum Route<'a> {
     Passthrough(SocketAddr),
 }
 
-/// Routes one request (see the module docs); `rr` picks among a service's endpoints.
+/// Routes one request (see the module docs).
 pub fn route<'a>(
     registry: &'a Registry,
     host: Option<&str>,
     caller_namespace: Option<&str>,
     orig: Option<SocketAddr>,
     policy: OutboundPolicy,
-    rr: usize,
 ) -> Result<Route<'a>, ProxyError> {
     if let Some(service) = host.and_then(|h| registry.find_by_host(h, caller_namespace)) {
         if service.endpoints.is_empty() {
@@ -63,8 +65,7 @@ pub fn route<'a>(
                 service.name, service.namespace
             )));
         }
-        let dial = service.endpoints[rr % service.endpoints.len()].clone();
-        return Ok(Route::Mesh { service, dial });
+        return Ok(Route::Service(service));
     }
     let Some(orig) = orig else {
         return Err(match host {
@@ -105,16 +106,8 @@ pub fn decide<'a>(
     host: Option<&str>,
     orig: Option<SocketAddr>,
     policy: OutboundPolicy,
-    rr: usize,
 ) -> Result<Route<'a>, ProxyError> {
-    let routed = route(
-        registry,
-        host,
-        shared.identity.namespace(),
-        orig,
-        policy,
-        rr,
-    );
+    let routed = route(registry, host, shared.identity.namespace(), orig, policy);
     if let Ok(Route::Passthrough(addr)) = &routed {
         if withheld(shared, addr.ip()) {
             count(shared, "deny");

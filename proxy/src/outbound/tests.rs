@@ -109,3 +109,125 @@ async fn a_request_without_host_or_with_a_bad_head_gets_400() {
     assert_eq!(status, 400, "{body}");
     assert!(body.starts_with("trustmesh: "), "{body}");
 }
+
+/// A TLS server with `api`'s certificate whose HTTP/2 connection refuses every stream
+/// (`REFUSED_STREAM`, as a peer over its stream limit does); counts the refusals.
+async fn refusing_peer(
+    ca: &trustmesh_certs::CertificateAuthority,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let bundle = trustmesh_certs::TrustBundle::from_pem(ca.cert_pem()).unwrap();
+    let td = trustmesh_certs::TrustDomain::parse("cluster.local").unwrap();
+    let resolver = testing::resolver(ca, &id("api"));
+    let config = trustmesh_certs::tls::sidecar_server_config(&bundle, &td, resolver).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = refused.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, count) = (acceptor.clone(), count.clone());
+            tokio::spawn(async move {
+                let tls = acceptor.accept(tcp).await.unwrap();
+                let mut conn = h2::server::handshake(tls).await.unwrap();
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                }
+            });
+        }
+    });
+    (addr, refused)
+}
+
+/// `web`'s outbound stack, round robin over `api`'s endpoints `bad` (first) and a real
+/// inbound sidecar; an HTTP/1.1 client of it, and `web`'s state (its metrics).
+async fn client_with_a_bad_endpoint(
+    ca: &trustmesh_certs::CertificateAuthority,
+    bad: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    Arc<crate::state::Shared>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut api_entry = testing::service("api", listener.local_addr().unwrap());
+    api_entry.endpoints.insert(0, bad.to_string());
+    let registry = vec![api_entry];
+    let api_args = testing::args("api", testing::app().await);
+    let api_config = inbound::Config::from_args(&api_args);
+    let api = testing::shared(
+        ca,
+        api_args,
+        registry.clone(),
+        testing::allow_hello(&id("web")),
+    );
+    tokio::spawn(Inbound::new(api, api_config).serve(listener));
+    let web_args = testing::args("web", "127.0.0.1:1".parse().unwrap());
+    let mut config = Config::from_args(&web_args);
+    config.balance.kind = super::balance::Kind::Rr;
+    let web = testing::shared(ca, web_args, registry, serde_json::json!([]));
+    let outbound = Outbound::new(Arc::clone(&web), config);
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(outbound.serve_http(server_io, None, None));
+    (testing::h1_client(client_io).await, web)
+}
+
+fn ejections(web: &crate::state::Shared, reason: &str) -> u64 {
+    web.metrics
+        .ejections
+        .with_label_values(&["api.prod", reason])
+        .get()
+}
+
+#[tokio::test]
+async fn a_refused_connection_goes_to_the_next_endpoint_which_leaves_rotation() {
+    let ca = testing::ca();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (mut client, web) = client_with_a_bad_endpoint(&ca, closed).await;
+    for _ in 0..4 {
+        let resp = client.send_request(get("/hello", &[("host", "api")])).await;
+        let (status, _, body) = read(resp.unwrap()).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(ejections(&web, "connect"), 1);
+}
+
+#[tokio::test]
+async fn a_refused_stream_without_a_body_goes_to_the_next_endpoint() {
+    let ca = testing::ca();
+    let (refuser, refused) = refusing_peer(&ca).await;
+    let (mut client, web) = client_with_a_bad_endpoint(&ca, refuser).await;
+    // Round robin sends the first to the refusing peer: failed over, answered.
+    let resp = client.send_request(get("/hello", &[("host", "api")])).await;
+    let (status, _, body) = read(resp.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(refused.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(ejections(&web, "connect"), 1);
+    // Out of rotation now: the next ones go straight to the other endpoint.
+    for _ in 0..3 {
+        let resp = client.send_request(get("/hello", &[("host", "api")])).await;
+        assert_eq!(read(resp.unwrap()).await.0, 200);
+    }
+    assert_eq!(refused.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_refused_stream_with_a_body_hyper_took_is_answered_502() {
+    let ca = testing::ca();
+    let (refuser, refused) = refusing_peer(&ca).await;
+    let (mut client, web) = client_with_a_bad_endpoint(&ca, refuser).await;
+    let post = http::Request::post("/hello")
+        .header("host", "api")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"once",
+        )))
+        .unwrap();
+    let (status, _, body) = read(client.send_request(post).await.unwrap()).await;
+    // The body was streamed into the refused stream: nothing is left to send elsewhere.
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(refused.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(ejections(&web, "connect"), 0);
+}

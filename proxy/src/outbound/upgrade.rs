@@ -7,7 +7,6 @@
 //! asked for, and the tunnel ([`tunnel`]) carries the rest.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -53,7 +52,6 @@ impl Outbound {
             host.as_deref(),
             orig,
             mesh.snapshot.mesh.outbound_policy,
-            self.next.fetch_add(1, Ordering::Relaxed),
         )?;
         let timeout = self.config.upstream_timeout;
         let (resp, callee_form) = match route {
@@ -73,38 +71,20 @@ impl Outbound {
                 let resp = dial::send(&addr, req, &target, connect, timeout).await?;
                 (resp, Form::Http1)
             }
-            Route::Mesh { service, dial } => {
+            Route::Service(service) | Route::Mesh { service, .. } => {
+                let dial = match &route {
+                    Route::Mesh { dial, .. } => Some(dial.clone()),
+                    _ => None,
+                };
                 let host = host
                     .or_else(|| orig.map(|o| o.to_string()))
                     .ok_or(ProxyError::NoHost)?;
                 log.destination = Some(service.identity.as_str().to_string());
-                let endpoint = &dial;
-                let target_addr = || format!("{}.{} ({endpoint})", service.name, service.namespace);
-                let config = mesh
-                    .client_config(&self.shared.resolver, &service.identity)
-                    .map_err(|e| ProxyError::Tls {
-                        target: format!("{}.{}", service.name, service.namespace),
-                        reason: e.to_string(),
-                    })?;
-                let connect = self.config.connect_timeout;
-                let mut sender = self
-                    .pool
-                    .get(endpoint, service, config, connect, &target_addr)
-                    .await?;
                 let hop = to_hop(parts, &up, &host)?;
-                let resp = tokio::time::timeout(timeout, async {
-                    sender.ready().await?;
-                    sender.send_request(hop).await
-                })
-                .await
-                .map_err(|_| ProxyError::Timeout {
-                    target: target_addr(),
-                    secs: timeout.as_secs(),
-                })?
-                .map_err(|e| ProxyError::Upstream {
-                    target: target_addr(),
-                    reason: e.to_string(),
-                })?;
+                let resp = match dial {
+                    None => self.send_to_service(service, hop, timeout).await?,
+                    Some(d) => self.send_to_endpoint(service, &d, hop, timeout).await?,
+                };
                 (resp, Form::Connect)
             }
         };

@@ -36,12 +36,14 @@ fn addr(s: &str) -> Option<SocketAddr> {
 fn mesh_to(r: Result<Route<'_>, ProxyError>) -> (String, String) {
     match r {
         Ok(Route::Mesh { service, dial }) => (service.name.clone(), dial),
+        // A service by Host: its endpoints are the balancer's to pick from.
+        Ok(Route::Service(service)) => (service.name.clone(), service.endpoints.join(",")),
         other => panic!("expected a mesh route, got {other:?}"),
     }
 }
 
 #[test]
-fn host_wins_and_dials_the_registry_endpoint() {
+fn host_wins_and_routes_to_the_registry_service() {
     let r = registry();
     let got = route(
         &r,
@@ -49,7 +51,6 @@ fn host_wins_and_dials_the_registry_endpoint() {
         Some("prod"),
         addr("10.96.0.50:8080"),
         OutboundPolicy::Deny,
-        0,
     );
     assert_eq!(mesh_to(got), ("orders".into(), "10.0.0.12:15006".into()));
 }
@@ -70,7 +71,6 @@ fn original_destination_on_a_declared_app_port_is_dialled_as_is() {
             Some("prod"),
             addr(orig),
             OutboundPolicy::Deny,
-            0,
         );
         assert_eq!(mesh_to(got), (want.to_string(), orig.to_string()), "{orig}");
     }
@@ -86,13 +86,12 @@ fn an_undeclared_port_or_unknown_address_falls_to_outbound_policy() {
             None,
             addr(orig),
             OutboundPolicy::Deny,
-            0,
         );
         assert!(
             matches!(denied, Err(ProxyError::OutsideMesh { addr: a }) if a.to_string() == orig),
             "{denied:?}"
         );
-        let passed = route(&r, None, None, addr(orig), OutboundPolicy::Passthrough, 0);
+        let passed = route(&r, None, None, addr(orig), OutboundPolicy::Passthrough);
         assert!(
             matches!(passed, Ok(Route::Passthrough(a)) if a.to_string() == orig),
             "{passed:?}"
@@ -109,12 +108,11 @@ fn without_a_redirect_nothing_leaves_in_plaintext() {
         None,
         None,
         OutboundPolicy::Passthrough,
-        0,
     );
     assert!(
         matches!(got, Err(ProxyError::UnknownService { .. })),
         "{got:?}"
     );
-    let got = route(&r, None, None, None, OutboundPolicy::Passthrough, 0);
+    let got = route(&r, None, None, None, OutboundPolicy::Passthrough);
     assert!(matches!(got, Err(ProxyError::NoHost)), "{got:?}");
 }
