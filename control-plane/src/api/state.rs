@@ -12,7 +12,7 @@ use super::metrics::Metrics;
 use crate::domain::k8s_jwt::K8sVerifier;
 use crate::domain::peers::PeerBook;
 use crate::domain::policy_source::PolicySource;
-use crate::domain::snapshot::ProxyBook;
+use crate::domain::snapshot::{ProxyBook, SnapshotCache};
 use crate::domain::trust::TrustStore;
 use crate::domain::used_tokens::UsedTokens;
 
@@ -33,6 +33,8 @@ pub struct AppState {
     pub cert_ttl: Duration,
     /// Proxies seen.
     pub proxies: ProxyBook,
+    /// The snapshots of the version in force, encoded once per identity.
+    pub snapshots: SnapshotCache,
     /// Peer replicas (`--peers`) and how the last blocklist exchange with each went.
     pub peers: Arc<PeerBook>,
     /// Metrics.

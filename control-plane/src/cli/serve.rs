@@ -105,6 +105,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         policies: policies.clone(),
         cert_ttl: args.cert_ttl,
         proxies: Default::default(),
+        snapshots: Default::default(),
         peers: Default::default(),
         metrics: Metrics::new()?,
         drain: Default::default(),
