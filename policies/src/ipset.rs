@@ -49,6 +49,15 @@ impl IpRanges {
         self.v4.is_empty() && self.v6.is_empty()
     }
 
+    /// The lowest address of the set (IPv4 before IPv6).
+    pub fn first(&self) -> Option<IpAddr> {
+        match (self.v4.first(), self.v6.first()) {
+            (Some(&(a, _)), _) => Some(Ipv4Addr::from(a).into()),
+            (None, Some(&(a, _))) => Some(Ipv6Addr::from(a).into()),
+            (None, None) => None,
+        }
+    }
+
     /// Number of ranges (what the wire form's length is).
     pub fn ranges(&self) -> usize {
         self.v4.len() + self.v6.len()
@@ -258,6 +267,7 @@ mod tests {
             assert_eq!(set.contains(&a), addrs.contains(&a), "{a}");
         }
         assert!(set.contains(&ip("::2")) && !set.contains(&ip("::3")));
+        assert_eq!(set.first(), Some(ip("10.0.0.0")));
         assert!(!set.contains(&ip("0.0.0.0")) && !set.contains(&ip("255.255.255.255")));
     }
 

@@ -2,13 +2,12 @@
 //! policy set in force for the caller's verified identity, and the book of proxies seen.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use trustmesh_certs::SpiffeId;
 use trustmesh_policies::snapshot::Snapshot;
 
-use crate::domain::policy_source::PolicyState;
 use crate::domain::trust::TrustView;
 
 mod cache;
@@ -35,11 +34,15 @@ pub fn generation_suffix(generation: &str) -> String {
 /// the trust bundle and the blocked identities. (The control plane's polls go through
 /// [`SnapshotCache`], which indexes a version once for all its snapshots.)
 #[cfg(test)]
-pub fn build(state: &Arc<PolicyState>, trust: &TrustView, identity: &SpiffeId) -> Snapshot {
+pub fn build(
+    state: &std::sync::Arc<crate::domain::policy_source::PolicyState>,
+    trust: &TrustView,
+    identity: &SpiffeId,
+) -> Snapshot {
     build_with(&Prepared::new(state.clone()), trust, identity)
 }
 
-/// [`build`] from a version's index.
+/// The snapshot of `identity` from a version's index (what the cache encodes).
 fn build_with(prepared: &Prepared, trust: &TrustView, identity: &SpiffeId) -> Snapshot {
     let state = &prepared.state;
     let set = &state.set;
