@@ -71,7 +71,7 @@ pub async fn snapshot(
             ));
         }
         if have.as_deref() != Some(snapshot::version(&current.version, &trust).as_str()) {
-            // Built and encoded once per identity and version, shared by every poll of it.
+            // Encoded per identity and version; shared by its polls once asked for twice.
             let timer = state.metrics.snapshot_push.start_timer();
             let body = state
                 .snapshots

@@ -33,7 +33,7 @@ pub struct AppState {
     pub cert_ttl: Duration,
     /// Proxies seen.
     pub proxies: ProxyBook,
-    /// The snapshots of the version in force, encoded once per identity.
+    /// The snapshots of the version in force, encoded and shared per identity.
     pub snapshots: SnapshotCache,
     /// Peer replicas (`--peers`) and how the last blocklist exchange with each went.
     pub peers: Arc<PeerBook>,

@@ -1,9 +1,13 @@
-//! Domain: snapshots encoded once. For the policy state and trust generation in force, each
-//! identity's snapshot is built and encoded (JSON) once and the bytes are shared by every
-//! poll of that identity (the replicas of a Deployment share their ServiceAccount's
-//! identity); the per-version index ([`Prepared`]) is built once for all identities. A new
-//! policy state or trust generation starts afresh, so nothing stale is ever served.
+//! Domain: snapshots encoded once. For the policy state and trust generation in force, an
+//! identity's snapshot is built and encoded (JSON) and, once a second poll of that identity
+//! asks for it (the replicas of a Deployment share their ServiceAccount's identity), its
+//! bytes are kept and shared by every further poll. An identity asked for once (one sidecar
+//! of its own) keeps no copy: at 10,000 sidecars that is tens of MB not held for nothing, and
+//! building its snapshot again is cheap. The per-version index ([`Prepared`]) is built once
+//! for all identities. A new policy state or trust generation starts afresh, so nothing stale
+//! is ever served.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -19,11 +23,12 @@ use crate::domain::trust::TrustView;
 /// issued, so this is a bound on memory rather than a limit a mesh is expected to reach.
 const MAX_IDENTITIES: usize = 200_000;
 
-/// Encoded snapshots of one (policy state, trust generation).
+/// Encoded snapshots of one (policy state, trust generation): per identity asked for, its
+/// bytes once kept (`None`: asked once, nothing kept).
 struct Encoded {
     state: Arc<PolicyState>,
     generation: String,
-    by_identity: HashMap<SpiffeId, Bytes>,
+    by_identity: HashMap<SpiffeId, Option<Bytes>>,
 }
 
 /// The encoded snapshots of the version in force, and the index they are built from.
@@ -34,8 +39,9 @@ pub struct SnapshotCache {
 }
 
 impl SnapshotCache {
-    /// The JSON snapshot for `identity` under `state` and `trust`: the cached bytes when this
-    /// identity's snapshot was already encoded for them, else built, encoded and kept.
+    /// The JSON snapshot for `identity` under `state` and `trust`: the kept bytes when this
+    /// identity's snapshot is kept for them, else built and encoded (and kept from the second
+    /// ask on).
     pub fn get(
         &self,
         state: &Arc<PolicyState>,
@@ -77,11 +83,12 @@ impl SnapshotCache {
         let enc = self.encoded.lock().ok()?;
         enc.as_ref()
             .filter(|e| Arc::ptr_eq(&e.state, state) && e.generation == trust.generation)
-            .and_then(|e| e.by_identity.get(identity).cloned())
+            .and_then(|e| e.by_identity.get(identity).cloned().flatten())
     }
 
-    /// Stores `bytes` for `identity` (starting afresh when the version differs from the one
-    /// kept) and returns what is kept for it.
+    /// Notes that `identity` was asked for, keeping `bytes` when it was asked for before
+    /// (starting afresh when the version differs from the one kept); returns the bytes to
+    /// serve (those kept for it, when another poll kept them first).
     fn keep(
         &self,
         state: &Arc<PolicyState>,
@@ -108,19 +115,25 @@ impl SnapshotCache {
         if e.by_identity.len() >= MAX_IDENTITIES && !e.by_identity.contains_key(identity) {
             return bytes;
         }
-        e.by_identity
-            .entry(identity.clone())
-            .or_insert(bytes)
-            .clone()
+        match e.by_identity.entry(identity.clone()) {
+            Entry::Vacant(v) => {
+                v.insert(None);
+                bytes
+            }
+            Entry::Occupied(mut o) => o.get_mut().get_or_insert(bytes).clone(),
+        }
     }
 
-    /// Identities with an encoded snapshot kept.
+    /// Identities whose encoded snapshot is kept.
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.encoded
             .lock()
             .ok()
-            .and_then(|e| e.as_ref().map(|e| e.by_identity.len()))
+            .and_then(|e| {
+                e.as_ref()
+                    .map(|e| e.by_identity.values().filter(|b| b.is_some()).count())
+            })
             .unwrap_or(0)
     }
 }
@@ -173,13 +186,18 @@ mod tests {
         let cache = SnapshotCache::default();
 
         let first = cache.get(&state, &trust, &id("a")).unwrap();
-        let again = cache.get(&state, &trust, &id("a")).unwrap();
-        // The same bytes, not an equal copy: encoded once.
-        assert_eq!(first.as_ptr(), again.as_ptr());
         let direct = serde_json::to_vec(&super::super::build(&state, &trust, &id("a"))).unwrap();
         assert_eq!(&first[..], &direct[..]);
+        assert_eq!(cache.len(), 0, "one ask keeps nothing");
+        let second = cache.get(&state, &trust, &id("a")).unwrap();
+        let third = cache.get(&state, &trust, &id("a")).unwrap();
+        // From the second ask on, the same bytes, not an equal copy: encoded once.
+        assert_eq!(second, first);
+        assert_eq!(second.as_ptr(), third.as_ptr());
+        assert_eq!(cache.len(), 1);
         let other = cache.get(&state, &trust, &id("b")).unwrap();
         assert_ne!(other, first, "each identity has its own snapshot");
+        assert_eq!(cache.get(&state, &trust, &id("b")).unwrap(), other);
         assert_eq!(cache.len(), 2);
 
         // A new policy version: built afresh, with the new content and version.
@@ -190,7 +208,9 @@ mod tests {
         let snap: Snapshot = serde_json::from_slice(&fresh).unwrap();
         assert!(snap.version.starts_with(&next.version), "{}", snap.version);
         assert!(String::from_utf8_lossy(&fresh).contains("/two"));
-        assert_eq!(cache.len(), 1, "the old version's snapshots are dropped");
+        assert_eq!(cache.len(), 0, "the old version's snapshots are dropped");
+        assert_eq!(cache.get(&next, &trust, &id("a")).unwrap(), fresh);
+        assert_eq!(cache.len(), 1);
 
         // A new trust generation (a block, a rotation step) under the same policy version.
         let moved = TrustView {
