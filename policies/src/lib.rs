@@ -25,6 +25,7 @@ pub mod compile;
 pub mod diagnostic;
 mod document;
 mod evaluate;
+pub mod ipset;
 mod lint;
 pub mod load;
 pub mod mesh;
@@ -45,6 +46,7 @@ mod yaml_error;
 pub use authorize::{CompiledPolicies, Decision, Reason, WorkloadPolicies};
 pub use compile::CompileError;
 pub use diagnostic::{Diagnostic, Severity};
+pub use ipset::IpRanges;
 pub use load::{load_dir, PolicySet};
 pub use mesh::{DefaultAction, Enforcement, MeshConfig};
 pub use model::{

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use trustmesh_certs::SpiffeId;
 
 use crate::route::HttpRoute;
-use crate::{AuthorizationPolicy, MeshConfig, Registry, ServiceEntry};
+use crate::{AuthorizationPolicy, IpRanges, MeshConfig, Registry, ServiceEntry};
 
 /// What one proxy needs to serve, at one version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,9 +31,10 @@ pub struct Snapshot {
     #[serde(default)]
     pub blocked: Vec<SpiffeId>,
     /// The IP addresses of mesh workloads left out of `registry` because this workload may
-    /// not call them: traffic to them is refused, never passed through in plaintext.
+    /// not call them: traffic to them is refused, never passed through in plaintext. On the
+    /// wire, addresses and inclusive ranges (`"10.0.0.1-10.0.0.9"`, see [`IpRanges`]).
     #[serde(default)]
-    pub withheld_ips: Vec<std::net::IpAddr>,
+    pub withheld_ips: IpRanges,
     /// The `HTTPRoute`s whose parent is a Service this workload may call (applied by its
     /// sidecar on outbound requests). Left out when empty, so a snapshot without routes reads
     /// the same for sidecars that predate them.

@@ -102,7 +102,7 @@ pub fn shared(
         trust_bundle: ca.cert_pem().to_string(),
         policies: serde_json::from_value(policies).unwrap(),
         blocked: Vec::new(),
-        withheld_ips: Vec::new(),
+        withheld_ips: Default::default(),
         routes: Vec::new(),
     };
     let view = MeshView::new(snapshot, &resolver, &ports, None).unwrap();

@@ -7,7 +7,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 
 use super::error::{ApiError, Code};
-use super::respond::{json, Resp};
+use super::respond::{text, Resp};
 use super::state::{AppState, Caller};
 use crate::domain::snapshot;
 
@@ -71,11 +71,14 @@ pub async fn snapshot(
             ));
         }
         if have.as_deref() != Some(snapshot::version(&current.version, &trust).as_str()) {
+            // Encoded per identity and version; shared by its polls once asked for twice.
             let timer = state.metrics.snapshot_push.start_timer();
-            let snap = snapshot::build(&current, &trust, &identity);
-            let resp = json(StatusCode::OK, &snap);
+            let body = state
+                .snapshots
+                .get(&current, &trust, &identity)
+                .map_err(|e| ApiError::new(Code::Internal, format!("encoding a snapshot: {e}")))?;
             timer.observe_duration();
-            return Ok(resp);
+            return Ok(text(StatusCode::OK, "application/json", body));
         }
         if watching.is_none() && !wait.is_zero() {
             watching = Some(state.limits.watch(&identity).ok_or_else(|| {

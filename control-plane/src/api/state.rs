@@ -11,7 +11,7 @@ use super::limits::Limits;
 use super::metrics::Metrics;
 use crate::domain::k8s_jwt::K8sVerifier;
 use crate::domain::policy_source::PolicySource;
-use crate::domain::snapshot::ProxyBook;
+use crate::domain::snapshot::{ProxyBook, SnapshotCache};
 use crate::domain::trust::TrustStore;
 use crate::domain::used_tokens::UsedTokens;
 use crate::storage::kube::Kube;
@@ -33,6 +33,8 @@ pub struct AppState {
     pub cert_ttl: Duration,
     /// Proxies seen.
     pub proxies: ProxyBook,
+    /// The snapshots of the version in force, encoded and shared per identity.
+    pub snapshots: SnapshotCache,
     /// Metrics.
     pub metrics: Metrics,
     /// Graceful drain on SIGTERM.

@@ -116,6 +116,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         policies: policies.clone(),
         cert_ttl: args.cert_ttl,
         proxies: Default::default(),
+        snapshots: Default::default(),
         metrics: Metrics::new()?,
         drain: Default::default(),
         limits,

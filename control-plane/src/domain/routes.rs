@@ -13,13 +13,19 @@ pub fn for_caller(
     compiled: &CompiledPolicies,
     identity: &SpiffeId,
 ) -> Vec<HttpRoute> {
-    let callable = |namespace: &str, name: &str| {
+    for_callable(set, |namespace, name| {
         set.registry
             .entries()
             .iter()
             .find(|e| e.namespace == namespace && e.name == name)
             .is_some_and(|e| compiled.policies_for(e).may_be_called_by(identity))
-    };
+    })
+}
+
+/// The routes of `set` whose parents pass `callable(namespace, name)`, each with only those
+/// parentRefs, sorted as in the set (what [`for_caller`] computes, with the question of which
+/// Services the caller may call answered by the caller of this function).
+pub fn for_callable(set: &PolicySet, callable: impl Fn(&str, &str) -> bool) -> Vec<HttpRoute> {
     set.routes
         .iter()
         .filter_map(|r| {
@@ -89,7 +95,7 @@ spec:
 
     /// (route, its parents) in the snapshot of `sa`.
     fn routes_of(
-        state: &crate::domain::policy_source::PolicyState,
+        state: &std::sync::Arc<crate::domain::policy_source::PolicyState>,
         trust: &crate::domain::trust::TrustView,
         sa: &str,
     ) -> Vec<(String, Vec<String>)> {

@@ -6,11 +6,15 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use trustmesh_certs::SpiffeId;
-use trustmesh_policies::snapshot::{workload_entry, Snapshot};
-use trustmesh_policies::Registry;
+use trustmesh_policies::snapshot::Snapshot;
 
-use crate::domain::policy_source::PolicyState;
 use crate::domain::trust::TrustView;
+
+mod cache;
+mod reach;
+
+pub use cache::SnapshotCache;
+use reach::Prepared;
 
 /// The snapshot version: the policy version, then `+b` and the trust generation (a hash of the
 /// trust bundle and the blocklist), e.g. `git:3f2a…+b9c41d07e2b55`. A policy commit, a CA
@@ -27,54 +31,43 @@ pub fn generation_suffix(generation: &str) -> String {
 
 /// Builds the snapshot that concerns `identity` (least privilege): the policies that apply
 /// to the caller's workload, the registry entries it could be allowed to call (and its own),
-/// the trust bundle and the blocked identities.
-pub fn build(state: &PolicyState, trust: &TrustView, identity: &SpiffeId) -> Snapshot {
+/// the trust bundle and the blocked identities. (The control plane's polls go through
+/// [`SnapshotCache`], which indexes a version once for all its snapshots.)
+#[cfg(test)]
+pub fn build(
+    state: &std::sync::Arc<crate::domain::policy_source::PolicyState>,
+    trust: &TrustView,
+    identity: &SpiffeId,
+) -> Snapshot {
+    build_with(&Prepared::new(state.clone()), trust, identity)
+}
+
+/// The snapshot of `identity` from a version's index (what the cache encodes).
+fn build_with(prepared: &Prepared, trust: &TrustView, identity: &SpiffeId) -> Snapshot {
+    let state = &prepared.state;
     let set = &state.set;
-    let workload = workload_entry(&set.registry, identity);
-    let policies = set
-        .policies
+    let workload = prepared.workload(identity);
+    let policies = prepared
+        .applied(&workload)
         .iter()
-        .filter(|p| p.applies_to(&workload, &set.mesh.root_namespace))
+        .filter_map(|&i| set.policies.get(i))
         .cloned()
         .collect();
-    let (registry, withheld_ips) = reach(state, identity);
+    let reach = prepared.reach(identity);
+    let routes = crate::domain::routes::for_callable(set, |namespace, name| {
+        prepared.callable_by_name(&reach, namespace, name)
+    });
     Snapshot {
         version: version(&state.version, trust),
         identity: identity.clone(),
         mesh: set.mesh.clone(),
-        registry,
-        withheld_ips,
+        registry: reach.registry,
+        withheld_ips: reach.withheld_ips,
         trust_bundle: trust.bundle.pem().to_string(),
         policies,
         blocked: trust.blocked_ids(),
-        routes: crate::domain::routes::for_caller(set, &state.compiled, identity),
+        routes,
     }
-}
-
-/// Splits the registry for `identity` in one pass: the entries it could be allowed to call
-/// (and its own), and the IPs of the others that are not also the IP of a callable one, so
-/// that its sidecar refuses them rather than pass traffic through.
-fn reach(state: &PolicyState, identity: &SpiffeId) -> (Registry, Vec<std::net::IpAddr>) {
-    let (callable, others): (Vec<_>, Vec<_>) = state.set.registry.entries().iter().partition(|e| {
-        e.identity == *identity || state.compiled.policies_for(e).may_be_called_by(identity)
-    });
-    let callable_ips: std::collections::HashSet<_> = callable
-        .iter()
-        .flat_map(|e| e.socket_addrs())
-        .map(|a| a.ip())
-        .collect();
-    let mut withheld: Vec<_> = others
-        .iter()
-        .flat_map(|e| e.socket_addrs())
-        .map(|a| a.ip())
-        .filter(|ip| !callable_ips.contains(ip))
-        .collect();
-    withheld.sort();
-    withheld.dedup();
-    (
-        Registry::new(callable.into_iter().cloned().collect()),
-        withheld,
-    )
 }
 
 /// One proxy as last seen by this control plane.
@@ -221,6 +214,7 @@ pub fn lagging_in(book: &ProxyBook, generation: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::domain::policy_source::PolicySource;
+    use trustmesh_policies::{IpRanges, Registry};
 
     #[test]
     fn the_book_lists_connected_proxies_and_forgets_old_ones() {
@@ -280,13 +274,15 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let ip = |n: u8| std::net::IpAddr::from([10, 0, 0, n]);
+        let ips = |v: &[std::net::IpAddr]| v.iter().copied().collect::<IpRanges>();
+        let prepared = Prepared::new(state);
 
-        let (registry, withheld) = reach(&state, &id("a"));
-        assert_eq!(names(registry), ["a", "b"]);
-        assert_eq!(withheld, [ip(3)]);
-        let (registry, withheld) = reach(&state, &id("c"));
-        assert_eq!(names(registry), ["c"]);
-        assert_eq!(withheld, [ip(1), ip(2)]);
+        let r = prepared.reach(&id("a"));
+        assert_eq!(names(r.registry), ["a", "b"]);
+        assert_eq!(r.withheld_ips, ips(&[ip(3)]));
+        let r = prepared.reach(&id("c"));
+        assert_eq!(names(r.registry), ["c"]);
+        assert_eq!(r.withheld_ips, ips(&[ip(1), ip(2)]));
     }
 
     #[test]
@@ -308,7 +304,7 @@ mod tests {
         .unwrap();
         let state = PolicySource::load(dir.path()).unwrap().current();
         let id = SpiffeId::parse("spiffe://cluster.local/ns/t/sa/db").unwrap();
-        let (registry, _) = reach(&state, &id);
+        let registry = Prepared::new(state).reach(&id).registry;
         let own = registry.find_by_identity(&id).expect("its own entry");
         assert_eq!(
             own.protocol_of(5432),

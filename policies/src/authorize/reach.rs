@@ -61,3 +61,53 @@ impl WorkloadPolicies {
         })
     }
 }
+
+impl WorkloadPolicies {
+    /// The principals (SPIFFE IDs without `spiffe://`) that could reach this workload, when
+    /// that is all that decides it: `Some(list)` exactly when [`Self::may_be_called_by`] is
+    /// true for a caller if and only if its principal is in `list` (every enforced ALLOW rule
+    /// names its callers by exact principals alone). `None` when the answer depends on more
+    /// (wildcards, namespaces, exclusions, a rule open to everyone, the mesh in dry run, no
+    /// enforced ALLOW policy under `default_action: allow`): then ask
+    /// [`Self::may_be_called_by`] per caller. An empty list: nobody may call it (no enforced
+    /// ALLOW policy under `default_action: deny`). Lets the control plane find, for each
+    /// caller, the services it may call without asking every service.
+    pub fn exact_callers(&self) -> Option<Vec<&str>> {
+        let i = &self.inner;
+        if i.enforcement == Enforcement::Audit {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut enforced = false;
+        for p in i.allow.iter().filter(|p| !p.dry_run) {
+            enforced = true;
+            for r in p.rules.iter() {
+                if r.from.is_empty() {
+                    return None;
+                }
+                for s in r.from.iter() {
+                    let only_principals = !s.principals.is_empty()
+                        && s.not_principals.is_empty()
+                        && s.namespaces.is_empty()
+                        && s.not_namespaces.is_empty();
+                    if !only_principals {
+                        return None;
+                    }
+                    for m in s.principals.iter() {
+                        match m {
+                            crate::pattern::StrMatch::Exact(v) => out.push(&**v),
+                            _ => return None,
+                        }
+                    }
+                }
+            }
+        }
+        // No enforced ALLOW policy: the default action decides, for every caller alike.
+        if !enforced {
+            return (i.default_action == DefaultAction::Deny).then(Vec::new);
+        }
+        out.sort_unstable();
+        out.dedup();
+        Some(out)
+    }
+}

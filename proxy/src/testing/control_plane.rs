@@ -152,7 +152,7 @@ pub fn snapshot_json(ca: &CertificateAuthority, identity: &SpiffeId, version: &s
         trust_bundle: ca.cert_pem().to_string(),
         policies: Vec::new(),
         blocked: Vec::new(),
-        withheld_ips: Vec::new(),
+        withheld_ips: Default::default(),
         routes: Vec::new(),
     };
     serde_json::to_string(&snapshot).unwrap()
