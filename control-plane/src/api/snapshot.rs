@@ -72,7 +72,7 @@ pub async fn snapshot(
         }
         if have.as_deref() != Some(snapshot::version(&current.version, &trust).as_str()) {
             let timer = state.metrics.snapshot_push.start_timer();
-            let snap = snapshot::build(&current, &trust, &identity);
+            let snap = snapshot::build(&current, &trust, &identity, Some(caller.addr.ip()));
             let resp = json(StatusCode::OK, &snap);
             timer.observe_duration();
             return Ok(resp);

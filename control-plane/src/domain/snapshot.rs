@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use trustmesh_certs::SpiffeId;
 use trustmesh_policies::snapshot::{workload_entry, Snapshot};
-use trustmesh_policies::Registry;
+use trustmesh_policies::{Registry, ServiceEntry};
 
 use crate::domain::policy_source::PolicyState;
 use crate::domain::trust::TrustView;
@@ -27,17 +27,33 @@ pub fn generation_suffix(generation: &str) -> String {
 
 /// Builds the snapshot that concerns `identity` (least privilege): the policies that apply
 /// to the caller's workload, the registry entries it could be allowed to call (and its own),
-/// the trust bundle and the blocked identities.
-pub fn build(state: &PolicyState, trust: &TrustView, identity: &SpiffeId) -> Snapshot {
+/// the trust bundle and the blocked identities. In Kubernetes mode the workload carries the
+/// labels of its pod (found by `caller_ip`, else by its ServiceAccount), and its own entry in
+/// the snapshot carries them too, since the sidecar selects its policies from that entry.
+pub fn build(
+    state: &PolicyState,
+    trust: &TrustView,
+    identity: &SpiffeId,
+    caller_ip: Option<std::net::IpAddr>,
+) -> Snapshot {
     let set = &state.set;
-    let workload = workload_entry(&set.registry, identity);
+    let own = state
+        .discovered
+        .as_ref()
+        .and_then(|d| d.workload(&set.registry, identity, caller_ip));
+    let workload = own
+        .clone()
+        .unwrap_or_else(|| workload_entry(&set.registry, identity));
     let policies = set
         .policies
         .iter()
         .filter(|p| p.applies_to(&workload, &set.mesh.root_namespace))
         .cloned()
         .collect();
-    let (registry, withheld_ips) = reach(state, identity);
+    let (mut registry, withheld_ips) = reach(state, identity);
+    if let Some(own) = own {
+        registry = with_own_entry(registry, identity, own);
+    }
     Snapshot {
         version: version(&state.version, trust),
         identity: identity.clone(),
@@ -51,12 +67,32 @@ pub fn build(state: &PolicyState, trust: &TrustView, identity: &SpiffeId) -> Sna
     }
 }
 
+/// `registry` with the entry its sidecar takes as its own (the one `find_by_identity` finds)
+/// replaced by `own`, or `own` added when there is none.
+fn with_own_entry(registry: Registry, identity: &SpiffeId, own: ServiceEntry) -> Registry {
+    let key = registry
+        .find_by_identity(identity)
+        .map(|e| (e.namespace.clone(), e.name.clone()));
+    let mut entries: Vec<ServiceEntry> = registry.into();
+    match key {
+        Some(key) => {
+            for e in &mut entries {
+                if (&e.namespace, &e.name) == (&key.0, &key.1) {
+                    e.labels = own.labels.clone();
+                }
+            }
+        }
+        None => entries.push(own),
+    }
+    Registry::new(entries)
+}
+
 /// Splits the registry for `identity` in one pass: the entries it could be allowed to call
 /// (and its own), and the IPs of the others that are not also the IP of a callable one, so
 /// that its sidecar refuses them rather than pass traffic through.
 fn reach(state: &PolicyState, identity: &SpiffeId) -> (Registry, Vec<std::net::IpAddr>) {
     let (callable, others): (Vec<_>, Vec<_>) = state.set.registry.entries().iter().partition(|e| {
-        e.identity == *identity || state.compiled.policies_for(e).may_be_called_by(identity)
+        e.served_by(identity) || state.compiled.policies_for(e).may_be_called_by(identity)
     });
     let callable_ips: std::collections::HashSet<_> = callable
         .iter()

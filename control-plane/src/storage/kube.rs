@@ -2,6 +2,8 @@
 //! outside a pod). This module makes the one client every watch and write goes through; what is
 //! read and written with it lives beside it.
 
+pub mod watch;
+
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -26,7 +28,6 @@ pub struct KubeArgs {
 #[derive(Clone)]
 pub struct Kube {
     /// The API client (kube-rs).
-    #[allow(dead_code)] // The watches and writes of Kubernetes mode land next.
     pub client: kube::Client,
     /// Where `trustmesh-ca`, `trustmesh-ca-rotation` and `trustmesh-blocklist` live.
     pub namespace: String,

@@ -14,6 +14,7 @@ fn entry(ns: &str, name: &str, endpoint: &str) -> ServiceEntry {
             port: 80,
             protocol: Protocol::Http,
         }],
+        endpoint_identities: BTreeMap::new(),
     }
 }
 

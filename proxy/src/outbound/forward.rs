@@ -98,12 +98,13 @@ impl Outbound {
         let host = host
             .or_else(|| orig.map(|o| o.to_string()))
             .ok_or(ProxyError::NoHost)?;
-        log.destination = Some(service.identity.as_str().to_string());
         let endpoint = &endpoint;
+        let peer_identity = service.identity_of(endpoint);
+        log.destination = Some(peer_identity.as_str().to_string());
         // How errors name the destination; made only when one happens.
         let target_addr = || format!("{}.{} ({endpoint})", service.name, service.namespace);
         let config = mesh
-            .client_config(&self.shared.resolver, &service.identity)
+            .client_config(&self.shared.resolver, peer_identity)
             .map_err(|e| ProxyError::Tls {
                 target: format!("{}.{}", service.name, service.namespace),
                 reason: e.to_string(),

@@ -65,7 +65,7 @@ impl Pool {
         connect_timeout: Duration,
         target: &(dyn Fn() -> String + Sync),
     ) -> Result<SendRequest<Body>, ProxyError> {
-        let identity = &service.identity;
+        let identity = service.identity_of(endpoint);
         let poisoned = || ProxyError::Upstream {
             target: target(),
             reason: "connection pool poisoned".to_string(),
