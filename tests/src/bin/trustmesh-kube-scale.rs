@@ -110,7 +110,10 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     // serve answers /healthz only once the first complete registry is in force.
     let to_registry = started.elapsed();
-    let pid = cp.process().pid().context("the control plane is not running")?;
+    let pid = cp
+        .process()
+        .pid()
+        .context("the control plane is not running")?;
     let cpu_start = cpu_seconds(pid)?;
     println!(
         "control plane: first complete registry {to_registry:?} after start (upper bound: to /healthz), \
@@ -121,8 +124,8 @@ async fn main() -> anyhow::Result<()> {
     // One sidecar: the ServiceAccount of svc-0's pods, which may call every Service.
     let app = App::start().await?;
     let id = spiffe_id("ns-0", "svc-0");
-    let proxy = Proxy::start_with(&cp, "svc-0", &id, app.addr(), ProxyPorts::allocate()?, &[])
-        .await?;
+    let proxy =
+        Proxy::start_with(&cp, "svc-0", &id, app.addr(), ProxyPorts::allocate()?, &[]).await?;
     let known = config(proxy.admin()).await?["services_known"].clone();
     println!("sidecar {id}: {known} services in its snapshot");
     let idle_from = cpu_seconds(pid)?;
@@ -137,7 +140,12 @@ async fn main() -> anyhow::Result<()> {
     let mut took = Vec::new();
     let pods_of_svc1: Vec<(String, String)> = (0..a.pods)
         .filter(|p| p % a.services == 1 % a.services)
-        .map(|p| (format!("svc-{}-{}", 1 % a.services, p / a.services), scale::pod_ip(p)))
+        .map(|p| {
+            (
+                format!("svc-{}-{}", 1 % a.services, p / a.services),
+                scale::pod_ip(p),
+            )
+        })
         .collect();
     let ns1 = format!("ns-{}", (1 % a.services) % a.namespaces);
     let svc1 = format!("svc-{}", 1 % a.services);
