@@ -69,7 +69,8 @@ pub struct PodRun {
 
 /// The stub API server, the control plane and what the test made.
 pub struct Cluster {
-    pub dir: WorkDir,
+    /// Kept for the logs and files of the test (removed when it passes).
+    _dir: WorkDir,
     pub api: KubeApi,
     pub cp: ControlPlane,
     pub key: ClusterKey,
@@ -157,7 +158,7 @@ impl Cluster {
         // Another test binary, or another worktree's run, may use 127.x.y.z:15006 too.
         let second = 100 + (std::process::id() % 100) as u8;
         Self {
-            dir,
+            _dir: dir,
             api,
             cp,
             key,
