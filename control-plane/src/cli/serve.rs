@@ -13,7 +13,7 @@ use trustmesh_certs::TrustDomain;
 use crate::api::limits::{LimitArgs, Limits};
 use crate::api::{listener, AppState, Metrics};
 use crate::domain::ca::store::ImportFrom;
-use crate::domain::discovery::follow::follow;
+use crate::domain::policy_source::follow::follow;
 use crate::domain::k8s_jwt::{K8sArgs, K8sVerifier};
 use crate::domain::peers::{self, PeerSync};
 use crate::domain::policy_source::PolicySource;

@@ -1,5 +1,6 @@
 //! Domain: discovery, the registry of Kubernetes mode, made from the cluster cache
-//! ([`crate::storage::kube::watch::ClusterCache`]).
+//! ([`crate::storage::kube::watch::ClusterCache`]); the policy source follows it
+//! ([`crate::domain::policy_source::follow`]).
 //!
 //! Every Service in a namespace labelled `trustmesh.io/inject: enabled` is a registry service
 //! `name.namespace` with the ports of its spec ([`ports::protocol`]). Its endpoints are the
@@ -21,7 +22,6 @@ use trustmesh_certs::{SpiffeId, TrustDomain};
 use trustmesh_policies::{ServiceEntry, ServicePort};
 
 pub mod bound;
-pub mod follow;
 pub mod ports;
 pub mod workload;
 

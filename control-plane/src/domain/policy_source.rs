@@ -16,6 +16,7 @@ use trustmesh_policies::{CompiledPolicies, PolicySet};
 use crate::domain::discovery::Discovered;
 
 mod events;
+pub mod follow;
 pub mod git;
 mod merge;
 

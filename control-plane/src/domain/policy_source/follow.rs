@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use trustmesh_certs::TrustDomain;
 
-use super::{discover, ClusterObjects, Discovered};
-use crate::domain::policy_source::PolicySource;
+use super::PolicySource;
+use crate::domain::discovery::{discover, ClusterObjects, Discovered};
 use crate::storage::kube::watch::ClusterCache;
 
 /// How long changes are gathered before the registry is made again.
