@@ -45,7 +45,7 @@ pub struct ServicePort {
 }
 
 /// One `kind: Service` document: a named workload, its verified identity and where it runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ServiceEntry {
     /// `metadata.name`; also the short host name callers may use.
     pub name: String,

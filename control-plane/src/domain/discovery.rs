@@ -206,24 +206,15 @@ fn service_entry(
     })
 }
 
+/// A hash of what discovery found (`DefaultHasher::new`, fixed keys: the same binary gives every
+/// replica the same value, so a sidecar that moves to another replica is not sent the same
+/// registry again). Cheap next to serializing: it runs at every change.
 fn hash_of(entries: &[ServiceEntry], pods: &BTreeMap<IpAddr, PodInfo>) -> String {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    if let Ok(json) = serde_json::to_vec(entries) {
-        ctx.update(&json);
-    }
-    for (ip, pod) in pods {
-        ctx.update(ip.to_string().as_bytes());
-        ctx.update(pod.identity.as_str().as_bytes());
-        if let Ok(json) = serde_json::to_vec(&pod.labels) {
-            ctx.update(&json);
-        }
-    }
-    ctx.finish()
-        .as_ref()
-        .iter()
-        .take(6)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    entries.hash(&mut h);
+    pods.hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use trustmesh_policies::{Registry, ServiceEntry};
 use super::Discovered;
 
 /// What discovery keeps of a pod of a meshed namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PodInfo {
     /// `metadata.namespace`.
     pub namespace: String,
