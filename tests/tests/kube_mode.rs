@@ -76,18 +76,24 @@ async fn each_endpoint_is_verified_as_its_own_identity_and_a_not_ready_pod_leave
         assert_eq!(resp.status, 200, "request {i}: {}", resp.text());
     }
     assert!(a.app.request_count() > before.0 && b.app.request_count() > before.1);
-    let destinations: std::collections::BTreeSet<String> = web
-        .proxy
-        .access_log()
-        .iter()
-        .filter(|l| l["direction"] == "outbound" && l["status"] == 200)
-        .filter_map(|l| l["destination"].as_str().map(str::to_string))
-        .collect();
-    assert!(
-        destinations.contains(&spiffe_id(NS, "orders"))
-            && destinations.contains(&spiffe_id(NS, "orders-v2")),
-        "{destinations:?}"
-    );
+    // The caller's access log names each endpoint's own identity as the destination (the
+    // log is written in batches: read until both lines are out, bounded).
+    let want = [spiffe_id(NS, "orders"), spiffe_id(NS, "orders-v2")];
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let destinations: std::collections::BTreeSet<String> = web
+            .proxy
+            .access_log()
+            .iter()
+            .filter(|l| l["direction"] == "outbound" && l["status"] == 200)
+            .filter_map(|l| l["destination"].as_str().map(str::to_string))
+            .collect();
+        if want.iter().all(|w| destinations.contains(w)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{destinations:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Steady load (one request at a time, bounded in count and time); b turns not ready.
     let mut samples = Vec::new();
