@@ -9,8 +9,8 @@
 //! endpoint verified as its own identity; a pod turning not ready leaves rotation within a
 //! second with no failed request; a Service in a namespace without `trustmesh.io/inject:
 //! enabled` is not meshed (and is once the label comes); a watch the API server cuts after
-//! compacting its history recovers (relist) and discovery still converges; a token of a
-//! deleted pod no longer bootstraps.
+//! compacting its history, with the server failing for a moment, recovers (relist) and
+//! discovery still converges; a token of a deleted pod no longer bootstraps.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
@@ -191,6 +191,8 @@ async fn a_watch_cut_after_compaction_recovers_and_discovery_converges() {
     // change lands while they do.
     c.api.apply(namespace("elsewhere", false)).unwrap();
     c.api.compact();
+    // And the API server is down for a moment (as in a restart): the next requests get 503.
+    c.api.fail_next(6, 503);
     assert!(c.api.cut_watches() >= 4);
     c.api
         .apply(slice(NS, "orders", &[(&a, true), (&b, true)]))
