@@ -8,6 +8,7 @@
 
 pub mod blocklist;
 pub mod ca;
+pub mod discovery;
 pub mod inject;
 pub mod k8s_jwt;
 pub mod policy_source;

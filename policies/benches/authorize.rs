@@ -57,6 +57,7 @@ fn bench(c: &mut Criterion) {
         identity: SpiffeId::parse("spiffe://cluster.local/ns/production/sa/order-service").unwrap(),
         endpoints: vec!["10.0.0.12:15006".into()],
         ports: vec![],
+        endpoint_identities: Default::default(),
     };
     let registry = Registry::new(vec![workload.clone()]);
     let compiled =

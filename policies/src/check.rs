@@ -120,6 +120,7 @@ pub(crate) fn check(
                 identity,
                 endpoints: spec.endpoints.clone(),
                 ports: spec.ports.clone(),
+                endpoint_identities: BTreeMap::new(),
             });
         }
     }

@@ -108,9 +108,13 @@ impl Registry {
         }
     }
 
-    /// The entry whose `identity` is `id`.
+    /// The entry whose `identity` is `id`, else the first one an endpoint of which is served
+    /// by `id` (a discovered Service of several ServiceAccounts).
     pub fn find_by_identity(&self, id: &SpiffeId) -> Option<&ServiceEntry> {
-        self.entries.iter().find(|e| &e.identity == id)
+        self.entries
+            .iter()
+            .find(|e| &e.identity == id)
+            .or_else(|| self.entries.iter().find(|e| e.served_by(id)))
     }
 
     /// The entry with an endpoint equal to `addr` (IP endpoints only; DNS endpoints never match).

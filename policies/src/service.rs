@@ -45,7 +45,7 @@ pub struct ServicePort {
 }
 
 /// One `kind: Service` document: a named workload, its verified identity and where it runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ServiceEntry {
     /// `metadata.name`; also the short host name callers may use.
     pub name: String,
@@ -62,6 +62,11 @@ pub struct ServiceEntry {
     /// Its ports and their protocols.
     #[serde(default)]
     pub ports: Vec<ServicePort>,
+    /// Endpoints served by another identity than [`ServiceEntry::identity`] (a Kubernetes
+    /// Service whose pods run as several ServiceAccounts): endpoint → the SPIFFE ID its
+    /// sidecar presents. Only discovery fills it; git `Service` documents cannot.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub endpoint_identities: BTreeMap<String, SpiffeId>,
 }
 
 impl ServiceEntry {
@@ -69,6 +74,27 @@ impl ServiceEntry {
     /// server name a sidecar sends when it dials the service.
     pub fn fqdn(&self) -> String {
         format!("{}.{}.svc.cluster.local", self.name, self.namespace)
+    }
+
+    /// The SPIFFE ID the sidecar at `endpoint` must present: its own entry in
+    /// [`ServiceEntry::endpoint_identities`], else the service's [`ServiceEntry::identity`].
+    pub fn identity_of(&self, endpoint: &str) -> &SpiffeId {
+        self.endpoint_identities
+            .get(endpoint)
+            .unwrap_or(&self.identity)
+    }
+
+    /// Every identity the service's endpoints present (the service's first), each once.
+    pub fn identities(&self) -> impl Iterator<Item = &SpiffeId> + '_ {
+        let mut seen = std::collections::BTreeSet::new();
+        std::iter::once(&self.identity)
+            .chain(self.endpoint_identities.values())
+            .filter(move |id| seen.insert(id.as_str()))
+    }
+
+    /// Whether `id` serves the service (as its identity or one endpoint's).
+    pub fn served_by(&self, id: &SpiffeId) -> bool {
+        self.identity == *id || self.endpoint_identities.values().any(|e| e == id)
     }
 
     /// The protocol of `port`, if the entry lists it.

@@ -71,5 +71,6 @@ pub fn workload_entry(registry: &Registry, identity: &SpiffeId) -> ServiceEntry 
             identity: identity.clone(),
             endpoints: Vec::new(),
             ports: Vec::new(),
+            endpoint_identities: Default::default(),
         })
 }

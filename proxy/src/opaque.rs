@@ -45,7 +45,7 @@ pub async fn outbound(
     let Some(mesh) = shared.mesh.load_full() else {
         return;
     };
-    let config = match mesh.client_config(&shared.resolver, &service.identity) {
+    let config = match mesh.client_config(&shared.resolver, service.identity_of(dial)) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(dst.addr = dial, "opaque TCP: no TLS configuration: {e:#}");

@@ -99,7 +99,7 @@ impl MeshView {
                     .registry
                     .entries()
                     .iter()
-                    .map(|e| &e.identity)
+                    .flat_map(|e| e.identities())
                     .collect();
                 configs.retain(|id, _| named.contains(id));
                 (p.server_config.clone(), configs)

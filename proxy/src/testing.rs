@@ -41,6 +41,7 @@ pub fn service(name: &str, endpoint: SocketAddr) -> ServiceEntry {
         identity: id(name),
         endpoints: vec![endpoint.to_string()],
         ports: Vec::new(),
+        endpoint_identities: Default::default(),
     }
 }
 

@@ -13,6 +13,7 @@ use trustmesh_certs::{CertError, IssuedCert, SpiffeId};
 use super::error::{ApiError, Code};
 use super::metrics::refusal_label;
 use super::state::{AppState, Caller};
+use crate::domain::discovery::bound;
 use crate::domain::k8s_jwt::JwtError;
 use crate::domain::tokens::{self, Claims, TokenError};
 use crate::domain::used_tokens::Enrolled;
@@ -70,7 +71,7 @@ pub async fn authenticate(
                     "the bootstrap token is malformed",
                 ));
             };
-            k8s.verify(t).await.map(Proof::Kubernetes).map_err(|e| {
+            let refuse = |e: JwtError| {
                 refused(e.code());
                 let code = if e == JwtError::KeysUnavailable {
                     Code::JwksUnavailable
@@ -78,7 +79,13 @@ pub async fn authenticate(
                     Code::Jwt(e.code())
                 };
                 ApiError::new(code, e.to_string())
-            })
+            };
+            let (id, pod) = k8s.verify_bound(t).await.map_err(refuse)?;
+            // Kubernetes mode: a token bound to a pod is good only while that pod lives.
+            if let (Some(cluster), Some(pod)) = (&state.cluster, &pod) {
+                bound::check(cluster, &id, pod).await.map_err(refuse)?;
+            }
+            Ok(Proof::Kubernetes(id))
         }
         None => match &caller.identity {
             Some(id) => Ok(Proof::Certificate(id.clone())),

@@ -75,7 +75,7 @@ pub async fn snapshot(
             let timer = state.metrics.snapshot_push.start_timer();
             let body = state
                 .snapshots
-                .get(&current, &trust, &identity)
+                .get(&current, &trust, &identity, Some(caller.addr.ip()))
                 .map_err(|e| ApiError::new(Code::Internal, format!("encoding a snapshot: {e}")))?;
             timer.observe_duration();
             return Ok(text(StatusCode::OK, "application/json", body));

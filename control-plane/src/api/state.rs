@@ -14,6 +14,7 @@ use crate::domain::policy_source::PolicySource;
 use crate::domain::snapshot::{ProxyBook, SnapshotCache};
 use crate::domain::trust::TrustStore;
 use crate::domain::used_tokens::UsedTokens;
+use crate::storage::kube::watch::ClusterCache;
 use crate::storage::kube::Kube;
 
 /// Everything the handlers share.
@@ -42,8 +43,10 @@ pub struct AppState {
     /// The listener's caps and timeouts, and what is held against them.
     pub limits: Arc<Limits>,
     /// The Kubernetes API, in Kubernetes mode (`--kubernetes`, `--kubeconfig`).
-    #[allow(dead_code)] // The watches and writes of Kubernetes mode land next.
+    #[allow(dead_code)] // The writes of Kubernetes mode land next.
     pub kube: Option<Kube>,
+    /// The cluster cache (Kubernetes mode): what discovery and pod-bound tokens read.
+    pub cluster: Option<ClusterCache>,
 }
 
 /// The caller of one connection, as the TLS handshake proved it.

@@ -14,10 +14,12 @@ use crate::api::limits::{LimitArgs, Limits};
 use crate::api::{listener, AppState, Metrics};
 use crate::domain::ca::store::ImportFrom;
 use crate::domain::k8s_jwt::{K8sArgs, K8sVerifier};
+use crate::domain::policy_source::follow::follow;
 use crate::domain::policy_source::PolicySource;
 use crate::domain::snapshot;
 use crate::domain::tokens;
 use crate::domain::trust::TrustStore;
+use crate::storage::kube::watch::ClusterCache;
 use crate::storage::kube::KubeArgs;
 
 /// Flags of `trustmesh serve`.
@@ -77,6 +79,27 @@ pub struct ServeArgs {
     pub print_config: bool,
 }
 
+/// How long `serve` waits for the cluster's first complete registry before it serves anyway
+/// (with the policy folder's registry until discovery catches up).
+const FIRST_REGISTRY_WAIT: Duration = Duration::from_secs(30);
+
+/// Starts discovery on `cluster` and waits (at most [`FIRST_REGISTRY_WAIT`]) for its first
+/// complete registry, so that no sidecar is sent a registry without the cluster's services.
+async fn first_registry(cluster: ClusterCache, policies: &Arc<PolicySource>, td: &TrustDomain) {
+    let mut rx = policies.subscribe();
+    tokio::spawn(follow(cluster, policies.clone(), td.clone()));
+    let discovered = rx.wait_for(|s| s.discovered.is_some());
+    if tokio::time::timeout(FIRST_REGISTRY_WAIT, discovered)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            target: "kube",
+            "no complete list from the Kubernetes API yet; serving the policy folder's registry until it comes"
+        );
+    }
+}
+
 /// Runs the control plane.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let limits = Limits::new(args.limits.clone())?;
@@ -98,6 +121,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(k) = &kube {
         tracing::info!(namespace = %k.namespace, "Kubernetes mode");
     }
+    let cluster = kube.as_ref().map(ClusterCache::start).transpose()?;
     let trust = match kube.clone() {
         Some(k) => {
             TrustStore::open_kube(k, &args.data_dir, &args.trust_domain, args.cert_ttl, import)
@@ -121,6 +145,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         drain: Default::default(),
         limits,
         kube,
+        cluster: cluster.clone(),
     });
     state.metrics.register(Box::new(policies.reloads.clone()))?;
     state.metrics.register(Box::new(policies.scans.clone()))?;
@@ -131,6 +156,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .chain(trust.collectors())
     {
         state.metrics.register(c)?;
+    }
+    if let Some(cluster) = cluster {
+        state
+            .metrics
+            .register(Box::new(cluster.watch_errors.clone()))?;
+        state.metrics.register(Box::new(cluster.objects.clone()))?;
+        first_registry(cluster, &policies, &args.trust_domain).await;
     }
     tokio::spawn(policies.watch());
     let shared_state = trust.backend_name();

@@ -109,6 +109,10 @@ pub enum JwtError {
     /// The key set could not be read.
     #[error("the cluster's JWKS cannot be read right now")]
     KeysUnavailable,
+    /// Kubernetes mode: the pod the token is bound to does not exist (any more), or is
+    /// another pod of the same name (another UID), or runs as another ServiceAccount.
+    #[error("the JWT is bound to pod {0}, which does not exist with that UID: a token of a deleted pod enrolls nothing")]
+    PodGone(String),
 }
 
 impl JwtError {
@@ -123,6 +127,7 @@ impl JwtError {
         "jwt_issuer",
         "jwt_subject",
         "jwks_unavailable",
+        "jwt_pod_gone",
     ];
 
     /// A stable code for the API's JSON error and the metrics label.
@@ -137,6 +142,7 @@ impl JwtError {
             JwtError::Issuer(_) => "jwt_issuer",
             JwtError::Subject(_) => "jwt_subject",
             JwtError::KeysUnavailable => "jwks_unavailable",
+            JwtError::PodGone(_) => "jwt_pod_gone",
         }
     }
 }
@@ -184,6 +190,41 @@ pub struct K8sVerifier {
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    #[serde(rename = "kubernetes.io", default)]
+    kubernetes: Option<KubeClaims>,
+}
+
+/// The `kubernetes.io` claim of a projected token: what object the kubelet bound it to.
+#[derive(Deserialize)]
+struct KubeClaims {
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    pod: Option<ObjectClaim>,
+}
+
+#[derive(Deserialize)]
+struct ObjectClaim {
+    name: String,
+    #[serde(default)]
+    uid: String,
+}
+
+/// The pod a projected token is bound to (its `kubernetes.io` claim).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundPod {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Its UID.
+    pub uid: String,
+}
+
+impl std::fmt::Display for BoundPod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{} (uid {})", self.namespace, self.name, self.uid)
+    }
 }
 
 impl K8sVerifier {
@@ -250,7 +291,17 @@ impl K8sVerifier {
     }
 
     /// Checks `token` and returns the SPIFFE ID of its service account.
+    #[allow(dead_code)] // The unit tests and the fuzz target call it; serve uses verify_bound.
     pub async fn verify(&self, token: &str) -> Result<SpiffeId, JwtError> {
+        self.verify_bound(token).await.map(|(id, _)| id)
+    }
+
+    /// Checks `token` and returns the SPIFFE ID of its service account and the pod its
+    /// `kubernetes.io` claim binds it to, if it names one.
+    pub async fn verify_bound(
+        &self,
+        token: &str,
+    ) -> Result<(SpiffeId, Option<BoundPod>), JwtError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
         if !ALGORITHMS.contains(&header.alg) {
             return Err(JwtError::Algorithm);
@@ -295,7 +346,16 @@ impl K8sVerifier {
                 _ => JwtError::Malformed,
             }
         })?;
-        service_account_id(&self.trust_domain, &data.claims.sub)
+        let id = service_account_id(&self.trust_domain, &data.claims.sub)?;
+        let pod = data.claims.kubernetes.and_then(|k| {
+            let pod = k.pod?;
+            Some(BoundPod {
+                namespace: k.namespace.or_else(|| id.namespace().map(str::to_string))?,
+                name: pod.name,
+                uid: pod.uid,
+            })
+        });
+        Ok((id, pod))
     }
 
     /// The key with `kid` (or, for a token without `kid`, the only key) whose type fits `alg`.

@@ -13,24 +13,37 @@ use std::time::SystemTime;
 use tokio::sync::watch;
 use trustmesh_policies::{CompiledPolicies, PolicySet};
 
+use crate::domain::discovery::Discovered;
+
 mod events;
+pub mod follow;
 pub mod git;
+mod merge;
+
+pub use merge::merge;
 
 /// A policy set in force, with its version.
 #[derive(Debug)]
 pub struct PolicyState {
-    /// `git:<commit>` or `sha256:<hash>`.
+    /// `git:<commit>` or `sha256:<hash>`; in Kubernetes mode followed by `+k` and the hash of
+    /// the discovered registry ([`merge`]).
     pub version: String,
     /// The validated set.
     pub set: PolicySet,
     /// The same set compiled once (for deciding which registry entries each proxy may call).
     pub compiled: CompiledPolicies,
+    /// What discovery found (Kubernetes mode), merged into `set.registry`.
+    pub discovered: Option<Arc<Discovered>>,
 }
 
 /// Watches the policy folder and publishes every valid version.
 pub struct PolicySource {
     dir: PathBuf,
     tx: watch::Sender<Arc<PolicyState>>,
+    /// The policy folder's set alone (what `tx` carries outside Kubernetes mode).
+    git: Mutex<Arc<PolicyState>>,
+    /// The last discovered registry (Kubernetes mode), merged into what `tx` carries.
+    discovered: Mutex<Option<Arc<Discovered>>>,
     last_error: Mutex<Option<String>>,
     /// `trustmesh_cp_policy_reload_total{result}`: `ok` (a new version in force), `unchanged`
     /// (valid, same version) or `error` (rejected; the last good version stays).
@@ -55,7 +68,8 @@ impl PolicySource {
             tracing::warn!(target: "policy", "{w}");
         }
         tracing::info!(target: "policy", version = %state.version, dir = %dir.display(), "policies loaded");
-        let (tx, _) = watch::channel(Arc::new(state));
+        let state = Arc::new(state);
+        let (tx, _) = watch::channel(state.clone());
         let reloads = prometheus::IntCounterVec::new(
             prometheus::Opts::new(
                 "trustmesh_cp_policy_reload_total",
@@ -75,6 +89,8 @@ impl PolicySource {
         Ok(Arc::new(Self {
             dir: dir.to_path_buf(),
             tx,
+            git: Mutex::new(state),
+            discovered: Mutex::new(None),
             last_error: Mutex::new(None),
             reloads,
             scans,
@@ -91,6 +107,40 @@ impl PolicySource {
         self.tx.borrow().clone()
     }
 
+    /// The policy folder's set alone, without what discovery found.
+    fn git_state(&self) -> Arc<PolicyState> {
+        self.git
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_else(|_| self.current())
+    }
+
+    /// Puts a newly discovered registry in force (Kubernetes mode): merged with the policy
+    /// folder's, it is a new version that wakes every waiting snapshot poll. The same registry
+    /// again changes nothing.
+    pub fn set_discovered(&self, discovered: Discovered) {
+        let Ok(mut d) = self.discovered.lock() else {
+            return;
+        };
+        if d.as_ref().is_some_and(|old| old.hash == discovered.hash) {
+            return;
+        }
+        *d = Some(Arc::new(discovered));
+        drop(d);
+        self.publish();
+    }
+
+    /// Sends the policy folder's set merged with the discovered registry.
+    fn publish(&self) {
+        let git = self.git_state();
+        let discovered = self.discovered.lock().ok().and_then(|d| d.clone());
+        let state = match discovered {
+            Some(d) => merge(&git, d),
+            None => git,
+        };
+        self.tx.send_replace(state);
+    }
+
     /// The errors of the last rejected version, if the newest version on disk is bad.
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|e| e.clone())
@@ -104,7 +154,7 @@ impl PolicySource {
                 if let Ok(mut e) = self.last_error.lock() {
                     *e = None;
                 }
-                if state.version == self.current().version {
+                if state.version == self.git_state().version {
                     self.reloads.with_label_values(&["unchanged"]).inc();
                     return;
                 }
@@ -113,7 +163,10 @@ impl PolicySource {
                     tracing::warn!(target: "policy", "{w}");
                 }
                 tracing::info!(target: "policy", version = %state.version, "new policy version in force");
-                self.tx.send_replace(Arc::new(state));
+                if let Ok(mut git) = self.git.lock() {
+                    *git = Arc::new(state);
+                }
+                self.publish();
             }
             Err(errors) => {
                 self.reloads.with_label_values(&["error"]).inc();
@@ -143,6 +196,7 @@ fn load_state(dir: &Path) -> Result<PolicyState, Vec<String>> {
         version,
         set,
         compiled,
+        discovered: None,
     })
 }
 

@@ -99,7 +99,7 @@ spec:
         trust: &crate::domain::trust::TrustView,
         sa: &str,
     ) -> Vec<(String, Vec<String>)> {
-        let snapshot = crate::domain::snapshot::build(state, trust, &id(sa));
+        let snapshot = crate::domain::snapshot::build(state, trust, &id(sa), None);
         snapshot
             .routes
             .iter()
@@ -146,11 +146,17 @@ spec:
             &state,
             &trust,
             &id("orders"),
+            None,
         ))
         .unwrap();
         assert!(json.get("routes").is_none(), "{json}");
-        let json = serde_json::to_value(crate::domain::snapshot::build(&state, &trust, &id("web")))
-            .unwrap();
+        let json = serde_json::to_value(crate::domain::snapshot::build(
+            &state,
+            &trust,
+            &id("web"),
+            None,
+        ))
+        .unwrap();
         assert_eq!(
             json["routes"][0]["spec"]["rules"][0]["timeouts"]["request"],
             "5s"

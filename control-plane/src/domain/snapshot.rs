@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use trustmesh_certs::SpiffeId;
 use trustmesh_policies::snapshot::Snapshot;
+use trustmesh_policies::{Registry, ServiceEntry};
 
 use crate::domain::trust::TrustView;
 
@@ -31,22 +32,46 @@ pub fn generation_suffix(generation: &str) -> String {
 
 /// Builds the snapshot that concerns `identity` (least privilege): the policies that apply
 /// to the caller's workload, the registry entries it could be allowed to call (and its own),
-/// the trust bundle and the blocked identities. (The control plane's polls go through
-/// [`SnapshotCache`], which indexes a version once for all its snapshots.)
+/// the trust bundle and the blocked identities. In Kubernetes mode the workload carries the
+/// labels of its pod (found by `caller_ip`, else by its ServiceAccount), and its own entry in
+/// the snapshot carries them too, since the sidecar selects its policies from that entry.
+/// (The control plane's polls go through [`SnapshotCache`], which indexes a version once for
+/// all its snapshots.)
 #[cfg(test)]
 pub fn build(
     state: &std::sync::Arc<crate::domain::policy_source::PolicyState>,
     trust: &TrustView,
     identity: &SpiffeId,
+    caller_ip: Option<std::net::IpAddr>,
 ) -> Snapshot {
-    build_with(&Prepared::new(state.clone()), trust, identity)
+    let own = own_workload(state, identity, caller_ip);
+    build_with(&Prepared::new(state.clone()), trust, identity, own)
 }
 
-/// The snapshot of `identity` from a version's index (what the cache encodes).
-fn build_with(prepared: &Prepared, trust: &TrustView, identity: &SpiffeId) -> Snapshot {
+/// In Kubernetes mode, the workload entry of `identity` calling from `caller_ip` with its
+/// pod's labels (see [`crate::domain::discovery`]); `None` otherwise.
+pub fn own_workload(
+    state: &crate::domain::policy_source::PolicyState,
+    identity: &SpiffeId,
+    caller_ip: Option<std::net::IpAddr>,
+) -> Option<ServiceEntry> {
+    state
+        .discovered
+        .as_ref()
+        .and_then(|d| d.workload(&state.set.registry, identity, caller_ip))
+}
+
+/// The snapshot of `identity` from a version's index (what the cache encodes); `own` is its
+/// workload entry from [`own_workload`].
+fn build_with(
+    prepared: &Prepared,
+    trust: &TrustView,
+    identity: &SpiffeId,
+    own: Option<ServiceEntry>,
+) -> Snapshot {
     let state = &prepared.state;
     let set = &state.set;
-    let workload = prepared.workload(identity);
+    let workload = own.clone().unwrap_or_else(|| prepared.workload(identity));
     let policies = prepared
         .applied(&workload)
         .iter()
@@ -61,13 +86,36 @@ fn build_with(prepared: &Prepared, trust: &TrustView, identity: &SpiffeId) -> Sn
         version: version(&state.version, trust),
         identity: identity.clone(),
         mesh: set.mesh.clone(),
-        registry: reach.registry,
+        registry: match own {
+            Some(own) => with_own_entry(reach.registry, identity, own),
+            None => reach.registry,
+        },
         withheld_ips: reach.withheld_ips,
         trust_bundle: trust.bundle.pem().to_string(),
         policies,
         blocked: trust.blocked_ids(),
         routes,
     }
+}
+
+/// `registry` with the entry its sidecar takes as its own (the one `find_by_identity` finds)
+/// replaced by `own`, or `own` added when there is none.
+fn with_own_entry(registry: Registry, identity: &SpiffeId, own: ServiceEntry) -> Registry {
+    let key = registry
+        .find_by_identity(identity)
+        .map(|e| (e.namespace.clone(), e.name.clone()));
+    let mut entries: Vec<ServiceEntry> = registry.into();
+    match key {
+        Some(key) => {
+            for e in &mut entries {
+                if (&e.namespace, &e.name) == (&key.0, &key.1) {
+                    e.labels = own.labels.clone();
+                }
+            }
+        }
+        None => entries.push(own),
+    }
+    Registry::new(entries)
 }
 
 /// One proxy as last seen by this control plane.

@@ -2,6 +2,8 @@
 //! outside a pod). This module makes the one client every watch and write goes through; what is
 //! read and written with it lives beside it.
 
+pub mod watch;
+
 use std::path::PathBuf;
 
 use anyhow::Context as _;

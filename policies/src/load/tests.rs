@@ -112,6 +112,11 @@ fn reports_every_error_with_its_position() {
             vec!["a.yaml:6:3: spec: unknown field `colour`, expected one of `identity`, `endpoints`, `ports`"],
         ),
         (
+            // Per-endpoint identities come from Kubernetes discovery only, never from git.
+            vec![("a.yaml", "apiVersion: trustmesh.io/v1\nkind: Service\nmetadata: {name: a}\nspec:\n  identity: spiffe://cluster.local/ns/default/sa/a\n  endpoint_identities: {\"10.0.0.1:15006\": spiffe://cluster.local/ns/default/sa/b}\n")],
+            vec!["a.yaml:6:3: spec: unknown field `endpoint_identities`, expected one of `identity`, `endpoints`, `ports`"],
+        ),
+        (
             // Errors in two documents and two files are all reported.
             vec![
                 ("a.yaml", "apiVersion: trustmesh.io/v1\nkind: Service\nmetadata: {name: a}\nspec:\n  identity: not-a-spiffe-id\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n"),

@@ -14,6 +14,7 @@ fn entry(ns: &str, name: &str, endpoint: &str) -> ServiceEntry {
             port: 80,
             protocol: Protocol::Http,
         }],
+        endpoint_identities: BTreeMap::new(),
     }
 }
 
@@ -128,4 +129,27 @@ fn round_trips_as_a_json_list_sorted() {
             "staging/orders"
         ]
     );
+}
+
+#[test]
+fn an_endpoint_is_verified_as_its_own_identity_and_found_by_it() {
+    let mut e = entry("shop", "orders", "10.0.0.1:15006");
+    e.endpoints.push("10.0.0.2:15006".into());
+    let v2 = SpiffeId::parse("spiffe://cluster.local/ns/shop/sa/orders-v2").unwrap();
+    e.endpoint_identities
+        .insert("10.0.0.2:15006".into(), v2.clone());
+    assert_eq!(e.identity_of("10.0.0.1:15006"), &e.identity);
+    assert_eq!(e.identity_of("10.0.0.2:15006"), &v2);
+    assert_eq!(e.identities().count(), 2);
+    let r = Registry::new(vec![e.clone()]);
+    assert_eq!(
+        r.find_by_identity(&v2).map(|f| f.name.as_str()),
+        Some("orders")
+    );
+    // Without endpoint identities the field is left out of the JSON (older sidecars).
+    let plain = entry("shop", "a", "10.0.0.3:15006");
+    let json = serde_json::to_value(&plain).unwrap();
+    assert!(json.get("endpoint_identities").is_none(), "{json}");
+    let back: ServiceEntry = serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
+    assert_eq!(back, e);
 }

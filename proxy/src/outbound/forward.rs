@@ -48,6 +48,9 @@ impl Outbound {
                 rescue::respond(e, grpc)
             }
         };
+        if let Some(by) = resp.extensions().get::<super::balance::ServedBy>() {
+            obs.log.destination = Some(by.0.as_str().to_string());
+        }
         obs.finish(&shared.metrics, &resp);
         resp
     }

@@ -220,7 +220,31 @@ fn every_error_code_is_listed_for_the_metrics() {
         JwtError::Issuer(String::new()),
         JwtError::Subject(String::new()),
         JwtError::KeysUnavailable,
+        JwtError::PodGone(String::new()),
     ];
     let codes: Vec<&str> = all.iter().map(JwtError::code).collect();
     assert_eq!(codes, JwtError::CODES);
+}
+
+#[tokio::test]
+async fn a_token_names_the_pod_it_is_bound_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Signer::new("k1");
+    let v = verifier(dir.path(), &[&cluster]).await;
+    let mut c = claims("system:serviceaccount:prod:api", "trustmesh", now() + 600);
+    c["kubernetes.io"]["pod"] = json!({"name": "api-7d9", "uid": "u-1"});
+    let (id, pod) = v.verify_bound(&cluster.sign(c)).await.unwrap();
+    assert_eq!(id.as_str(), "spiffe://cluster.local/ns/prod/sa/api");
+    assert_eq!(
+        pod,
+        Some(BoundPod {
+            namespace: "prod".into(),
+            name: "api-7d9".into(),
+            uid: "u-1".into()
+        })
+    );
+    // A token bound to no pod (a TokenRequest for the ServiceAccount alone) names none.
+    let plain = claims("system:serviceaccount:prod:api", "trustmesh", now() + 600);
+    let (_, pod) = v.verify_bound(&cluster.sign(plain)).await.unwrap();
+    assert_eq!(pod, None);
 }

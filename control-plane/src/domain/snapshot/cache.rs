@@ -8,7 +8,8 @@
 //! is ever served.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -23,12 +24,17 @@ use crate::domain::trust::TrustView;
 /// issued, so this is a bound on memory rather than a limit a mesh is expected to reach.
 const MAX_IDENTITIES: usize = 200_000;
 
+/// What a snapshot depends on besides the version: the identity, and in Kubernetes mode the
+/// labels of the caller's pod (pods of one ServiceAccount may carry different labels, and so
+/// be selected by different policies).
+type Key = (SpiffeId, Option<BTreeMap<String, String>>);
+
 /// Encoded snapshots of one (policy state, trust generation): per identity asked for, its
 /// bytes once kept (`None`: asked once, nothing kept).
 struct Encoded {
     state: Arc<PolicyState>,
     generation: String,
-    by_identity: HashMap<SpiffeId, Option<Bytes>>,
+    by_identity: HashMap<Key, Option<Bytes>>,
 }
 
 /// The encoded snapshots of the version in force, and the index they are built from.
@@ -39,23 +45,26 @@ pub struct SnapshotCache {
 }
 
 impl SnapshotCache {
-    /// The JSON snapshot for `identity` under `state` and `trust`: the kept bytes when this
-    /// identity's snapshot is kept for them, else built and encoded (and kept from the second
-    /// ask on).
+    /// The JSON snapshot for `identity` (calling from `caller_ip`) under `state` and `trust`:
+    /// the kept bytes when this identity's snapshot is kept for them, else built and encoded
+    /// (and kept from the second ask on).
     pub fn get(
         &self,
         state: &Arc<PolicyState>,
         trust: &TrustView,
         identity: &SpiffeId,
+        caller_ip: Option<IpAddr>,
     ) -> Result<Bytes, serde_json::Error> {
-        if let Some(hit) = self.lookup(state, trust, identity) {
+        let own = super::own_workload(state, identity, caller_ip);
+        let key: Key = (identity.clone(), own.as_ref().map(|o| o.labels.clone()));
+        if let Some(hit) = self.lookup(state, trust, &key) {
             return Ok(hit);
         }
         let prepared = self.prepared(state);
         let bytes = Bytes::from(serde_json::to_vec(&super::build_with(
-            &prepared, trust, identity,
+            &prepared, trust, identity, own,
         ))?);
-        Ok(self.keep(state, trust, identity, bytes))
+        Ok(self.keep(state, trust, key, bytes))
     }
 
     /// The index for `state`, built once (the polls that arrive meanwhile wait for it rather
@@ -74,28 +83,17 @@ impl SnapshotCache {
         }
     }
 
-    fn lookup(
-        &self,
-        state: &Arc<PolicyState>,
-        trust: &TrustView,
-        identity: &SpiffeId,
-    ) -> Option<Bytes> {
+    fn lookup(&self, state: &Arc<PolicyState>, trust: &TrustView, key: &Key) -> Option<Bytes> {
         let enc = self.encoded.lock().ok()?;
         enc.as_ref()
             .filter(|e| Arc::ptr_eq(&e.state, state) && e.generation == trust.generation)
-            .and_then(|e| e.by_identity.get(identity).cloned().flatten())
+            .and_then(|e| e.by_identity.get(key).cloned().flatten())
     }
 
     /// Notes that `identity` was asked for, keeping `bytes` when it was asked for before
     /// (starting afresh when the version differs from the one kept); returns the bytes to
     /// serve (those kept for it, when another poll kept them first).
-    fn keep(
-        &self,
-        state: &Arc<PolicyState>,
-        trust: &TrustView,
-        identity: &SpiffeId,
-        bytes: Bytes,
-    ) -> Bytes {
+    fn keep(&self, state: &Arc<PolicyState>, trust: &TrustView, key: Key, bytes: Bytes) -> Bytes {
         let Ok(mut enc) = self.encoded.lock() else {
             return bytes;
         };
@@ -112,10 +110,10 @@ impl SnapshotCache {
         let Some(e) = enc.as_mut() else {
             return bytes;
         };
-        if e.by_identity.len() >= MAX_IDENTITIES && !e.by_identity.contains_key(identity) {
+        if e.by_identity.len() >= MAX_IDENTITIES && !e.by_identity.contains_key(&key) {
             return bytes;
         }
-        match e.by_identity.entry(identity.clone()) {
+        match e.by_identity.entry(key) {
             Entry::Vacant(v) => {
                 v.insert(None);
                 bytes
@@ -185,31 +183,32 @@ mod tests {
         let trust = store.current();
         let cache = SnapshotCache::default();
 
-        let first = cache.get(&state, &trust, &id("a")).unwrap();
-        let direct = serde_json::to_vec(&super::super::build(&state, &trust, &id("a"))).unwrap();
+        let first = cache.get(&state, &trust, &id("a"), None).unwrap();
+        let direct =
+            serde_json::to_vec(&super::super::build(&state, &trust, &id("a"), None)).unwrap();
         assert_eq!(&first[..], &direct[..]);
         assert_eq!(cache.len(), 0, "one ask keeps nothing");
-        let second = cache.get(&state, &trust, &id("a")).unwrap();
-        let third = cache.get(&state, &trust, &id("a")).unwrap();
+        let second = cache.get(&state, &trust, &id("a"), None).unwrap();
+        let third = cache.get(&state, &trust, &id("a"), None).unwrap();
         // From the second ask on, the same bytes, not an equal copy: encoded once.
         assert_eq!(second, first);
         assert_eq!(second.as_ptr(), third.as_ptr());
         assert_eq!(cache.len(), 1);
-        let other = cache.get(&state, &trust, &id("b")).unwrap();
+        let other = cache.get(&state, &trust, &id("b"), None).unwrap();
         assert_ne!(other, first, "each identity has its own snapshot");
-        assert_eq!(cache.get(&state, &trust, &id("b")).unwrap(), other);
+        assert_eq!(cache.get(&state, &trust, &id("b"), None).unwrap(), other);
         assert_eq!(cache.len(), 2);
 
         // A new policy version: built afresh, with the new content and version.
         folder(dir.path(), "/two");
         let next = PolicySource::load(dir.path()).unwrap().current();
         assert_ne!(next.version, state.version);
-        let fresh = cache.get(&next, &trust, &id("a")).unwrap();
+        let fresh = cache.get(&next, &trust, &id("a"), None).unwrap();
         let snap: Snapshot = serde_json::from_slice(&fresh).unwrap();
         assert!(snap.version.starts_with(&next.version), "{}", snap.version);
         assert!(String::from_utf8_lossy(&fresh).contains("/two"));
         assert_eq!(cache.len(), 0, "the old version's snapshots are dropped");
-        assert_eq!(cache.get(&next, &trust, &id("a")).unwrap(), fresh);
+        assert_eq!(cache.get(&next, &trust, &id("a"), None).unwrap(), fresh);
         assert_eq!(cache.len(), 1);
 
         // A new trust generation (a block, a rotation step) under the same policy version.
@@ -220,7 +219,7 @@ mod tests {
             rotation: trust.rotation.clone(),
             generation: "0000000000000".into(),
         };
-        let rotated = cache.get(&next, &moved, &id("a")).unwrap();
+        let rotated = cache.get(&next, &moved, &id("a"), None).unwrap();
         let snap: Snapshot = serde_json::from_slice(&rotated).unwrap();
         assert!(
             snap.version.ends_with("+b0000000000000"),

@@ -71,7 +71,9 @@ impl Prepared {
                 }
                 None => evaluate.push(i),
             }
-            own.entry(e.identity.clone()).or_default().push(i);
+            for id in e.identities() {
+                own.entry(id.clone()).or_default().push(i);
+            }
             by_name
                 .entry(e.namespace.clone())
                 .or_default()
@@ -264,9 +266,10 @@ spec: {action: DENY, rules: [{to: [{operation: {methods: [DELETE]}}]}]}
     /// What the control plane computed before the index: every entry's policies asked.
     fn direct(state: &PolicyState, id: &SpiffeId) -> (Vec<String>, IpRanges, Vec<String>) {
         let set = &state.set;
-        let (callable, others): (Vec<_>, Vec<_>) = set.registry.entries().iter().partition(|e| {
-            e.identity == *id || state.compiled.policies_for(e).may_be_called_by(id)
-        });
+        let (callable, others): (Vec<_>, Vec<_>) =
+            set.registry.entries().iter().partition(|e| {
+                e.served_by(id) || state.compiled.policies_for(e).may_be_called_by(id)
+            });
         let reachable: std::collections::HashSet<_> = callable
             .iter()
             .flat_map(|e| e.socket_addrs())

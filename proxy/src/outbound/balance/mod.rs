@@ -37,9 +37,15 @@ use ewma::PeakEwma;
 
 /// The identity `endpoint` of `service` must present. Today every endpoint of a service has
 /// the service's identity; this is the one place that changes when endpoints get their own.
-pub fn endpoint_identity<'a>(service: &'a ServiceEntry, _endpoint: &str) -> &'a SpiffeId {
-    &service.identity
+pub fn endpoint_identity<'a>(service: &'a ServiceEntry, endpoint: &str) -> &'a SpiffeId {
+    service.identity_of(endpoint)
 }
+
+/// Put in a response's extensions by [`crate::outbound::Outbound::send_to_service`]: the identity the endpoint
+/// that answered proved (one Service may have endpoints of several identities), for the
+/// access log.
+#[derive(Debug, Clone)]
+pub struct ServedBy(pub SpiffeId);
 
 /// Where the balancer reads the time, so that tests run on a fake clock.
 pub trait Clock: Send + Sync {

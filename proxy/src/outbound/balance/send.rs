@@ -162,7 +162,9 @@ impl Outbound {
         // Timing out from here on is a timeout of the endpoint's.
         sent.on_drop = Some(Outcome::Failed(Reason::Timeout));
         match sender.try_send_request(req).await {
-            Ok(resp) => {
+            Ok(mut resp) => {
+                resp.extensions_mut()
+                    .insert(super::ServedBy(identity.clone()));
                 let outcome = if resp.status().is_server_error() {
                     Outcome::Failed(Reason::Status5xx)
                 } else {

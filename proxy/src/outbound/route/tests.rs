@@ -19,6 +19,7 @@ fn entry(name: &str, endpoint: &str, ports: &[u16]) -> ServiceEntry {
                 protocol: Protocol::Http,
             })
             .collect(),
+        endpoint_identities: BTreeMap::new(),
     }
 }
 
