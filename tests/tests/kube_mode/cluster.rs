@@ -21,6 +21,8 @@ use trustmesh_e2e::workdir::WorkDir;
 pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 /// The meshed namespace of the tests.
 pub const NS: &str = "shop";
+/// The control plane's own namespace (`--kube-namespace`): its Secrets and ConfigMap.
+pub const CP_NS: &str = "trustmesh-system";
 
 /// The cluster's token signing key (ES256), as the API server's JWKS publishes it.
 pub struct ClusterKey {
@@ -133,6 +135,8 @@ impl Cluster {
         let dir = WorkDir::new(test).unwrap();
         let api = KubeApi::start().await.unwrap();
         api.apply(namespace(NS, true)).unwrap();
+        // The control plane's own namespace, where it keeps the CA and the blocklist.
+        api.apply(namespace(CP_NS, false)).unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
         api.write_kubeconfig(&kubeconfig).unwrap();
         let key = ClusterKey::new();
@@ -147,6 +151,8 @@ impl Cluster {
             &[
                 "--kubeconfig",
                 &kc,
+                "--kube-namespace",
+                CP_NS,
                 "--k8s-jwks",
                 &jw,
                 "--k8s-issuer",
@@ -204,7 +210,9 @@ impl Cluster {
             app.addr(),
             ports,
             &token,
-            &[],
+            // Round robin, so that every endpoint of a Service is called in turn: these tests
+            // are about which endpoints and identities discovery gives, not about balancing.
+            &["--balancer", "rr"],
         )
         .await
         .unwrap_or_else(|e| panic!("pod {name}'s sidecar starts: {e:#}"));
