@@ -191,18 +191,23 @@ pub(super) fn to_mesh_request(
             .headers
             .insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
     }
-    let path_and_query = parts
-        .uri
+    parts.uri = hop_uri(&parts.uri, host)?;
+    parts.version = Version::HTTP_2;
+    let (body, stalled) = body::request(body, body_timeout);
+    Ok((Request::from_parts(parts, body), stalled))
+}
+
+/// The URI of a request on the hop between sidecars: `https://HOST` (the host the app named)
+/// with the app's own path and query.
+pub(super) fn hop_uri(app_uri: &Uri, host: &str) -> Result<Uri, ProxyError> {
+    let path_and_query = app_uri
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| uri::PathAndQuery::from_static("/"));
-    parts.uri = Uri::builder()
+    Uri::builder()
         .scheme("https")
         .authority(host)
         .path_and_query(path_and_query)
         .build()
-        .map_err(|e| ProxyError::BadRequest(format!("cannot rebuild the request URI: {e}")))?;
-    parts.version = Version::HTTP_2;
-    let (body, stalled) = body::request(body, body_timeout);
-    Ok((Request::from_parts(parts, body), stalled))
+        .map_err(|e| ProxyError::BadRequest(format!("cannot rebuild the request URI: {e}")))
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::request::Parts;
-use http::{header, uri, HeaderValue, Request, Response, Uri};
+use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
 use super::route::{self, Route};
@@ -138,17 +138,7 @@ fn to_hop(mut parts: Parts, up: &Upgrade, host: &str) -> Result<Request<Body>, P
             .headers
             .insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
     }
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| uri::PathAndQuery::from_static("/"));
-    parts.uri = Uri::builder()
-        .scheme("https")
-        .authority(host)
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|e| ProxyError::BadRequest(format!("cannot rebuild the request URI: {e}")))?;
+    parts.uri = super::forward::hop_uri(&parts.uri, host)?;
     up.to_connect(&mut parts);
     Ok(Request::from_parts(parts, body::full(bytes::Bytes::new())))
 }
