@@ -16,7 +16,6 @@ use hyper::upgrade::OnUpgrade;
 
 use super::{ConnInfo, Inbound};
 use crate::layers::body::{self, Body};
-use crate::layers::headers;
 use crate::layers::limits::Activity;
 use crate::layers::rescue::ProxyError;
 use crate::layers::upgrade::tunnel::Tunnel;
@@ -50,27 +49,20 @@ impl Inbound {
         let req = Request::from_parts(parts, body::full(bytes::Bytes::new()));
         let target = format!("the app at {}", conn.app);
         let (connect, timeout) = (self.config.connect_timeout, self.config.upstream_timeout);
-        let mut resp = dial::send(&conn.app, req, &target, connect, timeout).await?;
-        if !Upgrade::switched(app_form, resp.status()) {
-            // The app refused (426, 400, ...): its answer goes back as it was.
-            let (mut p, b) = resp.into_parts();
-            headers::strip_hop_by_hop(&mut p.headers);
-            return Ok(Response::from_parts(p, body::stream(b)));
-        }
-        let callee = hyper::upgrade::on(&mut resp);
-        let answer = up.answer(resp.headers().clone(), key.as_ref());
-        let tunnel = Tunnel::new(
-            &self.shared.metrics,
-            "inbound",
-            self.config.serve.idle_timeout,
-            busy,
-            self.config.access_log,
-            log,
-            &up.protocol,
-            answer.status(),
-            start,
-        );
-        tunnel.spawn(caller, callee);
-        Ok(answer)
+        let resp = dial::send(&conn.app, req, &target, connect, timeout).await?;
+        // The app may refuse (426, 400, ...): its answer goes back as it was.
+        Ok(up.complete(app_form, resp, key.as_ref(), caller, |status| {
+            Tunnel::new(
+                &self.shared.metrics,
+                "inbound",
+                self.config.serve.idle_timeout,
+                busy,
+                self.config.access_log,
+                log,
+                &up.protocol,
+                status,
+                start,
+            )
+        }))
     }
 }

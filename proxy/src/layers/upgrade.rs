@@ -145,6 +145,28 @@ impl Upgrade {
         }
     }
 
+    /// What the side that asked gets once the far side (in `far_form`) has answered: a
+    /// refusal (403, 426, ...) as it was said, or the switch, with the tunnel that `open`
+    /// makes (given the status answered) spawned between `caller` and the far side.
+    pub fn complete(
+        &self,
+        far_form: Form,
+        mut resp: Response<hyper::body::Incoming>,
+        key: Option<&HeaderValue>,
+        caller: hyper::upgrade::OnUpgrade,
+        open: impl FnOnce(StatusCode) -> tunnel::Tunnel,
+    ) -> Response<Body> {
+        if !Self::switched(far_form, resp.status()) {
+            let (mut parts, b) = resp.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers);
+            return Response::from_parts(parts, body::stream(b));
+        }
+        let callee = hyper::upgrade::on(&mut resp);
+        let answer = self.answer(resp.headers().clone(), key);
+        open(answer.status()).spawn(caller, callee);
+        answer
+    }
+
     /// The answer that completes this upgrade for its caller, from the callee's answer
     /// `headers`: `101` with `Connection`/`Upgrade` (and for a WebSocket the
     /// `Sec-WebSocket-Accept` made from the caller's `key`, RFC 6455 §4.2.2) or `200`; either

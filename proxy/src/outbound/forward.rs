@@ -86,7 +86,7 @@ impl Outbound {
             self.config.max_grpc_timeout,
         );
         let req = Request::from_parts(parts, body);
-        let host = request_host(&req);
+        let host = request_host(req.uri(), req.headers());
         let route = route::decide(
             &self.shared,
             &mesh.snapshot.registry,
@@ -161,11 +161,11 @@ impl Outbound {
 }
 
 /// The host the app asked for: the absolute-form URI's authority, else the Host header.
-fn request_host<B>(req: &Request<B>) -> Option<String> {
-    if let Some(a) = req.uri().authority() {
+pub(super) fn request_host(uri: &Uri, headers: &http::HeaderMap) -> Option<String> {
+    if let Some(a) = uri.authority() {
         return Some(a.as_str().to_string());
     }
-    req.headers()
+    headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_string)

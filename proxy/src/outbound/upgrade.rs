@@ -45,7 +45,7 @@ impl Outbound {
         headers::check_head(&parts)?;
         let busy = parts.extensions.remove::<Arc<Activity>>();
         let key = parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned();
-        let host = request_host(&parts);
+        let host = super::forward::request_host(&parts.uri, &parts.headers);
         let route = route::decide(
             &self.shared,
             &mesh.snapshot.registry,
@@ -89,41 +89,23 @@ impl Outbound {
             }
         };
         drop(mesh);
-        if !Upgrade::switched(callee_form, resp.status()) {
-            // Refused (403, 426, ...): the app hears it as it was said.
-            let (mut p, b) = resp.into_parts();
-            headers::strip_hop_by_hop(&mut p.headers);
-            return Ok(Response::from_parts(p, body::stream(b)));
-        }
-        let mut resp = resp;
-        let callee = hyper::upgrade::on(&mut resp);
-        let answer = up.answer(resp.headers().clone(), key.as_ref());
-        let tunnel = Tunnel::new(
-            &self.shared.metrics,
-            "outbound",
-            self.config.serve.idle_timeout,
-            busy,
-            self.config.access_log,
-            log,
-            &up.protocol,
-            answer.status(),
-            start,
-        );
-        tunnel.spawn(caller, callee);
-        Ok(answer)
+        // Refused (403, 426, ...): the app hears it as it was said.
+        Ok(
+            up.complete(callee_form, resp, key.as_ref(), caller, |status| {
+                Tunnel::new(
+                    &self.shared.metrics,
+                    "outbound",
+                    self.config.serve.idle_timeout,
+                    busy,
+                    self.config.access_log,
+                    log,
+                    &up.protocol,
+                    status,
+                    start,
+                )
+            }),
+        )
     }
-}
-
-/// The authority the app named: its absolute-form URI's, else its Host.
-fn request_host(parts: &Parts) -> Option<String> {
-    if let Some(a) = parts.uri.authority() {
-        return Some(a.as_str().to_string());
-    }
-    parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
 }
 
 /// The extended CONNECT for the hop between sidecars: `:authority` the host the app named,
