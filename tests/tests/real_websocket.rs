@@ -3,7 +3,8 @@
 //! "Transparency": the HTTP/1.1 upgrade completes, messages pass both ways, an idle tunnel
 //! outlives the header timeout and is closed at the idle timeout, a denied path is refused
 //! with 403 before anything reaches the app; and an h2c client's RFC 8441 extended CONNECT
-//! reaches an h2c app as one (a Rust hyper client and server: Python has no h2 WebSocket).
+//! reaches an h2c app as one (a Rust hyper client and server: Python has no h2 WebSocket);
+//! and an open tunnel keeps its connection counted against `--max-connections`.
 
 // Helpers outside #[test] functions fail the test by panicking, like the tests themselves.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -166,4 +167,70 @@ async fn an_h2c_extended_connect_reaches_an_h2c_app_as_extended_connect() {
             "/raw".to_string()
         )]
     );
+}
+
+/// A switched HTTP/1.1 connection is still a connection: its tunnel holds its
+/// `--max-connections` permit until it closes, so tunnels cannot pile up past the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_counts_against_max_connections_until_it_closes() {
+    let echo = WsEcho::start().expect("the echo server starts");
+    let (_mesh, c) = support::start_mesh_with(
+        "ws-max-conns",
+        echo.addr(),
+        &[],
+        &["--max-connections", "2"],
+    )
+    .await;
+    // Two tunnels, each on a connection of its own, held open for up to 60 s.
+    let mut first = support::Client::start(c.outbound(), "ws://b.test/one", &["--idle", "60"]);
+    let mut second = support::Client::start(c.outbound(), "ws://b.test/two", &["--idle", "60"]);
+    for client in [&mut first, &mut second] {
+        assert_eq!(
+            client.next_line().await["open"],
+            true,
+            "the upgrade completed"
+        );
+    }
+    assert_eq!(tunnels_open(c.admin(), "outbound").await, 2);
+    let refused = "trustmesh_limits_exceeded_total{direction=\"outbound\",limit=\"connections\"}";
+    assert_eq!(metric(c.admin(), refused).await, 0.0);
+
+    // A third connection is over the limit: closed at once, unanswered, and counted.
+    let got = raw_get(c.outbound()).await;
+    assert_eq!(
+        got, "",
+        "a third connection was served while two tunnels were open"
+    );
+    assert_eq!(metric(c.admin(), refused).await, 1.0);
+
+    // Once one tunnel has closed, its connection's permit is free again.
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = raw_get(c.outbound()).await;
+        if got.starts_with("HTTP/1.1 ") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no connection was accepted within 10 s of a tunnel closing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(tunnels_open(c.admin(), "outbound").await, 1);
+    drop(second);
+}
+
+/// A plain `GET` for b.test on a fresh connection to `addr`: what came back before the
+/// connection closed (within 10 s); empty when it was closed unanswered.
+async fn raw_get(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = "GET /plain HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n";
+    // A write into a connection the sidecar already closed may fail; the read says the rest.
+    let _ = tcp.write_all(req.as_bytes()).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "neither an answer nor a close within 10 s");
+    String::from_utf8_lossy(&got).into_owned()
 }

@@ -236,6 +236,9 @@ pub async fn serve<IO, H, Fut>(
         direction,
     )
     .await;
+    // A switched HTTP/1.1 connection ended for hyper when its tunnel began; for the limits
+    // it ends with the tunnel (its caller's permits drop when this returns).
+    activity.tunnels_closed().await;
 }
 
 /// A response body whose frames count as the connection's activity: a streaming response

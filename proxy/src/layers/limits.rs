@@ -25,6 +25,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::observe::metrics::Metrics;
 
+mod tunnels;
+
+pub use tunnels::OpenTunnel;
+
 /// Counts a connection that ended on a limit; other errors are not limits. hyper answers
 /// `431` alike for a head over `--max-header-bytes` and one over `--max-headers`;
 /// `head_within_bytes` (the head read so far is under the byte limit) tells them apart.
@@ -70,6 +74,10 @@ pub struct Activity {
     /// The client sent the HTTP/2 preface: from then on only streams count as activity,
     /// never bytes (PING, SETTINGS and WINDOW_UPDATE frames keep nothing alive).
     h2: AtomicBool,
+    /// Upgrades' tunnels still open ([`Activity::tunnel`]), and the signal their last close
+    /// gives ([`Activity::tunnels_closed`]).
+    tunnels: AtomicUsize,
+    tunnel_closed: tokio::sync::Notify,
 }
 
 /// Why the watchdog ([`Activity::expired`]) gave up on a connection.
@@ -103,6 +111,8 @@ impl Activity {
             head_timed_out: AtomicBool::new(false),
             head_bytes: AtomicU64::new(0),
             h2: AtomicBool::new(false),
+            tunnels: AtomicUsize::new(0),
+            tunnel_closed: tokio::sync::Notify::new(),
         })
     }
 

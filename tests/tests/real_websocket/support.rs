@@ -89,6 +89,16 @@ pub async fn start_mesh(test: &str, echo: &WsEcho, b_extra: &[&str]) -> (Mesh, P
 
 /// [`start_mesh`] in front of the app at `app`.
 pub async fn start_mesh_at(test: &str, app: SocketAddr, b_extra: &[&str]) -> (Mesh, Proxy) {
+    start_mesh_with(test, app, b_extra, &[]).await
+}
+
+/// [`start_mesh_at`] with `c_extra` flags for C too.
+pub async fn start_mesh_with(
+    test: &str,
+    app: SocketAddr,
+    b_extra: &[&str],
+    c_extra: &[&str],
+) -> (Mesh, Proxy) {
     let mut extra = vec!["--header-timeout".to_string(), "1s".to_string()];
     extra.extend(b_extra.iter().map(|s| s.to_string()));
     let opts = MeshOptions {
@@ -103,7 +113,7 @@ pub async fn start_mesh_at(test: &str, app: SocketAddr, b_extra: &[&str]) -> (Me
         &spiffe_id(NAMESPACE, "c"),
         mesh.app_a.addr(),
         ProxyPorts::allocate().unwrap(),
-        &["--header-timeout", "1s"],
+        &[&["--header-timeout", "1s"][..], c_extra].concat(),
     )
     .await
     .expect("C starts");

@@ -4,9 +4,10 @@
 //! are closed and `trustmesh_limits_exceeded_total{limit="idle_timeout"}` counts it).
 //!
 //! While open, a tunnel is counted in `trustmesh_tunnels_open{direction}` and keeps the served
-//! connection it came from busy ([`crate::layers::limits::Activity`]): an HTTP/1.1 connection's
-//! head timer must not answer `408` into the tunnel, and an HTTP/2 connection carrying a tunnel
-//! stream is not idle. Its access-log line is written when it closes, with the bytes each way
+//! connection it came from busy ([`crate::layers::limits::OpenTunnel`]): an HTTP/1.1 connection's
+//! head timer must not answer `408` into the tunnel, an HTTP/2 connection carrying a tunnel
+//! stream is not idle, and a switched HTTP/1.1 connection keeps counting against
+//! `--max-connections` (and the per-identity cap) until its tunnel closes. Its access-log line is written when it closes, with the bytes each way
 //! and the duration from the request head.
 
 use std::pin::Pin;
@@ -20,7 +21,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::layers::limits::{Activity, InFlight};
+use crate::layers::limits::{Activity, OpenTunnel};
 use crate::observe::access_log::{self, AccessLogFormat, Entry};
 use crate::observe::metrics::Metrics;
 
@@ -30,7 +31,7 @@ pub struct Tunnel {
     open: prometheus::IntGauge,
     idle_closed: prometheus::IntCounter,
     idle: Duration,
-    _busy: Option<InFlight>,
+    _busy: Option<OpenTunnel>,
     format: AccessLogFormat,
     log: Entry,
     status: StatusCode,
@@ -40,7 +41,7 @@ pub struct Tunnel {
 impl Tunnel {
     /// Prepares the tunnel of a request that began at `start` and is answered `status`: keeps
     /// the served connection's [`Activity`] (`busy`, from the request's extensions, see
-    /// [`crate::layers::drive::serve`]) busy, and marks `log` as written by the tunnel,
+    /// [`crate::layers::drive::serve`]) busy and its connection held until the tunnel closes, and marks `log` as written by the tunnel,
     /// keeping a copy that records `protocol`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -64,7 +65,7 @@ impl Tunnel {
                 .limits_exceeded
                 .with_label_values(&["idle_timeout", direction]),
             idle,
-            _busy: busy.map(|a| a.request()),
+            _busy: busy.map(|a| a.tunnel()),
             format,
             log: own,
             status,
