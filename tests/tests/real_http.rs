@@ -3,7 +3,8 @@
 //! declared in the registry: an h2c client reaches an HTTP/1.1-only app and an HTTP/1.1
 //! client an h2c-only one; a pooling client idle past the header timeout keeps its
 //! connection; a denied `Expect: 100-continue` upload gets 403 and sends no body; trailers
-//! pass both ways; a body the app cuts short is cut short for the client.
+//! pass both ways, declared or not, to HTTP/1.1 peers too; a body the app cuts short is cut
+//! short for the client.
 
 // Helpers outside #[test] functions fail the test by panicking, like the tests themselves.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -208,9 +209,8 @@ async fn a_denied_expect_upload_gets_403_and_sends_no_body() {
     assert_eq!(uploads[0]["body_bytes"], 2 << 20, "{}", uploads[0]);
 }
 
-/// The trailers an HTTP/1.1 peer gets: hyper's HTTP/1 encoder writes only the trailer fields
-/// the message's `Trailer:` header names (and a server only to a client that sent
-/// `TE: trailers`), so undeclared ones reach HTTP/2 peers only (README "How it works").
+/// Declared trailers, and undeclared ones to h2c clients ([`undeclared_trailers_reach_http1_peers`]
+/// has the undeclared ones to HTTP/1.1 peers).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trailers_pass_both_ways() {
     let real = RealMesh::start("real-trailers", http1_app(), MeshOptions::default())
@@ -267,6 +267,80 @@ async fn trailers_pass_both_ways() {
         response.ends_with("\r\n5\r\nhello\r\n0\r\nx-app-trailer: done\r\n\r\n"),
         "{response:?}"
     );
+}
+
+/// Trailers no `Trailer:` header declared, to and from HTTP/1.1 peers that did not send
+/// `TE: trailers`: without the mesh they arrive (the chunked grammar always allows a trailer
+/// section), so they arrive through it (hyper as patched in `vendor/hyper.patch`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undeclared_trailers_reach_http1_peers() {
+    let real = RealMesh::start("real-trailers-h1", http1_app(), MeshOptions::default())
+        .await
+        .expect("mesh and server start");
+    let addr = real.outbound().to_string();
+    let app_trailer = "\r\n5\r\nhello\r\n0\r\nx-app-trailer: done\r\n\r\n";
+    // The app's undeclared response trailer reaches curl (which sends no `TE`) as it was sent.
+    let out = curl(&real, &["--http1.1", "--raw", "http://b.test/trailers"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let raw = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert_eq!(
+        raw, "5\r\nhello\r\n0\r\nx-app-trailer: done\r\n\r\n",
+        "curl --raw"
+    );
+    // And a raw client's, read byte for byte.
+    let args = [
+        "--addr",
+        &addr,
+        "--host",
+        B_HOST,
+        "--path",
+        "/trailers",
+        "--no-te",
+    ];
+    let out = real.client("raw_h1.py", &args).await.unwrap();
+    let response = json_line(&out)["response"].as_str().unwrap().to_lowercase();
+    assert!(response.starts_with("http/1.1 200"), "{response}");
+    assert!(!response.contains("\r\ntrailer:"), "{response:?}");
+    assert!(response.ends_with(app_trailer), "{response:?}");
+
+    // An HTTP/1.1 client's undeclared request trailer reaches the HTTP/1.1 app.
+    let args = [
+        "--addr", &addr, "--host", B_HOST, "--path", "/echo/h1", "--no-te",
+    ];
+    let out = real.client("raw_h1.py", &args).await.unwrap();
+    let response = json_line(&out)["response"].as_str().unwrap().to_string();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    // An h2c client's (nghttp's) request trailer reaches the HTTP/1.1 app too, its body sent
+    // chunked. (With a `content-length` the HTTP/1.1 request has a fixed length, which has no
+    // trailer section: RFC 9112 §6.5 puts trailers in the chunked coding only.)
+    let body = real.work().join("five.txt");
+    std::fs::write(&body, "hello").unwrap();
+    let url = format!("http://{addr}/echo/h2c");
+    let authority = format!(":authority: {B_HOST}");
+    let data = body.to_str().unwrap();
+    let nghttp = [
+        "-H",
+        &authority,
+        "-d",
+        data,
+        "--no-content-length",
+        "--trailer",
+        "x-client-trailer: yes",
+        &url,
+    ];
+    let out = real.run(Path::new("nghttp"), &nghttp).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let got = seen(&real);
+    for path in ["/echo/h1", "/echo/h2c"] {
+        let req = got.iter().find(|r| r["path"] == path).unwrap();
+        assert_eq!(req["version"], "HTTP/1.1", "{req}");
+        assert_eq!(req["body_bytes"], 5, "{req}");
+        assert_eq!(
+            req["trailers"]["x-client-trailer"],
+            serde_json::json!(["yes"]),
+            "{path}: {req}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
