@@ -1,6 +1,6 @@
 """A WebSocket echo server with the real `websockets` library, as an app behind a sidecar.
 
-Listens on 127.0.0.1 (port from argv[1], 0 for any), prints `READY <port>` once listening, then
+Listens on 127.0.0.1 (port from argv[1], 0 for any; address from argv[2] if given), prints `READY <port>` once listening, then
 one JSON line per opening handshake it accepted (`{"path": ..., "headers": {...}}`), and echoes
 every message back on the connection it came on.
 """
@@ -29,8 +29,9 @@ async def echo(ws):
 
 async def main():
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
     # No pings from the server side: an idle tunnel stays idle unless the client speaks.
-    async with serve(echo, "127.0.0.1", port, ping_interval=None) as server:
+    async with serve(echo, host, port, ping_interval=None) as server:
         bound = server.sockets[0].getsockname()[1]
         print(f"READY {bound}", flush=True)
         await asyncio.Future()

@@ -11,7 +11,9 @@
 //!   (through the probe listener, 15020), and nothing else there; over mTLS with a mesh
 //!   certificate, a port B's app listens on but B's registry entry does not declare gets 403;
 //! - A's app calling the outsider is refused under `outbound_policy: deny` (502, counted) and
-//!   forwarded in plaintext after a commit switches it to `passthrough`;
+//!   forwarded in plaintext after a commit switches it to `passthrough`; the same for a real
+//!   WebSocket (Python `websockets`): refused 502 with nothing sent, then upgraded, tunnelled
+//!   and echoed both ways;
 //! - `init --uninstall` removes exactly the trustmesh rules, and then the outsider's plaintext
 //!   reaches B's app directly, which shows it was interception that refused it.
 //!
@@ -24,6 +26,8 @@
 mod topology;
 #[path = "netns/undeclared.rs"]
 mod undeclared;
+#[path = "netns/websocket.rs"]
+mod websocket;
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -144,6 +148,7 @@ fn interception_in_network_namespaces() {
     let app_b = spawn_app(&topo, "b", &["8080", "9090", "7070"], &dir);
     let _app_a = spawn_app(&topo, "a", &["8080"], &dir);
     let app_out = spawn_app(&topo, "out", &["8080"], &dir);
+    let ws_out = websocket::start_echo(&topo, "out", &dir);
     let probes = r#"{"/app-health/app/livez": {"httpGet": {"path": "/healthz", "port": 8080}}}"#;
     let mut sidecars = Vec::new();
     for (pod, id) in [("a", &id_a), ("b", &id_b)] {
@@ -264,6 +269,14 @@ fn interception_in_network_namespaces() {
         metrics.contains(r#"trustmesh_outbound_passthrough_total{decision="deny"} 1"#),
         "{metrics}"
     );
+    // 5b. So is a WebSocket upgrade: the policy's 502, and no handshake reaches the outsider.
+    let got = websocket::client(&topo, "a", &out_ip, "/ws-denied");
+    assert_eq!(got["status"], 502, "{got}");
+    assert!(
+        websocket::handshakes(&ws_out).is_empty(),
+        "{}",
+        ws_out.log()
+    );
 
     // 6. A commit switches to passthrough: the same call leaves in plaintext, with no identity.
     write_policies(&policies, &a_ip, &b_ip, "passthrough");
@@ -279,6 +292,21 @@ fn interception_in_network_namespaces() {
     assert!(
         metrics.contains(r#"trustmesh_outbound_passthrough_total{decision="passthrough"}"#),
         "{metrics}"
+    );
+    // 6b. A WebSocket to the outsider upgrades through A's sidecar, in plaintext, no identity
+    //     added, and messages pass both ways.
+    let got = websocket::client(&topo, "a", &out_ip, "/ws");
+    let echoes = json!(["hello", "000162696e617279", "after idle"]);
+    assert_eq!(got["echoes"], echoes, "{got}");
+    let seen = websocket::handshakes(&ws_out);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["path"], "/ws", "{seen:?}");
+    let headers = &seen[0]["headers"];
+    assert_eq!(headers["upgrade"], "websocket", "{headers}");
+    assert!(headers["sec-websocket-key"].is_string(), "{headers}");
+    assert!(
+        headers.get("x-trustmesh-peer-identity").is_none(),
+        "{headers}"
     );
 
     // 7. Authorization still holds on intercepted traffic: B denies /admin/*.
