@@ -9,6 +9,8 @@
 // Helpers outside #[test] functions fail the test by panicking, like the tests themselves.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+#[path = "real_websocket/conns.rs"]
+mod conns;
 #[path = "real_websocket/support.rs"]
 mod support;
 
@@ -18,6 +20,7 @@ use support::{
     metric, put_policy, run_client, start_mesh, tunnels_open, wait_tunnels_closed, WsEcho,
 };
 use trustmesh_e2e::mesh::NAMESPACE;
+use trustmesh_e2e::mtls::Knock;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_echoes_through_two_sidecars_and_outlives_the_header_timeout() {
@@ -196,7 +199,7 @@ async fn a_tunnel_counts_against_max_connections_until_it_closes() {
     assert_eq!(metric(c.admin(), refused).await, 0.0);
 
     // A third connection is over the limit: closed at once, unanswered, and counted.
-    let got = raw_get(c.outbound()).await;
+    let got = conns::raw_get(c.outbound()).await;
     assert_eq!(
         got, "",
         "a third connection was served while two tunnels were open"
@@ -207,7 +210,7 @@ async fn a_tunnel_counts_against_max_connections_until_it_closes() {
     drop(first);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let got = raw_get(c.outbound()).await;
+        let got = conns::raw_get(c.outbound()).await;
         if got.starts_with("HTTP/1.1 ") {
             break;
         }
@@ -221,16 +224,39 @@ async fn a_tunnel_counts_against_max_connections_until_it_closes() {
     drop(second);
 }
 
-/// A plain `GET` for b.test on a fresh connection to `addr`: what came back before the
-/// connection closed (within 10 s); empty when it was closed unanswered.
-async fn raw_get(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = "GET /plain HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n";
-    // A write into a connection the sidecar already closed may fail; the read says the rest.
-    let _ = tcp.write_all(req.as_bytes()).await;
-    let mut got = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut got)).await;
-    assert!(read.is_ok(), "neither an answer nor a close within 10 s");
-    String::from_utf8_lossy(&got).into_owned()
+/// The same on the inbound side: an HTTP/1.1 upgrade over mTLS straight to B's inbound
+/// listener (a mesh workload may speak HTTP/1.1 there) holds B's permit until its tunnel closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_tunnel_counts_against_max_connections_until_it_closes() {
+    let echo = WsEcho::start().expect("the echo server starts");
+    let flags = [
+        "--max-connections",
+        "2",
+        "--max-connections-per-identity",
+        "2",
+    ];
+    let (mesh, _c) = start_mesh("ws-max-conns-in", &echo, &flags).await;
+    let caller = conns::caller(&mesh, "c");
+    let inbound = mesh.b.inbound();
+    let first = conns::mtls_upgrade(caller.clone(), inbound, "/one").await;
+    let second = conns::mtls_upgrade(caller.clone(), inbound, "/two").await;
+    assert_eq!(tunnels_open(mesh.b.admin(), "inbound").await, 2);
+    let refused = "trustmesh_limits_exceeded_total{direction=\"inbound\",limit=\"connections\"}";
+    assert_eq!(metric(mesh.b.admin(), refused).await, 0.0);
+
+    let third = conns::knock(caller.clone(), inbound).await;
+    assert!(matches!(third, Knock::Refused(_)), "{third:?}");
+    assert_eq!(metric(mesh.b.admin(), refused).await, 1.0);
+
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while conns::knock(caller.clone(), inbound).await != Knock::Accepted {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no connection was accepted within 10 s of a tunnel closing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(tunnels_open(mesh.b.admin(), "inbound").await, 1);
+    drop(second);
 }

@@ -3,7 +3,7 @@
 //!
 //! | limit | flag | default | what happens |
 //! | --- | --- | --- | --- |
-//! | `connections` | `--max-connections` | 10000 per listener | a connection over it is closed at once |
+//! | `connections` | `--max-connections` | 10000 per listener | a connection over it is closed at once; an upgraded one counts until its tunnel closes |
 //! | `handshake_timeout` | `--handshake-timeout` | 10s | an inbound TLS handshake slower than this is dropped |
 //! | `header_timeout` | `--header-timeout` | 10s | an HTTP/1 request head not complete in time (counted from its first byte, or from the connection's start for the first request) gets `408` and the connection is closed (slowloris); an idle kept-alive connection waits for `--idle-timeout` instead |
 //! | `header_bytes` | `--max-header-bytes` | 64 KiB | an HTTP/1 head larger than this gets `431`; for HTTP/2, the header list limit is announced in SETTINGS |
