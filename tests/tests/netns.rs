@@ -13,7 +13,7 @@
 //! - A's app calling the outsider is refused under `outbound_policy: deny` (502, counted) and
 //!   forwarded in plaintext after a commit switches it to `passthrough`; the same for a real
 //!   WebSocket (Python `websockets`): refused 502 with nothing sent, then upgraded, tunnelled
-//!   and echoed both ways;
+//!   and echoed both ways; one to a mesh workload A may not call gets 403 even then;
 //! - `init --uninstall` removes exactly the trustmesh rules, and then the outsider's plaintext
 //!   reaches B's app directly, which shows it was interception that refused it.
 //!
@@ -308,6 +308,9 @@ fn interception_in_network_namespaces() {
         headers.get("x-trustmesh-peer-identity").is_none(),
         "{headers}"
     );
+    // 6c. Passthrough never reaches a mesh workload this identity may not call: 403.
+    let got = websocket::client(&topo, "a", &addr(websocket::WITHHELD), "/ws-withheld");
+    assert_eq!(got["status"], 403, "{got}");
 
     // 7. Authorization still holds on intercepted traffic: B denies /admin/*.
     let (status, body) = get(&topo, "a", &format!("http://{b_ip}:8080/admin/keys")).unwrap();
@@ -357,13 +360,20 @@ fn write_policies(dir: &Path, a_ip: &str, b_ip: &str, outbound_policy: &str) {
             ip6 = ip6(ip),
         )
     };
+    // W: a mesh workload that only B may call (no namespace holds its address: A's sidecar
+    // refuses before anything leaves).
     let services = format!(
-        "{}---\n{}",
+        "{}---\n{}---\n{}",
         service("a", a_ip, "{port: 8080, protocol: http}"),
         service(
             "b",
             b_ip,
             "{port: 8080, protocol: http}, {port: 9090, protocol: http}"
+        ),
+        service(
+            "w",
+            &addr(websocket::WITHHELD),
+            "{port: 8765, protocol: http}"
         )
     );
     std::fs::write(dir.join("services.yaml"), services).unwrap();
@@ -373,6 +383,17 @@ fn write_policies(dir: &Path, a_ip: &str, b_ip: &str, outbound_policy: &str) {
          metadata: {name: b-no-admin, namespace: test}\n\
          spec:\n  selector: {matchLabels: {app: b}}\n  action: DENY\n  \
          rules:\n    - to: [{operation: {paths: [\"/admin/*\"]}}]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("w-only-b.yaml"),
+        format!(
+            "apiVersion: trustmesh.io/v1\nkind: AuthorizationPolicy\n\
+             metadata: {{name: w-only-b, namespace: test}}\n\
+             spec:\n  selector: {{matchLabels: {{app: w}}}}\n  action: ALLOW\n  \
+             rules:\n    - from: [{{source: {{principals: [\"{}\"]}}}}]\n",
+            spiffe_id("test", "b").trim_start_matches("spiffe://")
+        ),
     )
     .unwrap();
 }

@@ -2,7 +2,8 @@
 //! `websockets` echo server (`tests/real/ws_echo.py`) in the outsider's namespace, and its
 //! client (`tests/real/ws_client.py`) as a pod's app that knows nothing of the mesh. The
 //! upgrade goes out through the pod's outbound sidecar as `outbound_policy` says: refused with
-//! the policy's answer and nothing sent, or passed through in plaintext and tunnelled.
+//! the policy's answer and nothing sent, or passed through in plaintext and tunnelled; and
+//! never passed through to a mesh workload the pod may not call (`403`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,6 +15,9 @@ use crate::topology::Topology;
 
 /// The port the echo server listens on in the outsider's namespace.
 pub const PORT: u16 = 8765;
+
+/// The host octet of a registry workload that only B may call; no namespace has its address.
+pub const WITHHELD: u8 = 30;
 
 fn script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
