@@ -1,8 +1,8 @@
 """A WebSocket echo server with the real `websockets` library, as an app behind a sidecar.
 
-Listens on 127.0.0.1 (port from argv[1], 0 for any; address from argv[2] if given), prints `READY <port>` once listening, then
-one JSON line per opening handshake it accepted (`{"path": ..., "headers": {...}}`), and echoes
-every message back on the connection it came on.
+Listens on 127.0.0.1 (port from argv[1], 0 for any; the address from argv[2] if given),
+prints `READY <port>` once listening, then one JSON line per opening handshake it accepted
+(`{"path": ..., "headers": {...}}`), and echoes every message back on the connection it came on.
 """
 
 import asyncio

@@ -209,8 +209,8 @@ async fn a_denied_expect_upload_gets_403_and_sends_no_body() {
     assert_eq!(uploads[0]["body_bytes"], 2 << 20, "{}", uploads[0]);
 }
 
-/// Declared trailers, and undeclared ones to h2c clients ([`undeclared_trailers_reach_http1_peers`]
-/// has the undeclared ones to HTTP/1.1 peers).
+/// Declared trailers, and undeclared ones to h2c clients (undeclared ones to HTTP/1.1 peers:
+/// [`undeclared_trailers_reach_http1_peers`]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trailers_pass_both_ways() {
     let real = RealMesh::start("real-trailers", http1_app(), MeshOptions::default())

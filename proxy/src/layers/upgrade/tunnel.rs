@@ -4,11 +4,12 @@
 //! are closed and `trustmesh_limits_exceeded_total{limit="idle_timeout"}` counts it).
 //!
 //! While open, a tunnel is counted in `trustmesh_tunnels_open{direction}` and keeps the served
-//! connection it came from busy ([`crate::layers::limits::OpenTunnel`]): an HTTP/1.1 connection's
-//! head timer must not answer `408` into the tunnel, an HTTP/2 connection carrying a tunnel
-//! stream is not idle, and a switched HTTP/1.1 connection keeps counting against
-//! `--max-connections` (and the per-identity cap) until its tunnel closes. Its access-log line is written when it closes, with the bytes each way
-//! and the duration from the request head.
+//! connection it came from busy ([`crate::layers::limits::OpenTunnel`]): an HTTP/1.1
+//! connection's head timer must not answer `408` into the tunnel, an HTTP/2 connection
+//! carrying a tunnel stream is not idle, and a switched HTTP/1.1 connection keeps counting
+//! against `--max-connections` (and the per-identity cap) until its tunnel closes. Its
+//! access-log line is written when it closes, with the bytes each way and the duration from
+//! the request head.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,8 +42,8 @@ pub struct Tunnel {
 impl Tunnel {
     /// Prepares the tunnel of a request that began at `start` and is answered `status`: keeps
     /// the served connection's [`Activity`] (`busy`, from the request's extensions, see
-    /// [`crate::layers::drive::serve`]) busy and its connection held until the tunnel closes, and marks `log` as written by the tunnel,
-    /// keeping a copy that records `protocol`.
+    /// [`crate::layers::drive::serve`]) busy and the connection held until the tunnel closes,
+    /// and marks `log` as written by the tunnel, keeping a copy that records `protocol`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         metrics: &Metrics,
