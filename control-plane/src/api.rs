@@ -25,6 +25,7 @@ mod proxies;
 pub mod respond;
 mod snapshot;
 pub mod state;
+pub mod tickets;
 
 pub use error::{ApiError, Code};
 pub use metrics::Metrics;

@@ -295,6 +295,7 @@ async fn run(
 
     if !cli.no_restart {
         fleet.take_errors();
+        fleet.take_handshakes();
         let t_stop = Instant::now();
         tokio::task::spawn_blocking(move || drop(guard)).await?;
         let stopped = t_stop.elapsed();
@@ -312,14 +313,18 @@ async fn run(
             .flatten()
             .map(|at| at.saturating_duration_since(t_start))
             .collect();
+        let late = fleet.errors_after(t_start + listening);
+        let (errors, handshakes) = (fleet.take_errors(), fleet.take_handshakes());
         println!(
             "restart: old control plane stopped (SIGTERM, drain) in {:.2} s; new one listening after {:.2} s; \
-             every sidecar served again: {} after the new start; failed attempts meanwhile {} ({:?}); RSS {:.1} MiB",
+             every sidecar served again: {} after the new start; failed attempts meanwhile {} ({:?}), \
+             {late} of them once it listened; handshakes {}; RSS {:.1} MiB",
             stopped.as_secs_f64(),
             listening.as_secs_f64(),
             percentiles(&mut back),
-            fleet.take_errors(),
+            errors,
             fleet.samples,
+            handshakes,
             procs::rss_kib(guard.pid())? as f64 / 1024.0
         );
     }

@@ -3,6 +3,12 @@
 //! timeouts of [`super::limits`]. Its own certificate is re-issued by the CA before it
 //! expires, and whenever the trust state changes (a CA rotation switches the issuing CA or the
 //! bundle client certificates must chain to), and swapped in for new handshakes.
+//!
+//! Sessions resume with the tickets of [`super::tickets`], across restarts too. A resumed
+//! session carries the client certificate of the full handshake it came from, which rustls
+//! does not check again; this listener does, with the verifier of the trust state in force
+//! (chain to the current bundle, validity now, the SPIFFE ID's trust domain), before the
+//! connection is served. The blocklist is checked per request, as for any connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,12 +18,63 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::Watcher;
+use rustls::pki_types::UnixTime;
+use rustls::server::danger::ClientCertVerifier as _;
 use tokio::net::{TcpListener, TcpStream};
 use trustmesh_certs::control_plane_identity;
+use trustmesh_certs::verify::SpiffeClientVerifier;
 
 use super::limits::{self, Limit};
 use super::state::{AppState, Caller};
+use super::tickets::TicketKeys;
 use crate::domain::trust::TrustView;
+
+/// Session tickets sent after each handshake: one for the snapshot watch and one for a
+/// renewal that may run beside it.
+const TICKETS_PER_HANDSHAKE: usize = 2;
+
+/// What new handshakes use: the server configuration, and the verifier that checks the client
+/// certificate of a resumed session again (both of the same trust state).
+pub struct Tls {
+    config: Arc<rustls::ServerConfig>,
+    clients: SpiffeClientVerifier,
+}
+
+impl Tls {
+    /// The serving configuration of [`server_config`] with resumption through `tickets`.
+    pub fn new(
+        trust: &TrustView,
+        listen: SocketAddr,
+        names: &[String],
+        tickets: Arc<TicketKeys>,
+    ) -> anyhow::Result<Self> {
+        let mut config = server_config(trust, listen, names)?;
+        config.ticketer = tickets;
+        config.send_tls13_tickets = TICKETS_PER_HANDSHAKE;
+        let clients = SpiffeClientVerifier::optional(&trust.bundle, trust.signer.trust_domain())?;
+        Ok(Self {
+            config: Arc::new(config),
+            clients,
+        })
+    }
+
+    /// Checks the client certificate a resumed session carries, as a full handshake would
+    /// have at `now`; `Err` says why it no longer holds. A session without one passes (it is
+    /// anonymous, as its first handshake was).
+    pub fn check_resumed(
+        &self,
+        certs: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        match certs.and_then(|c| c.split_first()) {
+            Some((leaf, intermediates)) => self
+                .clients
+                .verify_client_cert(leaf, intermediates, now)
+                .map(|_| ()),
+            None => Ok(()),
+        }
+    }
+}
 
 /// Lifetime of the control plane's own serving certificate.
 const SERVING_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -58,21 +115,25 @@ pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     names: Vec<String>,
+    tickets: Arc<TicketKeys>,
     drain_timeout: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let listen = listener.local_addr()?;
-    let config = Arc::new(ArcSwap::from_pointee(server_config(
+    let config = Arc::new(ArcSwap::from_pointee(Tls::new(
         &state.trust.current(),
         listen,
         &names,
+        tickets.clone(),
     )?));
     tokio::spawn(renew_serving_cert(
         state.clone(),
         config.clone(),
         listen,
         names,
+        tickets.clone(),
     ));
+    tokio::spawn(tickets.rotate_forever());
     tokio::pin!(shutdown);
     loop {
         let (tcp, addr) = tokio::select! {
@@ -95,11 +156,10 @@ pub async fn serve(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = tokio_rustls::TlsAcceptor::from(config.load_full());
         tokio::spawn(connection(
             tcp,
             addr,
-            acceptor,
+            config.load_full(),
             state.clone(),
             slot,
             watcher,
@@ -113,18 +173,20 @@ pub async fn serve(
     Ok(())
 }
 
-/// One accepted connection: the TLS handshake within `--handshake-timeout`, then its class (a
-/// mesh certificate, or anonymous within `--max-anonymous-connections`), then HTTP/1.1, the one
-/// protocol ALPN offers, with the head limits. The connection's slot is held until it closes.
+/// One accepted connection: the TLS handshake within `--handshake-timeout` (a resumed
+/// session's certificate checked again), then its class (a mesh certificate, or anonymous
+/// within `--max-anonymous-connections`), then HTTP/1.1, the one protocol ALPN offers, with
+/// the head limits. The connection's slot is held until it closes.
 async fn connection(
     tcp: TcpStream,
     addr: SocketAddr,
-    acceptor: tokio_rustls::TlsAcceptor,
+    tls_state: Arc<Tls>,
     state: Arc<AppState>,
     mut slot: limits::Connection,
     watcher: Watcher,
 ) {
     let limits = state.limits.clone();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls_state.config.clone());
     let tls = match tokio::time::timeout(limits.args.handshake_timeout, acceptor.accept(tcp)).await
     {
         Ok(Ok(tls)) => tls,
@@ -139,6 +201,12 @@ async fn connection(
         }
     };
     let session = tls.get_ref().1;
+    if session.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+        if let Err(e) = tls_state.check_resumed(session.peer_certificates(), UnixTime::now()) {
+            tracing::info!(client.addr = %addr, "refused a resumed session whose certificate no longer holds: {e}");
+            return;
+        }
+    }
     // The server offers only `http/1.1` (rustls refuses a client that offers ALPN without it);
     // no ALPN at all is HTTP/1.1 too (RFC 7301 §3.2). Anything else would disagree with the
     // protocol served below.
@@ -185,9 +253,10 @@ async fn connection(
 
 async fn renew_serving_cert(
     state: Arc<AppState>,
-    config: Arc<ArcSwap<rustls::ServerConfig>>,
+    config: Arc<ArcSwap<Tls>>,
     listen: SocketAddr,
     names: Vec<String>,
+    tickets: Arc<TicketKeys>,
 ) {
     let mut trust = state.trust.subscribe();
     loop {
@@ -196,7 +265,7 @@ async fn renew_serving_cert(
             changed = trust.changed() => if changed.is_err() { return },
         }
         let view = trust.borrow_and_update().clone();
-        match server_config(&view, listen, &names) {
+        match Tls::new(&view, listen, &names, tickets.clone()) {
             Ok(c) => config.store(Arc::new(c)),
             Err(e) => tracing::warn!("renewing the control plane's serving certificate: {e:#}"),
         }
