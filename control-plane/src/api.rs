@@ -23,6 +23,7 @@ mod methods;
 pub mod metrics;
 mod proxies;
 pub mod respond;
+pub mod resume;
 mod snapshot;
 pub mod state;
 pub mod tickets;

@@ -4,11 +4,9 @@
 //! expires, and whenever the trust state changes (a CA rotation switches the issuing CA or the
 //! bundle client certificates must chain to), and swapped in for new handshakes.
 //!
-//! Sessions resume with the tickets of [`super::tickets`], across restarts too. A resumed
-//! session carries the client certificate of the full handshake it came from, which rustls
-//! does not check again; this listener does, with the verifier of the trust state in force
-//! (chain to the current bundle, validity now, the SPIFFE ID's trust domain), before the
-//! connection is served. The blocklist is checked per request, as for any connection.
+//! Sessions resume with the tickets of [`super::tickets`], across restarts too; a resumed
+//! session's client certificate is checked again ([`super::resume`]) before the connection is
+//! served. The blocklist is checked per request, as for any connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,62 +17,14 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::Watcher;
 use rustls::pki_types::UnixTime;
-use rustls::server::danger::ClientCertVerifier as _;
 use tokio::net::{TcpListener, TcpStream};
 use trustmesh_certs::control_plane_identity;
-use trustmesh_certs::verify::SpiffeClientVerifier;
 
 use super::limits::{self, Limit};
+use super::resume::Tls;
 use super::state::{AppState, Caller};
 use super::tickets::TicketKeys;
 use crate::domain::trust::TrustView;
-
-/// Session tickets sent after each handshake: one for the snapshot watch and one for a
-/// renewal that may run beside it.
-const TICKETS_PER_HANDSHAKE: usize = 2;
-
-/// What new handshakes use: the server configuration, and the verifier that checks the client
-/// certificate of a resumed session again (both of the same trust state).
-pub struct Tls {
-    config: Arc<rustls::ServerConfig>,
-    clients: SpiffeClientVerifier,
-}
-
-impl Tls {
-    /// The serving configuration of [`server_config`] with resumption through `tickets`.
-    pub fn new(
-        trust: &TrustView,
-        listen: SocketAddr,
-        names: &[String],
-        tickets: Arc<TicketKeys>,
-    ) -> anyhow::Result<Self> {
-        let mut config = server_config(trust, listen, names)?;
-        config.ticketer = tickets;
-        config.send_tls13_tickets = TICKETS_PER_HANDSHAKE;
-        let clients = SpiffeClientVerifier::optional(&trust.bundle, trust.signer.trust_domain())?;
-        Ok(Self {
-            config: Arc::new(config),
-            clients,
-        })
-    }
-
-    /// Checks the client certificate a resumed session carries, as a full handshake would
-    /// have at `now`; `Err` says why it no longer holds. A session without one passes (it is
-    /// anonymous, as its first handshake was).
-    pub fn check_resumed(
-        &self,
-        certs: Option<&[rustls::pki_types::CertificateDer<'static>]>,
-        now: UnixTime,
-    ) -> Result<(), rustls::Error> {
-        match certs.and_then(|c| c.split_first()) {
-            Some((leaf, intermediates)) => self
-                .clients
-                .verify_client_cert(leaf, intermediates, now)
-                .map(|_| ()),
-            None => Ok(()),
-        }
-    }
-}
 
 /// Lifetime of the control plane's own serving certificate.
 const SERVING_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -120,10 +70,11 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let listen = listener.local_addr()?;
+    let trust = state.trust.current();
     let config = Arc::new(ArcSwap::from_pointee(Tls::new(
-        &state.trust.current(),
-        listen,
-        &names,
+        server_config(&trust, listen, &names)?,
+        &trust.bundle,
+        trust.signer.trust_domain(),
         tickets.clone(),
     )?));
     tokio::spawn(renew_serving_cert(
@@ -186,7 +137,7 @@ async fn connection(
     watcher: Watcher,
 ) {
     let limits = state.limits.clone();
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls_state.config.clone());
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls_state.config());
     let tls = match tokio::time::timeout(limits.args.handshake_timeout, acceptor.accept(tcp)).await
     {
         Ok(Ok(tls)) => tls,
@@ -265,7 +216,9 @@ async fn renew_serving_cert(
             changed = trust.changed() => if changed.is_err() { return },
         }
         let view = trust.borrow_and_update().clone();
-        match Tls::new(&view, listen, &names, tickets.clone()) {
+        let tls = server_config(&view, listen, &names)
+            .and_then(|c| Tls::new(c, &view.bundle, view.signer.trust_domain(), tickets.clone()));
+        match tls {
             Ok(c) => config.store(Arc::new(c)),
             Err(e) => tracing::warn!("renewing the control plane's serving certificate: {e:#}"),
         }

@@ -4,9 +4,9 @@
 //! `GET /v1/snapshot?version=V&wait=W` over and over. What it sees goes to the coordinator as
 //! [`Event`]s, stamped when the response was read in full.
 //!
-//! After a lost connection it reconnects with the proxy's backoff (`proxy/src/identity`'s
-//! `Backoff`: 200 ms doubling to 30 s, each wait uniform in [base/2, base], reset by an
-//! answer) and asks `?version=V&wait=0s` once, so that the coordinator learns when the
+//! After a lost connection it reconnects with the proxy watch's backoff (`proxy/src/watch.rs`:
+//! 200 ms doubling to 30 s, or to 1 s while the connect is refused, each wait uniform in
+//! [base/2, base], reset by an answer) and asks `?version=V&wait=0s` once, so that the coordinator learns when the
 //! control plane serves it again even when nothing changed (the proxy would hold a long poll
 //! there instead, which gives no answer to time). Its TLS configuration keeps its session
 //! store across reconnects, as the proxy's control-plane client does, so a reconnect resumes
@@ -29,6 +29,8 @@ use tokio::sync::{mpsc, Semaphore};
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 /// Longest backoff (the proxy's).
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Longest backoff while the connect is refused (the proxy watch's `REFUSED_BACKOFF_MAX`).
+const REFUSED_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// TCP connect and TLS handshake together.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -67,6 +69,14 @@ pub enum Event {
         /// A resumed session (no certificate signed or verified), else a full handshake.
         resumed: bool,
     },
+}
+
+/// Whether `e` is a refused TCP connect (nothing listening).
+fn connect_refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
 }
 
 /// Everything one simulated sidecar needs.
@@ -113,11 +123,11 @@ impl Jitter {
     }
 
     /// The wait before reconnect number `failures` (1 or more): the proxy's base doubles from
-    /// [`BACKOFF_MIN`] to [`BACKOFF_MAX`] and the wait is uniform in [base/2, base].
-    fn backoff(&mut self, failures: u32) -> Duration {
+    /// [`BACKOFF_MIN`] to `cap` and the wait is uniform in [base/2, base].
+    fn backoff(&mut self, failures: u32, cap: Duration) -> Duration {
         let base = BACKOFF_MIN
             .saturating_mul(1 << failures.saturating_sub(1).min(16))
-            .min(BACKOFF_MAX);
+            .min(cap);
         base / 2 + self.below(base / 2)
     }
 }
@@ -191,11 +201,13 @@ impl Sidecar {
             0x9E37_79B9_7F4A_7C15 ^ (self.idx as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
         );
         let mut have: Option<String> = None;
-        let mut failures = 0u32;
+        // As the proxy's watch: refused connects and other failures back off apart.
+        let (mut failures, mut refused) = (0u32, 0u32);
+        let mut pause = None;
         let mut first = true;
         loop {
-            if failures > 0 {
-                tokio::time::sleep(jitter.backoff(failures)).await;
+            if let Some(d) = pause.take() {
+                tokio::time::sleep(d).await;
             }
             let permit = if first {
                 ramp.acquire().await.ok()
@@ -212,7 +224,13 @@ impl Sidecar {
                     s
                 }
                 Err(e) => {
-                    failures = failures.saturating_add(1);
+                    pause = Some(if connect_refused(&e) {
+                        refused = refused.saturating_add(1);
+                        jitter.backoff(refused, REFUSED_BACKOFF_MAX)
+                    } else {
+                        failures = failures.saturating_add(1);
+                        jitter.backoff(failures, BACKOFF_MAX)
+                    });
                     let what = format!("{e:#}");
                     let at = Instant::now();
                     if events
@@ -261,9 +279,10 @@ impl Sidecar {
                 }
                 if failed {
                     failures = failures.saturating_add(1);
+                    pause = Some(jitter.backoff(failures, BACKOFF_MAX));
                     break;
                 }
-                failures = 0;
+                (failures, refused) = (0, 0);
                 wait = self.wait;
             }
         }
