@@ -309,17 +309,19 @@ mod tests {
     #[test]
     fn backoff_is_the_proxys() {
         let mut j = Jitter(7);
-        for (failures, base_ms) in [
-            (1, 200),
-            (2, 400),
-            (3, 800),
-            (8, 25_600),
-            (9, 30_000),
-            (40, 30_000),
-        ] {
+        let cases = [
+            (1, 200, BACKOFF_MAX),
+            (2, 400, BACKOFF_MAX),
+            (8, 25_600, BACKOFF_MAX),
+            (9, 30_000, BACKOFF_MAX),
+            (40, 30_000, BACKOFF_MAX),
+            (3, 800, REFUSED_BACKOFF_MAX),
+            (4, 1_000, REFUSED_BACKOFF_MAX),
+        ];
+        for (failures, base_ms, cap) in cases {
             let base = Duration::from_millis(base_ms);
             for _ in 0..100 {
-                let w = j.backoff(failures);
+                let w = j.backoff(failures, cap);
                 assert!(w >= base / 2 && w < base, "{failures}: {w:?}");
             }
         }
