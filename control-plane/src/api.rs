@@ -23,8 +23,10 @@ mod methods;
 pub mod metrics;
 mod proxies;
 pub mod respond;
+pub mod resume;
 mod snapshot;
 pub mod state;
+pub mod tickets;
 
 pub use error::{ApiError, Code};
 pub use metrics::Metrics;

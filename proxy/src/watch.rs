@@ -1,6 +1,9 @@
 //! The snapshot watch: a long poll to the control plane that returns as soon as the policy
 //! version differs from ours. A new snapshot replaces the mesh view atomically; when the
-//! control plane is away we keep the last snapshot and retry with backoff.
+//! control plane is away we keep the last snapshot and retry with backoff: capped at
+//! [`REFUSED_BACKOFF_MAX`] while no replica listens (a refused connect costs the control plane
+//! nothing, and a restarted one is then reached within a second of listening), at 30 s for
+//! any other failure (one that is up but failing is not pressed harder).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,12 +11,14 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 use trustmesh_policies::snapshot::Snapshot;
 
-use crate::control::{error_message, ControlClient};
+use crate::control::{error_message, ControlClient, NotListening};
 use crate::identity::Backoff;
 use crate::state::{MeshView, Shared};
 
 /// How long the control plane may hold a poll.
 const WAIT: Duration = Duration::from_secs(30);
+/// Longest wait between polls while every replica refuses the connection.
+pub const REFUSED_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Fetches one snapshot newer than `have` (or the first one). `Ok(false)` means no change.
 pub async fn poll_once(shared: &Shared, control: &ControlClient) -> anyhow::Result<bool> {
@@ -73,11 +78,16 @@ pub async fn poll_once(shared: &Shared, control: &ControlClient) -> anyhow::Resu
 /// Keeps the snapshot current until the process ends.
 pub async fn watch_forever(shared: Arc<Shared>, control: Arc<ControlClient>) {
     let mut backoff = Backoff::new();
+    let mut refused = Backoff::with_cap(REFUSED_BACKOFF_MAX);
     loop {
         match poll_once(&shared, &control).await {
-            Ok(_) => backoff = Backoff::new(),
+            Ok(_) => (backoff, refused) = (Backoff::new(), Backoff::with_cap(REFUSED_BACKOFF_MAX)),
             Err(e) => {
-                let wait = backoff.next();
+                let wait = if e.is::<NotListening>() {
+                    refused.next()
+                } else {
+                    backoff.next()
+                };
                 tracing::warn!(target: "policy", "snapshot watch failed, keeping the last snapshot; retry in {wait:?}: {e:#}");
                 tokio::time::sleep(wait).await;
             }

@@ -295,32 +295,50 @@ async fn run(
 
     if !cli.no_restart {
         fleet.take_errors();
+        fleet.take_handshakes();
+        let me = std::process::id();
+        let tool0 = procs::cpu_ticks(me)?;
         let t_stop = Instant::now();
         tokio::task::spawn_blocking(move || drop(guard)).await?;
         let stopped = t_stop.elapsed();
         let t_start = Instant::now();
         guard = tokio::task::block_in_place(|| cp.start())?;
         let listening = t_start.elapsed();
+        let cp_listening = procs::cpu_ticks(guard.pid())?;
         fleet
             .wait_all(timeout, "served again after the restart", |f, i| {
                 f.served_at[i].is_some_and(|at| at > t_start)
             })
             .await?;
+        // CPU seconds, which the machine's other load does not stretch as it does wall time.
+        let cp_served = procs::cpu_ticks(guard.pid())?;
+        let tool1 = procs::cpu_ticks(me)?;
         let mut back: Vec<Duration> = fleet
             .served_at
             .iter()
             .flatten()
             .map(|at| at.saturating_duration_since(t_start))
             .collect();
+        let late = fleet.errors_after(t_start + listening);
+        let (errors, handshakes) = (fleet.take_errors(), fleet.take_handshakes());
         println!(
             "restart: old control plane stopped (SIGTERM, drain) in {:.2} s; new one listening after {:.2} s; \
-             every sidecar served again: {} after the new start; failed attempts meanwhile {} ({:?}); RSS {:.1} MiB",
+             every sidecar served again: {} after the new start; failed attempts meanwhile {} ({:?}), \
+             {late} of them once it listened; handshakes {}; RSS {:.1} MiB",
             stopped.as_secs_f64(),
             listening.as_secs_f64(),
             percentiles(&mut back),
-            fleet.take_errors(),
+            errors,
             fleet.samples,
+            handshakes,
             procs::rss_kib(guard.pid())? as f64 / 1024.0
+        );
+        println!(
+            "restart CPU: new control plane {:.2} s until listening, {:.2} s more until every sidecar was served; \
+             this tool {:.2} s from the stop until then",
+            cp_listening as f64 / hz,
+            (cp_served - cp_listening) as f64 / hz,
+            (tool1 - tool0) as f64 / hz
         );
     }
     let me = std::process::id();

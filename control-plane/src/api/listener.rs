@@ -3,6 +3,10 @@
 //! timeouts of [`super::limits`]. Its own certificate is re-issued by the CA before it
 //! expires, and whenever the trust state changes (a CA rotation switches the issuing CA or the
 //! bundle client certificates must chain to), and swapped in for new handshakes.
+//!
+//! Sessions resume with the tickets of [`super::tickets`], across restarts too; a resumed
+//! session's client certificate is checked again ([`super::resume`]) before the connection is
+//! served. The blocklist is checked per request, as for any connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,11 +16,14 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::Watcher;
+use rustls::pki_types::UnixTime;
 use tokio::net::{TcpListener, TcpStream};
 use trustmesh_certs::control_plane_identity;
 
 use super::limits::{self, Limit};
+use super::resume::Tls;
 use super::state::{AppState, Caller};
+use super::tickets::TicketKeys;
 use crate::domain::trust::TrustView;
 
 /// Lifetime of the control plane's own serving certificate.
@@ -58,21 +65,26 @@ pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     names: Vec<String>,
+    tickets: Arc<TicketKeys>,
     drain_timeout: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let listen = listener.local_addr()?;
-    let config = Arc::new(ArcSwap::from_pointee(server_config(
-        &state.trust.current(),
-        listen,
-        &names,
+    let trust = state.trust.current();
+    let config = Arc::new(ArcSwap::from_pointee(Tls::new(
+        server_config(&trust, listen, &names)?,
+        &trust.bundle,
+        trust.signer.trust_domain(),
+        tickets.clone(),
     )?));
     tokio::spawn(renew_serving_cert(
         state.clone(),
         config.clone(),
         listen,
         names,
+        tickets.clone(),
     ));
+    tokio::spawn(tickets.rotate_forever());
     tokio::pin!(shutdown);
     loop {
         let (tcp, addr) = tokio::select! {
@@ -95,11 +107,10 @@ pub async fn serve(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = tokio_rustls::TlsAcceptor::from(config.load_full());
         tokio::spawn(connection(
             tcp,
             addr,
-            acceptor,
+            config.load_full(),
             state.clone(),
             slot,
             watcher,
@@ -113,18 +124,20 @@ pub async fn serve(
     Ok(())
 }
 
-/// One accepted connection: the TLS handshake within `--handshake-timeout`, then its class (a
-/// mesh certificate, or anonymous within `--max-anonymous-connections`), then HTTP/1.1, the one
-/// protocol ALPN offers, with the head limits. The connection's slot is held until it closes.
+/// One accepted connection: the TLS handshake within `--handshake-timeout` (a resumed
+/// session's certificate checked again), then its class (a mesh certificate, or anonymous
+/// within `--max-anonymous-connections`), then HTTP/1.1, the one protocol ALPN offers, with
+/// the head limits. The connection's slot is held until it closes.
 async fn connection(
     tcp: TcpStream,
     addr: SocketAddr,
-    acceptor: tokio_rustls::TlsAcceptor,
+    tls_state: Arc<Tls>,
     state: Arc<AppState>,
     mut slot: limits::Connection,
     watcher: Watcher,
 ) {
     let limits = state.limits.clone();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls_state.config());
     let tls = match tokio::time::timeout(limits.args.handshake_timeout, acceptor.accept(tcp)).await
     {
         Ok(Ok(tls)) => tls,
@@ -139,6 +152,12 @@ async fn connection(
         }
     };
     let session = tls.get_ref().1;
+    if session.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+        if let Err(e) = tls_state.check_resumed(session.peer_certificates(), UnixTime::now()) {
+            tracing::info!(client.addr = %addr, "refused a resumed session whose certificate no longer holds: {e}");
+            return;
+        }
+    }
     // The server offers only `http/1.1` (rustls refuses a client that offers ALPN without it);
     // no ALPN at all is HTTP/1.1 too (RFC 7301 §3.2). Anything else would disagree with the
     // protocol served below.
@@ -185,9 +204,10 @@ async fn connection(
 
 async fn renew_serving_cert(
     state: Arc<AppState>,
-    config: Arc<ArcSwap<rustls::ServerConfig>>,
+    config: Arc<ArcSwap<Tls>>,
     listen: SocketAddr,
     names: Vec<String>,
+    tickets: Arc<TicketKeys>,
 ) {
     let mut trust = state.trust.subscribe();
     loop {
@@ -196,7 +216,9 @@ async fn renew_serving_cert(
             changed = trust.changed() => if changed.is_err() { return },
         }
         let view = trust.borrow_and_update().clone();
-        match server_config(&view, listen, &names) {
+        let tls = server_config(&view, listen, &names)
+            .and_then(|c| Tls::new(c, &view.bundle, view.signer.trust_domain(), tickets.clone()));
+        match tls {
             Ok(c) => config.store(Arc::new(c)),
             Err(e) => tracing::warn!("renewing the control plane's serving certificate: {e:#}"),
         }

@@ -11,6 +11,7 @@ use clap::Args;
 use trustmesh_certs::TrustDomain;
 
 use crate::api::limits::{LimitArgs, Limits};
+use crate::api::tickets::TicketKeys;
 use crate::api::{listener, AppState, Metrics};
 use crate::domain::ca::store::ImportFrom;
 use crate::domain::k8s_jwt::{K8sArgs, K8sVerifier};
@@ -179,10 +180,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         cert_ttl = %humantime::format_duration(args.cert_ttl),
         "control plane serving"
     );
+    let tickets = Arc::new(TicketKeys::load(&args.data_dir, SystemTime::now())?);
     listener::serve(
         listener,
         state,
         args.server_names,
+        tickets,
         args.drain_timeout,
         trustmesh_runtime::shutdown_signal(),
     )

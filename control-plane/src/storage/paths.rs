@@ -26,3 +26,5 @@ pub const TOKEN_KEY: &str = "token-key";
 pub const USED_TOKENS: &str = "used-tokens";
 /// The lock file that serializes writers across replicas.
 pub const LOCK_FILE: &str = ".lock";
+/// The TLS session ticket keys of the API listener.
+pub const TICKET_KEYS: &str = "ticket-keys";

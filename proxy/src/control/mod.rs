@@ -10,6 +10,17 @@
 //! A call that carries a bearer token presents no client certificate: the token is its
 //! credential, and a certificate that has expired would make the control plane refuse the
 //! handshake before it reads the token.
+//!
+//! Calls with our certificate resume TLS 1.3 sessions (the control plane sends tickets, and
+//! keeps their key across its restarts), so the long poll's new connection every 30 s, and
+//! the whole fleet's reconnect after a control-plane restart, cost no signatures. A resumed
+//! session carries the certificate of the handshake it came from, so the sessions are
+//! forgotten whenever our certificate or the trust bundle changes: the next call then
+//! handshakes in full and presents the certificate in force.
+//!
+//! A call that failed because no replica was listening (every connect refused) is
+//! [`NotListening`], so that the watch can come back soon after a control-plane restart
+//! without pressing on one that is up and struggling.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,11 +30,27 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Method, Uri};
+use rustls::sign::CertifiedKey;
 use trustmesh_certs::{control_plane_identity, RotatingResolver, TrustBundle, TrustDomain};
 use trustmesh_runtime::client;
 
 /// The largest response accepted from the control plane.
 const MAX_RESPONSE: usize = 32 * 1024 * 1024;
+/// TLS sessions kept for resumption (a watch and a renewal may run side by side, per replica).
+const SESSIONS: usize = 8;
+
+/// Every replica refused the connection: nothing listens there now (a control plane that is
+/// restarting, or not started yet). Refused connects cost the control plane nothing.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotListening(String);
+
+/// The TLS configuration that presents our certificate, and the certificate it was made for:
+/// its session store holds only sessions of that certificate.
+struct WithCert {
+    config: Arc<rustls::ClientConfig>,
+    cert: Option<Arc<CertifiedKey>>,
+}
 
 /// One control-plane replica.
 struct Endpoint {
@@ -48,10 +75,13 @@ pub struct ControlClient {
     endpoints: Vec<Endpoint>,
     /// The replica that answered last; calls start there.
     preferred: AtomicUsize,
-    tls: ArcSwap<rustls::ClientConfig>,
+    tls: ArcSwap<WithCert>,
     /// The same without a client certificate, for calls with a bearer token.
     tls_anonymous: ArcSwap<rustls::ClientConfig>,
     resolver: Arc<RotatingResolver>,
+    /// The bundle in force and our trust domain, to make `tls` again when the certificate
+    /// changes.
+    trust: ArcSwap<(TrustBundle, TrustDomain)>,
 }
 
 /// One answer from the control plane: its status and whole body.
@@ -87,7 +117,7 @@ impl ControlClient {
         if endpoints.is_empty() {
             anyhow::bail!("--control-plane is needed");
         }
-        let tls = cp_client_config(bundle, td, Some(&resolver))?;
+        let tls = with_cert(bundle, td, &resolver)?;
         let tls_anonymous = cp_client_config(bundle, td, None)?;
         Ok(Self {
             endpoints,
@@ -95,16 +125,19 @@ impl ControlClient {
             tls: ArcSwap::from_pointee(tls),
             tls_anonymous: ArcSwap::from_pointee(tls_anonymous),
             resolver,
+            trust: ArcSwap::from_pointee((bundle.clone(), td.clone())),
         })
     }
 
-    /// Trusts a new bundle (pushed in a snapshot) from now on.
+    /// Trusts a new bundle (pushed in a snapshot) from now on; the sessions of the old one are
+    /// forgotten.
     pub fn set_bundle(&self, bundle: &TrustBundle, td: &TrustDomain) {
         match (
-            cp_client_config(bundle, td, Some(&self.resolver)),
+            with_cert(bundle, td, &self.resolver),
             cp_client_config(bundle, td, None),
         ) {
             (Ok(c), Ok(anonymous)) => {
+                self.trust.store(Arc::new((bundle.clone(), td.clone())));
                 self.tls.store(Arc::new(c));
                 self.tls_anonymous.store(Arc::new(anonymous));
             }
@@ -114,10 +147,31 @@ impl ControlClient {
         }
     }
 
+    /// The configuration that presents the certificate in force: the one made for it, or,
+    /// when the certificate changed since (a renewal, a new bootstrap), a new one with an empty
+    /// session store.
+    fn tls_with_cert(&self) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+        let current = self.resolver.current();
+        let tls = self.tls.load();
+        let same = match (&tls.cert, &current) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return Ok(tls.config.clone());
+        }
+        let trust = self.trust.load();
+        let fresh = Arc::new(with_cert(&trust.0, &trust.1, &self.resolver)?);
+        self.tls.store(fresh.clone());
+        Ok(fresh.config.clone())
+    }
+
     /// Makes one request, to the replica that answered last and then to each other one in
     /// turn; `timeout` bounds the exchange with each. A 5xx answer moves on to the next
     /// replica too, and is returned when it is the last one's. With a `bearer`, no client
-    /// certificate is presented.
+    /// certificate is presented. When every replica refused the connection the error is
+    /// [`NotListening`].
     pub async fn call(
         &self,
         method: Method,
@@ -129,6 +183,7 @@ impl ControlClient {
         let n = self.endpoints.len();
         let first = self.preferred.load(Ordering::Relaxed) % n;
         let mut failures = Vec::new();
+        let mut refused = 0;
         for i in 0..n {
             let at = (first + i) % n;
             let ep = &self.endpoints[at];
@@ -149,8 +204,14 @@ impl ControlClient {
                     return Ok(answer);
                 }
                 Ok(answer) => failures.push(format!("{}: answered {}", ep.uri, answer.status)),
-                Err(e) => failures.push(format!("{e:#}")),
+                Err(e) => {
+                    refused += usize::from(connect_refused(&e));
+                    failures.push(format!("{e:#}"));
+                }
             }
+        }
+        if refused == n {
+            return Err(NotListening(failures.join("; ")).into());
         }
         anyhow::bail!("{}", failures.join("; "))
     }
@@ -174,7 +235,7 @@ impl ControlClient {
         // A call with a token presents no certificate (see the module docs).
         let config = match bearer {
             Some(_) => self.tls_anonymous.load_full(),
-            None => self.tls.load_full(),
+            None => self.tls_with_cert()?,
         };
         client::send(config, &target, call, MAX_RESPONSE, timeout)
             .await
@@ -182,9 +243,32 @@ impl ControlClient {
     }
 }
 
-/// TLS to the control plane, with session resumption off: a resumed TLS 1.3 session carries
-/// the client authentication of the handshake it resumes, so after bootstrap (no certificate)
-/// or a renewal (a newer one) the control plane would see a stale identity.
+/// Whether `e` is a refused TCP connect (nothing listening at the address).
+fn connect_refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
+}
+
+/// TLS to the control plane presenting what `resolver` holds now, resuming the sessions of
+/// that certificate only (see the module docs).
+fn with_cert(
+    bundle: &TrustBundle,
+    td: &TrustDomain,
+    resolver: &Arc<RotatingResolver>,
+) -> anyhow::Result<WithCert> {
+    let cert = resolver.current();
+    let mut config = cp_client_config(bundle, td, Some(resolver))?;
+    config.resumption = rustls::client::Resumption::in_memory_sessions(SESSIONS);
+    Ok(WithCert {
+        config: Arc::new(config),
+        cert,
+    })
+}
+
+/// TLS to the control plane, with session resumption off (calls with a token: they present
+/// no certificate and are rare).
 fn cp_client_config(
     bundle: &TrustBundle,
     td: &TrustDomain,
@@ -210,3 +294,6 @@ pub fn error_message(body: &[u8]) -> String {
         })
         .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect())
 }
+
+#[cfg(test)]
+mod tests;

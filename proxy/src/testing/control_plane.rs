@@ -1,6 +1,7 @@
 //! A stand-in control plane on loopback for the components that talk to one (identity, the
 //! snapshot watch): HTTPS/1.1 with a certificate for the control-plane identity of the mesh
-//! CA, every request recorded, each answered by the test's function.
+//! CA, every request recorded, each answered by the test's function. It sends TLS 1.3 session
+//! tickets, as the real one does, and records whether each connection resumed a session.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,10 @@ pub struct Seen {
     pub bearer: Option<String>,
     /// The identity of the client certificate, when one was presented.
     pub client: Option<SpiffeId>,
+    /// The client's leaf certificate (DER), when one was presented (or resumed).
+    pub client_cert: Option<Vec<u8>>,
+    /// The connection resumed a TLS session.
+    pub resumed: bool,
     /// The body.
     pub body: Bytes,
 }
@@ -54,13 +59,15 @@ impl FakeControlPlane {
                 SystemTime::now(),
             )
             .unwrap();
-        let tls = trustmesh_certs::tls::control_plane_server_config(
+        let mut tls = trustmesh_certs::tls::control_plane_server_config(
             &ca.trust_bundle(),
             &td,
             issued.chain,
             &key,
         )
         .unwrap();
+        tls.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().unwrap();
+        tls.send_tls13_tickets = 2;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -71,15 +78,16 @@ impl FakeControlPlane {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     continue;
                 };
-                let client = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .and_then(|c| trustmesh_certs::identity::identity_from_cert(c).ok());
+                let session = tls.get_ref().1;
+                let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                let leaf = session.peer_certificates().and_then(|c| c.first());
+                let client_cert = leaf.map(|c| c.as_ref().to_vec());
+                let client =
+                    leaf.and_then(|c| trustmesh_certs::identity::identity_from_cert(c).ok());
                 let (answer, log) = (answer.clone(), log.clone());
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let (answer, log, client) = (answer.clone(), log.clone(), client.clone());
+                    let client_cert = client_cert.clone();
                     async move {
                         let seen = Seen {
                             method: req.method().clone(),
@@ -91,6 +99,8 @@ impl FakeControlPlane {
                                 .and_then(|v| v.strip_prefix("Bearer "))
                                 .map(str::to_string),
                             client,
+                            client_cert,
+                            resumed,
                             body: req.into_body().collect().await.unwrap().to_bytes(),
                         };
                         let (status, body) = answer(&seen);

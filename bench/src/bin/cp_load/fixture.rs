@@ -28,6 +28,8 @@ use crate::procs::ChildGuard;
 
 /// The namespace of every generated service.
 const NS: &str = "load";
+/// TLS sessions each simulated sidecar keeps for resumption.
+const SESSIONS: usize = 4;
 
 /// Sizes of the generated mesh.
 #[derive(Clone, Copy, Debug)]
@@ -188,7 +190,8 @@ impl ControlPlane {
     }
 
     /// An mTLS client configuration per sidecar, each with its own certificate from the CA
-    /// in the data folder; the server must be the control plane's identity.
+    /// in the data folder and its own TLS session store; the server must be the control
+    /// plane's identity.
     pub fn client_configs(&self, shape: Shape) -> Result<Vec<Arc<ClientConfig>>> {
         let read = |f: &str| {
             std::fs::read_to_string(self.data.join(f)).with_context(|| format!("reading {f}"))
@@ -206,11 +209,14 @@ impl ControlPlane {
                 let (cert, key) = ca.issue(&id, &[], &[], Duration::from_secs(3600), now)?;
                 let resolver = Arc::new(RotatingResolver::new());
                 resolver.set(cert.chain, &key)?;
-                let cfg = trustmesh_certs::tls::control_plane_client_config(
+                let mut cfg = trustmesh_certs::tls::control_plane_client_config(
                     &bundle,
                     cp.clone(),
                     Some(resolver),
                 )?;
+                // The proxy's control-plane client keeps its sessions across reconnects (one
+                // store per sidecar, as each proxy has its own).
+                cfg.resumption = rustls::client::Resumption::in_memory_sessions(SESSIONS);
                 Ok(Arc::new(cfg))
             })
             .collect()

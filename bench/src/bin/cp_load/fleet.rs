@@ -19,8 +19,10 @@ pub struct Fleet {
     pub served_at: Vec<Option<Instant>>,
     /// Body length of the last snapshot each sidecar received.
     pub bytes: Vec<usize>,
-    /// Errors seen since the last [`Fleet::take_errors`].
-    errors: u64,
+    /// When each error since the last [`Fleet::take_errors`] happened.
+    errors: Vec<Instant>,
+    /// Handshakes since the last [`Fleet::take_handshakes`]: full, resumed.
+    handshakes: [u64; 2],
     /// Which sidecars saw them.
     erred: Vec<bool>,
     /// The first few error messages, for the report.
@@ -36,7 +38,8 @@ impl Fleet {
             snapshot_at: vec![None; n],
             served_at: vec![None; n],
             bytes: vec![0; n],
-            errors: 0,
+            errors: Vec::new(),
+            handshakes: [0; 2],
             erred: vec![false; n],
             samples: Vec::new(),
         }
@@ -56,8 +59,9 @@ impl Fleet {
                 self.bytes[idx] = bytes;
             }
             Event::Served { idx, at } => self.served_at[idx] = Some(at),
-            Event::Error { idx, what } => {
-                self.errors += 1;
+            Event::Handshake { resumed } => self.handshakes[usize::from(resumed)] += 1,
+            Event::Error { idx, what, at } => {
+                self.errors.push(at);
                 self.erred[idx] = true;
                 if self.samples.len() < 5 && !self.samples.contains(&what) {
                     self.samples.push(what);
@@ -70,7 +74,21 @@ impl Fleet {
     pub fn take_errors(&mut self) -> String {
         let on = self.erred.iter().filter(|&&e| e).count();
         self.erred.iter_mut().for_each(|e| *e = false);
-        format!("{} on {on} sidecars", std::mem::take(&mut self.errors))
+        format!(
+            "{} on {on} sidecars",
+            std::mem::take(&mut self.errors).len()
+        )
+    }
+
+    /// Errors (not yet taken) that happened after `t`.
+    pub fn errors_after(&self, t: Instant) -> usize {
+        self.errors.iter().filter(|&&at| at > t).count()
+    }
+
+    /// `"F full, R resumed"`: TLS handshakes since the last call.
+    pub fn take_handshakes(&mut self) -> String {
+        let [full, resumed] = std::mem::take(&mut self.handshakes);
+        format!("{full} full, {resumed} resumed")
     }
 
     /// Folds in events until `done` holds for every sidecar, for at most `limit`.
@@ -159,8 +177,10 @@ mod tests {
         tx.send(Event::Error {
             idx: 0,
             what: "x".into(),
+            at: Instant::now(),
         })
         .unwrap();
+        tx.send(Event::Handshake { resumed: true }).unwrap();
         let have = |f: &Fleet, i: usize| f.version[i].as_deref() == Some("v1");
         fleet
             .wait_all(Duration::from_secs(5), "v1", have)
@@ -170,6 +190,8 @@ mod tests {
         let never = |f: &Fleet, i: usize| f.version[i].as_deref() == Some("v2");
         let r = fleet.wait_all(Duration::from_millis(50), "v2", never).await;
         assert!(r.is_err());
+        assert_eq!(fleet.errors_after(Instant::now()), 0);
+        assert_eq!(fleet.take_handshakes(), "0 full, 1 resumed");
         assert_eq!(fleet.take_errors(), "1 on 1 sidecars");
         assert_eq!(fleet.take_errors(), "0 on 0 sidecars");
     }

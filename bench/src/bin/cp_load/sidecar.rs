@@ -4,10 +4,13 @@
 //! `GET /v1/snapshot?version=V&wait=W` over and over. What it sees goes to the coordinator as
 //! [`Event`]s, stamped when the response was read in full.
 //!
-//! After a lost connection it reconnects with jittered, capped exponential backoff (as the
-//! proxy does) and asks `?version=V&wait=0s` once, so that the coordinator learns when the
+//! After a lost connection it reconnects with the proxy watch's backoff (`proxy/src/watch.rs`:
+//! 200 ms doubling to 30 s, or to 1 s while the connect is refused, each wait uniform in
+//! [base/2, base], reset by an answer) and asks `?version=V&wait=0s` once, so that the coordinator learns when the
 //! control plane serves it again even when nothing changed (the proxy would hold a long poll
-//! there instead, which gives no answer to time).
+//! there instead, which gives no answer to time). Its TLS configuration keeps its session
+//! store across reconnects, as the proxy's control-plane client does, so a reconnect resumes
+//! when the control plane sent it a ticket.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -22,10 +25,12 @@ use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use tokio::sync::{mpsc, Semaphore};
 
-/// First backoff after a failure; doubled per failure, capped at [`BACKOFF_MAX`], full jitter.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// Longest backoff.
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// First backoff after a failure; doubled per failure up to [`BACKOFF_MAX`] (the proxy's).
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+/// Longest backoff (the proxy's).
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Longest backoff while the connect is refused (the proxy watch's `REFUSED_BACKOFF_MAX`).
+const REFUSED_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// TCP connect and TLS handshake together.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -56,7 +61,22 @@ pub enum Event {
         idx: usize,
         /// What failed.
         what: String,
+        /// When.
+        at: Instant,
     },
+    /// A TLS handshake completed.
+    Handshake {
+        /// A resumed session (no certificate signed or verified), else a full handshake.
+        resumed: bool,
+    },
+}
+
+/// Whether `e` is a refused TCP connect (nothing listening).
+fn connect_refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
 }
 
 /// Everything one simulated sidecar needs.
@@ -101,10 +121,20 @@ impl Jitter {
         let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX).max(1);
         Duration::from_nanos(self.0 % nanos)
     }
+
+    /// The wait before reconnect number `failures` (1 or more): the proxy's base doubles from
+    /// [`BACKOFF_MIN`] to `cap` and the wait is uniform in [base/2, base].
+    fn backoff(&mut self, failures: u32, cap: Duration) -> Duration {
+        let base = BACKOFF_MIN
+            .saturating_mul(1 << failures.saturating_sub(1).min(16))
+            .min(cap);
+        base / 2 + self.below(base / 2)
+    }
 }
 
 impl Sidecar {
-    async fn connect(&self) -> Result<SendRequest<Empty<Bytes>>> {
+    /// A connection ready for requests, and whether its TLS session was resumed.
+    async fn connect(&self) -> Result<(SendRequest<Empty<Bytes>>, bool)> {
         let work = async {
             let tcp = tokio::net::TcpStream::connect(self.addr)
                 .await
@@ -115,11 +145,12 @@ impl Sidecar {
                 .connect(name, tcp)
                 .await
                 .context("TLS handshake")?;
+            let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
             let (sender, conn) = http1::handshake(TokioIo::new(tls)).await?;
             tokio::spawn(async move {
                 let _ = conn.await;
             });
-            Ok::<_, anyhow::Error>(sender)
+            Ok::<_, anyhow::Error>((sender, resumed))
         };
         tokio::time::timeout(CONNECT_TIMEOUT, work)
             .await
@@ -170,14 +201,13 @@ impl Sidecar {
             0x9E37_79B9_7F4A_7C15 ^ (self.idx as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
         );
         let mut have: Option<String> = None;
-        let mut failures = 0u32;
+        // As the proxy's watch: refused connects and other failures back off apart.
+        let (mut failures, mut refused) = (0u32, 0u32);
+        let mut pause = None;
         let mut first = true;
         loop {
-            if failures > 0 {
-                let cap = BACKOFF_MIN
-                    .saturating_mul(1 << failures.min(5))
-                    .min(BACKOFF_MAX);
-                tokio::time::sleep(jitter.below(cap)).await;
+            if let Some(d) = pause.take() {
+                tokio::time::sleep(d).await;
             }
             let permit = if first {
                 ramp.acquire().await.ok()
@@ -187,14 +217,27 @@ impl Sidecar {
             let conn = self.connect().await;
             drop(permit);
             let mut sender = match conn {
-                Ok(s) => s,
+                Ok((s, resumed)) => {
+                    if events.send(Event::Handshake { resumed }).is_err() {
+                        return;
+                    }
+                    s
+                }
                 Err(e) => {
-                    failures = failures.saturating_add(1);
+                    pause = Some(if connect_refused(&e) {
+                        refused = refused.saturating_add(1);
+                        jitter.backoff(refused, REFUSED_BACKOFF_MAX)
+                    } else {
+                        failures = failures.saturating_add(1);
+                        jitter.backoff(failures, BACKOFF_MAX)
+                    });
                     let what = format!("{e:#}");
+                    let at = Instant::now();
                     if events
                         .send(Event::Error {
                             idx: self.idx,
                             what,
+                            at,
                         })
                         .is_err()
                     {
@@ -227,6 +270,7 @@ impl Sidecar {
                     Err(e) => Event::Error {
                         idx: self.idx,
                         what: format!("{e:#}"),
+                        at,
                     },
                 };
                 let failed = matches!(event, Event::Error { .. });
@@ -235,9 +279,10 @@ impl Sidecar {
                 }
                 if failed {
                     failures = failures.saturating_add(1);
+                    pause = Some(jitter.backoff(failures, BACKOFF_MAX));
                     break;
                 }
-                failures = 0;
+                (failures, refused) = (0, 0);
                 wait = self.wait;
             }
         }
@@ -258,6 +303,27 @@ mod tests {
         let mut j = Jitter(42);
         for _ in 0..1000 {
             assert!(j.below(Duration::from_millis(5)) < Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn backoff_is_the_proxys() {
+        let mut j = Jitter(7);
+        let cases = [
+            (1, 200, BACKOFF_MAX),
+            (2, 400, BACKOFF_MAX),
+            (8, 25_600, BACKOFF_MAX),
+            (9, 30_000, BACKOFF_MAX),
+            (40, 30_000, BACKOFF_MAX),
+            (3, 800, REFUSED_BACKOFF_MAX),
+            (4, 1_000, REFUSED_BACKOFF_MAX),
+        ];
+        for (failures, base_ms, cap) in cases {
+            let base = Duration::from_millis(base_ms);
+            for _ in 0..100 {
+                let w = j.backoff(failures, cap);
+                assert!(w >= base / 2 && w < base, "{failures}: {w:?}");
+            }
         }
     }
 }

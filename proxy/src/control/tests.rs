@@ -1,0 +1,117 @@
+//! The control-plane client against a stand-in control plane on loopback: sessions resume,
+//! and never across a change of our certificate; a control plane that is not listening is
+//! told apart from one that fails.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{Method, StatusCode};
+use trustmesh_certs::RotatingResolver;
+
+use super::{Config, ControlClient, NotListening};
+use crate::testing::control_plane::FakeControlPlane;
+use crate::testing::{self, id};
+
+async fn get(control: &ControlClient) -> StatusCode {
+    control
+        .call(
+            Method::GET,
+            "/v1/snapshot?wait=0s",
+            None,
+            None,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap()
+        .status
+}
+
+#[tokio::test]
+async fn sessions_resume_until_our_certificate_changes_then_the_new_one_is_presented() {
+    let ca = Arc::new(testing::ca());
+    let cp = FakeControlPlane::start(&ca, Arc::new(|_| (StatusCode::OK, "{}".to_string()))).await;
+    let resolver = Arc::new(RotatingResolver::new());
+    let issue = || {
+        let (cert, key) = ca
+            .issue(
+                &id("api"),
+                &[],
+                &[],
+                Duration::from_secs(3600),
+                SystemTime::now(),
+            )
+            .unwrap();
+        resolver.set(cert.chain, &key).unwrap();
+    };
+    issue();
+    let control = cp.client(&ca, resolver.clone());
+    for _ in 0..3 {
+        assert_eq!(get(&control).await, StatusCode::OK);
+    }
+    // A renewal: the next call must present the new certificate, so it cannot resume.
+    issue();
+    for _ in 0..2 {
+        assert_eq!(get(&control).await, StatusCode::OK);
+    }
+    let seen = cp.seen();
+    let resumed: Vec<bool> = seen.iter().map(|s| s.resumed).collect();
+    assert_eq!(resumed, [false, true, true, false, true]);
+    let certs: Vec<_> = seen
+        .iter()
+        .map(|s| s.client_cert.clone().unwrap())
+        .collect();
+    assert!(certs[..3].iter().all(|c| *c == certs[0]));
+    assert_ne!(certs[3], certs[0], "the renewed certificate is presented");
+    assert_eq!(certs[4], certs[3]);
+}
+
+#[tokio::test]
+async fn a_control_plane_nobody_listens_for_is_not_listening_and_a_failing_one_is_not() {
+    let ca = testing::ca();
+    // A port that was just free: nothing listens there.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap();
+    drop(free);
+    let config = Config {
+        control_plane: vec![format!("https://{addr}").parse().unwrap()],
+        trust_domain: ca.trust_domain().clone(),
+    };
+    let bundle = trustmesh_certs::TrustBundle::from_pem(ca.cert_pem()).unwrap();
+    let control = ControlClient::new(&config, &bundle, Arc::new(RotatingResolver::new())).unwrap();
+    let err = control
+        .call(
+            Method::GET,
+            "/v1/snapshot",
+            None,
+            None,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is::<NotListening>(), "{err:#}");
+
+    // Listening but closing every connection at once: a failure, not "not listening".
+    let closing = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = closing.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = closing.accept().await {
+            drop(tcp);
+        }
+    });
+    let config = Config {
+        control_plane: vec![format!("https://{addr}").parse().unwrap()],
+        trust_domain: ca.trust_domain().clone(),
+    };
+    let control = ControlClient::new(&config, &bundle, Arc::new(RotatingResolver::new())).unwrap();
+    let err = control
+        .call(
+            Method::GET,
+            "/v1/snapshot",
+            None,
+            None,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+    assert!(!err.is::<NotListening>(), "{err:#}");
+}
