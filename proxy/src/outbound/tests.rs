@@ -141,10 +141,12 @@ async fn refusing_peer(
 }
 
 /// `web`'s outbound stack, round robin over `api`'s endpoints `bad` (first) and a real
-/// inbound sidecar; an HTTP/1.1 client of it, and `web`'s state (its metrics).
+/// inbound sidecar; an HTTP/1.1 client of it, and `web`'s state (its metrics). `hop_http1`
+/// off keeps its requests on the HTTP/2 hop (what a refused stream needs).
 async fn client_with_a_bad_endpoint(
     ca: &trustmesh_certs::CertificateAuthority,
     bad: std::net::SocketAddr,
+    hop_http1: bool,
 ) -> (
     hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
     Arc<crate::state::Shared>,
@@ -165,6 +167,7 @@ async fn client_with_a_bad_endpoint(
     let web_args = testing::args("web", "127.0.0.1:1".parse().unwrap());
     let mut config = Config::from_args(&web_args);
     config.balance.kind = super::balance::Kind::Rr;
+    config.hop_http1 = hop_http1;
     let web = testing::shared(ca, web_args, registry, serde_json::json!([]));
     let outbound = Outbound::new(Arc::clone(&web), config);
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
@@ -186,7 +189,7 @@ async fn a_refused_connection_goes_to_the_next_endpoint_which_leaves_rotation() 
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let (mut client, web) = client_with_a_bad_endpoint(&ca, closed).await;
+    let (mut client, web) = client_with_a_bad_endpoint(&ca, closed, true).await;
     for _ in 0..4 {
         let resp = client.send_request(get("/hello", &[("host", "api")])).await;
         let (status, _, body) = read(resp.unwrap()).await;
@@ -199,7 +202,7 @@ async fn a_refused_connection_goes_to_the_next_endpoint_which_leaves_rotation() 
 async fn a_refused_stream_without_a_body_goes_to_the_next_endpoint() {
     let ca = testing::ca();
     let (refuser, refused) = refusing_peer(&ca).await;
-    let (mut client, web) = client_with_a_bad_endpoint(&ca, refuser).await;
+    let (mut client, web) = client_with_a_bad_endpoint(&ca, refuser, false).await;
     // Round robin sends the first to the refusing peer: failed over, answered.
     let resp = client.send_request(get("/hello", &[("host", "api")])).await;
     let (status, _, body) = read(resp.unwrap()).await;
@@ -218,7 +221,7 @@ async fn a_refused_stream_without_a_body_goes_to_the_next_endpoint() {
 async fn a_refused_stream_with_a_body_hyper_took_is_answered_502() {
     let ca = testing::ca();
     let (refuser, refused) = refusing_peer(&ca).await;
-    let (mut client, web) = client_with_a_bad_endpoint(&ca, refuser).await;
+    let (mut client, web) = client_with_a_bad_endpoint(&ca, refuser, false).await;
     let post = http::Request::post("/hello")
         .header("host", "api")
         .body(http_body_util::Full::new(bytes::Bytes::from_static(

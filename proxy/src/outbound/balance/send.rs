@@ -38,6 +38,8 @@ use crate::layers::rescue::ProxyError;
 use crate::outbound::Outbound;
 use crate::state::MeshView;
 
+mod http1;
+
 /// How one attempt ended.
 enum Attempt {
     /// The answer (or the error) for the caller.
@@ -59,11 +61,12 @@ impl Outbound {
     ) -> Result<Response<Incoming>, ProxyError> {
         let deadline = Instant::now() + timeout;
         let mesh = self.mesh()?;
-        self.balancer
-            .retain(&mesh.snapshot.registry, &mesh.snapshot.version);
-        let replay = (service.endpoints.len() > 1)
-            .then(|| Head::of(&req))
-            .flatten();
+        // Only a request that may go to another endpoint once hyper took it needs its head
+        // kept (cloned); on HTTP/1.1 only an idempotent one can (`Head::may_resend`).
+        let replay = (service.endpoints.len() > 1
+            && (req.version() == Version::HTTP_2 || idempotent(req.method())))
+        .then(|| Head::of(&req))
+        .flatten();
         let mut req = req;
         let mut tried: Vec<Arc<Endpoint>> = Vec::new();
         let mut last = None;
@@ -139,6 +142,11 @@ impl Outbound {
         };
         let target = || format!("{}.{} ({addr})", service.name, service.namespace);
         let identity = endpoint_identity(service, addr);
+        if req.version() == Version::HTTP_11 {
+            return self
+                .try_http1(service, mesh, addr, req, &mut sent, replay)
+                .await;
+        }
         let config = match mesh.client_config(&self.shared.resolver, identity) {
             Ok(c) => c,
             Err(e) => {
@@ -162,17 +170,7 @@ impl Outbound {
         // Timing out from here on is a timeout of the endpoint's.
         sent.on_drop = Some(Outcome::Failed(Reason::Timeout));
         match sender.try_send_request(req).await {
-            Ok(mut resp) => {
-                resp.extensions_mut()
-                    .insert(super::ServedBy(identity.clone()));
-                let outcome = if resp.status().is_server_error() {
-                    Outcome::Failed(Reason::Status5xx)
-                } else {
-                    Outcome::Success
-                };
-                sent.finish(outcome);
-                Attempt::Done(Ok(resp))
-            }
+            Ok(resp) => answered(resp, identity, &mut sent),
             Err(e) => self.failed(e, replay, &target, &mut sent),
         }
     }
@@ -232,6 +230,24 @@ impl Outbound {
             balancer.probed(&ep, made.is_ok());
         });
     }
+}
+
+/// A response head from the endpoint proving `identity`: counted (a 5xx against it), and
+/// marked with who served it.
+fn answered(
+    mut resp: Response<Incoming>,
+    identity: &trustmesh_certs::SpiffeId,
+    sent: &mut Finisher<'_>,
+) -> Attempt {
+    resp.extensions_mut()
+        .insert(super::ServedBy(identity.clone()));
+    let outcome = if resp.status().is_server_error() {
+        Outcome::Failed(Reason::Status5xx)
+    } else {
+        Outcome::Success
+    };
+    sent.finish(outcome);
+    Attempt::Done(Ok(resp))
 }
 
 /// Ends an attempt's in-flight count once, with the outcome it reached. Dropped unfinished
