@@ -136,6 +136,33 @@ async fn killing_one_of_two_endpoints_under_load_fails_no_request() {
     assert_eq!((ready, ejected), (1.0, 1.0));
 }
 
+/// An HTTP/1.1 app's requests ride pooled HTTP/1.1 connections to both endpoints; killing one
+/// endpoint closes its pooled connection under A: the next requests find it closed, cannot
+/// connect, and go to the other endpoint without one failing.
+#[tokio::test]
+async fn a_pooled_http1_connection_to_a_killed_endpoint_fails_over() {
+    let mut f = fleet("lb-h1-kill", &[Duration::ZERO; 2], &["--balancer", "rr"]).await;
+    for i in 0..4 {
+        let resp = trustmesh_e2e::client::http1_get(f.a.outbound(), "b", &format!("/w/{i}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    let h1 = "trustmesh_upstream_http1_connections_total";
+    assert_eq!(metric(f.a.admin(), h1).await.unwrap(), 2.0, "one per endpoint");
+    assert!(f.apps[0].request_count() > 0 && f.apps[1].request_count() > 0);
+    f.bs[0].process().kill();
+    let before = f.apps[1].request_count();
+    for i in 0..6 {
+        let resp = trustmesh_e2e::client::http1_get(f.a.outbound(), "b", &format!("/x/{i}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 200, "request {i}: {}", resp.text());
+    }
+    assert_eq!(f.apps[1].request_count(), before + 6, "the other took every one");
+    assert_eq!(ejections(&f, "connect").await, 1.0);
+}
+
 /// With round robin, the frozen endpoint keeps getting its turn until the threshold ejects
 /// it: what is proved is the threshold, not the balancer's avoidance.
 #[tokio::test]
