@@ -5,8 +5,9 @@
 //! HTTP/1.1 on a pooled keep-alive connection ([`super::pool::http1`]): the same exchange the
 //! app made, with no HTTP/2 framing, HPACK or stream task on either sidecar. Everything else
 //! stays on HTTP/2: h2 and gRPC apps, ports declared `http2` or `grpc`, upgrades (extended
-//! CONNECT, [`super::upgrade`]) and `Expect: 100-continue` requests (their preflight,
-//! [`crate::layers::expect`], is a stream reset once answered). The inbound sidecar serves
+//! CONNECT, [`super::upgrade`]), `Expect: 100-continue` requests (their preflight,
+//! [`crate::layers::expect`], is a stream reset once answered) and request bodies of unknown
+//! length (chunked: their trailers need not be declared). The inbound sidecar serves
 //! both; it tells the caller's version from the hop's own (HTTP/1.1) or from
 //! `x-trustmesh-orig-proto` (HTTP/2), and speaks to its app as before.
 
@@ -40,7 +41,10 @@ pub fn choose<B: http_body::Body>(
     if !enabled || req.version() == Version::HTTP_2 {
         return Hop::H2;
     }
-    if expect::wants_continue(req.headers(), req.body()) {
+    // A body of unknown length (chunked) may end in trailers the app did not declare in
+    // `Trailer`; hyper's HTTP/1.1 client writes only declared ones, HTTP/2 carries them all.
+    let chunked = req.body().size_hint().exact().is_none();
+    if chunked || expect::wants_continue(req.headers(), req.body()) {
         return Hop::H2;
     }
     let port = host_port(host)
@@ -103,10 +107,17 @@ mod tests {
     }
 
     #[test]
-    fn h2_apps_expect_continue_and_the_flag_off_stay_on_h2() {
+    fn h2_apps_expect_continue_chunked_bodies_and_the_flag_off_stay_on_h2() {
         let http = service(&[(80, "http")]);
         assert_eq!(choose(true, &req(Version::HTTP_2, false), &http, "b", None), Hop::H2);
         assert_eq!(choose(true, &req(Version::HTTP_11, true), &http, "b", None), Hop::H2);
         assert_eq!(choose(false, &req(Version::HTTP_11, false), &http, "b", None), Hop::H2);
+        let chunked = Request::builder()
+            .uri("/x")
+            .body(http_body_util::StreamBody::new(futures_util::stream::empty::<
+                Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>,
+            >()))
+            .unwrap();
+        assert_eq!(choose(true, &chunked, &http, "b", None), Hop::H2);
     }
 }
