@@ -8,9 +8,8 @@ use crate::inbound::{self, Inbound};
 use crate::testing::{self, get, id, read};
 
 /// Sidecar `web`'s outbound stack, with `api`'s inbound sidecar on loopback in the registry,
-/// and an HTTP/1.1 client of it as the app would be.
-async fn app_client() -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>
-{
+/// and `web`'s state.
+async fn stack() -> (Arc<Outbound>, Arc<crate::state::Shared>) {
     let ca = testing::ca();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let registry = vec![testing::service("api", listener.local_addr().unwrap())];
@@ -28,10 +27,22 @@ async fn app_client() -> hyper::client::conn::http1::SendRequest<http_body_util:
     let web_args = testing::args("web", "127.0.0.1:1".parse().unwrap());
     let config = Config::from_args(&web_args);
     let web = testing::shared(&ca, web_args, registry, serde_json::json!([]));
-    let outbound = Outbound::new(Arc::clone(&web), config);
+    (Outbound::new(Arc::clone(&web), config), web)
+}
+
+/// An HTTP/1.1 client of `outbound`, as the app would be.
+async fn client_of(
+    outbound: &Arc<Outbound>,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>> {
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-    tokio::spawn(outbound.serve_http(server_io, None, None));
+    tokio::spawn(outbound.clone().serve_http(server_io, None, None));
     testing::h1_client(client_io).await
+}
+
+/// [`stack`] and one HTTP/1.1 client of it.
+async fn app_client() -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>
+{
+    client_of(&stack().await.0).await
 }
 
 #[tokio::test]
@@ -233,4 +244,33 @@ async fn a_refused_stream_with_a_body_hyper_took_is_answered_502() {
     assert_eq!(status, 502, "{body}");
     assert_eq!(refused.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(ejections(&web, "connect"), 0);
+}
+
+/// Many HTTP/1.1 clients at once: each request in flight gets an HTTP/1.1 connection between
+/// the sidecars of its own, and a connection free again is taken again (none waits on a busy
+/// one, none is made per request).
+#[tokio::test]
+async fn concurrent_http1_requests_each_take_a_free_connection() {
+    let (outbound, web) = stack().await;
+    let (clients, each) = (64, 20);
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mut client = client_of(&outbound).await;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..each {
+                let path = format!("/hello/{c}/{i}");
+                let resp = client.send_request(get(&path, &[("host", "api")])).await;
+                let (status, _, body) = read(resp.unwrap()).await;
+                assert_eq!(status, 200, "{body}");
+            }
+        }));
+    }
+    let all = futures_util::future::join_all(tasks);
+    let done = tokio::time::timeout(std::time::Duration::from_secs(60), all).await;
+    for t in done.expect("every request answered") {
+        t.unwrap();
+    }
+    let made = web.metrics.upstream_http1_connections.get();
+    assert!((1..=clients).contains(&(made as usize)), "{made} connections");
+    assert_eq!(web.metrics.upstream_connections.get(), made);
 }

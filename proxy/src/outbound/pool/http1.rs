@@ -11,8 +11,8 @@
 //! Bounded: at most [`Limits::max_idle`] idle connections per endpoint (the oldest idle ones
 //! beyond it are closed when another comes back), and a connection idle longer than
 //! [`Limits::idle_timeout`] (counted from its last response head) is closed, not used, when
-//! next looked at: the peer closes idle connections after its own `--idle-timeout`, and one it
-//! has closed is seen closed and skipped. A connection made with a trust bundle that has since
+//! next looked at or when a new connection is made: the peer closes idle connections after its
+//! own `--idle-timeout`, and one it has closed is seen closed and skipped. A connection made with a trust bundle that has since
 //! been replaced is never taken again.
 
 use std::collections::HashMap;
@@ -39,8 +39,10 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// Idle connections kept per endpoint by default.
-    pub const MAX_IDLE: usize = 32;
+    /// Idle connections kept per endpoint by default: above the requests one sidecar has in
+    /// flight to one endpoint (as many as an HTTP/2 connection's `--max-concurrent-streams`);
+    /// a bound below that would close connections about to be taken again.
+    pub const MAX_IDLE: usize = 256;
 
     /// The limits for a sidecar whose `--idle-timeout` is `idle`: a connection is not kept
     /// past half of it (so that a peer with the same flag never closes one under a request),
@@ -205,6 +207,9 @@ impl Http1Pool {
             config: taken.config,
             since: Instant::now(),
         });
+        if set.len() <= self.limits.max_idle {
+            return;
+        }
         let mut idle = set.iter().filter(|c| c.sender.is_ready()).count();
         let mut i = 0;
         while idle > self.limits.max_idle && i < set.len() {
@@ -217,15 +222,21 @@ impl Http1Pool {
         }
     }
 
-    /// Forgets closed connections, and the endpoints left with none (pods come and go with
-    /// new addresses, so that the pool does not grow without end).
+    /// Forgets closed connections and closes those idle past the timeout, and forgets the
+    /// endpoints left with none (pods come and go with new addresses, so that the pool does
+    /// not grow without end). Run when a connection is made, never per request.
     fn prune(&self) {
         let Ok(mut conns) = self.conns.lock() else {
             return;
         };
+        let now = Instant::now();
+        let expired = |c: &Conn| {
+            c.sender.is_ready()
+                && now.saturating_duration_since(c.since) > self.limits.idle_timeout
+        };
         for by_endpoint in conns.values_mut() {
             for set in by_endpoint.values_mut() {
-                set.retain(|c| !c.sender.is_closed());
+                set.retain(|c| !c.sender.is_closed() && !expired(c));
             }
             by_endpoint.retain(|_, set| !set.is_empty());
         }
