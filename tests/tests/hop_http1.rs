@@ -57,7 +57,11 @@ async fn an_http1_app_s_sequential_requests_share_one_http1_connection_between_s
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.json().unwrap()["body_bytes"], 100_000);
     assert_eq!(mesh.app_b.request_count(), 21);
-    assert_eq!(connects(&mesh).await, (1.0, 1.0), "one HTTP/1.1 connection for all");
+    assert_eq!(
+        connects(&mesh).await,
+        (1.0, 1.0),
+        "one HTTP/1.1 connection for all"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,7 +73,11 @@ async fn h2_apps_stay_on_http2_between_sidecars() {
             .unwrap();
         assert_eq!(resp.status, 200, "{}", resp.text());
     }
-    assert_eq!(connects(&mesh).await, (1.0, 0.0), "one HTTP/2 connection, no HTTP/1.1");
+    assert_eq!(
+        connects(&mesh).await,
+        (1.0, 0.0),
+        "one HTTP/2 connection, no HTTP/1.1"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,8 +87,12 @@ async fn an_http1_app_to_a_port_declared_http2_takes_http2_between_sidecars() {
         b_app_protocol: Some("http2"),
         ..MeshOptions::default()
     };
-    let mesh = Mesh::start("hop-h1-to-h2", opts).await.expect("mesh starts");
-    let resp = http1_get(mesh.a.outbound(), "b.test", "/x", &[]).await.unwrap();
+    let mesh = Mesh::start("hop-h1-to-h2", opts)
+        .await
+        .expect("mesh starts");
+    let resp = http1_get(mesh.a.outbound(), "b.test", "/x", &[])
+        .await
+        .unwrap();
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.json().unwrap()["version"], "HTTP/2.0");
     assert_eq!(connects(&mesh).await, (1.0, 0.0));
@@ -94,14 +106,19 @@ async fn a_pooled_http1_connection_the_callee_closed_while_idle_is_no_error() {
         ..MeshOptions::default()
     };
     let mesh = Mesh::start("hop-h1-idle", opts).await.expect("mesh starts");
-    let resp = http1_get(mesh.a.outbound(), "b.test", "/first", &[]).await.unwrap();
+    let resp = http1_get(mesh.a.outbound(), "b.test", "/first", &[])
+        .await
+        .unwrap();
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(connects(&mesh).await, (1.0, 1.0));
     // Until B has closed it (no timing asserted: B's own gauge says when).
     let open = "trustmesh_connections_open{direction=\"inbound\"}";
     let deadline = Instant::now() + Duration::from_secs(20);
     while metric(mesh.b.admin(), open).await.unwrap() > 0.0 {
-        assert!(Instant::now() < deadline, "B never closed the idle connection");
+        assert!(
+            Instant::now() < deadline,
+            "B never closed the idle connection"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for i in 0..3 {
@@ -110,6 +127,10 @@ async fn a_pooled_http1_connection_the_callee_closed_while_idle_is_no_error() {
             .unwrap();
         assert_eq!(resp.status, 200, "{}", resp.text());
     }
-    assert_eq!(connects(&mesh).await, (2.0, 2.0), "a new connection, then re-used");
+    assert_eq!(
+        connects(&mesh).await,
+        (2.0, 2.0),
+        "a new connection, then re-used"
+    );
     assert_eq!(mesh.app_b.request_count(), 4);
 }

@@ -149,7 +149,11 @@ async fn a_pooled_http1_connection_to_a_killed_endpoint_fails_over() {
         assert_eq!(resp.status, 200, "{}", resp.text());
     }
     let h1 = "trustmesh_upstream_http1_connections_total";
-    assert_eq!(metric(f.a.admin(), h1).await.unwrap(), 2.0, "one per endpoint");
+    assert_eq!(
+        metric(f.a.admin(), h1).await.unwrap(),
+        2.0,
+        "one per endpoint"
+    );
     assert!(f.apps[0].request_count() > 0 && f.apps[1].request_count() > 0);
     f.bs[0].process().kill();
     let before = f.apps[1].request_count();
@@ -159,7 +163,11 @@ async fn a_pooled_http1_connection_to_a_killed_endpoint_fails_over() {
             .unwrap();
         assert_eq!(resp.status, 200, "request {i}: {}", resp.text());
     }
-    assert_eq!(f.apps[1].request_count(), before + 6, "the other took every one");
+    assert_eq!(
+        f.apps[1].request_count(),
+        before + 6,
+        "the other took every one"
+    );
     assert_eq!(ejections(&f, "connect").await, 1.0);
 }
 
@@ -217,11 +225,7 @@ async fn frozen_endpoint(test: &str, extra: &[&str], reasons: &[&str]) {
     signal(&mut f.bs[1], "CONT");
     let most = 3 + workers as u64 - 1;
     let least = if reasons.contains(&"connect") { 1 } else { 3 };
-    assert!(
-        (least..=most).contains(&failed_then),
-        "{}",
-        report(&r)
-    );
+    assert!((least..=most).contains(&failed_then), "{}", report(&r));
     assert!(
         r.failures.iter().all(|e| e.contains("504")),
         "{}",

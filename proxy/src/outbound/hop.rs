@@ -95,7 +95,10 @@ mod tests {
         let http = service(&[(80, "http")]);
         assert_eq!(choose(true, &h1, &http, "b", None), Hop::Http1);
         assert_eq!(choose(true, &h1, &service(&[]), "b", None), Hop::Http1);
-        assert_eq!(choose(true, &req(Version::HTTP_10, false), &http, "b", None), Hop::Http1);
+        assert_eq!(
+            choose(true, &req(Version::HTTP_10, false), &http, "b", None),
+            Hop::Http1
+        );
         let mixed = service(&[(80, "http"), (9090, "grpc"), (8443, "http2")]);
         assert_eq!(choose(true, &h1, &mixed, "b:80", None), Hop::Http1);
         assert_eq!(choose(true, &h1, &mixed, "b:9090", None), Hop::H2);
@@ -103,20 +106,34 @@ mod tests {
         // No port in Host: the original destination's, then the first declared.
         let orig: SocketAddr = "10.0.0.9:9090".parse().unwrap();
         assert_eq!(choose(true, &h1, &mixed, "b", Some(orig)), Hop::H2);
-        assert_eq!(choose(true, &h1, &service(&[(50051, "grpc")]), "b", None), Hop::H2);
+        assert_eq!(
+            choose(true, &h1, &service(&[(50051, "grpc")]), "b", None),
+            Hop::H2
+        );
     }
 
     #[test]
     fn h2_apps_expect_continue_chunked_bodies_and_the_flag_off_stay_on_h2() {
         let http = service(&[(80, "http")]);
-        assert_eq!(choose(true, &req(Version::HTTP_2, false), &http, "b", None), Hop::H2);
-        assert_eq!(choose(true, &req(Version::HTTP_11, true), &http, "b", None), Hop::H2);
-        assert_eq!(choose(false, &req(Version::HTTP_11, false), &http, "b", None), Hop::H2);
+        assert_eq!(
+            choose(true, &req(Version::HTTP_2, false), &http, "b", None),
+            Hop::H2
+        );
+        assert_eq!(
+            choose(true, &req(Version::HTTP_11, true), &http, "b", None),
+            Hop::H2
+        );
+        assert_eq!(
+            choose(false, &req(Version::HTTP_11, false), &http, "b", None),
+            Hop::H2
+        );
         let chunked = Request::builder()
             .uri("/x")
-            .body(http_body_util::StreamBody::new(futures_util::stream::empty::<
-                Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>,
-            >()))
+            .body(http_body_util::StreamBody::new(
+                futures_util::stream::empty::<
+                    Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>,
+                >(),
+            ))
             .unwrap();
         assert_eq!(choose(true, &chunked, &http, "b", None), Hop::H2);
     }

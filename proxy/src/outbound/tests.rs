@@ -271,6 +271,9 @@ async fn concurrent_http1_requests_each_take_a_free_connection() {
         t.unwrap();
     }
     let made = web.metrics.upstream_http1_connections.get();
-    assert!((1..=clients).contains(&(made as usize)), "{made} connections");
+    assert!(
+        (1..=clients).contains(&(made as usize)),
+        "{made} connections"
+    );
     assert_eq!(web.metrics.upstream_connections.get(), made);
 }

@@ -231,8 +231,7 @@ impl Http1Pool {
         };
         let now = Instant::now();
         let expired = |c: &Conn| {
-            c.sender.is_ready()
-                && now.saturating_duration_since(c.since) > self.limits.idle_timeout
+            c.sender.is_ready() && now.saturating_duration_since(c.since) > self.limits.idle_timeout
         };
         for by_endpoint in conns.values_mut() {
             for set in by_endpoint.values_mut() {
@@ -248,7 +247,12 @@ impl Http1Pool {
     fn held(&self, endpoint: &str) -> usize {
         self.conns
             .lock()
-            .map(|c| c.values().filter_map(|m| m.get(endpoint)).map(Vec::len).sum())
+            .map(|c| {
+                c.values()
+                    .filter_map(|m| m.get(endpoint))
+                    .map(Vec::len)
+                    .sum()
+            })
             .unwrap_or(0)
     }
 }

@@ -113,11 +113,13 @@ async fn a_connection_is_taken_again_once_its_response_is_read_and_never_while_b
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"done");
     let mut again = None;
-    assert!(until(|| {
-        again = pool.idle(EP, &id(), &config);
-        again.is_some()
-    })
-    .await);
+    assert!(
+        until(|| {
+            again = pool.idle(EP, &id(), &config);
+            again.is_some()
+        })
+        .await
+    );
     let mut again = again.unwrap();
     assert!(again.reused());
     // And it carries the next request.
@@ -140,8 +142,8 @@ async fn a_connection_the_peer_closed_while_idle_is_dropped_not_taken() {
         let conns = pool.conns.lock().unwrap();
         conns[&id()][EP][0].sender.is_closed()
     };
-    let closed = closed
-        || until(|| pool.conns.lock().unwrap()[&id()][EP][0].sender.is_closed()).await;
+    let closed =
+        closed || until(|| pool.conns.lock().unwrap()[&id()][EP][0].sender.is_closed()).await;
     assert!(closed);
     assert!(pool.idle(EP, &id(), &config).is_none());
     assert_eq!(pool.held(EP), 0);
