@@ -17,6 +17,9 @@
 //! reached an app (a 5xx, a reset, a timeout) is answered as is and counted towards outlier
 //! ejection; retrying those is for routes (`retry`), not for failover.
 //!
+//! A request rewritten for the HTTP/1.1 hop ([`crate::outbound::hop`]) takes a pooled
+//! HTTP/1.1 connection instead ([`http1`]), with the same failover.
+//!
 //! [`Outbound::send_to_service`] is the one way to send a request to a service, used by
 //! `forward` (and by routes, once per attempt).
 
