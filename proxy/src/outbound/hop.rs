@@ -3,7 +3,9 @@
 //!
 //! An HTTP/1.1 app's request to a port declared `http`, or declared nothing, goes as
 //! HTTP/1.1 on a pooled keep-alive connection ([`super::pool::http1`]): the same exchange the
-//! app made, with no HTTP/2 framing, HPACK or stream task on either sidecar. Everything else
+//! app made, with no HTTP/2 framing, HPACK or stream task on either sidecar. While more than
+//! [`HTTP1_MAX_IN_FLIGHT`] requests are in flight to the endpoint, it goes over HTTP/2 all the
+//! same ([`onto_h2`]), where concurrent requests share reads, writes and wake-ups. Everything else
 //! stays on HTTP/2: h2 and gRPC apps, ports declared `http2` or `grpc`, upgrades (extended
 //! CONNECT, [`super::upgrade`]), `Expect: 100-continue` requests (their preflight,
 //! [`crate::layers::expect`], is a stream reset once answered) and request bodies of unknown
@@ -13,11 +15,18 @@
 
 use std::net::SocketAddr;
 
-use http::{Request, Version};
+use http::{header, HeaderValue, Request, Version};
 use trustmesh_policies::{Protocol, ServiceEntry};
 
 use super::http_route::host_port;
 use crate::layers::expect;
+use crate::layers::headers::ORIG_PROTO;
+
+/// Requests in flight to one endpoint (this one included) up to which an HTTP/1.1 app's
+/// request takes an HTTP/1.1 connection; above it, the endpoint's multiplexed HTTP/2
+/// connection, where many requests share each read, write and wake-up (one at a time,
+/// HTTP/1.1 costs less per request; thirty at a time, HTTP/2 does).
+pub const HTTP1_MAX_IN_FLIGHT: usize = 4;
 
 /// The protocol between sidecars.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +69,28 @@ pub fn choose<B: http_body::Body>(
         Some(Protocol::Http2 | Protocol::Grpc) => Hop::H2,
         Some(Protocol::Http | Protocol::Tcp) | None => Hop::Http1,
     }
+}
+
+/// A request rewritten for the HTTP/1.1 hop ([`super::forward::to_mesh_request`]), moved to
+/// the HTTP/2 hop: `:authority` from its `Host`, the caller's version recorded. `None` when
+/// its `Host` is no URI authority: the request back, to stay on HTTP/1.1.
+pub fn onto_h2<B>(req: Request<B>) -> Result<Request<B>, Request<B>> {
+    let (mut parts, body) = req.into_parts();
+    let uri = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|host| super::forward::hop_uri(&parts.uri, host).ok());
+    let Some(uri) = uri else {
+        return Err(Request::from_parts(parts, body));
+    };
+    parts.headers.remove(header::HOST);
+    parts
+        .headers
+        .insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
+    parts.uri = uri;
+    parts.version = Version::HTTP_2;
+    Ok(Request::from_parts(parts, body))
 }
 
 #[cfg(test)]
@@ -110,6 +141,27 @@ mod tests {
             choose(true, &h1, &service(&[(50051, "grpc")]), "b", None),
             Hop::H2
         );
+    }
+
+    #[test]
+    fn onto_h2_moves_host_to_the_authority_and_records_the_version() {
+        let req = Request::builder()
+            .version(Version::HTTP_11)
+            .uri("/x?y=1")
+            .header(header::HOST, "b.test:80")
+            .body(())
+            .unwrap();
+        let req = onto_h2(req).unwrap();
+        assert_eq!(req.version(), Version::HTTP_2);
+        assert_eq!(req.uri(), "https://b.test:80/x?y=1");
+        assert!(req.headers().get(header::HOST).is_none());
+        assert_eq!(req.headers()[ORIG_PROTO], "HTTP/1.1");
+        let bad = Request::builder()
+            .uri("/x")
+            .header(header::HOST, "a b")
+            .body(())
+            .unwrap();
+        assert_eq!(onto_h2(bad).unwrap_err().version(), Version::HTTP_11);
     }
 
     #[test]

@@ -246,11 +246,11 @@ async fn a_refused_stream_with_a_body_hyper_took_is_answered_502() {
     assert_eq!(ejections(&web, "connect"), 0);
 }
 
-/// Many HTTP/1.1 clients at once: each request in flight gets an HTTP/1.1 connection between
-/// the sidecars of its own, and a connection free again is taken again (none waits on a busy
-/// one, none is made per request).
+/// Many HTTP/1.1 clients at once: a few HTTP/1.1 connections between the sidecars, each taken
+/// again once free (never one per request), and the requests beyond
+/// [`super::hop::HTTP1_MAX_IN_FLIGHT`] in flight share one HTTP/2 connection.
 #[tokio::test]
-async fn concurrent_http1_requests_each_take_a_free_connection() {
+async fn concurrent_http1_requests_share_a_few_connections_then_http2() {
     let (outbound, web) = stack().await;
     let (clients, each) = (64, 20);
     let mut tasks = Vec::new();
@@ -270,10 +270,9 @@ async fn concurrent_http1_requests_each_take_a_free_connection() {
     for t in done.expect("every request answered") {
         t.unwrap();
     }
-    let made = web.metrics.upstream_http1_connections.get();
-    assert!(
-        (1..=clients).contains(&(made as usize)),
-        "{made} connections"
-    );
-    assert_eq!(web.metrics.upstream_connections.get(), made);
+    let http1 = web.metrics.upstream_http1_connections.get() as usize;
+    let most = 2 * super::hop::HTTP1_MAX_IN_FLIGHT;
+    assert!((1..=most).contains(&http1), "{http1} HTTP/1.1 connections");
+    let h2 = web.metrics.upstream_connections.get() as usize - http1;
+    assert_eq!(h2, 1, "one HTTP/2 connection");
 }

@@ -64,12 +64,9 @@ impl Outbound {
     ) -> Result<Response<Incoming>, ProxyError> {
         let deadline = Instant::now() + timeout;
         let mesh = self.mesh()?;
-        // Only a request that may go to another endpoint once hyper took it needs its head
-        // kept (cloned); on HTTP/1.1 only an idempotent one can (`Head::may_resend`).
-        let replay = (service.endpoints.len() > 1
-            && (req.version() == Version::HTTP_2 || idempotent(req.method())))
-        .then(|| Head::of(&req))
-        .flatten();
+        let replay = (service.endpoints.len() > 1)
+            .then(|| Head::of(&req))
+            .flatten();
         let mut req = req;
         let mut tried: Vec<Arc<Endpoint>> = Vec::new();
         let mut last = None;
@@ -145,10 +142,25 @@ impl Outbound {
         };
         let target = || format!("{}.{} ({addr})", service.name, service.namespace);
         let identity = endpoint_identity(service, addr);
+        let mut req = req;
         if req.version() == Version::HTTP_11 {
-            return self
-                .try_http1(service, mesh, addr, req, &mut sent, replay)
-                .await;
+            let busy = sent
+                .sent
+                .as_ref()
+                .is_some_and(|s| s.concurrent() > crate::outbound::hop::HTTP1_MAX_IN_FLIGHT);
+            if !busy {
+                return self
+                    .try_http1(service, mesh, addr, req, &mut sent, replay)
+                    .await;
+            }
+            req = match crate::outbound::hop::onto_h2(req) {
+                Ok(h2) => h2,
+                Err(h1) => {
+                    return self
+                        .try_http1(service, mesh, addr, h1, &mut sent, replay)
+                        .await
+                }
+            };
         }
         let config = match mesh.client_config(&self.shared.resolver, identity) {
             Ok(c) => c,
