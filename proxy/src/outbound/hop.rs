@@ -74,6 +74,8 @@ pub fn choose<B: http_body::Body>(
 /// A request rewritten for the HTTP/1.1 hop ([`super::forward::to_mesh_request`]), moved to
 /// the HTTP/2 hop: `:authority` from its `Host`, the caller's version recorded. `None` when
 /// its `Host` is no URI authority: the request back, to stay on HTTP/1.1.
+// The request itself comes back, moved not copied (as hyper's `try_send_request` does).
+#[allow(clippy::result_large_err)]
 pub fn onto_h2<B>(req: Request<B>) -> Result<Request<B>, Request<B>> {
     let (mut parts, body) = req.into_parts();
     let uri = parts
