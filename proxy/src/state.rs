@@ -47,6 +47,8 @@ pub struct MeshView {
     /// outbound, [`crate::outbound::http_route`]).
     pub routes: CompiledRoutes,
     client_configs: Mutex<HashMap<SpiffeId, Arc<rustls::ClientConfig>>>,
+    /// The same configurations with ALPN `http/1.1` (the HTTP/1.1 hop, [`crate::outbound::hop`]).
+    http1_client_configs: Mutex<HashMap<SpiffeId, Arc<rustls::ClientConfig>>>,
 }
 
 impl MeshView {
@@ -86,23 +88,23 @@ impl MeshView {
             p.snapshot.trust_bundle == snapshot.trust_bundle
                 && p.snapshot.identity == snapshot.identity
         });
-        let (server_config, client_configs) = match same_trust {
+        let (server_config, client_configs, http1_client_configs) = match same_trust {
             Some(p) => {
                 // Only for identities the registry still names, so the cache cannot grow
                 // with destinations long gone.
-                let mut configs = p
-                    .client_configs
-                    .lock()
-                    .map(|c| c.clone())
-                    .unwrap_or_default();
                 let named: HashSet<&SpiffeId> = snapshot
                     .registry
                     .entries()
                     .iter()
                     .flat_map(|e| e.identities())
                     .collect();
-                configs.retain(|id, _| named.contains(id));
-                (p.server_config.clone(), configs)
+                let kept = |cache: &Mutex<HashMap<SpiffeId, Arc<rustls::ClientConfig>>>| {
+                    let mut configs = cache.lock().map(|c| c.clone()).unwrap_or_default();
+                    configs.retain(|id, _| named.contains(id));
+                    configs
+                };
+                let (h2, http1) = (kept(&p.client_configs), kept(&p.http1_client_configs));
+                (p.server_config.clone(), h2, http1)
             }
             None => {
                 let mut server_config =
@@ -110,7 +112,7 @@ impl MeshView {
                 server_config
                     .alpn_protocols
                     .push(crate::layers::detect::OPAQUE_ALPN.to_vec());
-                (Arc::new(server_config), HashMap::new())
+                (Arc::new(server_config), HashMap::new(), HashMap::new())
             }
         };
         Ok(Self {
@@ -122,6 +124,7 @@ impl MeshView {
             ports,
             routes,
             client_configs: Mutex::new(client_configs),
+            http1_client_configs: Mutex::new(http1_client_configs),
         })
     }
 
@@ -144,6 +147,32 @@ impl MeshView {
             expected.clone(),
         )?);
         cache.insert(expected.clone(), c.clone());
+        Ok(c)
+    }
+
+    /// [`MeshView::client_config`] with ALPN `http/1.1` in place of `h2` (cached per
+    /// identity, kept across snapshots like it).
+    pub fn http1_client_config(
+        &self,
+        resolver: &Arc<RotatingResolver>,
+        expected: &SpiffeId,
+    ) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+        {
+            let cache = self
+                .http1_client_configs
+                .lock()
+                .map_err(|_| anyhow::anyhow!("client config cache poisoned"))?;
+            if let Some(c) = cache.get(expected) {
+                return Ok(c.clone());
+            }
+        }
+        let mut c = (*self.client_config(resolver, expected)?).clone();
+        c.alpn_protocols = vec![crate::outbound::pool::http1::ALPN.to_vec()];
+        let c = Arc::new(c);
+        self.http1_client_configs
+            .lock()
+            .map_err(|_| anyhow::anyhow!("client config cache poisoned"))?
+            .insert(expected.clone(), c.clone());
         Ok(c)
     }
 }

@@ -136,11 +136,62 @@ async fn killing_one_of_two_endpoints_under_load_fails_no_request() {
     assert_eq!((ready, ejected), (1.0, 1.0));
 }
 
+/// An HTTP/1.1 app's requests ride pooled HTTP/1.1 connections to both endpoints; killing one
+/// endpoint closes its pooled connection under A: the next requests find it closed, cannot
+/// connect, and go to the other endpoint without one failing.
+#[tokio::test]
+async fn a_pooled_http1_connection_to_a_killed_endpoint_fails_over() {
+    let mut f = fleet("lb-h1-kill", &[Duration::ZERO; 2], &["--balancer", "rr"]).await;
+    for i in 0..4 {
+        let resp = trustmesh_e2e::client::http1_get(f.a.outbound(), "b", &format!("/w/{i}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    let h1 = "trustmesh_upstream_http1_connections_total";
+    assert_eq!(
+        metric(f.a.admin(), h1).await.unwrap(),
+        2.0,
+        "one per endpoint"
+    );
+    assert!(f.apps[0].request_count() > 0 && f.apps[1].request_count() > 0);
+    f.bs[0].process().kill();
+    let before = f.apps[1].request_count();
+    for i in 0..6 {
+        let resp = trustmesh_e2e::client::http1_get(f.a.outbound(), "b", &format!("/x/{i}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 200, "request {i}: {}", resp.text());
+    }
+    assert_eq!(
+        f.apps[1].request_count(),
+        before + 6,
+        "the other took every one"
+    );
+    assert_eq!(ejections(&f, "connect").await, 1.0);
+}
+
 /// With round robin, the frozen endpoint keeps getting its turn until the threshold ejects
-/// it: what is proved is the threshold, not the balancer's avoidance.
+/// it: what is proved is the threshold, not the balancer's avoidance. On the HTTP/2 hop every
+/// request to it rides the one pooled connection and times out.
 #[tokio::test]
 async fn a_frozen_endpoint_costs_at_most_the_threshold_then_is_ejected() {
-    let flags = [
+    frozen_endpoint("lb-stop", &["--hop-http1", "false"], &["timeout"]).await;
+}
+
+/// The same over the HTTP/1.1 hop: the request on the pooled connection times out, and the
+/// next ones need new connections whose handshake a frozen peer never finishes (a connection
+/// failure, which ejects at once): never more failures than the threshold.
+#[tokio::test]
+async fn over_http1_a_frozen_endpoint_costs_at_most_the_threshold_then_is_ejected() {
+    frozen_endpoint("lb-stop-h1", &[], &["timeout", "connect"]).await;
+}
+
+/// SIGSTOPs one of three endpoints under load (A with `extra` flags), and checks that at most
+/// the threshold of requests failed (504s), then none, and that it left rotation for one of
+/// `reasons`.
+async fn frozen_endpoint(test: &str, extra: &[&str], reasons: &[&str]) {
+    let mut flags = vec![
         "--upstream-timeout",
         "1s",
         "--eject-consecutive-failures",
@@ -148,14 +199,19 @@ async fn a_frozen_endpoint_costs_at_most_the_threshold_then_is_ejected() {
         "--balancer",
         "rr",
     ];
-    let mut f = fleet("lb-stop", &[Duration::ZERO; 3], &flags).await;
+    flags.extend_from_slice(extra);
+    let mut f = fleet(test, &[Duration::ZERO; 3], &flags).await;
     let workers = 2;
     let load = Load::start(f.a.outbound(), "b", workers, Duration::from_millis(50));
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(load.counts().1, 0);
     signal(&mut f.bs[1], "STOP");
     until(Duration::from_secs(20), || async {
-        ejections(&f, "timeout").await >= 1.0
+        let mut n = 0.0;
+        for reason in reasons {
+            n += ejections(&f, reason).await;
+        }
+        n >= 1.0
     })
     .await;
     // Whatever was still in flight to it ends within one timeout.
@@ -164,12 +220,12 @@ async fn a_frozen_endpoint_costs_at_most_the_threshold_then_is_ejected() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (ok_after, failed_after) = load.counts();
     let r = load.stop().await;
+    // Read before it wakes: a probe that was waiting on its handshake then succeeds.
+    let ejected = endpoints(&f, "ejected").await;
     signal(&mut f.bs[1], "CONT");
-    assert!(
-        (3..=3 + workers as u64 - 1).contains(&failed_then),
-        "{}",
-        report(&r)
-    );
+    let most = 3 + workers as u64 - 1;
+    let least = if reasons.contains(&"connect") { 1 } else { 3 };
+    assert!((least..=most).contains(&failed_then), "{}", report(&r));
     assert!(
         r.failures.iter().all(|e| e.contains("504")),
         "{}",
@@ -180,7 +236,6 @@ async fn a_frozen_endpoint_costs_at_most_the_threshold_then_is_ejected() {
         "no request went to it once ejected"
     );
     assert!(ok_after > ok_then + 20, "the two others carried on");
-    let ejected = endpoints(&f, "ejected").await;
     assert_eq!(ejected, 1.0);
 }
 

@@ -55,6 +55,8 @@ impl outbound::Config {
                     max_percent: args.eject_max_percent,
                 },
             },
+            hop_http1: args.hop_http1,
+            http1_pool: outbound::pool::http1::Limits::for_idle_timeout(args.idle_timeout),
         }
     }
 }

@@ -101,6 +101,16 @@ pub struct Args {
         hide = true
     )]
     pub balancer: crate::outbound::balance::Kind,
+    /// Whether HTTP/1.1 apps' requests to ports declared `http` (or undeclared) take pooled
+    /// HTTP/1.1 connections between sidecars (ALPN `http/1.1`) rather than HTTP/2.
+    #[arg(
+        long,
+        env = "TRUSTMESH_HOP_HTTP1",
+        default_value = "true",
+        action = clap::ArgAction::Set,
+        hide = true
+    )]
+    pub hop_http1: bool,
     /// How long to wait for a TCP connection to an upstream before answering 502.
     #[arg(long, env = "TRUSTMESH_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub connect_timeout: Duration,

@@ -80,6 +80,9 @@ pub struct Metrics {
     /// mTLS connections made to other sidecars' inbound listeners (the pool re-uses each one
     /// for every request to that destination, so this grows only on a new or lost connection).
     pub upstream_connections: IntCounter,
+    /// Of those, the HTTP/1.1 ones (ALPN `http/1.1`, for HTTP/1.1 apps; see
+    /// `crate::outbound::hop`): one per request in flight at once, kept alive between requests.
+    pub upstream_http1_connections: IntCounter,
     /// Open upgrade tunnels (WebSocket and other `Upgrade`s, extended CONNECT) by direction.
     pub tunnels: IntGaugeVec,
     /// Retries sent by `HTTPRoute` `retry` rules, by parent service (`name.namespace`).
@@ -195,9 +198,14 @@ impl Metrics {
         registry.register(Box::new(access_log_dropped.clone()))?;
         let upstream_connections = IntCounter::new(
             "trustmesh_upstream_connections_total",
-            "HTTP/2 connections over mTLS made to other sidecars (pooled and re-used by every request).",
+            "mTLS connections made to other sidecars, HTTP/2 and HTTP/1.1 (pooled and re-used).",
         )?;
         registry.register(Box::new(upstream_connections.clone()))?;
+        let upstream_http1_connections = IntCounter::new(
+            "trustmesh_upstream_http1_connections_total",
+            "Of trustmesh_upstream_connections_total, the HTTP/1.1 keep-alive connections.",
+        )?;
+        registry.register(Box::new(upstream_http1_connections.clone()))?;
         let tunnels = IntGaugeVec::new(
             Opts::new(
                 "trustmesh_tunnels_open",
@@ -277,6 +285,7 @@ impl Metrics {
             limits_exceeded,
             access_log_dropped,
             upstream_connections,
+            upstream_http1_connections,
             tunnels,
             retries,
             retry_budget_exhausted,

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use http::{header, uri, HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
+use super::hop::Hop;
 use super::route::{self, Route};
 use super::Outbound;
 use crate::layers::body::{self, Body};
@@ -112,7 +113,8 @@ impl Outbound {
                 .routed(&mesh, service, req, &host, orig, timeout, log)
                 .await;
         }
-        let (upstream, stalled) = to_mesh_request(req, &host, self.config.body_timeout)?;
+        let hop = super::hop::choose(self.config.hop_http1, &req, service, &host, orig);
+        let (upstream, stalled) = to_mesh_request(req, &host, hop, self.config.body_timeout)?;
         if expect::wants_continue(upstream.headers(), upstream.body()) {
             // The app's body is not polled (so hyper sends no `100 Continue`) until the
             // destination's sidecar has authorized the head (see `layers::expect`).
@@ -171,11 +173,14 @@ pub(super) fn request_host(uri: &Uri, headers: &http::HeaderMap) -> Option<Strin
         .map(str::to_string)
 }
 
-/// Rewrites the app's request for the hop between sidecars: HTTP/2 with `:authority` set to
-/// the host the app named, hop-by-hop headers gone, the original version recorded.
+/// Rewrites the app's request for the hop between sidecars, hop-by-hop headers gone. HTTP/2
+/// ([`Hop::H2`]): `:authority` set to the host the app named and the original version
+/// recorded in `x-trustmesh-orig-proto`; HTTP/1.1 ([`Hop::Http1`]): origin-form with that
+/// host as `Host`, as the app sent it (the hop's version is the caller's).
 pub(super) fn to_mesh_request(
     req: Request<Incoming>,
     host: &str,
+    hop: Hop,
     body_timeout: std::time::Duration,
 ) -> Result<(Request<Body>, body::Stalled), ProxyError> {
     let (mut parts, body) = req.into_parts();
@@ -185,14 +190,30 @@ pub(super) fn to_mesh_request(
     parts.headers.remove(PEER_IDENTITY);
     parts.headers.remove(ORIG_PROTO);
     parts.headers.remove(expect::EXPECT_PREFLIGHT);
-    parts.headers.remove(header::HOST);
-    if orig_version != Version::HTTP_2 {
-        parts
-            .headers
-            .insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
+    match hop {
+        Hop::H2 => {
+            parts.headers.remove(header::HOST);
+            if orig_version != Version::HTTP_2 {
+                parts
+                    .headers
+                    .insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
+            }
+            parts.uri = hop_uri(&parts.uri, host)?;
+            parts.version = Version::HTTP_2;
+        }
+        Hop::Http1 => {
+            let host = HeaderValue::from_str(host)
+                .map_err(|_| ProxyError::BadRequest(format!("{host:?} is not a valid Host")))?;
+            parts.headers.insert(header::HOST, host);
+            if parts.uri.authority().is_some() {
+                let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                parts.uri = Uri::try_from(path).map_err(|e| {
+                    ProxyError::BadRequest(format!("cannot rebuild the request URI: {e}"))
+                })?;
+            }
+            parts.version = Version::HTTP_11;
+        }
     }
-    parts.uri = hop_uri(&parts.uri, host)?;
-    parts.version = Version::HTTP_2;
     let (body, stalled) = body::request(body, body_timeout);
     Ok((Request::from_parts(parts, body), stalled))
 }

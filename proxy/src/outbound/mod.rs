@@ -17,12 +17,14 @@
 //!    route ([`route`]: Host, then original destination) → passthrough ([`passthrough`]) or
 //!    a service with `HTTPRoute`s goes through its rules first ([`http_route`]: match,
 //!    headers, weighted backend, timeouts, retries) → balance ([`balance`]: an endpoint per
-//!    request, failover, ejection) → the mTLS h2 pool ([`pool`]) → forward; an upgrade
+//!    request, failover, ejection) → the mTLS pool: HTTP/2 ([`pool`]), or HTTP/1.1 for an
+//!    HTTP/1.1 app ([`hop`], [`pool::http1`]) → forward; an upgrade
 //!    (WebSocket, extended CONNECT) takes [`upgrade`] instead; what the proxy answers itself
 //!    comes from [`crate::layers::rescue`].
 
 pub mod balance;
 pub mod forward;
+pub mod hop;
 pub mod http_route;
 pub mod passthrough;
 pub mod pool;
@@ -48,6 +50,7 @@ use crate::observe::metrics::ConnGuard;
 use crate::state::Shared;
 use balance::Balancer;
 use passthrough::Passthrough;
+use pool::http1::Http1Pool;
 use pool::Pool;
 
 /// What the outbound stack needs from the flags, made once at start-up
@@ -72,6 +75,10 @@ pub struct Config {
     pub retry: http_route::RetryConfig,
     /// `--balancer` and the `--eject-*` flags.
     pub balance: balance::Config,
+    /// `--hop-http1`: HTTP/1.1 apps' requests take the HTTP/1.1 hop ([`hop`]).
+    pub hop_http1: bool,
+    /// The bounds of the HTTP/1.1 pool.
+    pub http1_pool: pool::http1::Limits,
 }
 
 /// The outbound side: its pool and its balancer over endpoints.
@@ -79,6 +86,7 @@ pub struct Outbound {
     shared: Arc<Shared>,
     config: Config,
     pool: Arc<Pool>,
+    http1_pool: Http1Pool,
     balancer: Arc<Balancer>,
     passthrough: Passthrough,
     /// The retry budget of every service a route retries to.
@@ -92,6 +100,11 @@ impl Outbound {
     pub fn new(shared: Arc<Shared>, config: Config) -> Arc<Self> {
         Arc::new(Self {
             pool: Arc::new(Pool::new(shared.metrics.upstream_connections.clone())),
+            http1_pool: Http1Pool::new(
+                config.http1_pool,
+                shared.metrics.upstream_connections.clone(),
+                shared.metrics.upstream_http1_connections.clone(),
+            ),
             balancer: Arc::new(Balancer::new(
                 config.balance,
                 Arc::new(balance::SystemClock),
@@ -111,6 +124,10 @@ impl Outbound {
 
     /// Serves the app's connections until the drain begins.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        tokio::spawn(forget_gone_services(
+            self.shared.clone(),
+            self.balancer.clone(),
+        ));
         let (shared, conns) = (self.shared.clone(), self.conns.clone());
         accept_loop(
             listener,
@@ -163,5 +180,19 @@ impl Outbound {
             },
         )
         .await;
+    }
+}
+
+/// Keeps the balancer to the services of the snapshot in force: run once per snapshot
+/// installed (a new mesh view), never per request.
+async fn forget_gone_services(shared: Arc<Shared>, balancer: Arc<Balancer>) {
+    let mut changes = shared.mesh_changes.subscribe();
+    loop {
+        if let Some(mesh) = shared.mesh.load_full() {
+            balancer.retain(&mesh.snapshot.registry, &mesh.snapshot.version);
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! verifying that its certificate names the identity the registry expects, then one HTTP/2
 //! connection per (endpoint, identity) that every request to it multiplexes over. A closed
 //! connection, or one made with a trust bundle that has since been replaced, is re-made.
+//! HTTP/1.1 apps' requests take keep-alive HTTP/1.1 connections instead ([`http1`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,8 @@ use trustmesh_policies::ServiceEntry;
 
 use crate::layers::body::Body;
 use crate::layers::rescue::ProxyError;
+
+pub mod http1;
 
 struct Entry {
     sender: SendRequest<Body>,
@@ -181,30 +184,7 @@ async fn connect(
     connect_timeout: Duration,
     target: &str,
 ) -> Result<SendRequest<Body>, ProxyError> {
-    let connect_err = |reason: String| ProxyError::Connect {
-        target: target.to_string(),
-        reason,
-    };
-    let tcp = tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(endpoint))
-        .await
-        .map_err(|_| connect_err(format!("no TCP connection within {connect_timeout:?}")))?
-        .map_err(|e| connect_err(e.to_string()))?;
-    let _ = tcp.set_nodelay(true);
-    let name = ServerName::try_from(sni.to_string())
-        .map_err(|_| connect_err(format!("{sni:?} is not a valid TLS server name")))?;
-    let tls = tokio::time::timeout(
-        connect_timeout,
-        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
-    )
-    .await
-    .map_err(|_| ProxyError::Tls {
-        target: target.to_string(),
-        reason: format!("no TLS handshake within {connect_timeout:?}"),
-    })?
-    .map_err(|e| ProxyError::Tls {
-        target: target.to_string(),
-        reason: e.to_string(),
-    })?;
+    let tls = dial(endpoint, sni, config, connect_timeout, target).await?;
     if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
         return Err(ProxyError::Tls {
             target: target.to_string(),
@@ -229,6 +209,41 @@ async fn connect(
         }
     });
     Ok(sender)
+}
+
+/// TCP to `endpoint`, then the mTLS handshake with `config` (which names the identity the
+/// peer must prove and the ALPN offered), each within `connect_timeout`; `sni` is sent.
+async fn dial(
+    endpoint: &str,
+    sni: &str,
+    config: Arc<rustls::ClientConfig>,
+    connect_timeout: Duration,
+    target: &str,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ProxyError> {
+    let connect_err = |reason: String| ProxyError::Connect {
+        target: target.to_string(),
+        reason,
+    };
+    let tcp = tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(endpoint))
+        .await
+        .map_err(|_| connect_err(format!("no TCP connection within {connect_timeout:?}")))?
+        .map_err(|e| connect_err(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    let name = ServerName::try_from(sni.to_string())
+        .map_err(|_| connect_err(format!("{sni:?} is not a valid TLS server name")))?;
+    tokio::time::timeout(
+        connect_timeout,
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| ProxyError::Tls {
+        target: target.to_string(),
+        reason: format!("no TLS handshake within {connect_timeout:?}"),
+    })?
+    .map_err(|e| ProxyError::Tls {
+        target: target.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -8,9 +8,8 @@ use crate::inbound::{self, Inbound};
 use crate::testing::{self, get, id, read};
 
 /// Sidecar `web`'s outbound stack, with `api`'s inbound sidecar on loopback in the registry,
-/// and an HTTP/1.1 client of it as the app would be.
-async fn app_client() -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>
-{
+/// and `web`'s state.
+async fn stack() -> (Arc<Outbound>, Arc<crate::state::Shared>) {
     let ca = testing::ca();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let registry = vec![testing::service("api", listener.local_addr().unwrap())];
@@ -28,10 +27,22 @@ async fn app_client() -> hyper::client::conn::http1::SendRequest<http_body_util:
     let web_args = testing::args("web", "127.0.0.1:1".parse().unwrap());
     let config = Config::from_args(&web_args);
     let web = testing::shared(&ca, web_args, registry, serde_json::json!([]));
-    let outbound = Outbound::new(Arc::clone(&web), config);
+    (Outbound::new(Arc::clone(&web), config), web)
+}
+
+/// An HTTP/1.1 client of `outbound`, as the app would be.
+async fn client_of(
+    outbound: &Arc<Outbound>,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>> {
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-    tokio::spawn(outbound.serve_http(server_io, None, None));
+    tokio::spawn(outbound.clone().serve_http(server_io, None, None));
     testing::h1_client(client_io).await
+}
+
+/// [`stack`] and one HTTP/1.1 client of it.
+async fn app_client() -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>
+{
+    client_of(&stack().await.0).await
 }
 
 #[tokio::test]
@@ -141,10 +152,12 @@ async fn refusing_peer(
 }
 
 /// `web`'s outbound stack, round robin over `api`'s endpoints `bad` (first) and a real
-/// inbound sidecar; an HTTP/1.1 client of it, and `web`'s state (its metrics).
+/// inbound sidecar; an HTTP/1.1 client of it, and `web`'s state (its metrics). `hop_http1`
+/// off keeps its requests on the HTTP/2 hop (what a refused stream needs).
 async fn client_with_a_bad_endpoint(
     ca: &trustmesh_certs::CertificateAuthority,
     bad: std::net::SocketAddr,
+    hop_http1: bool,
 ) -> (
     hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
     Arc<crate::state::Shared>,
@@ -165,6 +178,7 @@ async fn client_with_a_bad_endpoint(
     let web_args = testing::args("web", "127.0.0.1:1".parse().unwrap());
     let mut config = Config::from_args(&web_args);
     config.balance.kind = super::balance::Kind::Rr;
+    config.hop_http1 = hop_http1;
     let web = testing::shared(ca, web_args, registry, serde_json::json!([]));
     let outbound = Outbound::new(Arc::clone(&web), config);
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
@@ -186,7 +200,7 @@ async fn a_refused_connection_goes_to_the_next_endpoint_which_leaves_rotation() 
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let (mut client, web) = client_with_a_bad_endpoint(&ca, closed).await;
+    let (mut client, web) = client_with_a_bad_endpoint(&ca, closed, true).await;
     for _ in 0..4 {
         let resp = client.send_request(get("/hello", &[("host", "api")])).await;
         let (status, _, body) = read(resp.unwrap()).await;
@@ -199,7 +213,7 @@ async fn a_refused_connection_goes_to_the_next_endpoint_which_leaves_rotation() 
 async fn a_refused_stream_without_a_body_goes_to_the_next_endpoint() {
     let ca = testing::ca();
     let (refuser, refused) = refusing_peer(&ca).await;
-    let (mut client, web) = client_with_a_bad_endpoint(&ca, refuser).await;
+    let (mut client, web) = client_with_a_bad_endpoint(&ca, refuser, false).await;
     // Round robin sends the first to the refusing peer: failed over, answered.
     let resp = client.send_request(get("/hello", &[("host", "api")])).await;
     let (status, _, body) = read(resp.unwrap()).await;
@@ -218,7 +232,7 @@ async fn a_refused_stream_without_a_body_goes_to_the_next_endpoint() {
 async fn a_refused_stream_with_a_body_hyper_took_is_answered_502() {
     let ca = testing::ca();
     let (refuser, refused) = refusing_peer(&ca).await;
-    let (mut client, web) = client_with_a_bad_endpoint(&ca, refuser).await;
+    let (mut client, web) = client_with_a_bad_endpoint(&ca, refuser, false).await;
     let post = http::Request::post("/hello")
         .header("host", "api")
         .body(http_body_util::Full::new(bytes::Bytes::from_static(
@@ -230,4 +244,35 @@ async fn a_refused_stream_with_a_body_hyper_took_is_answered_502() {
     assert_eq!(status, 502, "{body}");
     assert_eq!(refused.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(ejections(&web, "connect"), 0);
+}
+
+/// Many HTTP/1.1 clients at once: a few HTTP/1.1 connections between the sidecars, each taken
+/// again once free (never one per request), and the requests beyond
+/// [`super::hop::HTTP1_MAX_IN_FLIGHT`] in flight share one HTTP/2 connection.
+#[tokio::test]
+async fn concurrent_http1_requests_share_a_few_connections_then_http2() {
+    let (outbound, web) = stack().await;
+    let (clients, each) = (64, 20);
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mut client = client_of(&outbound).await;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..each {
+                let path = format!("/hello/{c}/{i}");
+                let resp = client.send_request(get(&path, &[("host", "api")])).await;
+                let (status, _, body) = read(resp.unwrap()).await;
+                assert_eq!(status, 200, "{body}");
+            }
+        }));
+    }
+    let all = futures_util::future::join_all(tasks);
+    let done = tokio::time::timeout(std::time::Duration::from_secs(60), all).await;
+    for t in done.expect("every request answered") {
+        t.unwrap();
+    }
+    let http1 = web.metrics.upstream_http1_connections.get() as usize;
+    let most = 2 * super::hop::HTTP1_MAX_IN_FLIGHT;
+    assert!((1..=most).contains(&http1), "{http1} HTTP/1.1 connections");
+    let h2 = web.metrics.upstream_connections.get() as usize - http1;
+    assert_eq!(h2, 1, "one HTTP/2 connection");
 }

@@ -62,9 +62,16 @@ pub struct InFlight {
     pub(super) started: Instant,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) done: bool,
+    /// Requests in flight to the endpoint when this one started, itself included.
+    pub(super) concurrent: usize,
 }
 
 impl InFlight {
+    /// Requests that were in flight to its endpoint when this one started, itself included.
+    pub fn concurrent(&self) -> usize {
+        self.concurrent
+    }
+
     /// Ends it: no longer in flight, and its latency measured unless `measure` is false.
     pub(super) fn end(&mut self, measure: bool) {
         if std::mem::replace(&mut self.done, true) {

@@ -255,10 +255,13 @@ impl Balancer {
 
     /// Counts a request to `endpoint` as in flight from now.
     pub fn start(&self, endpoint: &Arc<Endpoint>) -> InFlight {
+        let mut concurrent = 1;
         if let Ok(mut s) = endpoint.state.lock() {
             s.in_flight += 1;
+            concurrent = s.in_flight;
         }
         InFlight {
+            concurrent,
             endpoint: endpoint.clone(),
             started: self.clock.now(),
             clock: self.clock.clone(),

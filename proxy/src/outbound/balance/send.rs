@@ -17,6 +17,9 @@
 //! reached an app (a 5xx, a reset, a timeout) is answered as is and counted towards outlier
 //! ejection; retrying those is for routes (`retry`), not for failover.
 //!
+//! A request rewritten for the HTTP/1.1 hop ([`crate::outbound::hop`]) takes a pooled
+//! HTTP/1.1 connection instead ([`http1`]), with the same failover.
+//!
 //! [`Outbound::send_to_service`] is the one way to send a request to a service, used by
 //! `forward` (and by routes, once per attempt).
 
@@ -37,6 +40,8 @@ use crate::layers::body::{self, Body};
 use crate::layers::rescue::ProxyError;
 use crate::outbound::Outbound;
 use crate::state::MeshView;
+
+mod http1;
 
 /// How one attempt ended.
 enum Attempt {
@@ -59,8 +64,6 @@ impl Outbound {
     ) -> Result<Response<Incoming>, ProxyError> {
         let deadline = Instant::now() + timeout;
         let mesh = self.mesh()?;
-        self.balancer
-            .retain(&mesh.snapshot.registry, &mesh.snapshot.version);
         let replay = (service.endpoints.len() > 1)
             .then(|| Head::of(&req))
             .flatten();
@@ -139,6 +142,26 @@ impl Outbound {
         };
         let target = || format!("{}.{} ({addr})", service.name, service.namespace);
         let identity = endpoint_identity(service, addr);
+        let mut req = req;
+        if req.version() == Version::HTTP_11 {
+            let busy = sent
+                .sent
+                .as_ref()
+                .is_some_and(|s| s.concurrent() > crate::outbound::hop::HTTP1_MAX_IN_FLIGHT);
+            if !busy {
+                return self
+                    .try_http1(service, mesh, addr, req, &mut sent, replay)
+                    .await;
+            }
+            req = match crate::outbound::hop::onto_h2(req) {
+                Ok(h2) => h2,
+                Err(h1) => {
+                    return self
+                        .try_http1(service, mesh, addr, h1, &mut sent, replay)
+                        .await
+                }
+            };
+        }
         let config = match mesh.client_config(&self.shared.resolver, identity) {
             Ok(c) => c,
             Err(e) => {
@@ -162,17 +185,7 @@ impl Outbound {
         // Timing out from here on is a timeout of the endpoint's.
         sent.on_drop = Some(Outcome::Failed(Reason::Timeout));
         match sender.try_send_request(req).await {
-            Ok(mut resp) => {
-                resp.extensions_mut()
-                    .insert(super::ServedBy(identity.clone()));
-                let outcome = if resp.status().is_server_error() {
-                    Outcome::Failed(Reason::Status5xx)
-                } else {
-                    Outcome::Success
-                };
-                sent.finish(outcome);
-                Attempt::Done(Ok(resp))
-            }
+            Ok(resp) => answered(resp, identity, &mut sent),
             Err(e) => self.failed(e, replay, &target, &mut sent),
         }
     }
@@ -232,6 +245,24 @@ impl Outbound {
             balancer.probed(&ep, made.is_ok());
         });
     }
+}
+
+/// A response head from the endpoint proving `identity`: counted (a 5xx against it), and
+/// marked with who served it.
+fn answered(
+    mut resp: Response<Incoming>,
+    identity: &trustmesh_certs::SpiffeId,
+    sent: &mut Finisher<'_>,
+) -> Attempt {
+    resp.extensions_mut()
+        .insert(super::ServedBy(identity.clone()));
+    let outcome = if resp.status().is_server_error() {
+        Outcome::Failed(Reason::Status5xx)
+    } else {
+        Outcome::Success
+    };
+    sent.finish(outcome);
+    Attempt::Done(Ok(resp))
 }
 
 /// Ends an attempt's in-flight count once, with the outcome it reached. Dropped unfinished

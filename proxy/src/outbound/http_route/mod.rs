@@ -107,11 +107,9 @@ impl Outbound {
         let service = backend_of(mesh, rule, &rule_name)?;
         log.destination = Some(service.identity.as_str().to_string());
         edit(&mut parts.headers, &rule.request_headers);
-        let (upstream, stalled) = to_mesh_request(
-            Request::from_parts(parts, body),
-            host,
-            self.config.body_timeout,
-        )?;
+        let req = Request::from_parts(parts, body);
+        let hop = super::hop::choose(self.config.hop_http1, &req, service, host, orig);
+        let (upstream, stalled) = to_mesh_request(req, host, hop, self.config.body_timeout)?;
         let timeouts = retry::Timeouts::new(rule, default_timeout);
         let plan = retry::Plan {
             service,
