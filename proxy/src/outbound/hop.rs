@@ -8,8 +8,8 @@
 //! same ([`onto_h2`]), where concurrent requests share reads, writes and wake-ups. Everything else
 //! stays on HTTP/2: h2 and gRPC apps, ports declared `http2` or `grpc`, upgrades (extended
 //! CONNECT, [`super::upgrade`]), `Expect: 100-continue` requests (their preflight,
-//! [`crate::layers::expect`], is a stream reset once answered) and request bodies of unknown
-//! length (chunked: their trailers need not be declared). The inbound sidecar serves
+//! [`crate::layers::expect`], is a stream reset once answered). A chunked body's trailers,
+//! declared or not, cross either hop (hyper is patched for it: `vendor/README.md`). The inbound sidecar serves
 //! both; it tells the caller's version from the hop's own (HTTP/1.1) or from
 //! `x-trustmesh-orig-proto` (HTTP/2), and speaks to its app as before.
 
@@ -50,10 +50,7 @@ pub fn choose<B: http_body::Body>(
     if !enabled || req.version() == Version::HTTP_2 {
         return Hop::H2;
     }
-    // A body of unknown length (chunked) may end in trailers the app did not declare in
-    // `Trailer`; hyper's HTTP/1.1 client writes only declared ones, HTTP/2 carries them all.
-    let chunked = req.body().size_hint().exact().is_none();
-    if chunked || expect::wants_continue(req.headers(), req.body()) {
+    if expect::wants_continue(req.headers(), req.body()) {
         return Hop::H2;
     }
     let port = host_port(host)
@@ -167,7 +164,7 @@ mod tests {
     }
 
     #[test]
-    fn h2_apps_expect_continue_chunked_bodies_and_the_flag_off_stay_on_h2() {
+    fn h2_apps_expect_continue_and_the_flag_off_stay_on_h2_and_chunked_bodies_do_not() {
         let http = service(&[(80, "http")]);
         assert_eq!(
             choose(true, &req(Version::HTTP_2, false), &http, "b", None),
@@ -189,6 +186,6 @@ mod tests {
                 >(),
             ))
             .unwrap();
-        assert_eq!(choose(true, &chunked, &http, "b", None), Hop::H2);
+        assert_eq!(choose(true, &chunked, &http, "b", None), Hop::Http1);
     }
 }
