@@ -477,11 +477,13 @@ fn is_self_signed(cert: &CertificateDer<'_>) -> Result<bool, CertError> {
     Ok(x.subject().as_raw() == x.issuer().as_raw() && x.verify_signature(None).is_ok())
 }
 
-/// A positive 16-byte serial with 126 random bits from aws-lc-rs (CA/B BR §7.1 asks for at
-/// least 64; RFC 5280 §4.1.2.2 allows at most 20 octets).
+/// A positive 16-byte serial with 126 random bits from the system's secure random source
+/// (CA/B BR §7.1 asks for at least 64; RFC 5280 §4.1.2.2 allows at most 20 octets).
 fn random_serial() -> Result<SerialNumber, CertError> {
+    use ring::rand::SecureRandom as _;
     let mut bytes = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut bytes)
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
         .map_err(|_| CertError::Rcgen("the system random source failed".into()))?;
     // Clear the sign bit and set the next one, so the DER INTEGER is positive and exactly
     // 16 bytes long.

@@ -56,7 +56,7 @@ pub(crate) struct ParsedCsr {
 
 impl ParsedCsr {
     /// Parses a PEM CSR and verifies its signature with the key it carries (PKCS #10 §3,
-    /// proof of possession). The check is x509-parser's `verify_signature`, backed by aws-lc-rs.
+    /// proof of possession). The check is x509-parser's `verify_signature`, backed by ring.
     pub(crate) fn from_pem(csr_pem: &str) -> Result<Self, CertError> {
         let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
             .map_err(|e| CertError::Pem(format!("CSR: {e}")))?;

@@ -18,7 +18,7 @@ pub struct PrivateKey {
 }
 
 impl PrivateKey {
-    /// Generates a new ECDSA P-256 key with aws-lc-rs' system random source.
+    /// Generates a new ECDSA P-256 key with ring's system random source.
     pub fn generate() -> Result<Self, CertError> {
         let kp = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
             .map_err(CertError::rcgen("generating a P-256 key"))?;

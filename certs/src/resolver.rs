@@ -32,7 +32,7 @@ impl RotatingResolver {
     }
 
     /// Installs `chain` (leaf first) with `key` for every handshake that starts from now on.
-    /// Refuses an empty chain, a key the aws-lc-rs provider cannot load and a key that does not
+    /// Refuses an empty chain, a key the crypto provider cannot load and a key that does not
     /// match the leaf's public key; on error the previous certificate stays in place.
     pub fn set(
         &self,

@@ -1,4 +1,4 @@
-//! The rustls configurations of the mesh: TLS 1.3 only, aws-lc-rs only, certificates from our
+//! The rustls configurations of the mesh: TLS 1.3 only, one crypto provider ([`provider`]), certificates from our
 //! CA checked by the SPIFFE verifiers. Sidecars use [`sidecar_server_config`] on inbound and
 //! [`sidecar_client_config`] on outbound; the control plane serves with
 //! [`control_plane_server_config`] and proxies call it with [`control_plane_client_config`].

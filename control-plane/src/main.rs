@@ -19,6 +19,9 @@ use trustmesh_config as config_file;
 use clap::CommandFactory as _;
 
 fn main() -> ExitCode {
+    // The control plane's TLS stays on aws-lc-rs (X25519MLKEM768 for clients that prefer it);
+    // the sidecar runs on ring. `trustmesh_certs::provider` takes the process default.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let (cli, matches, file) = match config_file::parse::<cli::Cli>(argv, Some("serve")) {
         Ok(parsed) => parsed,

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use aws_lc_rs::digest;
+use ring::digest;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use trustmesh_certs::TrustDomain;

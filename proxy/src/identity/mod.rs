@@ -97,9 +97,9 @@ impl Backoff {
 
 /// A random number in [0, 1).
 pub fn random_fraction() -> f64 {
-    use aws_lc_rs::rand::SecureRandom as _;
+    use ring::rand::SecureRandom as _;
     let mut b = [0u8; 4];
-    if aws_lc_rs::rand::SystemRandom::new().fill(&mut b).is_err() {
+    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
         return 0.5;
     }
     f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)

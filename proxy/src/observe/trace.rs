@@ -6,8 +6,8 @@
 
 use std::cell::RefCell;
 
-use aws_lc_rs::rand::SecureRandom as _;
 use http::{HeaderMap, HeaderValue};
+use ring::rand::SecureRandom as _;
 
 /// The `traceparent` header (W3C Trace Context §3.2).
 pub const TRACEPARENT: &str = "traceparent";
@@ -62,7 +62,7 @@ thread_local! {
 
 fn seeded() -> fastrand::Rng {
     let mut seed = [0u8; 8];
-    match aws_lc_rs::rand::SystemRandom::new().fill(&mut seed) {
+    match ring::rand::SystemRandom::new().fill(&mut seed) {
         Ok(()) => fastrand::Rng::with_seed(u64::from_ne_bytes(seed)),
         // Seeded by the standard library's per-process random keys instead.
         Err(_) => fastrand::Rng::new(),

@@ -3,8 +3,8 @@
 //! HTTP/1.1 client checks the `Sec-WebSocket-Accept` made from its own key. A sidecar that
 //! turns one form into the other supplies them.
 
-use aws_lc_rs::digest;
 use http::header::{self, HeaderMap, HeaderValue};
+use ring::digest;
 
 /// RFC 6455 §1.3: the GUID appended to the key before hashing.
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
