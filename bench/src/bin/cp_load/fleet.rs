@@ -19,6 +19,9 @@ pub struct Fleet {
     pub served_at: Vec<Option<Instant>>,
     /// Body length of the last snapshot each sidecar received.
     pub bytes: Vec<usize>,
+    /// Snapshots received so far, all sidecars together (more than one per sidecar in a push
+    /// means it went through a version in between).
+    pub snapshots: u64,
     /// Errors seen since the last [`Fleet::take_errors`].
     errors: u64,
     /// Which sidecars saw them.
@@ -36,6 +39,7 @@ impl Fleet {
             snapshot_at: vec![None; n],
             served_at: vec![None; n],
             bytes: vec![0; n],
+            snapshots: 0,
             errors: 0,
             erred: vec![false; n],
             samples: Vec::new(),
@@ -54,6 +58,7 @@ impl Fleet {
                 self.snapshot_at[idx] = Some(at);
                 self.served_at[idx] = Some(at);
                 self.bytes[idx] = bytes;
+                self.snapshots += 1;
             }
             Event::Served { idx, at } => self.served_at[idx] = Some(at),
             Event::Error { idx, what } => {

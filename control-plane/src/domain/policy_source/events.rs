@@ -15,7 +15,7 @@ use std::time::Duration;
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use tokio::sync::Notify;
 
-use super::{fingerprint, load_state, PolicySource};
+use super::{fingerprint, PolicySource};
 
 /// The periodic scan while file events work (a safety net only).
 const RESCAN_WITH_EVENTS: Duration = Duration::from_secs(10);
@@ -45,6 +45,8 @@ fn changes_content(kind: &EventKind) -> bool {
 struct Events {
     seen: AtomicU64,
     wake: Notify,
+    /// When the first event of the burst not yet scanned came (for the log's timings).
+    first: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl PolicySource {
@@ -72,6 +74,8 @@ impl PolicySource {
                 _ = ticker.tick() => {}
                 () = events.wake.notified() => settle(&events).await,
             }
+            let first_event = events.first.lock().ok().and_then(|mut f| f.take());
+            let scan_at = std::time::Instant::now();
             self.scans.inc();
             let fp = fingerprint(&self.dir);
             if fp == last_fp {
@@ -85,9 +89,17 @@ impl PolicySource {
                 drop(watcher.take());
                 watcher = file_events(&self.dir, events.clone());
             }
-            let dir = self.dir.clone();
-            match tokio::task::spawn_blocking(move || load_state(&dir)).await {
-                Ok(loaded) => self.put_in_force(loaded),
+            let me = self.clone();
+            match tokio::task::spawn_blocking(move || me.load_now()).await {
+                Ok(loaded) => {
+                    tracing::debug!(
+                        target: "policy",
+                        since_first_event = ?first_event.map(|f| scan_at.saturating_duration_since(f)),
+                        load = ?scan_at.elapsed(),
+                        "folder changed: scanned and loaded"
+                    );
+                    self.put_in_force(loaded);
+                }
                 Err(e) => tracing::warn!(target: "policy", "policy load task failed: {e}"),
             }
         }
@@ -122,6 +134,9 @@ fn file_events(dir: &Path, events: Arc<Events>) -> Option<notify::RecommendedWat
             return;
         }
         events.seen.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut first) = events.first.lock() {
+            first.get_or_insert_with(std::time::Instant::now);
+        }
         events.wake.notify_one();
     })
     .map_err(|e| tracing::warn!(target: "policy", "file events unavailable, rescanning only: {e}"))

@@ -58,12 +58,14 @@ impl SnapshotCache {
         let own = super::own_workload(state, identity, caller_ip);
         let key: Key = (identity.clone(), own.as_ref().map(|o| o.labels.clone()));
         if let Some(hit) = self.lookup(state, trust, &key) {
+            tracing::trace!(target: "snapshot", version = %state.version, "served kept");
             return Ok(hit);
         }
         let prepared = self.prepared(state);
         let bytes = Bytes::from(serde_json::to_vec(&super::build_with(
             &prepared, trust, identity, own,
         ))?);
+        tracing::trace!(target: "snapshot", version = %state.version, "built");
         Ok(self.keep(state, trust, key, bytes))
     }
 
@@ -76,7 +78,9 @@ impl SnapshotCache {
         match &*slot {
             Some(p) if Arc::ptr_eq(&p.state, state) => p.clone(),
             _ => {
+                let started = std::time::Instant::now();
                 let p = Arc::new(Prepared::new(state.clone()));
+                tracing::debug!(target: "snapshot", version = %state.version, took = ?started.elapsed(), "version indexed");
                 *slot = Some(p.clone());
                 p
             }
