@@ -137,6 +137,20 @@ impl CompiledPolicies {
         if !errors.is_empty() {
             return Err(errors);
         }
+        Ok(Self::assemble(mesh, registry, compiled))
+    }
+
+    /// The set `set` from its policies compiled already (by the loader's checks), in
+    /// `set.policies` order.
+    pub(crate) fn from_compiled(set: &PolicySet, compiled: Vec<Arc<CompiledPolicy>>) -> Self {
+        Self::assemble(&set.mesh, &set.registry, compiled)
+    }
+
+    fn assemble(
+        mesh: &MeshConfig,
+        registry: &Registry,
+        compiled: Vec<Arc<CompiledPolicy>>,
+    ) -> Self {
         let mut inner = Inner {
             mesh: mesh.clone(),
             registry: registry.clone(),
@@ -147,9 +161,9 @@ impl CompiledPolicies {
             let wp = select(&inner.mesh, &inner.policies, entry);
             inner.by_identity.insert(entry.identity.clone(), wp);
         }
-        Ok(Self {
+        Self {
             inner: Arc::new(inner),
-        })
+        }
     }
 
     /// The mesh settings the set was compiled with.

@@ -8,10 +8,11 @@ pub(crate) mod route;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use trustmesh_certs::SpiffeId;
 
-use crate::compile::compile_policy;
+use crate::compile::{compile_policy, CompiledPolicy};
 use crate::diagnostic::Diagnostic;
 use crate::mesh::MeshConfig;
 use crate::model::{Action, AuthorizationPolicy, Mode, POLICY_API_VERSIONS};
@@ -23,12 +24,16 @@ use crate::service::{validate_endpoint, ServiceEntry};
 pub const SERVICE_API_VERSION: &str = "trustmesh.io/v1";
 
 /// Checks everything that parsed and returns the valid services and policies (sorted by
-/// namespace and name); problems go to `diagnostics`.
+/// namespace and name) with each policy compiled (`None` where it did not compile); problems
+/// go to `diagnostics`.
 pub(crate) fn check(
     mesh: &MeshConfig,
     parsed: &Parsed,
     diagnostics: &mut Vec<Diagnostic>,
-) -> (Vec<ServiceEntry>, Vec<AuthorizationPolicy>) {
+) -> (
+    Vec<ServiceEntry>,
+    Vec<(AuthorizationPolicy, Option<Arc<CompiledPolicy>>)>,
+) {
     let mut services = Vec::new();
     let mut seen: HashMap<(&str, &str, &str), String> = HashMap::new();
     let mut identities: HashMap<SpiffeId, String> = HashMap::new();
@@ -162,24 +167,28 @@ pub(crate) fn check(
                 p.warning(f.field, Some(&f.value), f.message)
             });
         }
-        if let Err(errors) = compile_policy(&policy, &mesh.trust_domain) {
-            for e in errors {
-                diagnostics.push(p.error(
-                    e.field,
-                    Some(&e.value),
-                    format!("{} {:?}: {}", e.field, e.value, e.message),
-                ));
+        let compiled = match compile_policy(&policy, &mesh.trust_domain) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(errors) => {
+                for e in errors {
+                    diagnostics.push(p.error(
+                        e.field,
+                        Some(&e.value),
+                        format!("{} {:?}: {}", e.field, e.value, e.message),
+                    ));
+                }
+                None
             }
-        }
-        policies.push(policy);
+        };
+        policies.push((policy, compiled));
     }
     // `policies` is still in `parsed.policies` order here.
-    for (p, policy) in parsed.policies.iter().zip(&policies) {
+    for (p, (policy, _)) in parsed.policies.iter().zip(&policies) {
         if let Some(warning) = selector_warning(p, policy, mesh, &services) {
             diagnostics.push(warning);
         }
     }
-    policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    policies.sort_by(|(a, _), (b, _)| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     (services, policies)
 }
 

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use trustmesh_certs::TrustDomain;
 
+use crate::authorize::CompiledPolicies;
 use crate::check;
 use crate::diagnostic::Diagnostic;
 use crate::document::{split_documents, Document};
@@ -69,6 +70,16 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, Vec<Diagnostic>> {
 /// gone are dropped from it. Every check across files runs on the whole set as in
 /// [`load_dir`], and the result is the same.
 pub fn load_dir_cached(dir: &Path, cache: &mut LoadCache) -> Result<PolicySet, Vec<Diagnostic>> {
+    load_dir_compiled(dir, cache).map(|(set, _)| set)
+}
+
+/// [`load_dir_cached`], and the set compiled with the policies the checks compiled (rather
+/// than compiling every policy a second time with [`CompiledPolicies::from_set`], which gives
+/// the same).
+pub fn load_dir_compiled(
+    dir: &Path,
+    cache: &mut LoadCache,
+) -> Result<(PolicySet, CompiledPolicies), Vec<Diagnostic>> {
     let (files, mut diagnostics) = yaml_files(dir);
     let mut hasher = digest::Context::new(&digest::SHA256);
     let mut parsed = Parsed::default();
@@ -124,14 +135,18 @@ pub fn load_dir_cached(dir: &Path, cache: &mut LoadCache) -> Result<PolicySet, V
     if diagnostics.iter().any(Diagnostic::is_error) {
         return Err(diagnostics);
     }
-    Ok(PolicySet {
+    // No error: every policy compiled.
+    let (policies, compiled): (Vec<_>, Vec<_>) = policies.into_iter().unzip();
+    let set = PolicySet {
         mesh,
         registry: Registry::new(services),
         policies,
         routes,
         warnings: diagnostics,
         content_hash: hex(hasher.finish().as_ref()),
-    })
+    };
+    let compiled = CompiledPolicies::from_compiled(&set, compiled.into_iter().flatten().collect());
+    Ok((set, compiled))
 }
 
 /// Only `apiVersion` and `kind`, to choose the typed parse.

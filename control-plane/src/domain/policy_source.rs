@@ -205,19 +205,15 @@ impl PolicySource {
 fn load_state(dir: &Path, cache: &mut LoadCache) -> Result<PolicyState, Vec<String>> {
     let started = std::time::Instant::now();
     let parsed_before = cache.files_parsed();
-    let set = trustmesh_policies::load_dir_cached(dir, cache)
+    let (set, compiled) = trustmesh_policies::load_dir_compiled(dir, cache)
         .map_err(|diags| diags.iter().map(|d| d.to_string()).collect::<Vec<_>>())?;
     let loaded = started.elapsed();
-    let compiled = CompiledPolicies::from_set(&set)
-        .map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
-    let compiled_in = started.elapsed() - loaded;
     let version = git::version(dir)?.unwrap_or_else(|| format!("sha256:{}", set.content_hash));
     tracing::debug!(
         target: "policy",
         files_parsed = cache.files_parsed() - parsed_before,
         files = cache.len(),
         ?loaded,
-        compiled = ?compiled_in,
         total = ?started.elapsed(),
         "policy folder loaded"
     );

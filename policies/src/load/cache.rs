@@ -2,15 +2,16 @@
 //! that a new version of a large folder re-parses only the files that changed.
 //!
 //! A file's parse depends on nothing but its path and its bytes (the checks across files run
-//! on the whole set at every load), so it is keyed by the path and a SHA-256 of the bytes:
-//! an edit that keeps the size and the modification time is still seen. Files gone from the
+//! on the whole set at every load), so it is kept with the bytes it came from and taken again
+//! only when the file holds exactly those bytes: an edit that keeps the size and the
+//! modification time is still seen. (The bytes are compared rather than hashed: the loader
+//! reads them anyway for the folder's content hash, and a second SHA-256 of every file costs
+//! more than the comparison; the copy costs the folder's size in memory.) Files gone from the
 //! folder are dropped at the end of each load.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use aws_lc_rs::digest;
 
 use crate::diagnostic::Diagnostic;
 use crate::mesh::MeshConfig;
@@ -40,10 +41,10 @@ impl FileParse {
     }
 }
 
-/// A kept parse and the digest of the bytes it came from.
+/// A kept parse and the bytes it came from.
 #[derive(Debug)]
 struct Kept {
-    digest: [u8; 32],
+    bytes: Vec<u8>,
     parse: Arc<FileParse>,
 }
 
@@ -81,9 +82,7 @@ impl LoadCache {
         bytes: &[u8],
         parse: impl FnOnce() -> FileParse,
     ) -> Arc<FileParse> {
-        let mut d = [0u8; 32];
-        d.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
-        if let Some(kept) = self.files.get(path).filter(|k| k.digest == d) {
+        if let Some(kept) = self.files.get(path).filter(|k| k.bytes == bytes) {
             return kept.parse.clone();
         }
         self.parsed += 1;
@@ -91,7 +90,7 @@ impl LoadCache {
         self.files.insert(
             path.to_path_buf(),
             Kept {
-                digest: d,
+                bytes: bytes.to_vec(),
                 parse: parse.clone(),
             },
         );
