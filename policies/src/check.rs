@@ -18,6 +18,7 @@ use crate::mesh::MeshConfig;
 use crate::model::{Action, AuthorizationPolicy, Mode, POLICY_API_VERSIONS};
 use crate::names::{is_dns_label, is_dns_subdomain};
 use crate::parsed::{Located, Metadata, Parsed};
+use crate::selector::LabelIndex;
 use crate::service::{validate_endpoint, ServiceEntry};
 
 /// The `apiVersion` of a `Service`.
@@ -183,13 +184,30 @@ pub(crate) fn check(
         policies.push((policy, compiled));
     }
     // `policies` is still in `parsed.policies` order here.
+    let (mut in_namespace, mut anywhere) = (LabelIndex::default(), LabelIndex::default());
+    for (i, s) in services.iter().enumerate() {
+        in_namespace.file_all(i, &s.namespace, &s.labels);
+        anywhere.file_all(i, "", &s.labels);
+    }
+    let indexed = Indexed {
+        services: &services,
+        in_namespace,
+        anywhere,
+    };
     for (p, (policy, _)) in parsed.policies.iter().zip(&policies) {
-        if let Some(warning) = selector_warning(p, policy, mesh, &services) {
+        if let Some(warning) = selector_warning(p, policy, mesh, &indexed) {
             diagnostics.push(warning);
         }
     }
     policies.sort_by(|(a, _), (b, _)| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     (services, policies)
+}
+
+/// The services, filed by their labels (in their namespace, and in any).
+struct Indexed<'a> {
+    services: &'a [ServiceEntry],
+    in_namespace: LabelIndex<'a>,
+    anywhere: LabelIndex<'a>,
 }
 
 /// A warning when a policy's selector matches no Service it could apply to (a typo in a label
@@ -198,17 +216,29 @@ fn selector_warning<T>(
     doc: &Located<T>,
     policy: &AuthorizationPolicy,
     mesh: &MeshConfig,
-    services: &[ServiceEntry],
+    indexed: &Indexed<'_>,
 ) -> Option<Diagnostic> {
     let selector = policy.spec.selector.as_ref()?;
     let mesh_wide = policy.namespace == mesh.root_namespace;
-    let selects_some = services.iter().any(|s| {
+    let matches = |s: &ServiceEntry| {
         (mesh_wide || s.namespace == policy.namespace)
             && selector
                 .match_labels
                 .iter()
                 .all(|(k, v)| s.labels.get(k) == Some(v))
-    });
+    };
+    // A service it selects carries its first label, so only those are asked.
+    let selects_some = match selector.match_labels.iter().next() {
+        Some((k, v)) => {
+            let filed = if mesh_wide {
+                indexed.anywhere.under("", k, v)
+            } else {
+                indexed.in_namespace.under(&policy.namespace, k, v)
+            };
+            filed.iter().any(|&i| matches(&indexed.services[i]))
+        }
+        None => indexed.services.iter().any(matches),
+    };
     if selects_some {
         return None;
     }

@@ -37,6 +37,7 @@ mod pattern;
 pub mod registry;
 pub mod request;
 pub mod route;
+mod selector;
 pub mod service;
 mod shape;
 pub mod snapshot;
