@@ -24,6 +24,9 @@ use crate::service::{validate_endpoint, ServiceEntry};
 /// The `apiVersion` of a `Service`.
 pub const SERVICE_API_VERSION: &str = "trustmesh.io/v1";
 
+/// A checked policy, and it compiled (`None` when it did not compile).
+pub(crate) type Checked = (AuthorizationPolicy, Option<Arc<CompiledPolicy>>);
+
 /// Checks everything that parsed and returns the valid services and policies (sorted by
 /// namespace and name) with each policy compiled (`None` where it did not compile); problems
 /// go to `diagnostics`.
@@ -31,10 +34,7 @@ pub(crate) fn check(
     mesh: &MeshConfig,
     parsed: &Parsed,
     diagnostics: &mut Vec<Diagnostic>,
-) -> (
-    Vec<ServiceEntry>,
-    Vec<(AuthorizationPolicy, Option<Arc<CompiledPolicy>>)>,
-) {
+) -> (Vec<ServiceEntry>, Vec<Checked>) {
     let mut services = Vec::new();
     let mut seen: HashMap<(&str, &str, &str), String> = HashMap::new();
     let mut identities: HashMap<SpiffeId, String> = HashMap::new();

@@ -19,6 +19,9 @@ use crate::domain::trust::TrustView;
 /// Most policy lists whose encoding is kept (past it, encoded per snapshot).
 const MAX_LISTS: usize = 65_536;
 
+/// Lists of policy indices and their JSON arrays.
+type PolicyLists = HashMap<Arc<[usize]>, Arc<[u8]>>;
+
 /// The parts shared by the snapshots of one (policy state, trust generation), encoded.
 pub struct Common {
     /// The state they were made from (compared by address with the state in force).
@@ -30,7 +33,7 @@ pub struct Common {
     trust_bundle: Vec<u8>,
     blocked: Vec<u8>,
     /// Indices of the policies that apply → their JSON array.
-    policies: Mutex<HashMap<Arc<[usize]>, Arc<[u8]>>>,
+    policies: Mutex<PolicyLists>,
 }
 
 impl Common {
