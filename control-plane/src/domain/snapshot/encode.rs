@@ -1,13 +1,14 @@
 //! Domain: a snapshot's JSON made from parts. What every snapshot of one (policy state, trust
 //! generation) carries alike (the version, the mesh settings, the trust bundle, the blocked
 //! identities) is encoded once; the policies once per list of policies that apply (one per
-//! kind of workload); and only what is the caller's own (its identity, registry entries,
-//! withheld addresses and routes) per snapshot. The bytes are those `serde_json::to_vec` of
+//! kind of workload); each registry entry once, when a snapshot first carries it; and only
+//! what is the caller's own (its identity, which entries, withheld addresses and routes) per
+//! snapshot. The bytes are those `serde_json::to_vec` of
 //! the whole [`trustmesh_policies::snapshot::Snapshot`] gives: the same fields in the same
 //! order (a test holds them equal).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use trustmesh_certs::SpiffeId;
 use trustmesh_policies::{AuthorizationPolicy, ServiceEntry};
@@ -34,6 +35,8 @@ pub struct Common {
     blocked: Vec<u8>,
     /// Indices of the policies that apply → their JSON array.
     policies: Mutex<PolicyLists>,
+    /// Each registry entry's JSON, made when first sent.
+    entries: Vec<OnceLock<Box<[u8]>>>,
 }
 
 impl Common {
@@ -45,6 +48,9 @@ impl Common {
             trust_bundle: serde_json::to_vec(trust.bundle.pem())?,
             blocked: serde_json::to_vec(&trust.blocked_ids())?,
             policies: Mutex::new(HashMap::new()),
+            entries: (0..state.set.registry.entries().len())
+                .map(|_| OnceLock::new())
+                .collect(),
             generation: trust.generation.clone(),
             state,
         })
@@ -61,13 +67,17 @@ impl Common {
         let set = &prepared.state.set;
         let workload = own.clone().unwrap_or_else(|| prepared.workload(identity));
         let policies = self.policies(prepared, &prepared.applied(&workload))?;
-        let reach = prepared.reach(identity);
+        let reach = prepared.reach_indexed(identity);
         let routes = crate::domain::routes::for_callable(set, |namespace, name| {
             prepared.callable_by_name(&reach, namespace, name)
         });
         let registry = match own {
-            Some(own) => super::with_own_entry(reach.registry, identity, own),
-            None => reach.registry,
+            Some(own) => serde_json::to_vec(&super::with_own_entry(
+                prepared.registry_of(&reach),
+                identity,
+                own,
+            ))?,
+            None => self.registry(prepared, &reach.sent)?,
         };
         let mut out = Vec::with_capacity(
             512 + self.version.len() + self.mesh.len() + self.trust_bundle.len() + policies.len(),
@@ -75,7 +85,7 @@ impl Common {
         part(&mut out, "version", &self.version);
         part(&mut out, "identity", &serde_json::to_vec(identity)?);
         part(&mut out, "mesh", &self.mesh);
-        part(&mut out, "registry", &serde_json::to_vec(&registry)?);
+        part(&mut out, "registry", &registry);
         part(&mut out, "trust_bundle", &self.trust_bundle);
         part(&mut out, "policies", &policies);
         part(&mut out, "blocked", &self.blocked);
@@ -88,6 +98,32 @@ impl Common {
             part(&mut out, "routes", &serde_json::to_vec(&routes)?);
         }
         out.push(b'}');
+        Ok(out)
+    }
+
+    /// The JSON array of the registry entries at `sent` (as a `Registry` encodes: an array of
+    /// its entries), each entry encoded once.
+    fn registry(&self, prepared: &Prepared, sent: &[usize]) -> Result<Vec<u8>, serde_json::Error> {
+        let entries = prepared.state.set.registry.entries();
+        let mut out = Vec::with_capacity(64 + 320 * sent.len());
+        out.push(b'[');
+        for &i in sent {
+            let (Some(entry), Some(slot)) = (entries.get(i), self.entries.get(i)) else {
+                continue;
+            };
+            let json = match slot.get() {
+                Some(json) => json,
+                None => {
+                    let json = serde_json::to_vec(entry)?.into_boxed_slice();
+                    slot.get_or_init(|| json)
+                }
+            };
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            out.extend_from_slice(json);
+        }
+        out.push(b']');
         Ok(out)
     }
 
