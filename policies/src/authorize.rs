@@ -17,7 +17,7 @@
 //! `would_allow` when it would allow a request that is denied. With `enforcement: audit` in
 //! `mesh.yaml` every denial becomes a `would_deny`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use trustmesh_certs::SpiffeId;
@@ -30,6 +30,7 @@ use crate::model::{Action, AuthorizationPolicy};
 use crate::normalize::PathParameters;
 use crate::registry::Registry;
 use crate::request::Request;
+use crate::selector::LabelIndex;
 use crate::service::ServiceEntry;
 
 /// Why a decision came out the way it did.
@@ -137,19 +138,50 @@ impl CompiledPolicies {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let mut inner = Inner {
-            mesh: mesh.clone(),
-            registry: registry.clone(),
-            policies: compiled,
-            by_identity: HashMap::new(),
-        };
-        for entry in registry.entries() {
-            let wp = select(&inner.mesh, &inner.policies, entry);
-            inner.by_identity.insert(entry.identity.clone(), wp);
+        Ok(Self::assemble(mesh, registry, compiled))
+    }
+
+    /// The set `set` from its policies compiled already (by the loader's checks), in
+    /// `set.policies` order.
+    pub(crate) fn from_compiled(set: &PolicySet, compiled: Vec<Arc<CompiledPolicy>>) -> Self {
+        Self::assemble(&set.mesh, &set.registry, compiled)
+    }
+
+    fn assemble(
+        mesh: &MeshConfig,
+        registry: &Registry,
+        compiled: Vec<Arc<CompiledPolicy>>,
+    ) -> Self {
+        // Each entry is offered only the policies filed under its namespace (or the root
+        // namespace) and one of its labels, not all of them: the same selection, without
+        // trying every (entry, policy) pair.
+        let mut by_identity = HashMap::new();
+        {
+            let empty = BTreeMap::new();
+            let mut index = LabelIndex::default();
+            for (i, p) in compiled.iter().enumerate() {
+                index.file_first(i, &p.namespace, p.selector.as_ref().unwrap_or(&empty));
+            }
+            for entry in registry.entries() {
+                let mut offered = index.candidates(&entry.namespace, &entry.labels);
+                if entry.namespace != mesh.root_namespace {
+                    offered.extend(index.candidates(&mesh.root_namespace, &entry.labels));
+                    offered.sort_unstable();
+                    offered.dedup();
+                }
+                let offered: Vec<Arc<CompiledPolicy>> =
+                    offered.iter().map(|&i| compiled[i].clone()).collect();
+                by_identity.insert(entry.identity.clone(), select(mesh, &offered, entry));
+            }
         }
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+        Self {
+            inner: Arc::new(Inner {
+                mesh: mesh.clone(),
+                registry: registry.clone(),
+                policies: compiled,
+                by_identity,
+            }),
+        }
     }
 
     /// The mesh settings the set was compiled with.
@@ -360,5 +392,7 @@ impl WorkloadPolicies {
 
 mod reach;
 
+#[cfg(test)]
+mod select_tests;
 #[cfg(test)]
 mod tests;

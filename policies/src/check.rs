@@ -8,27 +8,33 @@ pub(crate) mod route;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use trustmesh_certs::SpiffeId;
 
-use crate::compile::compile_policy;
+use crate::compile::{compile_policy, CompiledPolicy};
 use crate::diagnostic::Diagnostic;
 use crate::mesh::MeshConfig;
 use crate::model::{Action, AuthorizationPolicy, Mode, POLICY_API_VERSIONS};
 use crate::names::{is_dns_label, is_dns_subdomain};
 use crate::parsed::{Located, Metadata, Parsed};
+use crate::selector::LabelIndex;
 use crate::service::{validate_endpoint, ServiceEntry};
 
 /// The `apiVersion` of a `Service`.
 pub const SERVICE_API_VERSION: &str = "trustmesh.io/v1";
 
+/// A checked policy, and it compiled (`None` when it did not compile).
+pub(crate) type Checked = (AuthorizationPolicy, Option<Arc<CompiledPolicy>>);
+
 /// Checks everything that parsed and returns the valid services and policies (sorted by
-/// namespace and name); problems go to `diagnostics`.
+/// namespace and name) with each policy compiled (`None` where it did not compile); problems
+/// go to `diagnostics`.
 pub(crate) fn check(
     mesh: &MeshConfig,
     parsed: &Parsed,
     diagnostics: &mut Vec<Diagnostic>,
-) -> (Vec<ServiceEntry>, Vec<AuthorizationPolicy>) {
+) -> (Vec<ServiceEntry>, Vec<Checked>) {
     let mut services = Vec::new();
     let mut seen: HashMap<(&str, &str, &str), String> = HashMap::new();
     let mut identities: HashMap<SpiffeId, String> = HashMap::new();
@@ -162,25 +168,46 @@ pub(crate) fn check(
                 p.warning(f.field, Some(&f.value), f.message)
             });
         }
-        if let Err(errors) = compile_policy(&policy, &mesh.trust_domain) {
-            for e in errors {
-                diagnostics.push(p.error(
-                    e.field,
-                    Some(&e.value),
-                    format!("{} {:?}: {}", e.field, e.value, e.message),
-                ));
+        let compiled = match compile_policy(&policy, &mesh.trust_domain) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(errors) => {
+                for e in errors {
+                    diagnostics.push(p.error(
+                        e.field,
+                        Some(&e.value),
+                        format!("{} {:?}: {}", e.field, e.value, e.message),
+                    ));
+                }
+                None
             }
-        }
-        policies.push(policy);
+        };
+        policies.push((policy, compiled));
     }
     // `policies` is still in `parsed.policies` order here.
-    for (p, policy) in parsed.policies.iter().zip(&policies) {
-        if let Some(warning) = selector_warning(p, policy, mesh, &services) {
+    let (mut in_namespace, mut anywhere) = (LabelIndex::default(), LabelIndex::default());
+    for (i, s) in services.iter().enumerate() {
+        in_namespace.file_all(i, &s.namespace, &s.labels);
+        anywhere.file_all(i, "", &s.labels);
+    }
+    let indexed = Indexed {
+        services: &services,
+        in_namespace,
+        anywhere,
+    };
+    for (p, (policy, _)) in parsed.policies.iter().zip(&policies) {
+        if let Some(warning) = selector_warning(p, policy, mesh, &indexed) {
             diagnostics.push(warning);
         }
     }
-    policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    policies.sort_by(|(a, _), (b, _)| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     (services, policies)
+}
+
+/// The services, filed by their labels (in their namespace, and in any).
+struct Indexed<'a> {
+    services: &'a [ServiceEntry],
+    in_namespace: LabelIndex<'a>,
+    anywhere: LabelIndex<'a>,
 }
 
 /// A warning when a policy's selector matches no Service it could apply to (a typo in a label
@@ -189,17 +216,29 @@ fn selector_warning<T>(
     doc: &Located<T>,
     policy: &AuthorizationPolicy,
     mesh: &MeshConfig,
-    services: &[ServiceEntry],
+    indexed: &Indexed<'_>,
 ) -> Option<Diagnostic> {
     let selector = policy.spec.selector.as_ref()?;
     let mesh_wide = policy.namespace == mesh.root_namespace;
-    let selects_some = services.iter().any(|s| {
+    let matches = |s: &ServiceEntry| {
         (mesh_wide || s.namespace == policy.namespace)
             && selector
                 .match_labels
                 .iter()
                 .all(|(k, v)| s.labels.get(k) == Some(v))
-    });
+    };
+    // A service it selects carries its first label, so only those are asked.
+    let selects_some = match selector.match_labels.iter().next() {
+        Some((k, v)) => {
+            let filed = if mesh_wide {
+                indexed.anywhere.under("", k, v)
+            } else {
+                indexed.in_namespace.under(&policy.namespace, k, v)
+            };
+            filed.iter().any(|&i| matches(&indexed.services[i]))
+        }
+        None => indexed.services.iter().any(matches),
+    };
     if selects_some {
         return None;
     }

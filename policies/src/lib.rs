@@ -37,6 +37,7 @@ mod pattern;
 pub mod registry;
 pub mod request;
 pub mod route;
+mod selector;
 pub mod service;
 mod shape;
 pub mod snapshot;
@@ -47,7 +48,7 @@ pub use authorize::{CompiledPolicies, Decision, Reason, WorkloadPolicies};
 pub use compile::CompileError;
 pub use diagnostic::{Diagnostic, Severity};
 pub use ipset::IpRanges;
-pub use load::{load_dir, PolicySet};
+pub use load::{load_dir, load_dir_cached, load_dir_compiled, LoadCache, PolicySet};
 pub use mesh::{DefaultAction, Enforcement, MeshConfig};
 pub use model::{
     Action, AuthorizationPolicy, Condition, Mode, Operation, PolicySpec, Rule, RuleFrom, RuleTo,

@@ -8,12 +8,14 @@
 //! semantic check of the documents that parsed (or had only unknown keys), still runs.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use ring::digest;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use trustmesh_certs::TrustDomain;
 
+use crate::authorize::CompiledPolicies;
 use crate::check;
 use crate::diagnostic::Diagnostic;
 use crate::document::{split_documents, Document};
@@ -26,6 +28,11 @@ use crate::route::HttpRoute;
 use crate::shape;
 use crate::walk::yaml_files;
 use crate::yaml_error;
+
+mod cache;
+
+use cache::FileParse;
+pub use cache::LoadCache;
 
 /// A fully valid policy folder: the only input from which policies are put in force.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +62,24 @@ pub struct PolicySet {
 /// Returns every diagnostic, errors and warnings, sorted by file and position, when any error
 /// was found; otherwise the set, with its warnings inside.
 pub fn load_dir(dir: &Path) -> Result<PolicySet, Vec<Diagnostic>> {
+    load_dir_cached(dir, &mut LoadCache::default())
+}
+
+/// [`load_dir`] with the parses of an earlier load of the same folder: a file whose bytes are
+/// unchanged is not parsed again (its documents and diagnostics are taken from `cache`), files
+/// gone are dropped from it. Every check across files runs on the whole set as in
+/// [`load_dir`], and the result is the same.
+pub fn load_dir_cached(dir: &Path, cache: &mut LoadCache) -> Result<PolicySet, Vec<Diagnostic>> {
+    load_dir_compiled(dir, cache).map(|(set, _)| set)
+}
+
+/// [`load_dir_cached`], and the set compiled with the policies the checks compiled (rather
+/// than compiling every policy a second time with [`CompiledPolicies::from_set`], which gives
+/// the same).
+pub fn load_dir_compiled(
+    dir: &Path,
+    cache: &mut LoadCache,
+) -> Result<(PolicySet, CompiledPolicies), Vec<Diagnostic>> {
     let (files, mut diagnostics) = yaml_files(dir);
     let mut hasher = digest::Context::new(&digest::SHA256);
     let mut parsed = Parsed::default();
@@ -62,6 +87,7 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, Vec<Diagnostic>> {
         let bytes = match std::fs::read(&file.path) {
             Ok(b) => b,
             Err(e) => {
+                cache.forget(&file.path);
                 diagnostics.push(Diagnostic::error(
                     &file.path,
                     1,
@@ -75,10 +101,11 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, Vec<Diagnostic>> {
         hasher.update(&[0]);
         hasher.update(&(bytes.len() as u64).to_be_bytes());
         hasher.update(&bytes);
-        let text = match String::from_utf8(bytes) {
+        let text = match std::str::from_utf8(&bytes) {
             Ok(t) => t,
             Err(e) => {
-                let (line, col) = line_col(e.as_bytes(), e.utf8_error().valid_up_to());
+                cache.forget(&file.path);
+                let (line, col) = line_col(&bytes, e.valid_up_to());
                 diagnostics.push(Diagnostic::error(
                     &file.path,
                     line,
@@ -88,12 +115,19 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, Vec<Diagnostic>> {
                 continue;
             }
         };
-        if file.rel == MESH_FILE {
-            parsed.mesh = parse_mesh(&file.path, &text, &mut diagnostics);
-        } else {
-            parse_file(&file.path, &text, &mut parsed, &mut diagnostics);
-        }
+        let parse = cache.get_or_parse(&file.path, &bytes, || {
+            let mut out = FileParse::default();
+            if file.rel == MESH_FILE {
+                out.mesh = Some(parse_mesh(&file.path, text, &mut out.diagnostics));
+            } else {
+                parse_file(&file.path, text, &mut out);
+            }
+            out
+        });
+        parse.add_to(&mut parsed, &mut diagnostics);
     }
+    let present: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
+    cache.retain(&present);
     let mesh = parsed.mesh.clone().unwrap_or_default();
     let (services, policies) = check::check(&mesh, &parsed, &mut diagnostics);
     let routes = crate::check::route::check_routes(&parsed, &services, &mut diagnostics);
@@ -101,14 +135,18 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, Vec<Diagnostic>> {
     if diagnostics.iter().any(Diagnostic::is_error) {
         return Err(diagnostics);
     }
-    Ok(PolicySet {
+    // No error: every policy compiled.
+    let (policies, compiled): (Vec<_>, Vec<_>) = policies.into_iter().unzip();
+    let set = PolicySet {
         mesh,
         registry: Registry::new(services),
         policies,
         routes,
         warnings: diagnostics,
         content_hash: hex(hasher.finish().as_ref()),
-    })
+    };
+    let compiled = CompiledPolicies::from_compiled(&set, compiled.into_iter().flatten().collect());
+    Ok((set, compiled))
 }
 
 /// Only `apiVersion` and `kind`, to choose the typed parse.
@@ -177,7 +215,9 @@ fn parse_mesh(path: &Path, text: &str, diagnostics: &mut Vec<Diagnostic>) -> Opt
     ok.then_some(mesh)
 }
 
-fn parse_file(path: &Path, text: &str, parsed: &mut Parsed, diagnostics: &mut Vec<Diagnostic>) {
+/// Parses the documents of one (non-mesh) file into `out`.
+fn parse_file(path: &Path, text: &str, out: &mut FileParse) {
+    let diagnostics = &mut out.diagnostics;
     for doc in split_documents(text) {
         let fail = |e: &serde_yaml::Error| {
             let (line, col, message) = yaml_error::describe(e);
@@ -194,17 +234,17 @@ fn parse_file(path: &Path, text: &str, parsed: &mut Parsed, diagnostics: &mut Ve
         match header.kind.as_deref() {
             Some("Service") => {
                 if let Some(d) = read::<ServiceDoc>(path, &doc, diagnostics) {
-                    parsed.services.push(Located::new(d, path, &doc));
+                    out.services.push(Arc::new(Located::new(d, path, &doc)));
                 }
             }
             Some("AuthorizationPolicy") => {
                 if let Some(d) = read::<PolicyDoc>(path, &doc, diagnostics) {
-                    parsed.policies.push(Located::new(d, path, &doc));
+                    out.policies.push(Arc::new(Located::new(d, path, &doc)));
                 }
             }
             Some("HTTPRoute") => {
                 if let Some(d) = read::<RouteDoc>(path, &doc, diagnostics) {
-                    parsed.routes.push(Located::new(d, path, &doc));
+                    out.routes.push(Arc::new(Located::new(d, path, &doc)));
                 }
             }
             Some(other) => {
@@ -264,5 +304,7 @@ fn hex(bytes: &[u8]) -> String {
         })
 }
 
+#[cfg(test)]
+mod cache_tests;
 #[cfg(test)]
 mod tests;

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -14,17 +15,18 @@ use crate::model::PolicySpec;
 use crate::route::HttpRouteSpec;
 use crate::service::ServicePort;
 
-/// Everything that parsed, with where it came from.
+/// Everything that parsed, with where it came from (each document shared with the
+/// [`crate::load::LoadCache`] that kept it).
 #[derive(Debug, Default)]
 pub(crate) struct Parsed {
     /// `mesh.yaml`, if present and valid.
     pub mesh: Option<MeshConfig>,
     /// `Service` documents.
-    pub services: Vec<Located<ServiceDoc>>,
+    pub services: Vec<Arc<Located<ServiceDoc>>>,
     /// `AuthorizationPolicy` documents.
-    pub policies: Vec<Located<PolicyDoc>>,
+    pub policies: Vec<Arc<Located<PolicyDoc>>>,
     /// `HTTPRoute` documents.
-    pub routes: Vec<Located<RouteDoc>>,
+    pub routes: Vec<Arc<Located<RouteDoc>>>,
 }
 
 /// A parsed document and the text it came from (to place later errors).

@@ -70,6 +70,13 @@ struct Cli {
     /// Folder of `trustmesh` (default: this binary's folder).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// `RUST_LOG` of the control plane (e.g. `warn,policy=debug,snapshot=trace` to time a
+    /// push's steps from its log).
+    #[arg(long, default_value = "warn")]
+    cp_log: String,
+    /// Where the control plane's log goes (default: a temporary file, removed at the end).
+    #[arg(long)]
+    cp_log_file: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -154,7 +161,11 @@ async fn run(
         data: tmp.path().join("data"),
         policies: policies.clone(),
         flags,
-        log: tmp.path().join("control-plane.log"),
+        log: cli
+            .cp_log_file
+            .clone()
+            .unwrap_or_else(|| tmp.path().join("control-plane.log")),
+        log_filter: cli.cp_log.clone(),
     };
     if !cp.bin.exists() {
         bail!(
@@ -251,9 +262,13 @@ async fn run(
 
     let mut samples = Vec::new();
     let mut cpu = Vec::new();
+    let me = std::process::id();
     for k in 0..cli.pushes {
         let c0 = procs::cpu_ticks(pid)?;
+        let m0 = procs::cpu_ticks(me)?;
+        let received = fleet.snapshots;
         let (t0, head) = fixture::commit_push(&policies, k)?;
+        let wall0 = unix_ms(t0);
         let want = format!("git:{head}");
         fleet
             .wait_all(timeout, "the pushed version", |f, i| {
@@ -263,6 +278,7 @@ async fn run(
             })
             .await?;
         let c1 = procs::cpu_ticks(pid)?;
+        let m1 = procs::cpu_ticks(me)?;
         let mut mine: Vec<Duration> = fleet
             .snapshot_at
             .iter()
@@ -278,6 +294,14 @@ async fn run(
             cpu[k],
             procs::rss_kib(pid)? as f64 / 1024.0,
             fleet.take_errors()
+        );
+        println!(
+            "  push {k}: commit at unix {wall0:.3} ms; first sidecar +{:.1} ms; {} snapshots received for {} sidecars; \
+             this tool's CPU {:.2} s",
+            mine.iter().min().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+            fleet.snapshots - received,
+            shape.sidecars,
+            (m1 - m0) as f64 / hz
         );
         samples.extend(mine);
         fleet.drain_for(Duration::from_secs(1)).await;
@@ -341,7 +365,6 @@ async fn run(
             (tool1 - tool0) as f64 / hz
         );
     }
-    let me = std::process::id();
     println!(
         "this tool: CPU {:.1} s, RSS {:.1} MiB (it shares the machine with the control plane)",
         procs::cpu_ticks(me)? as f64 / hz,
@@ -351,6 +374,15 @@ async fn run(
     drop(fleet);
     tokio::task::spawn_blocking(move || drop(guard)).await?;
     Ok(())
+}
+
+/// `at` as milliseconds since the Unix epoch (to line up with the control plane's log).
+fn unix_ms(at: Instant) -> f64 {
+    let now = std::time::SystemTime::now();
+    let ago = at.elapsed();
+    now.checked_sub(ago)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 /// Mean and largest body length of the snapshots the fleet holds.

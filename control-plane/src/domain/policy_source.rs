@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use tokio::sync::watch;
-use trustmesh_policies::{CompiledPolicies, PolicySet};
+use trustmesh_policies::{CompiledPolicies, LoadCache, PolicySet};
 
 use crate::domain::discovery::Discovered;
 
@@ -45,6 +45,8 @@ pub struct PolicySource {
     /// The last discovered registry (Kubernetes mode), merged into what `tx` carries.
     discovered: Mutex<Option<Arc<Discovered>>>,
     last_error: Mutex<Option<String>>,
+    /// Each file's parse from the last load, so that a new version parses only what changed.
+    cache: Mutex<LoadCache>,
     /// `trustmesh_cp_policy_reload_total{result}`: `ok` (a new version in force), `unchanged`
     /// (valid, same version) or `error` (rejected; the last good version stays).
     pub reloads: prometheus::IntCounterVec,
@@ -57,7 +59,8 @@ impl PolicySource {
     /// Loads the folder once; fails (with every error) when it is not valid, since there is no
     /// last good set to fall back on at start.
     pub fn load(dir: &Path) -> anyhow::Result<Arc<Self>> {
-        let state = load_state(dir).map_err(|errors| {
+        let mut cache = LoadCache::default();
+        let state = load_state(dir, &mut cache).map_err(|errors| {
             anyhow::anyhow!(
                 "the policy folder {} is not valid:\n{}",
                 dir.display(),
@@ -92,6 +95,7 @@ impl PolicySource {
             git: Mutex::new(state),
             discovered: Mutex::new(None),
             last_error: Mutex::new(None),
+            cache: Mutex::new(cache),
             reloads,
             scans,
         }))
@@ -186,12 +190,33 @@ impl PolicySource {
     }
 }
 
-fn load_state(dir: &Path) -> Result<PolicyState, Vec<String>> {
-    let set = trustmesh_policies::load_dir(dir)
+impl PolicySource {
+    /// Loads the folder as it is now, parsing only the files changed since the last load.
+    fn load_now(&self) -> Result<PolicyState, Vec<String>> {
+        match self.cache.lock() {
+            Ok(mut cache) => load_state(&self.dir, &mut cache),
+            Err(_) => load_state(&self.dir, &mut LoadCache::default()),
+        }
+    }
+}
+
+/// Loads, validates and compiles `dir` (taking unchanged files' parses from `cache`) and
+/// finds its version.
+fn load_state(dir: &Path, cache: &mut LoadCache) -> Result<PolicyState, Vec<String>> {
+    let started = std::time::Instant::now();
+    let parsed_before = cache.files_parsed();
+    let (set, compiled) = trustmesh_policies::load_dir_compiled(dir, cache)
         .map_err(|diags| diags.iter().map(|d| d.to_string()).collect::<Vec<_>>())?;
-    let compiled = CompiledPolicies::from_set(&set)
-        .map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+    let loaded = started.elapsed();
     let version = git::version(dir)?.unwrap_or_else(|| format!("sha256:{}", set.content_hash));
+    tracing::debug!(
+        target: "policy",
+        files_parsed = cache.files_parsed() - parsed_before,
+        files = cache.len(),
+        ?loaded,
+        total = ?started.elapsed(),
+        "policy folder loaded"
+    );
     Ok(PolicyState {
         version,
         set,

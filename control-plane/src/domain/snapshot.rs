@@ -6,15 +6,18 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use trustmesh_certs::SpiffeId;
+#[cfg(test)]
 use trustmesh_policies::snapshot::Snapshot;
 use trustmesh_policies::{Registry, ServiceEntry};
 
 use crate::domain::trust::TrustView;
 
 mod cache;
+mod encode;
 mod reach;
 
 pub use cache::SnapshotCache;
+#[cfg(test)]
 use reach::Prepared;
 
 /// The snapshot version: the policy version, then `+b` and the trust generation (a hash of the
@@ -61,8 +64,9 @@ pub fn own_workload(
         .and_then(|d| d.workload(&state.set.registry, identity, caller_ip))
 }
 
-/// The snapshot of `identity` from a version's index (what the cache encodes); `own` is its
-/// workload entry from [`own_workload`].
+/// The snapshot of `identity` from a version's index (what the cache encodes, in parts:
+/// `encode`); `own` is its workload entry from [`own_workload`].
+#[cfg(test)]
 fn build_with(
     prepared: &Prepared,
     trust: &TrustView,

@@ -168,6 +168,8 @@ pub struct ControlPlane {
     pub flags: Vec<String>,
     /// Where its output goes.
     pub log: PathBuf,
+    /// Its `RUST_LOG`.
+    pub log_filter: String,
 }
 
 impl ControlPlane {
@@ -182,7 +184,7 @@ impl ControlPlane {
             .arg("--policies")
             .arg(&self.policies)
             .args(&self.flags)
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", &self.log_filter);
         let mut guard = ChildGuard::spawn("trustmesh serve", cmd, Some(&self.log))?
             .with_graceful_stop(Duration::from_secs(30));
         crate::procs::wait_for_tcp(self.listen, &mut guard, Duration::from_secs(30))?;

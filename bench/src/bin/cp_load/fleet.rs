@@ -23,6 +23,9 @@ pub struct Fleet {
     errors: Vec<Instant>,
     /// Handshakes since the last [`Fleet::take_handshakes`]: full, resumed.
     handshakes: [u64; 2],
+    /// Snapshots received so far, all sidecars together (more than one per sidecar in a push
+    /// means it went through a version in between).
+    pub snapshots: u64,
     /// Which sidecars saw them.
     erred: Vec<bool>,
     /// The first few error messages, for the report.
@@ -40,6 +43,7 @@ impl Fleet {
             bytes: vec![0; n],
             errors: Vec::new(),
             handshakes: [0; 2],
+            snapshots: 0,
             erred: vec![false; n],
             samples: Vec::new(),
         }
@@ -57,6 +61,7 @@ impl Fleet {
                 self.snapshot_at[idx] = Some(at);
                 self.served_at[idx] = Some(at);
                 self.bytes[idx] = bytes;
+                self.snapshots += 1;
             }
             Event::Served { idx, at } => self.served_at[idx] = Some(at),
             Event::Handshake { resumed } => self.handshakes[usize::from(resumed)] += 1,

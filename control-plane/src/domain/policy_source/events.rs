@@ -3,28 +3,35 @@
 //! Only events that can change content wake the watcher: create, modify (data or name),
 //! close after write, move and delete. Opens, reads and closes without a write do not, so
 //! the watcher's own scans and loads (and `git status`) never wake it. A burst of events (a
-//! git checkout writes many files) is debounced into one scan. A slow periodic scan stays as
+//! git checkout writes many files) is debounced into one scan, made [`QUIET`] after its last
+//! event. In a git checkout an edit is usually followed by its commit (write, `git add`,
+//! `git commit`): while the checkout has uncommitted changes the load waits for the commit
+//! (at most [`COMMIT_HOLD`]), so that the change is one load with the commit's version rather
+//! than two (the content hash, then the commit). A slow periodic scan stays as
 //! the safety net for what inotify misses (network filesystems); it is fast only when file
 //! events could not start.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use tokio::sync::Notify;
 
-use super::{fingerprint, load_state, PolicySource};
+use super::{fingerprint, git, PolicySource};
 
 /// The periodic scan while file events work (a safety net only).
 const RESCAN_WITH_EVENTS: Duration = Duration::from_secs(10);
 /// The periodic scan when file events could not start.
 const RESCAN_WITHOUT_EVENTS: Duration = Duration::from_millis(500);
-/// A burst of events is over once none came for this long...
-const QUIET: Duration = Duration::from_millis(50);
+/// A burst of events is over once none came for this long (the events of one git command
+/// come within a millisecond or two of each other)...
+const QUIET: Duration = Duration::from_millis(20);
 /// ...or, for a burst that does not end, after this long.
 const MAX_DELAY: Duration = Duration::from_secs(1);
+/// Longest wait for the commit of uncommitted changes in a git checkout; an edit nobody
+/// commits is put in force (as its content hash) after it.
+const COMMIT_HOLD: Duration = Duration::from_secs(1);
 
 /// Whether a file event can change what the folder holds.
 fn changes_content(kind: &EventKind) -> bool {
@@ -40,11 +47,33 @@ fn changes_content(kind: &EventKind) -> bool {
     }
 }
 
-/// Events that passed [`changes_content`]: a count (to tell when a burst is over) and a wake.
+/// Events that passed [`changes_content`]: a wake, and when the burst began and last grew.
 #[derive(Default)]
 struct Events {
-    seen: AtomicU64,
     wake: Notify,
+    /// When the first and the last event of the burst not yet scanned came.
+    burst: std::sync::Mutex<Burst>,
+}
+
+/// The times of a burst's first and last events.
+#[derive(Default)]
+struct Burst {
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl Events {
+    fn last(&self) -> Option<Instant> {
+        self.burst.lock().ok().and_then(|b| b.last)
+    }
+
+    /// The first event's time, forgetting the burst.
+    fn take_first(&self) -> Option<Instant> {
+        self.burst
+            .lock()
+            .ok()
+            .and_then(|mut b| std::mem::take(&mut *b).first)
+    }
 }
 
 impl PolicySource {
@@ -73,11 +102,14 @@ impl PolicySource {
                 () = events.wake.notified() => settle(&events).await,
             }
             self.scans.inc();
-            let fp = fingerprint(&self.dir);
-            if fp == last_fp {
+            if fingerprint(&self.dir) == last_fp {
+                events.take_first();
                 continue;
             }
-            last_fp = fp;
+            let held = self.hold_for_commit(&events).await;
+            let first_event = events.take_first();
+            let scan_at = Instant::now();
+            last_fp = fingerprint(&self.dir);
             // A folder swapped through a symlink (git-sync): watch the new target's files.
             let now_link = std::fs::read_link(&self.dir).ok();
             if now_link != link {
@@ -85,27 +117,59 @@ impl PolicySource {
                 drop(watcher.take());
                 watcher = file_events(&self.dir, events.clone());
             }
-            let dir = self.dir.clone();
-            match tokio::task::spawn_blocking(move || load_state(&dir)).await {
-                Ok(loaded) => self.put_in_force(loaded),
+            let me = self.clone();
+            match tokio::task::spawn_blocking(move || me.load_now()).await {
+                Ok(loaded) => {
+                    tracing::debug!(
+                        target: "policy",
+                        since_first_event = ?first_event.map(|f| scan_at.saturating_duration_since(f)),
+                        held_for_commit = held,
+                        load = ?scan_at.elapsed(),
+                        "folder changed: scanned and loaded"
+                    );
+                    self.put_in_force(loaded);
+                }
                 Err(e) => tracing::warn!(target: "policy", "policy load task failed: {e}"),
             }
         }
     }
 }
 
-/// Waits until no event came for [`QUIET`] (at most [`MAX_DELAY`]), then forgets the wake
-/// that the events of the burst left behind.
+impl PolicySource {
+    /// While the folder is a git checkout with uncommitted changes, waits for more events
+    /// (their burst settled) until it is clean or [`COMMIT_HOLD`] has passed; whether it
+    /// waited at all.
+    async fn hold_for_commit(&self, events: &Events) -> bool {
+        let until = tokio::time::Instant::now() + COMMIT_HOLD;
+        let mut held = false;
+        loop {
+            let dir = self.dir.clone();
+            let uncommitted = tokio::task::spawn_blocking(move || git::uncommitted(&dir))
+                .await
+                .unwrap_or(false);
+            if !uncommitted {
+                return held;
+            }
+            held = true;
+            match tokio::time::timeout_at(until, events.wake.notified()).await {
+                Ok(()) => settle(events).await,
+                Err(_) => return held,
+            }
+        }
+    }
+}
+
+/// Waits until no event came for [`QUIET`] after the last one (at most [`MAX_DELAY`]), then
+/// forgets the wake that the events of the burst left behind.
 async fn settle(events: &Events) {
-    let start = tokio::time::Instant::now();
-    let mut seen = events.seen.load(Ordering::Acquire);
+    let start = Instant::now();
     loop {
-        tokio::time::sleep(QUIET).await;
-        let now = events.seen.load(Ordering::Acquire);
-        if now == seen || start.elapsed() >= MAX_DELAY {
+        let quiet_at = events.last().unwrap_or(start) + QUIET;
+        let until = quiet_at.min(start + MAX_DELAY);
+        if Instant::now() >= until {
             break;
         }
-        seen = now;
+        tokio::time::sleep_until(until.into()).await;
     }
     // Events until here are covered by the scan that follows; a later one wakes again.
     let _ = tokio::time::timeout(Duration::ZERO, events.wake.notified()).await;
@@ -121,7 +185,11 @@ fn file_events(dir: &Path, events: Arc<Events>) -> Option<notify::RecommendedWat
         if event.is_ok_and(|e| !changes_content(&e.kind)) {
             return;
         }
-        events.seen.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut burst) = events.burst.lock() {
+            let now = Instant::now();
+            burst.first.get_or_insert(now);
+            burst.last = Some(now);
+        }
         events.wake.notify_one();
     })
     .map_err(|e| tracing::warn!(target: "policy", "file events unavailable, rescanning only: {e}"))
@@ -218,5 +286,58 @@ mod tests {
             .await
             .expect("a changed file is picked up within 5 s")
             .unwrap();
+    }
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// An edit, then its `git add` and `git commit` a while later (longer than a burst's
+    /// quiet time): one load, with the commit's version, not the content hash first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_edit_and_its_commit_are_one_load_with_the_commits_version() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("policies");
+        policy_folder(&dir, 5);
+        git(&dir, &["init", "-q", "-b", "main"]);
+        git(&dir, &["add", "-A"]);
+        git(&dir, &["commit", "-q", "-m", "one"]);
+        let source = PolicySource::load(&dir).unwrap();
+        assert!(source.current().version.starts_with("git:"));
+        tokio::spawn(source.clone().watch());
+        for _ in 0..100 {
+            if scans(&source) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let ok = || source.reloads.with_label_values(&["ok"]).get();
+        let before = ok();
+
+        std::fs::write(dir.join("team/svc-9.yaml"), "apiVersion: trustmesh.io/v1\nkind: Service\nmetadata: {name: s9, namespace: t}\nspec: {identity: spiffe://cluster.local/ns/t/sa/s9, endpoints: [\"127.0.0.1:10009\"]}\n").unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        git(&dir, &["add", "-A"]);
+        git(&dir, &["commit", "-q", "-m", "two"]);
+        let want = format!("git:{}", git(&dir, &["rev-parse", "HEAD"]));
+        let mut rx = source.subscribe();
+        tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| s.version == want))
+            .await
+            .expect("the commit is in force within 5 s")
+            .unwrap();
+        assert_eq!(
+            ok() - before,
+            1,
+            "the edit and its commit were loaded apart"
+        );
+        assert_eq!(source.current().set.registry.entries().len(), 6);
     }
 }

@@ -29,6 +29,13 @@ pub(super) fn version(dir: &Path) -> Result<Option<String>, Vec<String>> {
     Ok(dirty.is_empty().then(|| format!("git:{head}")))
 }
 
+/// Whether `dir` is a git checkout with changes not committed (what `git status` shows:
+/// modified, staged or untracked files); `false` for a folder that is no checkout.
+pub(super) fn uncommitted(dir: &Path) -> bool {
+    git(dir, &["rev-parse", "HEAD"]).is_some_and(|h| !h.is_empty())
+        && git(dir, &["status", "--porcelain", "--", "."]).is_some_and(|s| !s.is_empty())
+}
+
 /// One error per git-ignored file under `dir` that the loader would read (a `*.yaml` or
 /// `*.yml` with no hidden path component); none when `dir` is no git checkout.
 pub fn ignored_policy_files(dir: &Path) -> Vec<String> {

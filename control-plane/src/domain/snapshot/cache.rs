@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use trustmesh_certs::SpiffeId;
 
+use super::encode::Common;
 use super::reach::Prepared;
 use crate::domain::policy_source::PolicyState;
 use crate::domain::trust::TrustView;
@@ -41,6 +42,7 @@ struct Encoded {
 #[derive(Default)]
 pub struct SnapshotCache {
     prepared: Mutex<Option<Arc<Prepared>>>,
+    common: Mutex<Option<Arc<Common>>>,
     encoded: Mutex<Option<Encoded>>,
 }
 
@@ -58,12 +60,15 @@ impl SnapshotCache {
         let own = super::own_workload(state, identity, caller_ip);
         let key: Key = (identity.clone(), own.as_ref().map(|o| o.labels.clone()));
         if let Some(hit) = self.lookup(state, trust, &key) {
+            tracing::trace!(target: "snapshot", version = %state.version, "served kept");
             return Ok(hit);
         }
         let prepared = self.prepared(state);
-        let bytes = Bytes::from(serde_json::to_vec(&super::build_with(
-            &prepared, trust, identity, own,
-        ))?);
+        let bytes = Bytes::from(
+            self.common(state, trust)?
+                .encode(&prepared, identity, own)?,
+        );
+        tracing::trace!(target: "snapshot", version = %state.version, "built");
         Ok(self.keep(state, trust, key, bytes))
     }
 
@@ -76,9 +81,32 @@ impl SnapshotCache {
         match &*slot {
             Some(p) if Arc::ptr_eq(&p.state, state) => p.clone(),
             _ => {
+                let started = std::time::Instant::now();
                 let p = Arc::new(Prepared::new(state.clone()));
+                tracing::debug!(target: "snapshot", version = %state.version, took = ?started.elapsed(), "version indexed");
                 *slot = Some(p.clone());
                 p
+            }
+        }
+    }
+
+    /// The parts shared by every snapshot of `state` under `trust`, encoded once.
+    fn common(
+        &self,
+        state: &Arc<PolicyState>,
+        trust: &TrustView,
+    ) -> Result<Arc<Common>, serde_json::Error> {
+        let Ok(mut slot) = self.common.lock() else {
+            return Ok(Arc::new(Common::new(state.clone(), trust)?));
+        };
+        match &*slot {
+            Some(c) if Arc::ptr_eq(&c.state, state) && c.generation == trust.generation => {
+                Ok(c.clone())
+            }
+            _ => {
+                let c = Arc::new(Common::new(state.clone(), trust)?);
+                *slot = Some(c.clone());
+                Ok(c)
             }
         }
     }

@@ -44,13 +44,17 @@ pub struct Prepared {
 
 /// What one caller may reach, in registry order.
 pub struct Reach {
-    /// The entries it may call, and its own.
+    /// The entries it may call, and its own (made only by [`Prepared::reach`]: the encoder
+    /// takes `sent`).
+    #[cfg(test)]
     pub registry: Registry,
     /// The addresses of the others that are not also an address of one it may call.
     pub withheld_ips: IpRanges,
     /// Indices (in the set's registry, sorted) of the entries its policies let it call (its
     /// own only when they do): what decides which routes it gets.
     callable: Vec<usize>,
+    /// Indices (in the set's registry, sorted) of the entries in `registry`.
+    pub sent: Vec<usize>,
 }
 
 impl Prepared {
@@ -98,7 +102,17 @@ impl Prepared {
     /// addresses of the others that are not also the address of a callable one, so that its
     /// sidecar refuses them rather than pass traffic through. The same answer as asking
     /// every entry's policies (`may_be_called_by`), found through the index.
+    #[cfg(test)]
     pub fn reach(&self, identity: &SpiffeId) -> Reach {
+        let mut reach = self.reach_indexed(identity);
+        reach.registry = self.registry_of(&reach);
+        reach
+    }
+
+    /// What `identity` may reach, the entries sent given as `sent` (indices into the set's
+    /// registry) for an encoder that has them encoded already; [`Prepared::registry_of`]
+    /// makes them a registry.
+    pub fn reach_indexed(&self, identity: &SpiffeId) -> Reach {
         let entries = self.state.set.registry.entries();
         let compiled = &self.state.compiled;
         let mut callable: Vec<usize> = self
@@ -130,15 +144,25 @@ impl Prepared {
             .copied()
             .collect();
         Reach {
-            registry: Registry::new(
-                sent.iter()
-                    .filter_map(|&i| entries.get(i))
-                    .cloned()
-                    .collect(),
-            ),
+            #[cfg(test)]
+            registry: Registry::default(),
             withheld_ips: self.all_ips.without(&holes),
             callable,
+            sent,
         }
+    }
+
+    /// The registry of the entries `reach` sends.
+    pub fn registry_of(&self, reach: &Reach) -> Registry {
+        let entries = self.state.set.registry.entries();
+        Registry::new(
+            reach
+                .sent
+                .iter()
+                .filter_map(|&i| entries.get(i))
+                .cloned()
+                .collect(),
+        )
     }
 
     /// The registry entry of `identity`, or the label-less stand-in in its namespace (as
