@@ -47,6 +47,9 @@ pub struct PolicySource {
     last_error: Mutex<Option<String>>,
     /// Each file's parse from the last load, so that a new version parses only what changed.
     cache: Mutex<LoadCache>,
+    /// The folder's fingerprint taken just before `load` read it: the watcher's first pass
+    /// starts from it (taken once), so an unchanged folder is not loaded a second time.
+    loaded_fp: Mutex<Fingerprint>,
     /// `trustmesh_cp_policy_reload_total{result}`: `ok` (a new version in force), `unchanged`
     /// (valid, same version) or `error` (rejected; the last good version stays).
     pub reloads: prometheus::IntCounterVec,
@@ -60,6 +63,9 @@ impl PolicySource {
     /// last good set to fall back on at start.
     pub fn load(dir: &Path) -> anyhow::Result<Arc<Self>> {
         let mut cache = LoadCache::default();
+        // Before the files are read: a change while they are makes the watcher's first pass
+        // see a difference and load again.
+        let loaded_fp = fingerprint(dir);
         let state = load_state(dir, &mut cache).map_err(|errors| {
             anyhow::anyhow!(
                 "the policy folder {} is not valid:\n{}",
@@ -96,6 +102,7 @@ impl PolicySource {
             discovered: Mutex::new(None),
             last_error: Mutex::new(None),
             cache: Mutex::new(cache),
+            loaded_fp: Mutex::new(loaded_fp),
             reloads,
             scans,
         }))
@@ -225,9 +232,12 @@ fn load_state(dir: &Path, cache: &mut LoadCache) -> Result<PolicyState, Vec<Stri
     })
 }
 
+/// What [`fingerprint`] gives: each file's path, size and modification time, sorted.
+type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
 /// A cheap summary of the folder (names, sizes, modification times, link targets) to decide
 /// whether it must be loaded again.
-fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+fn fingerprint(dir: &Path) -> Fingerprint {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     if let Ok(target) = std::fs::read_link(dir) {

@@ -93,9 +93,14 @@ impl PolicySource {
             }
         };
         let mut ticker = tokio::time::interval(period(&watcher));
-        // Empty, so the first pass loads once more: whatever changed between `load` and now
-        // is not missed.
-        let mut last_fp = Vec::new();
+        // The fingerprint `load` took before reading the folder: the first pass loads again
+        // only when the folder changed since (during or after `load`), so nothing is missed
+        // and an unchanged folder is not read twice.
+        let mut last_fp = self
+            .loaded_fp
+            .lock()
+            .map(|mut fp| std::mem::take(&mut *fp))
+            .unwrap_or_default();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
@@ -286,6 +291,67 @@ mod tests {
             .await
             .expect("a changed file is picked up within 5 s")
             .unwrap();
+    }
+
+    /// Loads of the folder since start, `load`'s own included (every result counts one).
+    fn loads(source: &PolicySource) -> u64 {
+        ["ok", "unchanged", "error"]
+            .iter()
+            .map(|r| source.reloads.with_label_values(&[r]).get())
+            .sum()
+    }
+
+    /// A restart: the watcher's first pass does not load an unchanged folder again (it starts
+    /// from the fingerprint `load` took), yet a change made between `load` and the watch is
+    /// still put in force by that first pass.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_pass_loads_only_what_changed_since_load() {
+        let tmp = tempfile::tempdir().unwrap();
+        let changed = "apiVersion: trustmesh.io/v1\nkind: Service\nmetadata: {name: renamed, namespace: t}\nspec: {identity: spiffe://cluster.local/ns/t/sa/s0, endpoints: [\"127.0.0.1:10000\"]}\n";
+
+        // Unchanged at the first pass: the next load is the next change's, not a second one.
+        let dir = tmp.path().join("unchanged");
+        policy_folder(&dir, 20);
+        let source = PolicySource::load(&dir).unwrap();
+        let first = source.current().version.clone();
+        assert_eq!(loads(&source), 1);
+        tokio::spawn(source.clone().watch());
+        for _ in 0..100 {
+            if scans(&source) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(scans(&source) >= 1, "the watcher never scanned");
+        // Let a (wrong) load of the first pass finish before the change below.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        std::fs::write(dir.join("team/svc-0.yaml"), changed).unwrap();
+        let mut rx = source.subscribe();
+        tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| s.version != first))
+            .await
+            .expect("a changed file is picked up within 5 s")
+            .unwrap();
+        let unchanged = source.reloads.with_label_values(&["unchanged"]).get();
+        assert_eq!(
+            unchanged, 0,
+            "the first pass loaded the unchanged folder again"
+        );
+        assert_eq!(loads(&source), 2);
+
+        // Changed between `load` and the watch (no file event saw it): the first pass loads.
+        let dir = tmp.path().join("changed");
+        policy_folder(&dir, 20);
+        let source = PolicySource::load(&dir).unwrap();
+        let first = source.current().version.clone();
+        std::fs::write(dir.join("team/svc-0.yaml"), changed).unwrap();
+        let mut rx = source.subscribe();
+        tokio::spawn(source.clone().watch());
+        tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| s.version != first))
+            .await
+            .expect("a change made before the watch started is picked up by its first pass")
+            .unwrap();
+        assert_eq!(source.current().set.registry.entries().len(), 20);
+        assert_eq!(loads(&source), 2);
     }
 
     fn git(dir: &Path, args: &[&str]) -> String {
