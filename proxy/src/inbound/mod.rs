@@ -95,6 +95,8 @@ pub struct ConnInfo {
     pub sni: Option<String>,
     /// Where the app is: `--app`, or its port the caller dialled when iptables redirected.
     pub app: String,
+    /// `app` as error messages name it (made once per connection, not per request).
+    pub app_target: String,
     /// The original destination port when iptables redirected the connection.
     pub original: Option<u16>,
 }
@@ -110,12 +112,14 @@ impl ConnInfo {
         original: Option<u16>,
     ) -> Option<Self> {
         let peer_header = HeaderValue::from_str(peer.as_str()).ok()?;
+        let app_target = format!("the app at {app}");
         Some(Self {
             peer,
             peer_header,
             addr,
             sni,
             app,
+            app_target,
             original,
         })
     }

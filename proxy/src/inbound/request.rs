@@ -178,11 +178,11 @@ impl Inbound {
             self.config.max_grpc_timeout,
         );
         let req = Request::from_parts(parts, body);
-        let target = format!("the app at {}", conn.app);
+        let target = &conn.app_target;
         let sent = if app_http1 {
-            upstream::send(&self.app.http1, req, &target, timeout).await
+            upstream::send(&self.app.http1, req, target, timeout).await
         } else {
-            upstream::send_h2c(&self.app.h2c, &conn.app, req, &target, timeout).await
+            upstream::send_h2c(&self.app.h2c, &conn.app, req, target, timeout).await
         };
         sent.map_err(|e| match e {
             ProxyError::Timeout { .. } => e,

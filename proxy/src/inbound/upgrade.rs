@@ -47,9 +47,9 @@ impl Inbound {
             Form::Http1
         };
         let req = Request::from_parts(parts, body::full(bytes::Bytes::new()));
-        let target = format!("the app at {}", conn.app);
+        let target = &conn.app_target;
         let (connect, timeout) = (self.config.connect_timeout, self.config.upstream_timeout);
-        let resp = dial::send(&conn.app, req, &target, connect, timeout).await?;
+        let resp = dial::send(&conn.app, req, target, connect, timeout).await?;
         // The app may refuse (426, 400, ...): its answer goes back as it was.
         Ok(up.complete(app_form, resp, key.as_ref(), caller, |status| {
             Tunnel::new(

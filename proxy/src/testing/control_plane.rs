@@ -66,7 +66,7 @@ impl FakeControlPlane {
             &key,
         )
         .unwrap();
-        tls.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().unwrap();
+        tls.ticketer = rustls::crypto::ring::Ticketer::new().unwrap();
         tls.send_tls13_tickets = 2;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
