@@ -118,16 +118,7 @@ spec:
         std::fs::write(dir.path().join("mesh.yaml"), "default_action: deny\n").unwrap();
         std::fs::write(dir.path().join("all.yaml"), SERVICES).unwrap();
         let state = PolicySource::load(dir.path()).unwrap().current();
-        let data = tempfile::tempdir().unwrap();
-        let td = trustmesh_certs::TrustDomain::parse("cluster.local").unwrap();
-        let store = crate::domain::trust::TrustStore::open(
-            data.path(),
-            &td,
-            std::time::Duration::from_secs(3600),
-            None,
-        )
-        .unwrap();
-        let trust = store.current();
+        let (_data, trust) = crate::domain::trust::test_trust();
         let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
             routes_of(&state, &trust, "web"),

@@ -390,3 +390,14 @@ pub fn health(view: &TrustView) -> serde_json::Value {
         "blocked_identities": view.blocked.keys().map(SpiffeId::as_str).collect::<Vec<_>>(),
     })
 }
+
+/// A trust state for unit tests: a new CA for `cluster.local` (1 h certificates) in a fresh
+/// temporary folder, which lives as long as the returned guard.
+#[cfg(test)]
+pub(crate) fn test_trust() -> (tempfile::TempDir, Arc<TrustView>) {
+    let data = tempfile::tempdir().unwrap();
+    let td = TrustDomain::parse("cluster.local").unwrap();
+    let store = TrustStore::open(data.path(), &td, Duration::from_secs(3600), None).unwrap();
+    let trust = store.current();
+    (data, trust)
+}

@@ -63,7 +63,7 @@ pub fn merge(git: &Arc<PolicyState>, discovered: Arc<Discovered>) -> Arc<PolicyS
 mod tests {
     use std::collections::BTreeMap;
 
-    use trustmesh_certs::{SpiffeId, TrustDomain};
+    use trustmesh_certs::SpiffeId;
     use trustmesh_policies::ServiceEntry;
 
     use super::*;
@@ -148,16 +148,7 @@ mod tests {
         assert_eq!(db.len(), 1);
         assert_eq!(db[0].identity, id("db-vm"), "the git entry wins");
 
-        let data = tempfile::tempdir().unwrap();
-        let td = TrustDomain::parse("cluster.local").unwrap();
-        let store = crate::domain::trust::TrustStore::open(
-            data.path(),
-            &td,
-            std::time::Duration::from_secs(3600),
-            None,
-        )
-        .unwrap();
-        let trust = store.current();
+        let (_data, trust) = crate::domain::trust::test_trust();
         // The service's entry has only `app` (what all its pods share); the pod has `track`.
         let ip = "10.0.0.1".parse().ok();
         let snap = crate::domain::snapshot::build(&merged, &trust, &id("orders"), ip);

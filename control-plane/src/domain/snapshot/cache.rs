@@ -199,16 +199,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         folder(dir.path(), "/one");
         let state = PolicySource::load(dir.path()).unwrap().current();
-        let data = tempfile::tempdir().unwrap();
-        let td = trustmesh_certs::TrustDomain::parse("cluster.local").unwrap();
-        let store = crate::domain::trust::TrustStore::open(
-            data.path(),
-            &td,
-            std::time::Duration::from_secs(3600),
-            None,
-        )
-        .unwrap();
-        let trust = store.current();
+        let (_data, trust) = crate::domain::trust::test_trust();
         let cache = SnapshotCache::default();
 
         let first = cache.get(&state, &trust, &id("a"), None).unwrap();

@@ -177,16 +177,7 @@ mod tests {
     fn the_parts_make_the_bytes_of_the_whole_snapshot() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples/canary");
         let state = PolicySource::load(&dir).unwrap().current();
-        let data = tempfile::tempdir().unwrap();
-        let td = trustmesh_certs::TrustDomain::parse("cluster.local").unwrap();
-        let store = crate::domain::trust::TrustStore::open(
-            data.path(),
-            &td,
-            std::time::Duration::from_secs(3600),
-            None,
-        )
-        .unwrap();
-        let trust = store.current();
+        let (_data, trust) = crate::domain::trust::test_trust();
         let prepared = Prepared::new(state.clone());
         let common = Common::new(state.clone(), &trust).unwrap();
         let mut ids: Vec<SpiffeId> = state
