@@ -74,7 +74,7 @@ pub fn authorize(
     let policy = decision.policy.as_deref().unwrap_or("-");
     if log.detail {
         log.path = Some(path.as_str().to_string());
-        log.policy = decision.policy.as_deref().map(str::to_string);
+        log.policy = decision.policy.clone();
     }
     log.decision = Some(decision.label());
     log.route = decision.route.clone();

@@ -70,7 +70,7 @@ impl Inbound {
         if upgrade.is_some() {
             parts.method = http::Method::GET;
             if log.detail {
-                log.method = "GET".to_string();
+                log.method = http::Method::GET;
             }
         }
         if let Err(e) = check_head(&parts) {

@@ -17,12 +17,17 @@
 //! Lines leave through [`writer`]: a bounded queue and a thread of their own, never a write
 //! on the thread that carries traffic.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use http::{header, HeaderMap, Method};
 use serde::Serialize;
 use trustmesh_policies::normalize::normalize_path;
 
+use crate::observe::trace::{self, TraceId};
+
+mod line;
+mod stamp;
 pub mod writer;
 
 /// `--access-log`: whether and how requests are logged.
@@ -35,53 +40,48 @@ pub enum AccessLogFormat {
     Json,
 }
 
-/// What one request leaves for the log, filled in by the stages it passes.
-#[derive(Debug, Default, Clone, Serialize)]
+/// What one request leaves for the log, filled in by the stages it passes. Values that are
+/// shared (the method, the deciding policy and rule) are held without a copy per request.
+#[derive(Debug, Default, Clone)]
 pub struct Entry {
     /// The caller's SPIFFE ID (inbound: verified by mTLS; outbound: this sidecar).
     pub source: Option<String>,
     /// The callee's SPIFFE ID (inbound: this sidecar; outbound: the registry's identity).
     pub destination: Option<String>,
-    /// The request method.
-    pub method: String,
+    /// The request method (a standard one is a constant, an extension method its bytes).
+    pub method: Method,
     /// The authority the request named, without userinfo.
     pub authority: Option<String>,
     /// The normalized path, without the query.
     pub path: Option<String>,
     /// `allow`, `deny`, `would_deny`, `bad_request` (inbound) or `passthrough`, `deny` (outbound).
     pub decision: Option<&'static str>,
-    /// The deciding policy, `namespace/name`.
-    pub policy: Option<String>,
+    /// The deciding policy, `namespace/name`, shared with the compiled policies.
+    pub policy: Option<Arc<str>>,
     /// The deciding rule, `namespace/name#index`: inbound the policy rule, outbound the
     /// `HTTPRoute` rule taken.
-    pub route: Option<std::sync::Arc<str>>,
+    pub route: Option<Arc<str>>,
     /// The request's `Content-Length`, when it has one.
     pub request_bytes: Option<u64>,
     /// The W3C trace id (32 hex digits).
-    pub trace_id: Option<String>,
+    pub trace_id: Option<TraceId>,
     /// The protocol a successful upgrade switched to (`websocket`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<String>,
     /// Bytes an upgrade's tunnel carried from the caller to the callee.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel_bytes_up: Option<u64>,
     /// Bytes an upgrade's tunnel carried from the callee back to the caller.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel_bytes_down: Option<u64>,
     /// Set once an upgrade succeeded: the line is not written with the response but by the
     /// tunnel when it closes, with its bytes and full duration.
-    #[serde(skip)]
     pub deferred: bool,
-    /// The `traceparent` parent id the request arrived with (for OTLP export only).
-    #[serde(skip)]
+    /// The `traceparent` parent id the request arrived with (for OTLP export only: read
+    /// only while spans are exported).
     pub parent_id: Option<String>,
     /// This hop's span id (for OTLP export only).
-    #[serde(skip)]
     pub span_id: Option<String>,
     /// Whether anyone reads the entry (an access log or span export is on). When not, the
     /// stages skip the copies only those need; `decision`, `route` and `destination`, which
     /// the metrics use, are kept either way.
-    #[serde(skip)]
     pub detail: bool,
 }
 
@@ -108,11 +108,15 @@ impl Entry {
             .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
             .map(without_userinfo);
         Self {
-            method: method.as_str().to_string(),
+            method: method.clone(),
             authority,
             request_bytes: content_length(headers),
-            trace_id: crate::observe::trace::trace_id(headers),
-            parent_id: crate::observe::trace::parent_id(headers),
+            trace_id: trace::trace_id(headers),
+            parent_id: if crate::observe::otlp::enabled() {
+                trace::parent_id(headers)
+            } else {
+                None
+            },
             detail: true,
             ..Self::default()
         }
@@ -124,20 +128,11 @@ impl Entry {
         if !self.detail {
             return;
         }
-        self.path = normalize_path(raw).ok().map(|p| p.as_str().to_string());
+        self.path = match already_normal(raw) {
+            Some(path) => Some(path.to_string()),
+            None => normalize_path(raw).ok().map(|p| p.as_str().to_string()),
+        };
     }
-}
-
-/// One access-log line, serialized by [`writer`] straight into its buffer.
-#[derive(Serialize)]
-struct Line<'a> {
-    time: String,
-    direction: &'a str,
-    #[serde(flatten)]
-    entry: &'a Entry,
-    status: u16,
-    response_bytes: Option<u64>,
-    duration_ms: f64,
 }
 
 /// Queues one line for a finished request, unless the format is `off` (see [`writer`]).
@@ -152,15 +147,15 @@ pub fn write(
     if format == AccessLogFormat::Off || entry.deferred {
         return;
     }
-    let line = Line {
-        time: trustmesh_runtime::rfc3339_precise(std::time::SystemTime::now()),
+    let line = line::Line {
+        time: SystemTime::now(),
         direction,
         entry,
         status: status.as_u16(),
         response_bytes: content_length(response_headers),
         duration_ms: (duration.as_secs_f64() * 1e6).round() / 1e3,
     };
-    writer::send(&line);
+    writer::send(|out| line.encode(out));
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -180,23 +175,35 @@ fn without_userinfo(authority: &str) -> String {
         .to_string()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn entry_keeps_no_secrets() {
-        let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
-        h.insert(header::HOST, "user:pw@b.test:80".parse().unwrap());
-        h.insert(header::CONTENT_LENGTH, "12".parse().unwrap());
-        let uri: http::Uri = "/a/../b?token=s3cret".parse().unwrap();
-        let mut e = Entry::from_request(&Method::POST, &uri, &h, true);
-        e.set_raw_path(uri.path_and_query().unwrap().as_str());
-        assert_eq!(e.authority.as_deref(), Some("b.test:80"));
-        assert_eq!(e.path.as_deref(), Some("/b"));
-        assert_eq!(e.request_bytes, Some(12));
-        let json = serde_json::to_string(&e).unwrap();
-        assert!(!json.contains("s3cret") && !json.contains("pw"), "{json}");
+/// The path of `raw` when normalizing would leave it as it is, so that the common target
+/// (`/orders/1?page=2`) is not run through the normalizer only to be logged: a path of
+/// unreserved characters and `/` alone (no `%`, `;`, `\`, space), no empty segment but a
+/// trailing one, no `.` or `..` segment, and a query of visible ASCII without `#`. Anything
+/// else returns `None` and goes through [`normalize_path`] (the tests check both agree).
+fn already_normal(raw: &str) -> Option<&str> {
+    let (path, query) = raw.split_once('?').unwrap_or((raw, ""));
+    let segments = path.strip_prefix('/')?;
+    let mut rest = segments.split('/').peekable();
+    while let Some(seg) = rest.next() {
+        let plain = match seg {
+            "" => rest.peek().is_none(),
+            "." | ".." => false,
+            _ => seg.bytes().all(unreserved),
+        };
+        if !plain {
+            return None;
+        }
     }
+    query
+        .bytes()
+        .all(|b| b > b' ' && b < 0x7f && b != b'#')
+        .then_some(path)
 }
+
+/// RFC 3986 §2.3: ALPHA / DIGIT / "-" / "." / "_" / "~".
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+#[cfg(test)]
+mod tests;

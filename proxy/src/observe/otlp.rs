@@ -92,16 +92,16 @@ pub fn record(
         .unwrap_or_default();
     let start_ns = nanos(start);
     let mut attributes = vec![
-        kv_str("http.request.method", &entry.method),
+        kv_str("http.request.method", entry.method.as_str()),
         kv_int("http.response.status_code", i64::from(status.as_u16())),
         kv_str("trustmesh.direction", direction),
     ];
     let optional = [
-        ("url.path", &entry.path),
-        ("server.address", &entry.authority),
-        ("trustmesh.source", &entry.source),
-        ("trustmesh.destination", &entry.destination),
-        ("trustmesh.policy", &entry.policy),
+        ("url.path", entry.path.as_deref()),
+        ("server.address", entry.authority.as_deref()),
+        ("trustmesh.source", entry.source.as_deref()),
+        ("trustmesh.destination", entry.destination.as_deref()),
+        ("trustmesh.policy", entry.policy.as_deref()),
     ];
     for (k, v) in optional {
         if let Some(v) = v {

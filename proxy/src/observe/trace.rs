@@ -6,13 +6,34 @@
 
 use std::cell::RefCell;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use ring::rand::SecureRandom as _;
 
-/// The `traceparent` header (W3C Trace Context §3.2).
-pub const TRACEPARENT: &str = "traceparent";
+/// The `traceparent` header (W3C Trace Context §3.2): a `HeaderName`, so that a lookup does
+/// not parse the name again on every request.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// The `tracestate` header (W3C Trace Context §3.3).
-pub const TRACESTATE: &str = "tracestate";
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// A valid trace id: 32 lowercase hex digits, held inline so that reading one allocates
+/// nothing. Only [`trace_id`] makes one; it reads as a `&str` (`Option::as_deref`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TraceId([u8; 32]);
+
+impl std::ops::Deref for TraceId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        // Always ASCII hex: only `parse` fills it.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for TraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
 
 /// Starts a trace when `headers` has no valid `traceparent`: random trace and parent ids,
 /// flags `01` (sampled) when the sidecar exports spans (`sampled`), else `00`, so that a callee
@@ -86,35 +107,39 @@ fn hex_into(bytes: &[u8], out: &mut [u8]) {
     }
 }
 
-/// The trace id of a valid `traceparent`, as 32 lowercase hex digits.
-pub fn trace_id(headers: &HeaderMap) -> Option<String> {
+/// The trace id of a valid `traceparent`.
+pub fn trace_id(headers: &HeaderMap) -> Option<TraceId> {
     let value = headers.get(TRACEPARENT)?.to_str().ok()?;
-    parse(value).map(|(trace, _)| trace.to_string())
+    let (trace, _) = parse(value)?;
+    trace.as_bytes().try_into().ok().map(TraceId)
 }
 
 /// Splits a `traceparent` into its trace id and parent id, or `None` when it is not valid:
 /// `version-traceid-parentid-flags`, lowercase hex, neither id all zeros, version `ff`
-/// forbidden, and for version `00` nothing after the flags (§3.2.2–§3.2.4).
+/// forbidden, and for version `00` nothing after the flags (§3.2.2–§3.2.4). Every field has a
+/// fixed length, so the dashes have fixed places: `vv-` (0..3), 32 digits and `-` (3..36),
+/// 16 digits and `-` (36..53), `ff` (53..55), and after it the end or, for a later version,
+/// a `-` and anything.
 fn parse(value: &str) -> Option<(&str, &str)> {
-    let mut parts = value.trim().split('-');
-    let version = parts.next()?;
-    let trace = parts.next()?;
-    let parent = parts.next()?;
-    let flags = parts.next()?;
-    let rest = parts.next();
-    let ok = is_hex(version, 2)
-        && version != "ff"
-        && is_hex(trace, 32)
-        && is_hex(parent, 16)
-        && is_hex(flags, 2)
-        && !trace.bytes().all(|b| b == b'0')
-        && !parent.bytes().all(|b| b == b'0')
-        && (version != "00" || rest.is_none());
-    ok.then_some((trace, parent))
+    let value = value.trim();
+    let b = value.as_bytes();
+    if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+        return None;
+    }
+    let (version, trace, parent, flags) = (&b[..2], &b[3..35], &b[36..52], &b[53..55]);
+    let ok = is_hex(version)
+        && version != b"ff"
+        && is_hex(trace)
+        && is_hex(parent)
+        && is_hex(flags)
+        && trace.iter().any(|&c| c != b'0')
+        && parent.iter().any(|&c| c != b'0')
+        && (b.len() == 55 || (b[55] == b'-' && version != b"00"));
+    ok.then(|| (&value[3..35], &value[36..52]))
 }
 
-fn is_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+fn is_hex(s: &[u8]) -> bool {
+    s.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[cfg(test)]
@@ -136,11 +161,20 @@ mod tests {
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-011",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+            "0-04bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b-701",
         ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
-        // A later version may add fields.
+        // A later version may add fields; surrounding whitespace is not part of the value.
         assert!(parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x").is_some());
+        assert!(parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-").is_some());
+        assert_eq!(parse(&format!(" {good}\t")), parse(good));
     }
 
     #[test]
@@ -177,7 +211,10 @@ mod tests {
             assert_eq!(p, parent);
             assert!(seen.insert(trace.to_string()), "trace id {trace} repeated");
             let span = new_span_id().unwrap();
-            assert!(is_hex(&span, 16) && span != "0000000000000000", "{span}");
+            assert!(
+                span.len() == 16 && is_hex(span.as_bytes()) && span != "0000000000000000",
+                "{span}"
+            );
         }
         let mut out = [0u8; 4];
         hex_into(&[0x0f, 0xa0], &mut out);

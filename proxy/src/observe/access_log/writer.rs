@@ -57,12 +57,13 @@ pub fn start(dropped: IntCounter) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Queues `line` as one line of JSON without blocking; a full buffer drops it and counts it.
-pub fn send(line: &impl serde::Serialize) {
+/// Queues one line without blocking: `encode` appends it (without the newline) to the
+/// buffer; a full buffer drops it and counts it.
+pub fn send(encode: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>) {
     let Some(w) = WRITER.get() else {
         return;
     };
-    if !w.queue.push(line) {
+    if !w.queue.push(encode) {
         w.dropped.inc();
     }
 }
@@ -89,13 +90,13 @@ impl Queue {
         self.buffer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Appends `line` as JSON and a newline unless the buffer would pass [`BUFFER_BYTES`];
-    /// wakes the thread if it sleeps. Returns whether the line was taken.
-    fn push(&self, line: &impl serde::Serialize) -> bool {
+    /// Appends what `encode` writes and a newline unless the buffer would pass
+    /// [`BUFFER_BYTES`]; wakes the thread if it sleeps. Returns whether the line was taken.
+    fn push(&self, encode: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>) -> bool {
         let mut b = self.lock();
         let start = b.bytes.len();
-        // Serialized in place: no String per line. What does not fit (or fails) is cut off.
-        let ok = serde_json::to_writer(&mut b.bytes, line).is_ok();
+        // Encoded in place: no String per line. What does not fit (or fails) is cut off.
+        let ok = encode(&mut b.bytes).is_ok();
         if !ok || b.bytes.len() + 1 > BUFFER_BYTES {
             b.bytes.truncate(start);
             return false;
@@ -164,7 +165,7 @@ mod tests {
         let (q, mut s) = (queue.clone(), sink.clone());
         std::thread::spawn(move || write_lines(&q, &mut s));
         for i in 0..500 {
-            assert!(queue.push(&serde_json::json!({ "n": i })));
+            assert!(queue.push(|out| serde_json::to_writer(out, &serde_json::json!({ "n": i }))));
         }
         for _ in 0..500 {
             if queue.is_empty() {
@@ -183,7 +184,9 @@ mod tests {
         let full = Queue::default();
         // 998 characters and two quotes, then the newline: 1001 bytes a line.
         let line = "x".repeat(998);
-        let taken = (0..1000).filter(|_| full.push(&line)).count();
+        let taken = (0..1000)
+            .filter(|_| full.push(|out| serde_json::to_writer(out, &line)))
+            .count();
         assert_eq!(taken, BUFFER_BYTES / 1001);
     }
 }
