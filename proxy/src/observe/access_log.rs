@@ -26,9 +26,12 @@ use trustmesh_policies::normalize::normalize_path;
 
 use crate::observe::trace::{self, TraceId};
 
+mod identities;
 mod line;
 mod stamp;
 pub mod writer;
+
+pub use identities::shared;
 
 /// `--access-log`: whether and how requests are logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, Serialize)]
@@ -41,13 +44,14 @@ pub enum AccessLogFormat {
 }
 
 /// What one request leaves for the log, filled in by the stages it passes. Values that are
-/// shared (the method, the deciding policy and rule) are held without a copy per request.
+/// shared (identities, see [`shared`]; the method, the deciding policy and rule) are held
+/// without a copy per request.
 #[derive(Debug, Default, Clone)]
 pub struct Entry {
     /// The caller's SPIFFE ID (inbound: verified by mTLS; outbound: this sidecar).
-    pub source: Option<String>,
+    pub source: Option<Arc<str>>,
     /// The callee's SPIFFE ID (inbound: this sidecar; outbound: the registry's identity).
-    pub destination: Option<String>,
+    pub destination: Option<Arc<str>>,
     /// The request method (a standard one is a constant, an extension method its bytes).
     pub method: Method,
     /// The authority the request named, without userinfo.

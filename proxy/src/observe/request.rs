@@ -56,8 +56,8 @@ impl Observe {
         let detail = Entry::wanted(format, otlp::enabled());
         let mut log = Entry::from_request(req.method(), req.uri(), req.headers(), detail);
         if detail {
-            log.source = Some(peer.as_str().to_string());
-            log.destination = Some(me.as_str().to_string());
+            log.source = Some(access_log::shared(peer.as_str()));
+            log.destination = Some(access_log::shared(me.as_str()));
         }
         if otlp::enabled() {
             log.span_id = trace::new_span_id();
@@ -91,7 +91,7 @@ impl Observe {
         }
         let started = span_start();
         if detail {
-            log.source = Some(me.as_str().to_string());
+            log.source = Some(access_log::shared(me.as_str()));
         }
         if let Some(pq) = req.uri().path_and_query() {
             log.set_raw_path(pq.as_str());

@@ -29,6 +29,13 @@ impl std::ops::Deref for TraceId {
     }
 }
 
+impl TraceId {
+    /// The 32 hex digits.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
 impl std::fmt::Debug for TraceId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self)
@@ -138,8 +145,12 @@ fn parse(value: &str) -> Option<(&str, &str)> {
     ok.then(|| (&value[3..35], &value[36..52]))
 }
 
+/// Lowercase hex digits only. Every byte is looked at (no early exit), which lets the compiler
+/// check many at once: a valid id, the usual case, is read to its end anyway.
 fn is_hex(s: &[u8]) -> bool {
-    s.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    s.iter().fold(true, |ok, &b| {
+        ok & (b.is_ascii_digit() | (b.wrapping_sub(b'a') < 6))
+    })
 }
 
 #[cfg(test)]

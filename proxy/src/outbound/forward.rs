@@ -50,7 +50,7 @@ impl Outbound {
             }
         };
         if let Some(by) = resp.extensions().get::<super::balance::ServedBy>() {
-            obs.log.destination = Some(by.0.as_str().to_string());
+            obs.log.destination = Some(crate::observe::access_log::shared(by.0.as_str()));
         }
         obs.finish(&shared.metrics, &resp);
         resp
@@ -107,7 +107,9 @@ impl Outbound {
         let host = host
             .or_else(|| orig.map(|o| o.to_string()))
             .ok_or(ProxyError::NoHost)?;
-        log.destination = Some(service.identity.as_str().to_string());
+        log.destination = Some(crate::observe::access_log::shared(
+            service.identity.as_str(),
+        ));
         if Self::has_routes(&mesh, service) {
             return self
                 .routed(&mesh, service, req, &host, orig, timeout, log)

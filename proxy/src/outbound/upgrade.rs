@@ -79,7 +79,9 @@ impl Outbound {
                 let host = host
                     .or_else(|| orig.map(|o| o.to_string()))
                     .ok_or(ProxyError::NoHost)?;
-                log.destination = Some(service.identity.as_str().to_string());
+                log.destination = Some(crate::observe::access_log::shared(
+                    service.identity.as_str(),
+                ));
                 let hop = to_hop(parts, &up, &host)?;
                 let resp = match dial {
                     None => self.send_to_service(service, hop, timeout).await?,

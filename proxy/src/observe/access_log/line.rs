@@ -2,13 +2,16 @@
 //!
 //! The field names and the punctuation between them are constants of this file; every value
 //! that comes from a request (or from the mesh's configuration) goes through `serde_json`, so
-//! its escaping is serde_json's. Written field by field rather than through a derived
+//! its escaping is serde_json's (for an identity, serde_json's escaping kept from an earlier
+//! line, see [`identities`]); only the trace id, hex digits by its type, is copied as it is. Written field by field rather than through a derived
 //! `Serialize` with `#[serde(flatten)]`: a flattened struct is serialized as a map whose every
 //! key is escaped again on every line, which cost more than the rest of the line.
 
 use std::time::SystemTime;
 
-use super::{stamp, Entry};
+use std::sync::Arc;
+
+use super::{identities, stamp, Entry};
 
 /// What a finished request (or closed tunnel) writes: the [`Entry`] and the response.
 pub(super) struct Line<'a> {
@@ -35,8 +38,8 @@ impl Line<'_> {
         out.extend_from_slice(b"{\"time\":");
         stamp::write(out, self.time)?;
         text(out, b",\"direction\":", Some(self.direction))?;
-        text(out, b",\"source\":", e.source.as_deref())?;
-        text(out, b",\"destination\":", e.destination.as_deref())?;
+        identity(out, b",\"source\":", e.source.as_ref())?;
+        identity(out, b",\"destination\":", e.destination.as_ref())?;
         text(out, b",\"method\":", Some(e.method.as_str()))?;
         text(out, b",\"authority\":", e.authority.as_deref())?;
         text(out, b",\"path\":", e.path.as_deref())?;
@@ -44,7 +47,16 @@ impl Line<'_> {
         text(out, b",\"policy\":", e.policy.as_deref())?;
         text(out, b",\"route\":", e.route.as_deref())?;
         number(out, b",\"request_bytes\":", e.request_bytes)?;
-        text(out, b",\"trace_id\":", e.trace_id.as_deref())?;
+        out.extend_from_slice(b",\"trace_id\":");
+        match &e.trace_id {
+            // 32 lowercase hex digits (the type holds nothing else): nothing to escape.
+            Some(id) => {
+                out.push(b'"');
+                out.extend_from_slice(id.as_bytes());
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
         if let Some(protocol) = e.upgrade.as_deref() {
             text(out, b",\"upgrade\":", Some(protocol))?;
         }
@@ -68,6 +80,18 @@ fn text(out: &mut Vec<u8>, key: &[u8], value: Option<&str>) -> serde_json::Resul
     out.extend_from_slice(key);
     match value {
         Some(v) => serde_json::to_writer(&mut *out, v),
+        None => {
+            out.extend_from_slice(b"null");
+            Ok(())
+        }
+    }
+}
+
+/// `key` and a SPIFFE ID (see [`identities`]), or `null`.
+fn identity(out: &mut Vec<u8>, key: &[u8], value: Option<&Arc<str>>) -> serde_json::Result<()> {
+    out.extend_from_slice(key);
+    match value {
+        Some(id) => identities::write(out, id),
         None => {
             out.extend_from_slice(b"null");
             Ok(())

@@ -105,7 +105,9 @@ impl Outbound {
         log.route = Some(rule_name.as_str().into());
         let rule = routed.action;
         let service = backend_of(mesh, rule, &rule_name)?;
-        log.destination = Some(service.identity.as_str().to_string());
+        log.destination = Some(crate::observe::access_log::shared(
+            service.identity.as_str(),
+        ));
         edit(&mut parts.headers, &rule.request_headers);
         let req = Request::from_parts(parts, body);
         let hop = super::hop::choose(self.config.hop_http1, &req, service, host, orig);
