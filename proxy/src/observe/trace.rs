@@ -69,8 +69,8 @@ pub fn ensure(headers: &mut HeaderMap, sampled: bool) -> Option<String> {
 
 /// The parent id of a valid `traceparent`.
 pub fn parent_id(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(TRACEPARENT)?.to_str().ok()?;
-    parse(value).map(|(_, parent)| parent.to_string())
+    let (_, parent) = parse(headers.get(TRACEPARENT)?.as_bytes())?;
+    std::str::from_utf8(parent).ok().map(str::to_string)
 }
 
 /// A random span id (16 hex digits, never all zeros).
@@ -116,9 +116,8 @@ fn hex_into(bytes: &[u8], out: &mut [u8]) {
 
 /// The trace id of a valid `traceparent`.
 pub fn trace_id(headers: &HeaderMap) -> Option<TraceId> {
-    let value = headers.get(TRACEPARENT)?.to_str().ok()?;
-    let (trace, _) = parse(value)?;
-    trace.as_bytes().try_into().ok().map(TraceId)
+    let (trace, _) = parse(headers.get(TRACEPARENT)?.as_bytes())?;
+    trace.try_into().ok().map(TraceId)
 }
 
 /// Splits a `traceparent` into its trace id and parent id, or `None` when it is not valid:
@@ -126,10 +125,11 @@ pub fn trace_id(headers: &HeaderMap) -> Option<TraceId> {
 /// forbidden, and for version `00` nothing after the flags (§3.2.2–§3.2.4). Every field has a
 /// fixed length, so the dashes have fixed places: `vv-` (0..3), 32 digits and `-` (3..36),
 /// 16 digits and `-` (36..53), `ff` (53..55), and after it the end or, for a later version,
-/// a `-` and anything.
-fn parse(value: &str) -> Option<(&str, &str)> {
-    let value = value.trim();
-    let b = value.as_bytes();
+/// a `-` and any visible text. Read from the header's bytes: what `HeaderValue::to_str` would
+/// refuse (bytes past ASCII) is refused here too, by the hex checks or the one on the rest.
+fn parse(value: &[u8]) -> Option<(&[u8], &[u8])> {
+    // A header value holds no control character but tab: these are the spaces `str::trim` cuts.
+    let b = value.trim_ascii();
     if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
         return None;
     }
@@ -141,8 +141,13 @@ fn parse(value: &str) -> Option<(&str, &str)> {
         && is_hex(flags)
         && trace.iter().any(|&c| c != b'0')
         && parent.iter().any(|&c| c != b'0')
-        && (b.len() == 55 || (b[55] == b'-' && version != b"00"));
-    ok.then(|| (&value[3..35], &value[36..52]))
+        && (b.len() == 55
+            || (b[55] == b'-'
+                && version != b"00"
+                && b[56..]
+                    .iter()
+                    .all(|&c| c == b'\t' || (b' '..=b'~').contains(&c))));
+    ok.then_some((trace, parent))
 }
 
 /// Lowercase hex digits only. Every byte is looked at (no early exit), which lets the compiler
@@ -157,11 +162,17 @@ fn is_hex(s: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    /// `parse` of a text, with the ids as text.
+    fn parse_str(value: &str) -> Option<(&str, &str)> {
+        let (t, p) = parse(value.as_bytes())?;
+        Some((std::str::from_utf8(t).ok()?, std::str::from_utf8(p).ok()?))
+    }
+
     #[test]
     fn parses_only_valid_traceparents() {
         let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         assert_eq!(
-            parse(good),
+            parse_str(good),
             Some(("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"))
         );
         for bad in [
@@ -180,12 +191,20 @@ mod tests {
             "0-04bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b-701",
         ] {
-            assert_eq!(parse(bad), None, "{bad}");
+            assert_eq!(parse_str(bad), None, "{bad}");
         }
         // A later version may add fields; surrounding whitespace is not part of the value.
-        assert!(parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x").is_some());
-        assert!(parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-").is_some());
-        assert_eq!(parse(&format!(" {good}\t")), parse(good));
+        assert!(parse_str("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x").is_some());
+        assert!(parse_str("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-").is_some());
+        assert_eq!(parse_str(&format!(" {good}\t")), parse_str(good));
+        // Bytes past ASCII (which `HeaderValue::to_str` refuses) are refused anywhere.
+        let later = b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-";
+        for tail in [b"\x80".as_slice(), b"x\xff", b"\xc3\xa9"] {
+            assert_eq!(parse(&[later.as_slice(), tail].concat()), None);
+        }
+        let mut bad = good.as_bytes().to_vec();
+        bad[10] = 0xe9;
+        assert_eq!(parse(&bad), None);
     }
 
     #[test]
@@ -218,7 +237,7 @@ mod tests {
             let mut h = HeaderMap::new();
             let parent = ensure(&mut h, true).expect("a trace is started");
             let value = h[TRACEPARENT].to_str().unwrap().to_string();
-            let (trace, p) = parse(&value).expect("a valid traceparent");
+            let (trace, p) = parse_str(&value).expect("a valid traceparent");
             assert_eq!(p, parent);
             assert!(seen.insert(trace.to_string()), "trace id {trace} repeated");
             let span = new_span_id().unwrap();
