@@ -103,7 +103,16 @@ impl Pool {
             return Ok(sender);
         }
         let sni = service.fqdn();
-        let sender = connect(endpoint, &sni, config.clone(), connect_timeout, &target()).await?;
+        // Boxed: the handshake's future is large, and inline it would be part of (and copied
+        // with) every request's future, though it runs once per connection.
+        let sender = Box::pin(connect(
+            endpoint,
+            &sni,
+            config.clone(),
+            connect_timeout,
+            &target(),
+        ))
+        .await?;
         self.connects.inc();
         let mut slots = self.slots.lock().map_err(|_| poisoned())?;
         let slot = slots

@@ -118,6 +118,26 @@ pub fn service_key(service: &ServiceEntry) -> String {
     format!("{}.{}", service.name, service.namespace)
 }
 
+thread_local! {
+    /// Where [`with_key`] writes a key: a lookup per request allocates nothing.
+    static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// `f` of [`service_key`]`(service)`, written into a buffer kept per thread.
+fn with_key<R>(service: &ServiceEntry, f: impl FnOnce(&str) -> R) -> R {
+    KEY.with(|k| match k.try_borrow_mut() {
+        Ok(mut k) => {
+            k.clear();
+            k.push_str(&service.name);
+            k.push('.');
+            k.push_str(&service.namespace);
+            f(&k)
+        }
+        // Only if `f` itself looked a key up (it does not): a key of its own.
+        Err(_) => f(&service_key(service)),
+    })
+}
+
 impl Balancer {
     /// A balancer on `clock`, picking at random from `seed`.
     pub fn new(config: Config, clock: Arc<dyn Clock>, metrics: BalanceMetrics, seed: u64) -> Self {
@@ -220,15 +240,17 @@ impl Balancer {
         services: &'m mut HashMap<String, Vec<Arc<Endpoint>>>,
         service: &ServiceEntry,
     ) -> &'m [Arc<Endpoint>] {
-        let key = service_key(service);
-        let same = services.get(&key).is_some_and(|eps| {
-            eps.len() == service.endpoints.len()
-                && eps
-                    .iter()
-                    .zip(&service.endpoints)
-                    .all(|(e, a)| e.addr == *a)
+        let same = with_key(service, |key| {
+            services.get(key).is_some_and(|eps| {
+                eps.len() == service.endpoints.len()
+                    && eps
+                        .iter()
+                        .zip(&service.endpoints)
+                        .all(|(e, a)| e.addr == *a)
+            })
         });
         if !same {
+            let key = service_key(service);
             let old = services.remove(&key).unwrap_or_default();
             let now = self.clock.now();
             let eps: Vec<Arc<Endpoint>> = service
@@ -248,9 +270,12 @@ impl Balancer {
                 })
                 .collect();
             self.gauges(&key, &eps);
-            services.insert(key.clone(), eps);
+            services.insert(key, eps);
         }
-        services.get(&key).map(Vec::as_slice).unwrap_or_default()
+        let services: &'m HashMap<String, Vec<Arc<Endpoint>>> = services;
+        with_key(service, |key| services.get(key))
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 
     /// Counts a request to `endpoint` as in flight from now.

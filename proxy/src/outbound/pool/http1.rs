@@ -119,8 +119,21 @@ impl Http1Pool {
         if let Some(taken) = self.idle(endpoint, identity, &config) {
             return Ok(taken);
         }
-        let target = target();
-        let tls = super::dial(endpoint, &sni(), config.clone(), connect_timeout, &target).await?;
+        // Boxed: the handshake's future is large, and inline it would be part of (and copied
+        // with) every request's future, though it runs once per connection.
+        Box::pin(self.connect(endpoint, &sni(), config, connect_timeout, target())).await
+    }
+
+    /// A new connection to `endpoint` (see [`Http1Pool::take`]).
+    async fn connect(
+        &self,
+        endpoint: &str,
+        sni: &str,
+        config: Arc<rustls::ClientConfig>,
+        connect_timeout: Duration,
+        target: String,
+    ) -> Result<Taken, ProxyError> {
+        let tls = super::dial(endpoint, sni, config.clone(), connect_timeout, &target).await?;
         if tls.get_ref().1.alpn_protocol() != Some(ALPN) {
             return Err(ProxyError::Tls {
                 target,
