@@ -22,13 +22,14 @@ pub mod send;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use trustmesh_certs::SpiffeId;
 use trustmesh_policies::{Registry, ServiceEntry};
+
+use crate::outbound::pool::fnv::FnvMap;
 
 use eject::{EjectConfig, Health, Reason};
 use endpoint::State;
@@ -106,7 +107,7 @@ pub struct BalanceMetrics {
 pub struct Balancer {
     config: Config,
     clock: Arc<dyn Clock>,
-    services: Mutex<HashMap<String, Vec<Arc<Endpoint>>>>,
+    services: Mutex<FnvMap<String, Vec<Arc<Endpoint>>>>,
     rng: Mutex<fastrand::Rng>,
     next: AtomicUsize,
     metrics: BalanceMetrics,
@@ -237,7 +238,7 @@ impl Balancer {
     /// The endpoints of `service`, brought in step with its registry entry.
     fn sync<'m>(
         &self,
-        services: &'m mut HashMap<String, Vec<Arc<Endpoint>>>,
+        services: &'m mut FnvMap<String, Vec<Arc<Endpoint>>>,
         service: &ServiceEntry,
     ) -> &'m [Arc<Endpoint>] {
         let same = with_key(service, |key| {
@@ -272,7 +273,7 @@ impl Balancer {
             self.gauges(&key, &eps);
             services.insert(key, eps);
         }
-        let services: &'m HashMap<String, Vec<Arc<Endpoint>>> = services;
+        let services: &'m FnvMap<String, Vec<Arc<Endpoint>>> = services;
         with_key(service, |key| services.get(key))
             .map(Vec::as_slice)
             .unwrap_or_default()
