@@ -43,6 +43,7 @@ use crate::layers::{drive, upstream::AppClient};
 use crate::net::accept::accept_loop;
 use crate::observe::access_log::AccessLogFormat;
 use crate::observe::metrics::ConnGuard;
+use crate::observe::series::Series;
 use crate::state::Shared;
 use peer_cap::PeerCap;
 
@@ -89,6 +90,10 @@ pub struct ConnInfo {
     pub peer: SpiffeId,
     /// `peer` as the `x-trustmesh-peer-identity` value (made once per connection).
     pub peer_header: HeaderValue,
+    /// `peer` as the `peer` label of the request metric (made once per connection).
+    pub peer_label: Arc<str>,
+    /// The request metric's series this connection's requests count in.
+    pub series: Series,
     /// The caller's address.
     pub addr: SocketAddr,
     /// The SNI it sent.
@@ -114,6 +119,8 @@ impl ConnInfo {
         let peer_header = HeaderValue::from_str(peer.as_str()).ok()?;
         let app_target = format!("the app at {app}");
         Some(Self {
+            peer_label: Arc::from(peer.as_str()),
+            series: Series::default(),
             peer,
             peer_header,
             addr,

@@ -31,7 +31,9 @@ impl Inbound {
     /// [`rescue::respond`].
     pub(crate) async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         let shared = &self.shared;
-        let mut obs = Observe::inbound(&req, self.config.access_log, &conn.peer, &shared.identity);
+        let format = self.config.access_log;
+        let mut obs =
+            Observe::inbound_from(&req, format, &conn.peer, &conn.peer_label, &shared.identity);
         let grpc = rescue::is_grpc(req.headers());
         let resp = match self.forward(req, conn, &mut obs.log).await {
             Ok(r) => r,
@@ -39,7 +41,7 @@ impl Inbound {
         };
         // An accepted preflight is logged with the request that follows it, not on its own.
         if !expect::accepted(&resp) {
-            obs.finish(&shared.metrics, &resp);
+            obs.finish_in(&shared.metrics, &conn.series, &resp);
         }
         resp
     }
@@ -128,17 +130,13 @@ impl Inbound {
         if preflight {
             return Ok(expect::accept());
         }
-        let authority = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| {
-                parts
-                    .headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
-            });
+        // From `Host`, a shared copy of its bytes (no allocation); from `:authority`, the one
+        // copy that becomes `Host` for an HTTP/1.1 app.
+        let (authority, from_host) = match parts.uri.authority() {
+            Some(a) => (HeaderValue::from_str(a.as_str()).ok(), false),
+            None => (parts.headers.get(header::HOST).cloned(), true),
+        };
+        let authority_str = authority.as_ref().and_then(|a| a.to_str().ok());
         // The app gets exactly the path that was authorized, and the authority the caller
         // named: as `Host` over HTTP/1.1 (from `:authority` when the caller spoke h2), as
         // `:authority` over h2c (from `Host` when the caller spoke HTTP/1.1).
@@ -151,18 +149,16 @@ impl Inbound {
         };
         let uri = if app_http1 {
             parts.version = Version::HTTP_11;
-            if let Some(a) = authority
-                .as_deref()
-                .and_then(|a| HeaderValue::from_str(a).ok())
-            {
-                parts.headers.insert(header::HOST, a);
+            // A `Host` the caller sent stays as it is.
+            if let Some(a) = authority.as_ref().filter(|_| !from_host) {
+                parts.headers.insert(header::HOST, a.clone());
             }
             // The pooled HTTP/1.1 client dials the URI's authority: the app's address.
             app_authority(None)
         } else {
             parts.version = Version::HTTP_2;
             parts.headers.remove(header::HOST);
-            app_authority(authority.as_deref()).or_else(|_| app_authority(None))
+            app_authority(authority_str).or_else(|_| app_authority(None))
         };
         parts.uri = uri
             .map_err(|e| ProxyError::BadRequest(format!("cannot rebuild the request URI: {e}")))?;

@@ -6,4 +6,5 @@ pub mod log_level;
 pub mod metrics;
 pub mod otlp;
 pub mod request;
+pub mod series;
 pub mod trace;

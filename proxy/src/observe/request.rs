@@ -4,6 +4,7 @@
 //! below fill in its [`Entry`] (route, decision, destination); [`Observe::finish`] records it
 //! against the response, whichever layer made that response.
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use http::{Request, Response};
@@ -11,6 +12,7 @@ use trustmesh_certs::SpiffeId;
 
 use crate::observe::access_log::{self, AccessLogFormat, Entry};
 use crate::observe::metrics::Metrics;
+use crate::observe::series::Series;
 use crate::observe::{otlp, trace};
 
 /// Which stack a request went through.
@@ -38,18 +40,31 @@ pub struct Observe {
     format: AccessLogFormat,
     start: Instant,
     started: SystemTime,
-    /// Inbound: the verified caller (the `client` label of the request metric).
-    peer: Option<String>,
+    /// Inbound: the verified caller (the `peer` label of the request metric).
+    peer: Option<Arc<str>>,
     /// What the access log and the span say; the layers below fill it in.
     pub log: Entry,
 }
 
 impl Observe {
     /// Starts observing a request `peer` sent to this workload (`me`).
+    #[cfg(test)]
     pub fn inbound<B>(
         req: &Request<B>,
         format: AccessLogFormat,
         peer: &SpiffeId,
+        me: &SpiffeId,
+    ) -> Self {
+        Self::inbound_from(req, format, peer, &Arc::from(peer.as_str()), me)
+    }
+
+    /// [`Observe::inbound`] with `peer` as its metric label already made (once per
+    /// connection, so that a request copies no string for it).
+    pub fn inbound_from<B>(
+        req: &Request<B>,
+        format: AccessLogFormat,
+        peer: &SpiffeId,
+        peer_label: &Arc<str>,
         me: &SpiffeId,
     ) -> Self {
         let start = Instant::now();
@@ -67,7 +82,7 @@ impl Observe {
             format,
             start,
             started: span_start(),
-            peer: Some(peer.as_str().to_string()),
+            peer: Some(Arc::clone(peer_label)),
             log,
         }
     }
@@ -107,33 +122,30 @@ impl Observe {
     }
 
     /// Records the finished request: metrics, the access-log line, the span.
+    #[cfg(test)]
     pub fn finish<B>(self, metrics: &Metrics, resp: &Response<B>) {
+        self.finish_in(metrics, &Series::default(), resp);
+    }
+
+    /// [`Observe::finish`], counting in the series its connection's requests keep in
+    /// `series` (looked up again only when the labels differ from the last request's).
+    pub fn finish_in<B>(self, metrics: &Metrics, series: &Series, resp: &Response<B>) {
         let elapsed = self.start.elapsed();
         let status = resp.status();
         let direction = self.direction.label();
-        match self.direction {
-            Direction::Inbound => {
-                let route = self.log.route.as_deref().unwrap_or("-");
-                let peer = self.peer.as_deref().unwrap_or("-");
-                metrics
-                    .duration
-                    .with_label_values(&[direction, route])
-                    .observe(elapsed.as_secs_f64());
-                metrics
-                    .requests
-                    .with_label_values(&[direction, status.as_str(), peer, route])
-                    .inc();
-            }
-            Direction::Outbound => {
-                let destination = self.log.destination.as_deref().unwrap_or("-");
-                let route = self.log.route.as_deref().unwrap_or("-");
-                metrics.duration_outbound.observe(elapsed.as_secs_f64());
-                metrics
-                    .requests
-                    .with_label_values(&[direction, status.as_str(), destination, route])
-                    .inc();
-            }
-        }
+        let peer = match self.direction {
+            Direction::Inbound => self.peer.as_deref(),
+            Direction::Outbound => self.log.destination.as_deref(),
+        };
+        let route = self.log.route.as_deref().unwrap_or("-");
+        series.record(
+            metrics,
+            self.direction,
+            status,
+            peer.unwrap_or("-"),
+            route,
+            elapsed.as_secs_f64(),
+        );
         access_log::write(
             self.format,
             direction,

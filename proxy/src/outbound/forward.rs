@@ -19,14 +19,16 @@ use crate::layers::rescue::{self, ProxyError};
 use crate::layers::{deadline, expect};
 use crate::observe::access_log::Entry;
 use crate::observe::request::Observe;
+use crate::observe::series::Series;
 
 impl Outbound {
-    /// One request of the app: observed, and answered by the destination or by
-    /// [`rescue::respond`].
+    /// One request of the app: observed (in `series`, its connection's), and answered by the
+    /// destination or by [`rescue::respond`].
     pub(crate) async fn handle(
         &self,
         mut req: Request<Incoming>,
         orig: Option<SocketAddr>,
+        series: &Series,
     ) -> Response<Body> {
         let shared = &self.shared;
         // The app's own fields, counted before the sidecar adds trace context.
@@ -50,9 +52,12 @@ impl Outbound {
             }
         };
         if let Some(by) = resp.extensions().get::<super::balance::ServedBy>() {
-            obs.log.destination = Some(crate::observe::access_log::shared(by.0.as_str()));
+            // Nearly always the service's own identity, set already.
+            if obs.log.destination.as_deref() != Some(by.0.as_str()) {
+                obs.log.destination = Some(crate::observe::access_log::shared(by.0.as_str()));
+            }
         }
-        obs.finish(&shared.metrics, &resp);
+        obs.finish_in(&shared.metrics, series, &resp);
         resp
     }
 
@@ -63,8 +68,11 @@ impl Outbound {
         log: &mut Entry,
     ) -> Result<Response<Body>, ProxyError> {
         // WebSocket and other upgrades: an extended-CONNECT stream of their own (`upgrade`).
+        // The less common ways (upgrades, passthrough, routes, the `100-continue` preflight)
+        // are boxed: inline, their futures would make every request's future larger, and it
+        // is moved (copied) whole when hyper takes it.
         if let Some(up) = crate::layers::upgrade::Upgrade::of(&req) {
-            return self.upgrade(req, up, orig, log).await;
+            return Box::pin(self.upgrade(req, up, orig, log)).await;
         }
         let mesh = self
             .shared
@@ -100,7 +108,7 @@ impl Outbound {
             Route::Mesh { service, dial } => (service, Some(dial)),
             Route::Passthrough(addr) => {
                 log.decision = Some("passthrough");
-                return self.passthrough.forward(req, addr, timeout).await;
+                return Box::pin(self.passthrough.forward(req, addr, timeout)).await;
             }
         };
         // A redirected request without Host is named by the address the app dialled.
@@ -111,9 +119,7 @@ impl Outbound {
             service.identity.as_str(),
         ));
         if Self::has_routes(&mesh, service) {
-            return self
-                .routed(&mesh, service, req, &host, orig, timeout, log)
-                .await;
+            return Box::pin(self.routed(&mesh, service, req, &host, orig, timeout, log)).await;
         }
         let hop = super::hop::choose(self.config.hop_http1, &req, service, &host, orig);
         let (upstream, stalled) = to_mesh_request(req, &host, hop, self.config.body_timeout)?;
@@ -121,9 +127,7 @@ impl Outbound {
             // The app's body is not polled (so hyper sends no `100 Continue`) until the
             // destination's sidecar has authorized the head (see `layers::expect`).
             let (preflight, answered) = expect::preflight(&upstream);
-            let answer = self
-                .send(service, dial.as_deref(), preflight, timeout)
-                .await?;
+            let answer = Box::pin(self.send(service, dial.as_deref(), preflight, timeout)).await?;
             drop(answered);
             if !expect::accepted(&answer) {
                 let (mut parts, body) = answer.into_parts();
@@ -204,9 +208,12 @@ pub(super) fn to_mesh_request(
             parts.version = Version::HTTP_2;
         }
         Hop::Http1 => {
-            let host = HeaderValue::from_str(host)
-                .map_err(|_| ProxyError::BadRequest(format!("{host:?} is not a valid Host")))?;
-            parts.headers.insert(header::HOST, host);
+            // Most often the app's own `Host` already (one only: `check_head`), kept as it is.
+            if parts.headers.get(header::HOST).map(HeaderValue::as_bytes) != Some(host.as_bytes()) {
+                let host = HeaderValue::from_str(host)
+                    .map_err(|_| ProxyError::BadRequest(format!("{host:?} is not a valid Host")))?;
+                parts.headers.insert(header::HOST, host);
+            }
             if parts.uri.authority().is_some() {
                 let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
                 parts.uri = Uri::try_from(path).map_err(|e| {

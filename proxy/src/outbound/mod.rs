@@ -167,6 +167,7 @@ impl Outbound {
     {
         let this = self.clone();
         let shared = &self.shared;
+        let series = Arc::new(crate::observe::series::Series::default());
         drive::serve(
             io,
             &self.config.serve,
@@ -175,8 +176,8 @@ impl Outbound {
             &shared.metrics,
             "outbound",
             move |req| {
-                let this = this.clone();
-                async move { this.handle(req, orig).await }
+                let (this, series) = (this.clone(), series.clone());
+                async move { this.handle(req, orig, &series).await }
             },
         )
         .await;

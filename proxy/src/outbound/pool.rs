@@ -4,7 +4,6 @@
 //! connection, or one made with a trust bundle that has since been replaced, is re-made.
 //! HTTP/1.1 apps' requests take keep-alive HTTP/1.1 connections instead ([`http1`]).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +15,9 @@ use trustmesh_policies::ServiceEntry;
 
 use crate::layers::body::Body;
 use crate::layers::rescue::ProxyError;
+use fnv::FnvMap;
 
+pub mod fnv;
 pub mod http1;
 
 struct Entry {
@@ -43,7 +44,7 @@ impl Slot {
 /// The pool of HTTP/2 connections to other sidecars, by identity, then endpoint (two levels,
 /// so that a lookup borrows its keys rather than copying them).
 pub struct Pool {
-    slots: Mutex<HashMap<SpiffeId, HashMap<String, Slot>>>,
+    slots: Mutex<FnvMap<SpiffeId, FnvMap<String, Slot>>>,
     /// `trustmesh_upstream_connections_total`: connections made (each a full mTLS handshake).
     connects: prometheus::IntCounter,
 }
@@ -103,7 +104,16 @@ impl Pool {
             return Ok(sender);
         }
         let sni = service.fqdn();
-        let sender = connect(endpoint, &sni, config.clone(), connect_timeout, &target()).await?;
+        // Boxed: the handshake's future is large, and inline it would be part of (and copied
+        // with) every request's future, though it runs once per connection.
+        let sender = Box::pin(connect(
+            endpoint,
+            &sni,
+            config.clone(),
+            connect_timeout,
+            &target(),
+        ))
+        .await?;
         self.connects.inc();
         let mut slots = self.slots.lock().map_err(|_| poisoned())?;
         let slot = slots
@@ -150,7 +160,7 @@ impl Pool {
     fn len(&self) -> usize {
         self.slots
             .lock()
-            .map(|s| s.values().map(HashMap::len).sum())
+            .map(|s| s.values().map(FnvMap::len).sum())
             .unwrap_or(0)
     }
 
@@ -167,7 +177,7 @@ impl Pool {
 
 /// Drops the destinations whose connection is closed (or was never made) and that nobody is
 /// connecting to or waiting for.
-fn prune(slots: &mut HashMap<SpiffeId, HashMap<String, Slot>>) {
+fn prune(slots: &mut FnvMap<SpiffeId, FnvMap<String, Slot>>) {
     for by_endpoint in slots.values_mut() {
         by_endpoint.retain(|_, slot| {
             let live = slot.ready.as_ref().is_some_and(|e| !e.sender.is_closed());

@@ -22,13 +22,14 @@ pub mod send;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use trustmesh_certs::SpiffeId;
 use trustmesh_policies::{Registry, ServiceEntry};
+
+use crate::outbound::pool::fnv::FnvMap;
 
 use eject::{EjectConfig, Health, Reason};
 use endpoint::State;
@@ -106,7 +107,7 @@ pub struct BalanceMetrics {
 pub struct Balancer {
     config: Config,
     clock: Arc<dyn Clock>,
-    services: Mutex<HashMap<String, Vec<Arc<Endpoint>>>>,
+    services: Mutex<FnvMap<String, Vec<Arc<Endpoint>>>>,
     rng: Mutex<fastrand::Rng>,
     next: AtomicUsize,
     metrics: BalanceMetrics,
@@ -116,6 +117,26 @@ pub struct Balancer {
 /// The key of a service in the balancer and its `service` label: `name.namespace`.
 pub fn service_key(service: &ServiceEntry) -> String {
     format!("{}.{}", service.name, service.namespace)
+}
+
+thread_local! {
+    /// Where [`with_key`] writes a key: a lookup per request allocates nothing.
+    static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// `f` of [`service_key`]`(service)`, written into a buffer kept per thread.
+fn with_key<R>(service: &ServiceEntry, f: impl FnOnce(&str) -> R) -> R {
+    KEY.with(|k| match k.try_borrow_mut() {
+        Ok(mut k) => {
+            k.clear();
+            k.push_str(&service.name);
+            k.push('.');
+            k.push_str(&service.namespace);
+            f(&k)
+        }
+        // Only if `f` itself looked a key up (it does not): a key of its own.
+        Err(_) => f(&service_key(service)),
+    })
 }
 
 impl Balancer {
@@ -217,18 +238,20 @@ impl Balancer {
     /// The endpoints of `service`, brought in step with its registry entry.
     fn sync<'m>(
         &self,
-        services: &'m mut HashMap<String, Vec<Arc<Endpoint>>>,
+        services: &'m mut FnvMap<String, Vec<Arc<Endpoint>>>,
         service: &ServiceEntry,
     ) -> &'m [Arc<Endpoint>] {
-        let key = service_key(service);
-        let same = services.get(&key).is_some_and(|eps| {
-            eps.len() == service.endpoints.len()
-                && eps
-                    .iter()
-                    .zip(&service.endpoints)
-                    .all(|(e, a)| e.addr == *a)
+        let same = with_key(service, |key| {
+            services.get(key).is_some_and(|eps| {
+                eps.len() == service.endpoints.len()
+                    && eps
+                        .iter()
+                        .zip(&service.endpoints)
+                        .all(|(e, a)| e.addr == *a)
+            })
         });
         if !same {
+            let key = service_key(service);
             let old = services.remove(&key).unwrap_or_default();
             let now = self.clock.now();
             let eps: Vec<Arc<Endpoint>> = service
@@ -248,9 +271,12 @@ impl Balancer {
                 })
                 .collect();
             self.gauges(&key, &eps);
-            services.insert(key.clone(), eps);
+            services.insert(key, eps);
         }
-        services.get(&key).map(Vec::as_slice).unwrap_or_default()
+        let services: &'m FnvMap<String, Vec<Arc<Endpoint>>> = services;
+        with_key(service, |key| services.get(key))
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 
     /// Counts a request to `endpoint` as in flight from now.

@@ -15,7 +15,6 @@
 //! own `--idle-timeout`, and one it has closed is seen closed and skipped. A connection made with a trust bundle that has since
 //! been replaced is never taken again.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +22,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use trustmesh_certs::SpiffeId;
 
+use super::fnv::FnvMap;
 use crate::layers::body::Body;
 use crate::layers::rescue::ProxyError;
 
@@ -82,7 +82,7 @@ impl Taken {
 
 /// Idle HTTP/1.1 connections to other sidecars, by identity, then endpoint.
 pub struct Http1Pool {
-    conns: Mutex<HashMap<SpiffeId, HashMap<String, Vec<Conn>>>>,
+    conns: Mutex<FnvMap<SpiffeId, FnvMap<String, Vec<Conn>>>>,
     limits: Limits,
     /// `trustmesh_upstream_connections_total`.
     connects: prometheus::IntCounter,
@@ -119,8 +119,21 @@ impl Http1Pool {
         if let Some(taken) = self.idle(endpoint, identity, &config) {
             return Ok(taken);
         }
-        let target = target();
-        let tls = super::dial(endpoint, &sni(), config.clone(), connect_timeout, &target).await?;
+        // Boxed: the handshake's future is large, and inline it would be part of (and copied
+        // with) every request's future, though it runs once per connection.
+        Box::pin(self.connect(endpoint, &sni(), config, connect_timeout, target())).await
+    }
+
+    /// A new connection to `endpoint` (see [`Http1Pool::take`]).
+    async fn connect(
+        &self,
+        endpoint: &str,
+        sni: &str,
+        config: Arc<rustls::ClientConfig>,
+        connect_timeout: Duration,
+        target: String,
+    ) -> Result<Taken, ProxyError> {
+        let tls = super::dial(endpoint, sni, config.clone(), connect_timeout, &target).await?;
         if tls.get_ref().1.alpn_protocol() != Some(ALPN) {
             return Err(ProxyError::Tls {
                 target,
