@@ -343,12 +343,12 @@ async fn run(
             .flatten()
             .map(|at| at.saturating_duration_since(t_start))
             .collect();
-        let late = fleet.errors_after(t_start + listening);
+        let (late, late_kinds) = fleet.errors_after(t_start + listening, t_start);
         let (errors, handshakes) = (fleet.take_errors(), fleet.take_handshakes());
         println!(
             "restart: old control plane stopped (SIGTERM, drain) in {:.2} s; new one listening after {:.2} s; \
              every sidecar served again: {} after the new start; failed attempts meanwhile {} ({:?}), \
-             {late} of them once it listened; handshakes {}; RSS {:.1} MiB",
+             {late} of them begun once it listened; handshakes {}; RSS {:.1} MiB",
             stopped.as_secs_f64(),
             listening.as_secs_f64(),
             percentiles(&mut back),
@@ -357,6 +357,9 @@ async fn run(
             handshakes,
             procs::rss_kib(guard.pid())? as f64 / 1024.0
         );
+        if !late_kinds.is_empty() {
+            println!("  seen failing once it listened, by kind: {late_kinds}");
+        }
         println!(
             "restart CPU: new control plane {:.2} s until listening, {:.2} s more until every sidecar was served; \
              this tool {:.2} s from the stop until then",
