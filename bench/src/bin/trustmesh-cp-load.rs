@@ -64,6 +64,10 @@ struct Cli {
     /// ServiceAccount) instead of each sidecar having its own.
     #[arg(long)]
     shared_identity: bool,
+    /// A new connection (a resumed TLS handshake) per poll, as the proxy's control-plane
+    /// client makes, instead of one kept per sidecar.
+    #[arg(long)]
+    connection_per_poll: bool,
     /// Skip the control-plane restart.
     #[arg(long)]
     no_restart: bool,
@@ -225,6 +229,7 @@ async fn run(
             tls,
             addr: cp.listen,
             wait,
+            per_poll: cli.connection_per_poll,
         };
         tasks.spawn(s.run(tx.clone(), ramp.clone()));
     }

@@ -3,7 +3,8 @@
 //! (`proxy/src/watch.rs`): `GET /v1/snapshot?wait=0s` first, then
 //! `GET /v1/snapshot?version=V&wait=W` over and over. Unlike the proxy, which opens a
 //! connection per poll, it keeps its connection until the control plane closes it
-//! (`Connection: close`, as a draining one answers) or it fails. What it sees goes to the coordinator as
+//! (`Connection: close`, as a draining one answers) or it fails; `--connection-per-poll`
+//! opens one per poll as the proxy does. What it sees goes to the coordinator as
 //! [`Event`]s, stamped when the response was read in full.
 //!
 //! After a lost connection it reconnects with the proxy watch's backoff (`proxy/src/watch.rs`:
@@ -98,6 +99,8 @@ pub struct Sidecar {
     pub addr: SocketAddr,
     /// How long each long poll asks to be held.
     pub wait: Duration,
+    /// A connection per poll, as the proxy's control-plane client makes, instead of one kept.
+    pub per_poll: bool,
 }
 
 /// The `snapshot` fields the tool reads.
@@ -217,6 +220,9 @@ impl Sidecar {
         let (mut failures, mut refused) = (0u32, 0u32);
         let mut pause = None;
         let mut first = true;
+        // Whether the next connection's first poll asks `wait=0s` (after a failure or a
+        // close by the server) to time when it is served again.
+        let mut check = true;
         loop {
             if let Some(d) = pause.take() {
                 tokio::time::sleep(d).await;
@@ -237,6 +243,7 @@ impl Sidecar {
                     s
                 }
                 Err(e) => {
+                    check = true;
                     pause = Some(if connect_refused(&e) {
                         refused = refused.saturating_add(1);
                         jitter.backoff(refused, REFUSED_BACKOFF_MAX)
@@ -263,8 +270,8 @@ impl Sidecar {
             };
             first = false;
             let connected = Instant::now();
-            // The first poll on a connection does not wait: served (or a new snapshot) at once.
-            let mut wait = Duration::ZERO;
+            // The first poll after a failure does not wait: served (or a new snapshot) at once.
+            let mut wait = if check { Duration::ZERO } else { self.wait };
             loop {
                 let began = Instant::now();
                 let r = self.poll(&mut sender, have.as_deref(), wait).await;
@@ -284,7 +291,10 @@ impl Sidecar {
                         }
                     }
                     Ok(None) if wait.is_zero() => Event::Served { idx: self.idx, at },
-                    Ok(None) if last => break,
+                    Ok(None) if last || self.per_poll => {
+                        check = last;
+                        break;
+                    }
                     Ok(None) => {
                         wait = self.wait;
                         continue;
@@ -302,12 +312,14 @@ impl Sidecar {
                     return;
                 }
                 if failed {
+                    check = true;
                     failures = failures.saturating_add(1);
                     pause = Some(jitter.backoff(failures, BACKOFF_MAX));
                     break;
                 }
                 (failures, refused) = (0, 0);
-                if last {
+                if last || self.per_poll {
+                    check = last;
                     break;
                 }
                 wait = self.wait;
