@@ -64,6 +64,10 @@ struct Cli {
     /// ServiceAccount) instead of each sidecar having its own.
     #[arg(long)]
     shared_identity: bool,
+    /// A new connection (a resumed TLS handshake) per poll, as the proxy's control-plane
+    /// client makes, instead of one kept per sidecar.
+    #[arg(long)]
+    connection_per_poll: bool,
     /// Skip the control-plane restart.
     #[arg(long)]
     no_restart: bool,
@@ -225,6 +229,7 @@ async fn run(
             tls,
             addr: cp.listen,
             wait,
+            per_poll: cli.connection_per_poll,
         };
         tasks.spawn(s.run(tx.clone(), ramp.clone()));
     }
@@ -343,12 +348,12 @@ async fn run(
             .flatten()
             .map(|at| at.saturating_duration_since(t_start))
             .collect();
-        let late = fleet.errors_after(t_start + listening);
+        let (late, late_kinds) = fleet.errors_after(t_start + listening, t_start);
         let (errors, handshakes) = (fleet.take_errors(), fleet.take_handshakes());
         println!(
             "restart: old control plane stopped (SIGTERM, drain) in {:.2} s; new one listening after {:.2} s; \
              every sidecar served again: {} after the new start; failed attempts meanwhile {} ({:?}), \
-             {late} of them once it listened; handshakes {}; RSS {:.1} MiB",
+             {late} of them begun once it listened; handshakes {}; RSS {:.1} MiB",
             stopped.as_secs_f64(),
             listening.as_secs_f64(),
             percentiles(&mut back),
@@ -357,6 +362,9 @@ async fn run(
             handshakes,
             procs::rss_kib(guard.pid())? as f64 / 1024.0
         );
+        if !late_kinds.is_empty() {
+            println!("  seen failing once it listened, by kind: {late_kinds}");
+        }
         println!(
             "restart CPU: new control plane {:.2} s until listening, {:.2} s more until every sidecar was served; \
              this tool {:.2} s from the stop until then",

@@ -1,12 +1,25 @@
 //! The coordinator's view of the simulated fleet: the events of every sidecar folded into
 //! what each last saw, and waits (each bounded in time) for the whole fleet to reach a state.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use tokio::sync::mpsc;
 
 use crate::sidecar::Event;
+
+/// One failed attempt of a sidecar.
+struct Failure {
+    /// When it was seen.
+    at: Instant,
+    /// When the attempt that failed began.
+    began: Instant,
+    /// The error's message.
+    what: String,
+    /// When the connection it failed on was made (`None`: while connecting).
+    conn: Option<Instant>,
+}
 
 /// What the coordinator knows about every sidecar.
 pub struct Fleet {
@@ -19,8 +32,8 @@ pub struct Fleet {
     pub served_at: Vec<Option<Instant>>,
     /// Body length of the last snapshot each sidecar received.
     pub bytes: Vec<usize>,
-    /// When each error since the last [`Fleet::take_errors`] happened.
-    errors: Vec<Instant>,
+    /// The errors since the last [`Fleet::take_errors`].
+    errors: Vec<Failure>,
     /// Handshakes since the last [`Fleet::take_handshakes`]: full, resumed.
     handshakes: [u64; 2],
     /// Snapshots received so far, all sidecars together (more than one per sidecar in a push
@@ -65,12 +78,23 @@ impl Fleet {
             }
             Event::Served { idx, at } => self.served_at[idx] = Some(at),
             Event::Handshake { resumed } => self.handshakes[usize::from(resumed)] += 1,
-            Event::Error { idx, what, at } => {
-                self.errors.push(at);
+            Event::Error {
+                idx,
+                what,
+                at,
+                began,
+                conn,
+            } => {
                 self.erred[idx] = true;
                 if self.samples.len() < 5 && !self.samples.contains(&what) {
-                    self.samples.push(what);
+                    self.samples.push(what.clone());
                 }
+                self.errors.push(Failure {
+                    at,
+                    began,
+                    what,
+                    conn,
+                });
             }
         }
     }
@@ -85,9 +109,33 @@ impl Fleet {
         )
     }
 
-    /// Errors (not yet taken) that happened after `t`.
-    pub fn errors_after(&self, t: Instant) -> usize {
-        self.errors.iter().filter(|&&at| at > t).count()
+    /// The errors (not yet taken) seen after `t`, when a new control plane started at
+    /// `restart` listened: how many of them failed an attempt begun after `t` (what a
+    /// listening control plane must not cause), and all of them by kind and by where they
+    /// happened (connecting, or on a connection to the old or the new process), most
+    /// frequent first. An attempt begun before `t` (a connect refused while nothing
+    /// listened) may be seen failing after it.
+    pub fn errors_after(&self, t: Instant, restart: Instant) -> (usize, String) {
+        let mut kinds: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        let mut begun_after = 0;
+        for e in self.errors.iter().filter(|e| e.at > t) {
+            begun_after += usize::from(e.began > t);
+            let origin = match e.conn {
+                None if e.began <= t => "connecting, begun before it listened",
+                None => "connecting",
+                Some(c) if c < restart => "on a connection to the old process",
+                Some(_) => "on a connection to the new process",
+            };
+            *kinds.entry((e.what.as_str(), origin)).or_default() += 1;
+        }
+        let mut kinds: Vec<_> = kinds.into_iter().collect();
+        kinds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let text = kinds
+            .iter()
+            .map(|((what, origin), k)| format!("{k} {origin}: {what:?}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        (begun_after, text)
     }
 
     /// `"F full, R resumed"`: TLS handshakes since the last call.
@@ -179,12 +227,31 @@ mod tests {
             })
             .unwrap();
         }
+        // Listening at `t`; a connect begun before it is seen failing after it, then two
+        // requests begun after it fail on connections made before and after the restart.
+        let t = Instant::now();
+        let s = Duration::from_secs;
         tx.send(Event::Error {
             idx: 0,
-            what: "x".into(),
-            at: Instant::now(),
+            what: "refused".into(),
+            at: t + s(1),
+            began: t - s(1),
+            conn: None,
         })
         .unwrap();
+        for conn in [t - s(2), t + s(1)] {
+            let (at, began) = (t + s(3), t + s(2));
+            let what = "closed".into();
+            let conn = Some(conn);
+            let e = Event::Error {
+                idx: 1,
+                what,
+                at,
+                began,
+                conn,
+            };
+            tx.send(e).unwrap();
+        }
         tx.send(Event::Handshake { resumed: true }).unwrap();
         let have = |f: &Fleet, i: usize| f.version[i].as_deref() == Some("v1");
         fleet
@@ -195,9 +262,18 @@ mod tests {
         let never = |f: &Fleet, i: usize| f.version[i].as_deref() == Some("v2");
         let r = fleet.wait_all(Duration::from_millis(50), "v2", never).await;
         assert!(r.is_err());
-        assert_eq!(fleet.errors_after(Instant::now()), 0);
+        let restart = t - s(1);
+        let (n, kinds) = fleet.errors_after(t, restart);
+        assert_eq!(n, 2, "the connect begun before it listened is not counted");
+        assert_eq!(
+            kinds,
+            "1 on a connection to the new process: \"closed\"; \
+             1 on a connection to the old process: \"closed\"; \
+             1 connecting, begun before it listened: \"refused\""
+        );
+        assert_eq!(fleet.errors_after(t + s(4), restart), (0, String::new()));
         assert_eq!(fleet.take_handshakes(), "0 full, 1 resumed");
-        assert_eq!(fleet.take_errors(), "1 on 1 sidecars");
+        assert_eq!(fleet.take_errors(), "3 on 2 sidecars");
         assert_eq!(fleet.take_errors(), "0 on 0 sidecars");
     }
 }

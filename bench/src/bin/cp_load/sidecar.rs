@@ -1,7 +1,10 @@
 //! One simulated sidecar: its own identity and client certificate, one mTLS HTTP/1.1
-//! connection to the control plane, and the snapshot watch the real proxy runs
+//! connection to the control plane at a time, and the snapshot watch the real proxy runs
 //! (`proxy/src/watch.rs`): `GET /v1/snapshot?wait=0s` first, then
-//! `GET /v1/snapshot?version=V&wait=W` over and over. What it sees goes to the coordinator as
+//! `GET /v1/snapshot?version=V&wait=W` over and over. Unlike the proxy, which opens a
+//! connection per poll, it keeps its connection until the control plane closes it
+//! (`Connection: close`, as a draining one answers) or it fails; `--connection-per-poll`
+//! opens one per poll as the proxy does. What it sees goes to the coordinator as
 //! [`Event`]s, stamped when the response was read in full.
 //!
 //! After a lost connection it reconnects with the proxy watch's backoff (`proxy/src/watch.rs`:
@@ -61,8 +64,15 @@ pub enum Event {
         idx: usize,
         /// What failed.
         what: String,
-        /// When.
+        /// When it was seen.
         at: Instant,
+        /// When the attempt that failed (the connect, or the request) began: one begun
+        /// while nothing listened may be seen failing after a new control plane listens.
+        began: Instant,
+        /// When the connection it failed on was made (`None`: it failed connecting), so a
+        /// failure on a connection to the control plane before a restart tells apart from
+        /// one on a connection to the new process.
+        conn: Option<Instant>,
     },
     /// A TLS handshake completed.
     Handshake {
@@ -89,6 +99,8 @@ pub struct Sidecar {
     pub addr: SocketAddr,
     /// How long each long poll asks to be held.
     pub wait: Duration,
+    /// A connection per poll, as the proxy's control-plane client makes, instead of one kept.
+    pub per_poll: bool,
 }
 
 /// The `snapshot` fields the tool reads.
@@ -157,13 +169,15 @@ impl Sidecar {
             .map_err(|_| anyhow!("connect timed out"))?
     }
 
-    /// One poll; `Ok(None)` is a 304, `Ok(Some((version, bytes)))` a snapshot.
+    /// One poll: `None` is a 304, `Some((version, bytes))` a snapshot; and whether the
+    /// control plane closes the connection after it (`Connection: close`, as a draining one
+    /// answers its long polls).
     async fn poll(
         &self,
         sender: &mut SendRequest<Empty<Bytes>>,
         have: Option<&str>,
         wait: Duration,
-    ) -> Result<Option<(String, usize)>> {
+    ) -> Result<(Option<(String, usize)>, bool)> {
         let path = match have {
             Some(v) => format!(
                 "/v1/snapshot?version={}&wait={}ms",
@@ -179,13 +193,14 @@ impl Sidecar {
             sender.ready().await?;
             let resp = sender.send_request(req).await?;
             let status = resp.status();
+            let last = closes(resp.headers());
             let body = resp.into_body().collect().await?.to_bytes();
             match status.as_u16() {
-                304 => Ok(None),
+                304 => Ok((None, last)),
                 200 => {
                     let v: Versioned =
                         serde_json::from_slice(&body).context("snapshot is not JSON")?;
-                    Ok(Some((v.version, body.len())))
+                    Ok((Some((v.version, body.len())), last))
                 }
                 s => bail!("status {s}: {}", String::from_utf8_lossy(&body)),
             }
@@ -195,7 +210,7 @@ impl Sidecar {
             .map_err(|_| anyhow!("poll timed out"))?
     }
 
-    /// Watches until `stop` is set; `ramp` bounds the concurrent first handshakes.
+    /// Watches until the coordinator goes away; `ramp` bounds the concurrent first handshakes.
     pub async fn run(self, events: mpsc::UnboundedSender<Event>, ramp: Arc<Semaphore>) {
         let mut jitter = Jitter(
             0x9E37_79B9_7F4A_7C15 ^ (self.idx as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D),
@@ -205,6 +220,9 @@ impl Sidecar {
         let (mut failures, mut refused) = (0u32, 0u32);
         let mut pause = None;
         let mut first = true;
+        // Whether the next connection's first poll asks `wait=0s` (after a failure or a
+        // close by the server) to time when it is served again.
+        let mut check = true;
         loop {
             if let Some(d) = pause.take() {
                 tokio::time::sleep(d).await;
@@ -214,6 +232,7 @@ impl Sidecar {
             } else {
                 None
             };
+            let began = Instant::now();
             let conn = self.connect().await;
             drop(permit);
             let mut sender = match conn {
@@ -224,6 +243,7 @@ impl Sidecar {
                     s
                 }
                 Err(e) => {
+                    check = true;
                     pause = Some(if connect_refused(&e) {
                         refused = refused.saturating_add(1);
                         jitter.backoff(refused, REFUSED_BACKOFF_MAX)
@@ -238,6 +258,8 @@ impl Sidecar {
                             idx: self.idx,
                             what,
                             at,
+                            began,
+                            conn: None,
                         })
                         .is_err()
                     {
@@ -247,12 +269,18 @@ impl Sidecar {
                 }
             };
             first = false;
-            // The first poll on a connection does not wait: served (or a new snapshot) at once.
-            let mut wait = Duration::ZERO;
+            let connected = Instant::now();
+            // The first poll after a failure does not wait: served (or a new snapshot) at once.
+            let mut wait = if check { Duration::ZERO } else { self.wait };
             loop {
+                let began = Instant::now();
                 let r = self.poll(&mut sender, have.as_deref(), wait).await;
                 let at = Instant::now();
-                let event = match r {
+                // The proxy opens a connection per poll (`runtime/src/client.rs`); this one
+                // keeps its connection, so it opens the next one, at once, where the server
+                // closes this (a draining control plane): no request on a closing connection.
+                let last = matches!(r, Ok((_, true)));
+                let event = match r.map(|(answer, _)| answer) {
                     Ok(Some((version, bytes))) => {
                         have = Some(version.clone());
                         Event::Snapshot {
@@ -263,6 +291,10 @@ impl Sidecar {
                         }
                     }
                     Ok(None) if wait.is_zero() => Event::Served { idx: self.idx, at },
+                    Ok(None) if last || self.per_poll => {
+                        check = last;
+                        break;
+                    }
                     Ok(None) => {
                         wait = self.wait;
                         continue;
@@ -271,6 +303,8 @@ impl Sidecar {
                         idx: self.idx,
                         what: format!("{e:#}"),
                         at,
+                        began,
+                        conn: Some(connected),
                     },
                 };
                 let failed = matches!(event, Event::Error { .. });
@@ -278,20 +312,46 @@ impl Sidecar {
                     return;
                 }
                 if failed {
+                    check = true;
                     failures = failures.saturating_add(1);
                     pause = Some(jitter.backoff(failures, BACKOFF_MAX));
                     break;
                 }
                 (failures, refused) = (0, 0);
+                if last || self.per_poll {
+                    check = last;
+                    break;
+                }
                 wait = self.wait;
             }
         }
     }
 }
 
+/// Whether a response's `Connection` header says the server closes the connection after it
+/// (RFC 9112 §9.6).
+fn closes(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("close"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_close_is_read_among_other_tokens() {
+        let mut h = http::HeaderMap::new();
+        assert!(!closes(&h));
+        h.append(http::header::CONNECTION, "keep-alive".parse().unwrap());
+        assert!(!closes(&h));
+        h.append(http::header::CONNECTION, "upgrade, Close".parse().unwrap());
+        assert!(closes(&h));
+    }
 
     #[test]
     fn versions_are_percent_encoded_for_the_query() {
