@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use http::{header, Method, Request, StatusCode};
 use hyper::body::Incoming;
@@ -42,14 +43,55 @@ pub async fn handle(
 ) -> Result<Resp, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let result = match (&method, path.as_str()) {
-        (&Method::GET, "/healthz") => Ok(health::healthz(&state)),
-        (&Method::GET, "/metrics") => health::metrics(&state),
-        (&Method::GET, "/v1/trust-bundle") => Ok(health::trust_bundle(&state)),
+    // A kept connection can outlive the client certificate its handshake verified: from its
+    // NotAfter on, every request is refused and the connection closes.
+    let expired = caller
+        .cert_expiry
+        .is_some_and(|not_after| not_after < SystemTime::now());
+    let result = if expired {
+        if path == "/v1/certificates" {
+            state.metrics.refused(Code::CertificateExpired.as_str());
+        }
+        Err(ApiError::new(
+            Code::CertificateExpired,
+            "the connection's client certificate has expired; reconnect with a current one",
+        ))
+    } else {
+        route(&state, &caller, req, &method, &path).await
+    };
+    let mut resp = result.unwrap_or_else(error::error_response);
+    if expired {
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    methods::add_allow(&path, &mut resp);
+    // No browser is a client here, but one pointed at the API must render JSON and PEM as
+    // what they are declared to be, never sniff them into HTML (OWASP REST Security).
+    resp.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    Ok(resp)
+}
+
+/// The endpoint of `method` and `path`.
+async fn route(
+    state: &Arc<AppState>,
+    caller: &Arc<Caller>,
+    req: Request<Incoming>,
+    method: &Method,
+    path: &str,
+) -> Result<Resp, ApiError> {
+    match (method, path) {
+        (&Method::GET, "/healthz") => Ok(health::healthz(state)),
+        (&Method::GET, "/metrics") => health::metrics(state),
+        (&Method::GET, "/v1/trust-bundle") => Ok(health::trust_bundle(state)),
         // Boxed, as the admission review below: this future is held for as long as a
         // snapshot poll waits, so it is as small as that poll's state, not these routes'.
         (&Method::POST, "/v1/certificates") => {
-            Box::pin(certificates::certificates(&state, &caller, req)).await
+            Box::pin(certificates::certificates(state, caller, req)).await
         }
         (&Method::GET, "/v1/snapshot") => {
             // The request's head (URI, headers) points into hyper's 8 KiB read buffer, and
@@ -57,10 +99,10 @@ pub async fn handle(
             // holds one buffer instead of two (8 KiB per held connection).
             let query = req.uri().query().map(str::to_owned);
             drop(req);
-            snapshot::snapshot(&state, &caller, query.as_deref()).await
+            snapshot::snapshot(state, caller, query.as_deref()).await
         }
         (&Method::GET, "/v1/proxies") => {
-            proxies::proxies(&state, &caller).map(|v| json(StatusCode::OK, &v))
+            proxies::proxies(state, caller).map(|v| json(StatusCode::OK, &v))
         }
         (&Method::POST, "/v1/inject") => {
             let trust = state.trust.current();
@@ -74,14 +116,5 @@ pub async fn handle(
             Code::NotFound,
             format!("no such endpoint: {path}"),
         )),
-    };
-    let mut resp = result.unwrap_or_else(error::error_response);
-    methods::add_allow(&path, &mut resp);
-    // No browser is a client here, but one pointed at the API must render JSON and PEM as
-    // what they are declared to be, never sniff them into HTML (OWASP REST Security).
-    resp.headers_mut().insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        header::HeaderValue::from_static("nosniff"),
-    );
-    Ok(resp)
+    }
 }

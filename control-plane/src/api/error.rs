@@ -14,6 +14,9 @@ pub enum Code {
     Unauthenticated,
     /// 403: a credential, but not one this endpoint answers.
     Forbidden,
+    /// 401: the connection's client certificate has passed its NotAfter (a kept connection
+    /// outlives the certificate it was verified with); the connection closes after it.
+    CertificateExpired,
     /// 403: a certificate asked for an identity reserved for the control plane and operators.
     ReservedIdentity,
     /// 403: the identity is blocked (`trustmesh identity block`).
@@ -67,6 +70,7 @@ impl Code {
         match self {
             Code::Unauthenticated => "unauthenticated",
             Code::Forbidden => "forbidden",
+            Code::CertificateExpired => "certificate_expired",
             Code::ReservedIdentity => "reserved_identity",
             Code::IdentityBlocked => "identity_blocked",
             Code::CsrIdentityMismatch => "csr_identity_mismatch",
@@ -96,6 +100,7 @@ impl Code {
     pub fn status(self) -> StatusCode {
         match self {
             Code::Unauthenticated
+            | Code::CertificateExpired
             | Code::TokenMalformed
             | Code::TokenInvalid
             | Code::TokenExpired

@@ -7,6 +7,15 @@
 //! Sessions resume with the tickets of [`super::tickets`], across restarts too; a resumed
 //! session's client certificate is checked again ([`super::resume`]) before the connection is
 //! served. The blocklist is checked per request, as for any connection.
+//!
+//! Connections are kept alive (the sidecars' watch reuses one), so a handshake's checks must
+//! hold for as long as the connection serves: a request after the client certificate's
+//! NotAfter is refused (`401 certificate_expired`, [`super::handle`]) and the connection
+//! closes; and when the trust state changes (bundle, CA rotation step, blocklist) every open
+//! connection, and one accepted under the serving configuration of an older state, is closed
+//! gracefully as the drain does: the request in flight is answered first (a long poll wakes,
+//! the trust change being part of the snapshot version), the next one comes on a new
+//! handshake verified against the state in force.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +27,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::Watcher;
 use rustls::pki_types::UnixTime;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use trustmesh_certs::control_plane_identity;
 
 use super::limits::{self, Limit};
@@ -59,6 +69,12 @@ pub fn server_config(
     )?)
 }
 
+/// The handshakes' configuration and the trust state it was made for.
+struct Serving {
+    tls: Tls,
+    trust: Arc<TrustView>,
+}
+
 /// Accepts connections until `shutdown` resolves, then drains them ([`trustmesh_runtime::Drain`]) for at most
 /// `drain_timeout`.
 pub async fn serve(
@@ -71,12 +87,15 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let listen = listener.local_addr()?;
     let trust = state.trust.current();
-    let config = Arc::new(ArcSwap::from_pointee(Tls::new(
-        server_config(&trust, listen, &names)?,
-        &trust.bundle,
-        trust.signer.trust_domain(),
-        tickets.clone(),
-    )?));
+    let config = Arc::new(ArcSwap::from_pointee(Serving {
+        tls: Tls::new(
+            server_config(&trust, listen, &names)?,
+            &trust.bundle,
+            trust.signer.trust_domain(),
+            tickets.clone(),
+        )?,
+        trust,
+    }));
     tokio::spawn(renew_serving_cert(
         state.clone(),
         config.clone(),
@@ -107,10 +126,13 @@ pub async fn serve(
             continue;
         };
         let _ = tcp.set_nodelay(true);
+        // Subscribed before the configuration is read: a change from here on closes it.
+        let trust = state.trust.subscribe();
         tokio::spawn(connection(
             tcp,
             addr,
             config.load_full(),
+            trust,
             state.clone(),
             slot,
             watcher,
@@ -127,16 +149,24 @@ pub async fn serve(
 /// One accepted connection: the TLS handshake within `--handshake-timeout` (a resumed
 /// session's certificate checked again), then its class (a mesh certificate, or anonymous
 /// within `--max-anonymous-connections`), then HTTP/1.1, the one protocol ALPN offers, with
-/// the head limits. The connection's slot is held until it closes.
+/// the head limits, closed gracefully on the drain or a trust change (see the module docs).
+/// The connection's slot and the drain's `watcher` are held until it closes.
 async fn connection(
     tcp: TcpStream,
     addr: SocketAddr,
-    tls_state: Arc<Tls>,
+    serving: Arc<Serving>,
+    mut trust: watch::Receiver<Arc<TrustView>>,
     state: Arc<AppState>,
     mut slot: limits::Connection,
     watcher: Watcher,
 ) {
     let limits = state.limits.clone();
+    let tls_state = &serving.tls;
+    // Made under an older state than the one in force (the serving certificate's renewal
+    // lags the change): served one request at most.
+    if !Arc::ptr_eq(&serving.trust, &trust.borrow()) {
+        trust.mark_changed();
+    }
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_state.config());
     let tls = match tokio::time::timeout(limits.args.handshake_timeout, acceptor.accept(tcp)).await
     {
@@ -180,6 +210,7 @@ async fn connection(
         tracing::debug!(client.addr = %addr, "over --max-anonymous-connections; closed");
         return;
     }
+    let drain_state = state.clone();
     let svc = service_fn(move |req| super::handle(state.clone(), caller.clone(), req));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -187,7 +218,27 @@ async fn connection(
         .max_header_size(limits::MAX_HEAD_BYTES)
         .max_headers(limits::MAX_HEADERS);
     let conn = http.serve_connection(TokioIo::new(tls), svc);
-    if let Err(e) = watcher.watch(conn).await {
+    tokio::pin!(conn);
+    let drain = drain_state.drain.started();
+    tokio::pin!(drain);
+    let mut closing = false;
+    let ended = loop {
+        tokio::select! {
+            ended = conn.as_mut() => break ended,
+            () = &mut drain, if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = trust.changed(), if !closing => {
+                closing = true;
+                tracing::debug!(client.addr = %addr, "trust state changed; closing the connection after its request");
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    };
+    // Held until here, so the drain waits for this connection.
+    drop(watcher);
+    if let Err(e) = ended {
         if e.is_timeout() {
             limits.exceeded(Limit::HeaderTimeout);
         } else if e.is_parse_too_large() {
@@ -204,7 +255,7 @@ async fn connection(
 
 async fn renew_serving_cert(
     state: Arc<AppState>,
-    config: Arc<ArcSwap<Tls>>,
+    config: Arc<ArcSwap<Serving>>,
     listen: SocketAddr,
     names: Vec<String>,
     tickets: Arc<TicketKeys>,
@@ -219,7 +270,7 @@ async fn renew_serving_cert(
         let tls = server_config(&view, listen, &names)
             .and_then(|c| Tls::new(c, &view.bundle, view.signer.trust_domain(), tickets.clone()));
         match tls {
-            Ok(c) => config.store(Arc::new(c)),
+            Ok(tls) => config.store(Arc::new(Serving { tls, trust: view })),
             Err(e) => tracing::warn!("renewing the control plane's serving certificate: {e:#}"),
         }
     }

@@ -10,6 +10,7 @@ use crate::domain::trust::TrustMetrics;
 const ISSUE_RESULTS: &[&str] = &[
     "issued",
     "unauthenticated",
+    "certificate_expired",
     "reserved_identity",
     "identity_blocked",
     "csr_identity_mismatch",

@@ -1,0 +1,169 @@
+//! Kept-alive connections to the real control plane serve no longer than the handshake's
+//! checks hold: a request after the client certificate's NotAfter is refused
+//! (`401 certificate_expired`) and the connection closes; a trust change (here a block) ends
+//! every open connection once the request in flight (a long poll, which the change wakes) has
+//! been answered.
+
+// Helpers outside #[test] functions fail the test by panicking, like the tests themselves.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Empty;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use trustmesh_certs::{control_plane_identity, TrustBundle};
+use trustmesh_e2e::client::{collect, connect, Resp};
+use trustmesh_e2e::control_plane::{run_cli, ControlPlane};
+use trustmesh_e2e::mtls::{client_with_cert, issue, mesh_ca, trust_domain};
+use trustmesh_e2e::policies::{spiffe_id, write_policies, ServiceEntry};
+use trustmesh_e2e::workdir::WorkDir;
+
+const NS: &str = "keep";
+
+async fn control_plane(work: &WorkDir) -> ControlPlane {
+    let (unused_a, unused_b) = (
+        "127.0.0.1:9".parse().unwrap(),
+        "127.0.0.1:10".parse().unwrap(),
+    );
+    let policies = write_policies(
+        &work.path().join("policies"),
+        &[
+            ServiceEntry::new("a", NS, unused_a),
+            ServiceEntry::new("b", NS, unused_b),
+        ],
+    )
+    .unwrap();
+    ControlPlane::start(work.path(), &policies).await.unwrap()
+}
+
+/// A client of the control plane as `id`, with a certificate valid for `ttl`.
+fn client(cp: &ControlPlane, id: &str, ttl: Duration) -> Arc<ClientConfig> {
+    let bundle = TrustBundle::from_pem(&cp.trust_bundle_pem().unwrap()).unwrap();
+    let (cert, key) = issue(&mesh_ca(cp).unwrap(), id, ttl, SystemTime::now()).unwrap();
+    let cp_id = control_plane_identity(&trust_domain().unwrap());
+    let mut tls = (*client_with_cert(&bundle, &cert, &key, cp_id.as_str()).unwrap()).clone();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(tls)
+}
+
+/// One kept-alive HTTP/1.1 connection over TLS, and the task that drives it (it ends when
+/// the connection closes).
+async fn keep(
+    tls: &Arc<ClientConfig>,
+    cp: &ControlPlane,
+) -> (SendRequest<Empty<Bytes>>, tokio::task::JoinHandle<()>) {
+    let tcp = connect(cp.addr()).await.unwrap();
+    let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into());
+    let stream = tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (send, driver)
+}
+
+/// `GET path` on the kept connection (`Err` when it is closed or closes without an answer).
+async fn get(send: &mut SendRequest<Empty<Bytes>>, path: &str) -> anyhow::Result<Resp> {
+    let work = async {
+        send.ready().await?;
+        let req = Request::get(path)
+            .header(http::header::HOST, "localhost")
+            .body(Empty::<Bytes>::new())?;
+        collect(send.send_request(req).await?).await
+    };
+    tokio::time::timeout(Duration::from_secs(30), work)
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within 30 s")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_whose_certificate_has_expired_is_refused_and_closed() {
+    let work = WorkDir::new("keep-expired").unwrap();
+    let cp = control_plane(&work).await;
+    let tls = client(&cp, &spiffe_id(NS, "a"), Duration::from_secs(3));
+    let (mut send, driver) = keep(&tls, &cp).await;
+    let first = get(&mut send, "/v1/snapshot?wait=0s").await.unwrap();
+    assert_eq!(first.status, 200, "{}", first.text());
+    // Idle for less than --header-timeout (10 s), so only the expiry can end it.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let late = get(&mut send, "/v1/snapshot?wait=0s").await.unwrap();
+    assert_eq!(late.status, 401, "{}", late.text());
+    assert_eq!(late.json().unwrap()["error"], "certificate_expired");
+    assert_eq!(
+        late.headers
+            .get(http::header::CONNECTION)
+            .map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
+    // The server closes the connection after that answer.
+    tokio::time::timeout(Duration::from_secs(5), driver)
+        .await
+        .expect("the connection stayed open after certificate_expired")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trust_change_answers_the_long_poll_then_closes_the_kept_connection() {
+    let work = WorkDir::new("keep-trust").unwrap();
+    let cp = control_plane(&work).await;
+    let tls = client(&cp, &spiffe_id(NS, "a"), Duration::from_secs(600));
+    let (mut send, _driver) = keep(&tls, &cp).await;
+    let first = get(&mut send, "/v1/snapshot?wait=0s").await.unwrap();
+    assert_eq!(first.status, 200, "{}", first.text());
+    let version = first.json().unwrap()["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let encoded: String = version
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    // The long poll waits on the kept connection while another identity is blocked.
+    let poll_path = format!("/v1/snapshot?version={encoded}&wait=25s");
+    let poll = tokio::spawn(async move {
+        let answer = get(&mut send, &poll_path).await;
+        (send, answer)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let data = cp.data_dir().display().to_string();
+    let out = run_cli(&[
+        "identity",
+        "block",
+        &spiffe_id(NS, "b"),
+        "--data-dir",
+        &data,
+    ])
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", out.stderr);
+    let (mut send, answer) = poll.await.unwrap();
+    let answer = answer.unwrap();
+    assert_eq!(
+        answer.status,
+        200,
+        "the long poll is answered with the new snapshot (woken by the block, not 304): {}",
+        answer.text()
+    );
+    // Then the connection is closed: the next request on it gets no answer.
+    let next = get(&mut send, "/v1/snapshot?wait=0s").await;
+    assert!(
+        next.is_err(),
+        "a kept connection was served after a trust change: {}",
+        next.map(|r| r.status.to_string()).unwrap_or_default()
+    );
+}
