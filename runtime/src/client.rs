@@ -2,8 +2,10 @@
 //! snapshot long poll), the operator CLI (`trustmesh status`) and peer replicas (the
 //! blocklist exchange): TCP, TLS with the caller's client configuration (which decides what
 //! the server must prove), one request, an answer of at most `limit` bytes, all within
-//! `timeout`. No connection is kept: every call is a fresh handshake, so a renewed client
-//! certificate is the one presented next time.
+//! `timeout`. [`send`] keeps no connection: every call is a fresh handshake, so a renewed
+//! client certificate is the one presented next time. [`Connection`] is one connection for
+//! several requests in turn, for a caller that keeps it only while its TLS configuration is
+//! the same (the sidecar's control-plane client).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,7 +101,7 @@ pub async fn send(
     timeout: Duration,
 ) -> anyhow::Result<Answer> {
     let at = target.describe();
-    tokio::time::timeout(timeout, exchange(tls, target, call, limit, &at))
+    tokio::time::timeout(timeout, exchange(tls, target, call, limit))
         .await
         .with_context(|| format!("{at} did not answer within {timeout:?}"))?
 }
@@ -121,47 +123,122 @@ async fn exchange(
     target: &Target<'_>,
     call: Call<'_>,
     limit: usize,
-    at: &str,
 ) -> anyhow::Result<Answer> {
-    let tcp = match target.addr {
-        Some(addr) => tokio::net::TcpStream::connect(addr).await,
-        None => tokio::net::TcpStream::connect((target.host, target.port)).await,
+    let mut conn = Connection::open(tls, target).await?;
+    conn.request(target, call, limit).await
+}
+
+/// The request got no answer at all: the connection was closed or failed before a response
+/// head came (on a kept connection, a race with the server's idle close: an idempotent
+/// request may be sent again on a new one).
+#[derive(Debug)]
+pub struct NoAnswer(anyhow::Error);
+
+impl std::fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
     }
-    .with_context(|| format!("connecting to {at}"))?;
-    let _ = tcp.set_nodelay(true);
-    let name = ServerName::try_from(target.host.to_string())
-        .with_context(|| format!("{:?} is not a TLS server name", target.host))?;
-    let tls = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
-        .await
-        .with_context(|| format!("TLS to {at}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .with_context(|| format!("HTTP handshake with {at}"))?;
-    let conn = tokio::spawn(conn);
-    let mut req = Request::builder()
-        .method(call.method)
-        .uri(call.path)
-        .header(header::HOST, format!("{}:{}", target.host, target.port));
-    if let Some(t) = call.bearer {
-        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+}
+
+impl std::error::Error for NoAnswer {}
+
+/// One HTTP/1.1 connection over TLS, for one request or several in turn; the task that
+/// drives it ends when this is dropped.
+pub struct Connection {
+    send: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    driver: tokio::task::JoinHandle<()>,
+    /// The server said `Connection: close`, or an exchange failed: no further request.
+    done: bool,
+    at: String,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.driver.abort();
     }
-    if call.json.is_some() {
-        req = req.header(header::CONTENT_TYPE, "application/json");
+}
+
+impl Connection {
+    /// TCP to `target`, TLS with `tls` (which decides what the server must prove), HTTP/1.1.
+    pub async fn open(tls: Arc<rustls::ClientConfig>, target: &Target<'_>) -> anyhow::Result<Self> {
+        let at = target.describe();
+        let tcp = match target.addr {
+            Some(addr) => tokio::net::TcpStream::connect(addr).await,
+            None => tokio::net::TcpStream::connect((target.host, target.port)).await,
+        }
+        .with_context(|| format!("connecting to {at}"))?;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(target.host.to_string())
+            .with_context(|| format!("{:?} is not a TLS server name", target.host))?;
+        let tls = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .with_context(|| format!("TLS to {at}"))?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .with_context(|| format!("HTTP handshake with {at}"))?;
+        let driver = tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("control-plane connection ended: {e}");
+            }
+        });
+        Ok(Self {
+            send,
+            driver,
+            done: false,
+            at,
+        })
     }
-    let req = req.body(Full::new(call.json.unwrap_or_default()))?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .with_context(|| format!("request to {at}"))?;
-    let status = resp.status();
-    let body = Limited::new(resp.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the answer of {at}: {e}"))?
-        .to_bytes();
-    conn.abort();
-    Ok(Answer { status, body })
+
+    /// Whether another request may be sent: the server has not asked to close, no exchange
+    /// failed, and the connection is still open.
+    pub fn is_reusable(&self) -> bool {
+        !self.done && !self.send.is_closed()
+    }
+
+    /// Sends `call` (to `target`, for the `Host` header) and reads the answer, its body at most
+    /// `limit` bytes. An error before any response head is [`NoAnswer`].
+    pub async fn request(
+        &mut self,
+        target: &Target<'_>,
+        call: Call<'_>,
+        limit: usize,
+    ) -> anyhow::Result<Answer> {
+        // Unusable from here until the answer has been read whole.
+        self.done = true;
+        let at = &self.at;
+        let mut req = Request::builder()
+            .method(call.method)
+            .uri(call.path)
+            .header(header::HOST, format!("{}:{}", target.host, target.port));
+        if let Some(t) = call.bearer {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if call.json.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = req.body(Full::new(call.json.unwrap_or_default()))?;
+        let sent = async {
+            self.send.ready().await?;
+            self.send.send_request(req).await
+        };
+        let resp = sent
+            .await
+            .map_err(|e| NoAnswer(anyhow::Error::new(e).context(format!("request to {at}"))))?;
+        let status = resp.status();
+        let close = resp
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let body = Limited::new(resp.into_body(), limit)
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the answer of {at}: {e}"))?
+            .to_bytes();
+        self.done = close;
+        Ok(Answer { status, body })
+    }
 }
 
 #[cfg(test)]

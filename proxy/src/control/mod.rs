@@ -1,6 +1,14 @@
-//! The client of the control-plane API: one short HTTPS/1.1 exchange per call, verifying the
-//! control plane's SPIFFE ID against the trust bundle and presenting our certificate once we
-//! have one. Used for bootstrap, renewal and the snapshot long poll.
+//! The client of the control-plane API: HTTPS/1.1, verifying the control plane's SPIFFE ID
+//! against the trust bundle and presenting our certificate once we have one. Used for
+//! bootstrap, renewal and the snapshot long poll.
+//!
+//! Calls with our certificate go on one kept connection per replica ([`kept`]): the watch's
+//! polls follow each other on it, so a push costs the control plane one answer per sidecar,
+//! no handshake. It is kept only while the TLS configuration it was made with is the one in
+//! force (a renewed certificate or a new bundle makes a new one: the next call handshakes
+//! again and presents the certificate in force), and dropped on `Connection: close` (a
+//! draining control plane) or a failure; the control plane itself refuses a kept connection
+//! past its certificate's NotAfter and closes them all on a trust change.
 //!
 //! Several control planes (`--control-plane` repeated or comma-separated: replicas on one data
 //! folder) are tried in turn: a call goes to the one that answered last, and when it cannot be
@@ -11,9 +19,9 @@
 //! credential, and a certificate that has expired would make the control plane refuse the
 //! handshake before it reads the token.
 //!
-//! Calls with our certificate resume TLS 1.3 sessions (the control plane sends tickets, and
-//! keeps their key across its restarts), so the long poll's new connection every 30 s, and
-//! the whole fleet's reconnect after a control-plane restart, cost no signatures. A resumed
+//! New connections with our certificate resume TLS 1.3 sessions (the control plane sends
+//! tickets, and keeps their key across its restarts), so the whole fleet's reconnect after a
+//! control-plane restart costs no signatures. A resumed
 //! session carries the certificate of the handshake it came from, so the sessions are
 //! forgotten whenever our certificate or the trust bundle changes: the next call then
 //! handshakes in full and presents the certificate in force.
@@ -57,6 +65,8 @@ struct Endpoint {
     uri: Uri,
     host: String,
     port: u16,
+    /// The connection kept for calls with our certificate.
+    kept: kept::Kept,
 }
 
 /// What the control-plane client needs from the flags, made once at start-up: the replicas
@@ -112,6 +122,7 @@ impl ControlClient {
                 uri: uri.clone(),
                 host,
                 port: uri.port_u16().unwrap_or(15012),
+                kept: kept::Kept::default(),
             });
         }
         if endpoints.is_empty() {
@@ -232,14 +243,21 @@ impl ControlClient {
             bearer,
             json: body,
         };
-        // A call with a token presents no certificate (see the module docs).
-        let config = match bearer {
-            Some(_) => self.tls_anonymous.load_full(),
-            None => self.tls_with_cert()?,
+        // A call with a token presents no certificate, on a connection of its own; one with
+        // our certificate goes on the kept connection (see the module docs).
+        let answer = match bearer {
+            Some(_) => {
+                let config = self.tls_anonymous.load_full();
+                client::send(config, &target, call, MAX_RESPONSE, timeout).await
+            }
+            None => {
+                let config = self.tls_with_cert()?;
+                tokio::time::timeout(timeout, ep.kept.send(config, &target, call, MAX_RESPONSE))
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {timeout:?}")))
+            }
         };
-        client::send(config, &target, call, MAX_RESPONSE, timeout)
-            .await
-            .with_context(|| format!("the control plane at {}", ep.uri))
+        answer.with_context(|| format!("the control plane at {}", ep.uri))
     }
 }
 
@@ -295,5 +313,6 @@ pub fn error_message(body: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect())
 }
 
+mod kept;
 #[cfg(test)]
 mod tests;

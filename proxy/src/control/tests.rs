@@ -1,6 +1,7 @@
-//! The control-plane client against a stand-in control plane on loopback: sessions resume,
-//! and never across a change of our certificate; a control plane that is not listening is
-//! told apart from one that fails.
+//! The control-plane client against a stand-in control plane on loopback: calls follow each
+//! other on one kept connection until our certificate or the bundle changes or the answer says
+//! `Connection: close`; new connections resume sessions, and never across a change of our
+//! certificate; a control plane that is not listening is told apart from one that fails.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -13,14 +14,12 @@ use crate::testing::control_plane::FakeControlPlane;
 use crate::testing::{self, id};
 
 async fn get(control: &ControlClient) -> StatusCode {
+    get_path(control, "/v1/snapshot?wait=0s").await
+}
+
+async fn get_path(control: &ControlClient, path: &str) -> StatusCode {
     control
-        .call(
-            Method::GET,
-            "/v1/snapshot?wait=0s",
-            None,
-            None,
-            Duration::from_secs(10),
-        )
+        .call(Method::GET, path, None, None, Duration::from_secs(10))
         .await
         .unwrap()
         .status
@@ -45,15 +44,23 @@ async fn sessions_resume_until_our_certificate_changes_then_the_new_one_is_prese
     };
     issue();
     let control = cp.client(&ca, resolver.clone());
+    // Each answer says `Connection: close`, so each call makes a new connection.
+    let closing = "/v1/snapshot?wait=0s&close";
     for _ in 0..3 {
-        assert_eq!(get(&control).await, StatusCode::OK);
+        assert_eq!(get_path(&control, closing).await, StatusCode::OK);
     }
     // A renewal: the next call must present the new certificate, so it cannot resume.
     issue();
     for _ in 0..2 {
-        assert_eq!(get(&control).await, StatusCode::OK);
+        assert_eq!(get_path(&control, closing).await, StatusCode::OK);
     }
     let seen = cp.seen();
+    let connections: Vec<usize> = seen.iter().map(|s| s.connection).collect();
+    assert_eq!(
+        connections,
+        [0, 1, 2, 3, 4],
+        "Connection: close drops the kept one"
+    );
     let resumed: Vec<bool> = seen.iter().map(|s| s.resumed).collect();
     assert_eq!(resumed, [false, true, true, false, true]);
     let certs: Vec<_> = seen
@@ -63,6 +70,74 @@ async fn sessions_resume_until_our_certificate_changes_then_the_new_one_is_prese
     assert!(certs[..3].iter().all(|c| *c == certs[0]));
     assert_ne!(certs[3], certs[0], "the renewed certificate is presented");
     assert_eq!(certs[4], certs[3]);
+}
+
+#[tokio::test]
+async fn calls_share_one_kept_connection_until_our_certificate_or_the_bundle_changes() {
+    let ca = Arc::new(testing::ca());
+    let cp = FakeControlPlane::start(&ca, Arc::new(|_| (StatusCode::OK, "{}".to_string()))).await;
+    let resolver = Arc::new(RotatingResolver::new());
+    let issue = || {
+        let (cert, key) = ca
+            .issue(
+                &id("api"),
+                &[],
+                &[],
+                Duration::from_secs(3600),
+                SystemTime::now(),
+            )
+            .unwrap();
+        resolver.set(cert.chain, &key).unwrap();
+    };
+    issue();
+    let control = cp.client(&ca, resolver.clone());
+    for _ in 0..3 {
+        assert_eq!(get(&control).await, StatusCode::OK);
+    }
+    // A renewal makes a new TLS configuration: a new connection presents the new certificate.
+    issue();
+    for _ in 0..2 {
+        assert_eq!(get(&control).await, StatusCode::OK);
+    }
+    // So does a new trust bundle (here the same roots, pushed again).
+    let bundle = trustmesh_certs::TrustBundle::from_pem(ca.cert_pem()).unwrap();
+    control.set_bundle(&bundle, ca.trust_domain());
+    assert_eq!(get(&control).await, StatusCode::OK);
+    let seen = cp.seen();
+    let connections: Vec<usize> = seen.iter().map(|s| s.connection).collect();
+    assert_eq!(connections, [0, 0, 0, 1, 1, 2]);
+    let certs: Vec<_> = seen
+        .iter()
+        .map(|s| s.client_cert.clone().unwrap())
+        .collect();
+    assert_eq!(certs[0], certs[2]);
+    assert_ne!(certs[3], certs[0], "the renewed certificate is presented");
+    assert_eq!(certs[5], certs[3]);
+}
+
+#[tokio::test]
+async fn a_get_on_a_kept_connection_the_server_closed_is_sent_again_on_a_new_one() {
+    let ca = Arc::new(testing::ca());
+    let cp = FakeControlPlane::start(&ca, Arc::new(|_| (StatusCode::OK, "{}".to_string()))).await;
+    let resolver = Arc::new(RotatingResolver::new());
+    let (cert, key) = ca
+        .issue(
+            &id("api"),
+            &[],
+            &[],
+            Duration::from_secs(3600),
+            SystemTime::now(),
+        )
+        .unwrap();
+    resolver.set(cert.chain, &key).unwrap();
+    let control = cp.client(&ca, resolver.clone());
+    // The second call on the kept connection gets no answer (the server closes it, as in a
+    // race with its idle close): sent again on a new connection, it is answered.
+    let dropping = "/v1/snapshot?wait=0s&drop";
+    assert_eq!(get_path(&control, dropping).await, StatusCode::OK);
+    assert_eq!(get_path(&control, dropping).await, StatusCode::OK);
+    let connections: Vec<usize> = cp.seen().iter().map(|s| s.connection).collect();
+    assert_eq!(connections, [0, 1]);
 }
 
 #[tokio::test]

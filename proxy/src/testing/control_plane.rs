@@ -1,7 +1,11 @@
 //! A stand-in control plane on loopback for the components that talk to one (identity, the
 //! snapshot watch): HTTPS/1.1 with a certificate for the control-plane identity of the mesh
 //! CA, every request recorded, each answered by the test's function. It sends TLS 1.3 session
-//! tickets, as the real one does, and records whether each connection resumed a session.
+//! tickets, as the real one does, and records whether each connection resumed a session and
+//! which connection each request came on. A request whose query has `close` is answered with
+//! `Connection: close`, as a draining control plane answers; one whose query has `drop` and
+//! that is not the first on its connection is not answered at all: the connection is closed,
+//! as a client sees a race with an idle close.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -32,6 +36,8 @@ pub struct Seen {
     pub client_cert: Option<Vec<u8>>,
     /// The connection resumed a TLS session.
     pub resumed: bool,
+    /// The connection it came on: 0 for the first one accepted, then 1, ...
+    pub connection: usize,
     /// The body.
     pub body: Bytes,
 }
@@ -74,7 +80,10 @@ impl FakeControlPlane {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
         tokio::spawn(async move {
+            let mut accepted = 0;
             while let Ok((tcp, _)) = listener.accept().await {
+                let connection = accepted;
+                accepted += 1;
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     continue;
                 };
@@ -85,10 +94,17 @@ impl FakeControlPlane {
                 let client =
                     leaf.and_then(|c| trustmesh_certs::identity::identity_from_cert(c).ok());
                 let (answer, log) = (answer.clone(), log.clone());
+                let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let (answer, log, client) = (answer.clone(), log.clone(), client.clone());
                     let client_cert = client_cert.clone();
+                    let nth = requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     async move {
+                        let query = req.uri().query().unwrap_or_default();
+                        let close = query.contains("close");
+                        if query.contains("drop") && nth > 0 {
+                            return Err(std::io::Error::other("dropped unanswered"));
+                        }
                         let seen = Seen {
                             method: req.method().clone(),
                             path: req.uri().path_and_query().unwrap().to_string(),
@@ -101,13 +117,20 @@ impl FakeControlPlane {
                             client,
                             client_cert,
                             resumed,
+                            connection,
                             body: req.into_body().collect().await.unwrap().to_bytes(),
                         };
                         let (status, body) = answer(&seen);
                         log.lock().unwrap().push(seen);
                         let mut resp = Response::new(Full::new(Bytes::from(body)));
                         *resp.status_mut() = status;
-                        Ok::<_, std::convert::Infallible>(resp)
+                        if close {
+                            resp.headers_mut().insert(
+                                http::header::CONNECTION,
+                                http::HeaderValue::from_static("close"),
+                            );
+                        }
+                        Ok::<_, std::io::Error>(resp)
                     }
                 });
                 tokio::spawn(
