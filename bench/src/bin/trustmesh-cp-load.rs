@@ -65,7 +65,7 @@ struct Cli {
     #[arg(long)]
     shared_identity: bool,
     /// A new connection (a resumed TLS handshake) per poll, as the proxy's control-plane
-    /// client makes, instead of one kept per sidecar.
+    /// client made before it kept one, instead of one kept per sidecar (the proxy's way now).
     #[arg(long)]
     connection_per_poll: bool,
     /// Skip the control-plane restart.

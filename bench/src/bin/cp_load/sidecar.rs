@@ -1,10 +1,10 @@
 //! One simulated sidecar: its own identity and client certificate, one mTLS HTTP/1.1
 //! connection to the control plane at a time, and the snapshot watch the real proxy runs
 //! (`proxy/src/watch.rs`): `GET /v1/snapshot?wait=0s` first, then
-//! `GET /v1/snapshot?version=V&wait=W` over and over. Unlike the proxy, which opens a
-//! connection per poll, it keeps its connection until the control plane closes it
-//! (`Connection: close`, as a draining one answers) or it fails; `--connection-per-poll`
-//! opens one per poll as the proxy does. What it sees goes to the coordinator as
+//! `GET /v1/snapshot?version=V&wait=W` over and over. As the proxy (`proxy/src/control/kept.rs`),
+//! it keeps its connection until the control plane closes it (`Connection: close`, as a
+//! draining one answers) or it fails; `--connection-per-poll` opens one per poll, as the
+//! proxy did before it kept its connection. What it sees goes to the coordinator as
 //! [`Event`]s, stamped when the response was read in full.
 //!
 //! After a lost connection it reconnects with the proxy watch's backoff (`proxy/src/watch.rs`:
@@ -99,7 +99,8 @@ pub struct Sidecar {
     pub addr: SocketAddr,
     /// How long each long poll asks to be held.
     pub wait: Duration,
-    /// A connection per poll, as the proxy's control-plane client makes, instead of one kept.
+    /// A connection per poll (the proxy's control-plane client before it kept one), instead
+    /// of one kept.
     pub per_poll: bool,
 }
 
@@ -276,9 +277,8 @@ impl Sidecar {
                 let began = Instant::now();
                 let r = self.poll(&mut sender, have.as_deref(), wait).await;
                 let at = Instant::now();
-                // The proxy opens a connection per poll (`runtime/src/client.rs`); this one
-                // keeps its connection, so it opens the next one, at once, where the server
-                // closes this (a draining control plane): no request on a closing connection.
+                // A kept connection (as the proxy's): the next one is opened, at once, where the
+                // server closes this (a draining control plane): no request on a closing one.
                 let last = matches!(r, Ok((_, true)));
                 let event = match r.map(|(answer, _)| answer) {
                     Ok(Some((version, bytes))) => {
