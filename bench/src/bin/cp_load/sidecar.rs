@@ -81,6 +81,18 @@ pub enum Event {
     },
 }
 
+/// A poll that got no response head: the request may not have reached the control plane.
+#[derive(Debug)]
+struct NoAnswer(hyper::Error);
+
+impl std::fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no answer: {}", self.0)
+    }
+}
+
+impl std::error::Error for NoAnswer {}
+
 /// Whether `e` is a refused TCP connect (nothing listening).
 fn connect_refused(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
@@ -191,8 +203,9 @@ impl Sidecar {
             .header(http::header::HOST, "trustmesh-control-plane")
             .body(Empty::new())?;
         let work = async {
-            sender.ready().await?;
-            let resp = sender.send_request(req).await?;
+            // Before any response head: the proxy sends such a GET again on a new connection.
+            sender.ready().await.map_err(NoAnswer)?;
+            let resp = sender.send_request(req).await.map_err(NoAnswer)?;
             let status = resp.status();
             let last = closes(resp.headers());
             let body = resp.into_body().collect().await?.to_bytes();
@@ -273,9 +286,18 @@ impl Sidecar {
             let connected = Instant::now();
             // The first poll after a failure does not wait: served (or a new snapshot) at once.
             let mut wait = if check { Duration::ZERO } else { self.wait };
+            // Polls this connection has answered: a kept one that gives no answer at all (the
+            // server closed it while idle, as a draining control plane does) is left for a new
+            // one at once, as the proxy sends its GET again (`proxy/src/control/kept.rs`).
+            let mut answered = 0u32;
             loop {
                 let began = Instant::now();
                 let r = self.poll(&mut sender, have.as_deref(), wait).await;
+                if answered > 0 && matches!(&r, Err(e) if e.is::<NoAnswer>()) {
+                    check = true;
+                    break;
+                }
+                answered += 1;
                 let at = Instant::now();
                 // A kept connection (as the proxy's): the next one is opened, at once, where the
                 // server closes this (a draining control plane): no request on a closing one.
