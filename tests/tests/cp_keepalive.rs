@@ -1,8 +1,8 @@
 //! Kept-alive connections to the real control plane serve no longer than the handshake's
 //! checks hold: a request after the client certificate's NotAfter is refused
-//! (`401 certificate_expired`) and the connection closes; a trust change (here a block) ends
-//! every open connection once the request in flight (a long poll, which the change wakes) has
-//! been answered.
+//! (`401 certificate_expired`) and the connection closes; a new trust bundle (a CA
+//! rotation's first step) ends every open connection once the request in flight (a long poll,
+//! which the change wakes) has been answered, and a block of another identity ends none.
 
 // Helpers outside #[test] functions fail the test by panicking, like the tests themselves.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -115,17 +115,55 @@ async fn a_kept_connection_whose_certificate_has_expired_is_refused_and_closed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trust_change_answers_the_long_poll_then_closes_the_kept_connection() {
+async fn a_new_bundle_answers_the_long_poll_then_closes_the_kept_connection_a_block_does_not() {
     let work = WorkDir::new("keep-trust").unwrap();
     let cp = control_plane(&work).await;
     let tls = client(&cp, &spiffe_id(NS, "a"), Duration::from_secs(600));
-    let (mut send, _driver) = keep(&tls, &cp).await;
-    let first = get(&mut send, "/v1/snapshot?wait=0s").await.unwrap();
-    assert_eq!(first.status, 200, "{}", first.text());
-    let version = first.json().unwrap()["version"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (send, _driver) = keep(&tls, &cp).await;
+    let data = cp.data_dir().display().to_string();
+
+    // A block of another identity: the long poll waiting on the kept connection is answered
+    // (the blocklist is part of the snapshot version), and the connection stays: the
+    // blocklist is checked per request.
+    let (mut send, answer) =
+        poll_during(send, &["identity", "block", &spiffe_id(NS, "b")], &data).await;
+    assert_eq!(
+        answer.status,
+        200,
+        "the long poll is answered with the new snapshot (woken by the block, not 304): {}",
+        answer.text()
+    );
+    let again = get(&mut send, "/v1/snapshot?wait=0s").await;
+    assert_eq!(
+        again.as_ref().map(|r| r.status.as_u16()).ok(),
+        Some(200),
+        "a block closed the kept connection of an identity it does not name: {:?}",
+        again.err()
+    );
+
+    // A new trust bundle (the rotation's first step adds the new root): the poll in flight is
+    // answered, then the connection is closed: the next request on it gets no answer.
+    let (mut send, answer) =
+        poll_during(send, &["ca", "rotate", "--propagation", "30s"], &data).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let next = get(&mut send, "/v1/snapshot?wait=0s").await;
+    assert!(
+        next.is_err(),
+        "a kept connection was served after a new trust bundle: {}",
+        next.map(|r| r.status.to_string()).unwrap_or_default()
+    );
+}
+
+/// Holds a long poll on `send` (at the version it is served now) while `trustmesh ARGS
+/// --data-dir DATA` runs; the poll's answer.
+async fn poll_during(
+    mut send: SendRequest<Empty<Bytes>>,
+    args: &[&str],
+    data: &str,
+) -> (SendRequest<Empty<Bytes>>, Resp) {
+    let now = get(&mut send, "/v1/snapshot?wait=0s").await.unwrap();
+    assert_eq!(now.status, 200, "{}", now.text());
+    let version = now.json().unwrap()["version"].as_str().unwrap().to_string();
     let encoded: String = version
         .bytes()
         .map(|b| match b {
@@ -133,37 +171,16 @@ async fn a_trust_change_answers_the_long_poll_then_closes_the_kept_connection() 
             _ => format!("%{b:02X}"),
         })
         .collect();
-    // The long poll waits on the kept connection while another identity is blocked.
     let poll_path = format!("/v1/snapshot?version={encoded}&wait=25s");
     let poll = tokio::spawn(async move {
         let answer = get(&mut send, &poll_path).await;
         (send, answer)
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let data = cp.data_dir().display().to_string();
-    let out = run_cli(&[
-        "identity",
-        "block",
-        &spiffe_id(NS, "b"),
-        "--data-dir",
-        &data,
-    ])
-    .await
-    .unwrap();
+    let mut all = args.to_vec();
+    all.extend(["--data-dir", data]);
+    let out = run_cli(&all).await.unwrap();
     assert!(out.status.success(), "{}", out.stderr);
-    let (mut send, answer) = poll.await.unwrap();
-    let answer = answer.unwrap();
-    assert_eq!(
-        answer.status,
-        200,
-        "the long poll is answered with the new snapshot (woken by the block, not 304): {}",
-        answer.text()
-    );
-    // Then the connection is closed: the next request on it gets no answer.
-    let next = get(&mut send, "/v1/snapshot?wait=0s").await;
-    assert!(
-        next.is_err(),
-        "a kept connection was served after a trust change: {}",
-        next.map(|r| r.status.to_string()).unwrap_or_default()
-    );
+    let (send, answer) = poll.await.unwrap();
+    (send, answer.unwrap())
 }

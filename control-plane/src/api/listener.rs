@@ -11,11 +11,12 @@
 //! Connections are kept alive (the sidecars' watch reuses one), so a handshake's checks must
 //! hold for as long as the connection serves: a request after the client certificate's
 //! NotAfter is refused (`401 certificate_expired`, [`super::handle`]) and the connection
-//! closes; and when the trust state changes (bundle, CA rotation step, blocklist) every open
-//! connection, and one accepted under the serving configuration of an older state, is closed
-//! gracefully as the drain does: the request in flight is answered first (a long poll wakes,
-//! the trust change being part of the snapshot version), the next one comes on a new
-//! handshake verified against the state in force.
+//! closes; and when the trust bundle changes (a CA rotation's steps) every open connection,
+//! and one accepted under the serving configuration of an older bundle, is closed gracefully
+//! as the drain does: the request in flight is answered first (a long poll wakes, the bundle
+//! being part of the snapshot version), the next one comes on a new handshake verified
+//! against the bundle in force. A blocklist change closes nothing: the blocklist is checked
+//! per request, so blocking one identity does not make the whole fleet reconnect.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -162,9 +163,9 @@ async fn connection(
 ) {
     let limits = state.limits.clone();
     let tls_state = &serving.tls;
-    // Made under an older state than the one in force (the serving certificate's renewal
+    // Made under an older bundle than the one in force (the serving certificate's renewal
     // lags the change): served one request at most.
-    if !Arc::ptr_eq(&serving.trust, &trust.borrow()) {
+    if serving.trust.bundle != trust.borrow().bundle {
         trust.mark_changed();
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_state.config());
@@ -230,6 +231,11 @@ async fn connection(
                 conn.as_mut().graceful_shutdown();
             }
             _ = trust.changed(), if !closing => {
+                // Only a new bundle voids the handshake's verification; the blocklist (and
+                // the CA that issues) apply per request, so a block keeps the fleet connected.
+                if trust.borrow_and_update().bundle == serving.trust.bundle {
+                    continue;
+                }
                 closing = true;
                 tracing::debug!(client.addr = %addr, "trust state changed; closing the connection after its request");
                 conn.as_mut().graceful_shutdown();
