@@ -73,6 +73,21 @@ pub fn client_with_cert(
     Ok(Arc::new(config))
 }
 
+/// A client of the control plane's API as `id`, with a certificate of the mesh CA valid for
+/// `ttl`, speaking HTTP/1.1 (the one protocol the API offers).
+pub fn control_plane_client(
+    cp: &ControlPlane,
+    id: &str,
+    ttl: Duration,
+) -> anyhow::Result<ClientConfig> {
+    let bundle = TrustBundle::from_pem(&cp.trust_bundle_pem()?)?;
+    let (cert, key) = issue(&mesh_ca(cp)?, id, ttl, SystemTime::now())?;
+    let cp_id = trustmesh_certs::control_plane_identity(&trust_domain()?);
+    let mut tls = (*client_with_cert(&bundle, &cert, &key, cp_id.as_str())?).clone();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
 /// A client that verifies the server as `expected` but presents no certificate.
 pub fn client_without_cert(
     bundle: &TrustBundle,

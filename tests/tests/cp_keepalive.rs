@@ -9,7 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
@@ -18,10 +18,9 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
-use trustmesh_certs::{control_plane_identity, TrustBundle};
 use trustmesh_e2e::client::{collect, connect, Resp};
 use trustmesh_e2e::control_plane::{run_cli, ControlPlane};
-use trustmesh_e2e::mtls::{client_with_cert, issue, mesh_ca, trust_domain};
+use trustmesh_e2e::mtls::control_plane_client;
 use trustmesh_e2e::policies::{spiffe_id, write_policies, ServiceEntry};
 use trustmesh_e2e::workdir::WorkDir;
 
@@ -45,12 +44,7 @@ async fn control_plane(work: &WorkDir) -> ControlPlane {
 
 /// A client of the control plane as `id`, with a certificate valid for `ttl`.
 fn client(cp: &ControlPlane, id: &str, ttl: Duration) -> Arc<ClientConfig> {
-    let bundle = TrustBundle::from_pem(&cp.trust_bundle_pem().unwrap()).unwrap();
-    let (cert, key) = issue(&mesh_ca(cp).unwrap(), id, ttl, SystemTime::now()).unwrap();
-    let cp_id = control_plane_identity(&trust_domain().unwrap());
-    let mut tls = (*client_with_cert(&bundle, &cert, &key, cp_id.as_str()).unwrap()).clone();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(tls)
+    Arc::new(control_plane_client(cp, id, ttl).unwrap())
 }
 
 /// One kept-alive HTTP/1.1 connection over TLS, and the task that drives it (it ends when

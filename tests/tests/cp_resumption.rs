@@ -9,17 +9,16 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Empty;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
-use trustmesh_certs::{control_plane_identity, TrustBundle};
 use trustmesh_e2e::client::{collect, connect, send_http1_on, Resp};
 use trustmesh_e2e::control_plane::{run_cli, ControlPlane};
-use trustmesh_e2e::mtls::{client_with_cert, issue, mesh_ca, trust_domain};
+use trustmesh_e2e::mtls::control_plane_client;
 use trustmesh_e2e::policies::{spiffe_id, write_policies, ServiceEntry};
 use trustmesh_e2e::workdir::WorkDir;
 
@@ -38,11 +37,7 @@ async fn control_plane(work: &WorkDir) -> ControlPlane {
 /// A client of the control plane as `id` (a certificate valid for `ttl`) that keeps its TLS
 /// sessions, as the proxy's control-plane client does.
 fn resuming_client(cp: &ControlPlane, id: &str, ttl: Duration) -> Arc<ClientConfig> {
-    let bundle = TrustBundle::from_pem(&cp.trust_bundle_pem().unwrap()).unwrap();
-    let (cert, key) = issue(&mesh_ca(cp).unwrap(), id, ttl, SystemTime::now()).unwrap();
-    let cp_id = control_plane_identity(&trust_domain().unwrap());
-    let mut tls = (*client_with_cert(&bundle, &cert, &key, cp_id.as_str()).unwrap()).clone();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mut tls = control_plane_client(cp, id, ttl).unwrap();
     tls.resumption = rustls::client::Resumption::in_memory_sessions(8);
     Arc::new(tls)
 }

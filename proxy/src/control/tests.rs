@@ -25,23 +25,26 @@ async fn get_path(control: &ControlClient, path: &str) -> StatusCode {
         .status
 }
 
+/// A new certificate for `api` from `ca`, presented through `resolver` from now on.
+fn issue_to(ca: &trustmesh_certs::CertificateAuthority, resolver: &RotatingResolver) {
+    let (cert, key) = ca
+        .issue(
+            &id("api"),
+            &[],
+            &[],
+            Duration::from_secs(3600),
+            SystemTime::now(),
+        )
+        .unwrap();
+    resolver.set(cert.chain, &key).unwrap();
+}
+
 #[tokio::test]
 async fn sessions_resume_until_our_certificate_changes_then_the_new_one_is_presented() {
     let ca = Arc::new(testing::ca());
     let cp = FakeControlPlane::start(&ca, Arc::new(|_| (StatusCode::OK, "{}".to_string()))).await;
     let resolver = Arc::new(RotatingResolver::new());
-    let issue = || {
-        let (cert, key) = ca
-            .issue(
-                &id("api"),
-                &[],
-                &[],
-                Duration::from_secs(3600),
-                SystemTime::now(),
-            )
-            .unwrap();
-        resolver.set(cert.chain, &key).unwrap();
-    };
+    let issue = || issue_to(&ca, &resolver);
     issue();
     let control = cp.client(&ca, resolver.clone());
     // Each answer says `Connection: close`, so each call makes a new connection.
@@ -77,18 +80,7 @@ async fn calls_share_one_kept_connection_until_our_certificate_or_the_bundle_cha
     let ca = Arc::new(testing::ca());
     let cp = FakeControlPlane::start(&ca, Arc::new(|_| (StatusCode::OK, "{}".to_string()))).await;
     let resolver = Arc::new(RotatingResolver::new());
-    let issue = || {
-        let (cert, key) = ca
-            .issue(
-                &id("api"),
-                &[],
-                &[],
-                Duration::from_secs(3600),
-                SystemTime::now(),
-            )
-            .unwrap();
-        resolver.set(cert.chain, &key).unwrap();
-    };
+    let issue = || issue_to(&ca, &resolver);
     issue();
     let control = cp.client(&ca, resolver.clone());
     for _ in 0..3 {
