@@ -75,6 +75,10 @@ struct Cli {
     /// Connection counts of the closed-loop runs under --pinned.
     #[arg(long, value_delimiter = ',', default_value = "1,32")]
     pinned_connections: Vec<usize>,
+    /// With --pinned: only the closed-loop runs (no fixed rate, 64-connection max rate or
+    /// handshakes), for repeated comparisons of CPU per request.
+    #[arg(long, requires = "pinned")]
+    closed_only: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -181,6 +185,7 @@ fn settings(cli: Cli) -> Result<run::Settings> {
         proxy_threads: cli.proxy_threads,
         skip_nginx: cli.skip_nginx,
         skip_trustmesh: cli.skip_trustmesh,
+        closed_only: cli.closed_only,
         pinned_connections: if cli.pinned {
             cli.pinned_connections
         } else {

@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 
 use crate::handshake::HandshakeResult;
 use crate::loadgen::{self, Edge, Target};
-use crate::procs::{self, Sidecar};
+use crate::procs::{self, Sidecar, Ticks};
 
 /// Latency of the open-loop segments, in microseconds.
 #[derive(Clone, Debug, Default)]
@@ -77,6 +77,11 @@ pub struct Closed {
     pub errors: u64,
     /// CPU µs per request for A and B in the measured windows (None for direct).
     pub cpu_us_per_req: Option<[f64; 2]>,
+    /// Of that, user-space µs per request for A and B (the rest is the kernel's).
+    pub user_us_per_req: Option<[f64; 2]>,
+    /// CPU µs per request, both hops, of each segment in the order of the rounds (so that
+    /// two cases' segments of the same round, measured side by side, can be compared).
+    pub rounds_us_per_req: Vec<f64>,
 }
 
 /// Running totals of the closed-loop segments at one connection count.
@@ -86,7 +91,9 @@ struct ClosedAcc {
     ok: u64,
     err: u64,
     window: Duration,
-    cpu_ticks: [u64; 2],
+    cpu_ticks: [Ticks; 2],
+    /// (CPU ticks of both hops, requests) of each segment.
+    rounds: Vec<(u64, u64)>,
 }
 
 /// Running totals of one case over its segments.
@@ -226,10 +233,19 @@ impl Accumulator {
         warmup: Duration,
         window: Duration,
     ) -> Result<()> {
-        let mut at_start = [0u64; 2];
-        let mut at_end = [0u64; 2];
-        let mut hook =
-            |edge: Edge| -> Result<()> { read_ticks(sidecars, edge, &mut at_start, &mut at_end) };
+        let mut at_start = [Ticks::default(); 2];
+        let mut at_end = [Ticks::default(); 2];
+        let mut hook = |edge: Edge| -> Result<()> {
+            let into = if edge == Edge::Start {
+                &mut at_start
+            } else {
+                &mut at_end
+            };
+            for (slot, s) in into.iter_mut().zip(sidecars) {
+                *slot = s.cpu_split()?;
+            }
+            Ok(())
+        };
         let r = loadgen::max_rate_hooked(target, warmup, window, connections, &mut hook).await?;
         let pos = match self
             .closed
@@ -244,7 +260,8 @@ impl Accumulator {
                     ok: 0,
                     err: 0,
                     window: Duration::ZERO,
-                    cpu_ticks: [0; 2],
+                    cpu_ticks: [Ticks::default(); 2],
+                    rounds: Vec::new(),
                 });
                 self.closed.len() - 1
             }
@@ -256,9 +273,15 @@ impl Accumulator {
         acc.ok += r.completed;
         acc.err += r.errors;
         acc.window += window;
+        let mut segment = 0;
         for ((sum, end), start) in acc.cpu_ticks.iter_mut().zip(at_end).zip(at_start) {
-            *sum += end.saturating_sub(start);
+            let user = end.user.saturating_sub(start.user);
+            let system = end.system.saturating_sub(start.system);
+            sum.user += user;
+            sum.system += system;
+            segment += user + system;
         }
+        acc.rounds.push((segment, r.completed));
         Ok(())
     }
 
@@ -287,9 +310,20 @@ impl Accumulator {
                 p50_us: us(c.hist.value_at_quantile(0.5)),
                 errors: c.err,
                 cpu_us_per_req: pair.then(|| {
-                    let per = |t: u64| t as f64 * per_tick_us / c.ok.max(1) as f64;
+                    let per =
+                        |t: Ticks| (t.user + t.system) as f64 * per_tick_us / c.ok.max(1) as f64;
                     [per(c.cpu_ticks[0]), per(c.cpu_ticks[1])]
                 }),
+                user_us_per_req: pair.then(|| {
+                    let per = |t: Ticks| t.user as f64 * per_tick_us / c.ok.max(1) as f64;
+                    [per(c.cpu_ticks[0]), per(c.cpu_ticks[1])]
+                }),
+                rounds_us_per_req: if pair {
+                    let per = |(t, n): (u64, u64)| t as f64 * per_tick_us / n.max(1) as f64;
+                    c.rounds.iter().copied().map(per).collect()
+                } else {
+                    Vec::new()
+                },
             })
             .collect();
         if pair {

@@ -160,11 +160,26 @@ fn stat_fields(pid: u32) -> Result<Vec<String>> {
 
 /// utime + stime of `pid` in clock ticks (fields 14 and 15 of `/proc/PID/stat`).
 pub fn cpu_ticks(pid: u32) -> Result<u64> {
+    cpu_split(pid).map(|t| t.user + t.system)
+}
+
+/// CPU time of a process in clock ticks, user and system apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ticks {
+    /// utime: in the process's own code and libraries.
+    pub user: u64,
+    /// stime: in the kernel on its behalf (system calls, and the loopback TCP work and
+    /// wake-ups done in them).
+    pub system: u64,
+}
+
+/// utime and stime of `pid` in clock ticks.
+pub fn cpu_split(pid: u32) -> Result<Ticks> {
     let f = stat_fields(pid)?;
     // After the comm field, index 0 is field 3 (state); utime is field 14, stime field 15.
-    let utime: u64 = f.get(11).context("no utime")?.parse()?;
-    let stime: u64 = f.get(12).context("no stime")?.parse()?;
-    Ok(utime + stime)
+    let user: u64 = f.get(11).context("no utime")?.parse()?;
+    let system: u64 = f.get(12).context("no stime")?.parse()?;
+    Ok(Ticks { user, system })
 }
 
 /// Resident set size of `pid` in KiB (`VmRSS` in `/proc/PID/status`).
@@ -242,6 +257,17 @@ impl Sidecar {
     /// Summed utime + stime of all processes, in clock ticks.
     pub fn cpu_ticks(&self) -> Result<u64> {
         self.pids.iter().map(|&p| cpu_ticks(p)).sum()
+    }
+
+    /// Summed utime and stime of all processes, apart, in clock ticks.
+    pub fn cpu_split(&self) -> Result<Ticks> {
+        self.pids.iter().try_fold(Ticks::default(), |sum, &p| {
+            let t = cpu_split(p)?;
+            Ok(Ticks {
+                user: sum.user + t.user,
+                system: sum.system + t.system,
+            })
+        })
     }
 
     /// Summed VmRSS of all processes, in KiB.

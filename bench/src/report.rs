@@ -139,16 +139,20 @@ pub fn render(r: &RunResult) -> String {
         "trustmesh-bench: {} cores, one backend, one load generator",
         cores()
     );
-    let _ = writeln!(
-        out,
-        "  fixed rate: {} req/s open loop, {} keep-alive connections; latency from the scheduled send time",
-        s.rate, s.open_connections
-    );
-    let _ = writeln!(
-        out,
-        "  max rate: closed loop, {} keep-alive connections",
-        s.closed_connections
-    );
+    if s.closed_only {
+        let _ = writeln!(out, "  closed loop only (--closed-only)");
+    } else {
+        let _ = writeln!(
+            out,
+            "  fixed rate: {} req/s open loop, {} keep-alive connections; latency from the scheduled send time",
+            s.rate, s.open_connections
+        );
+        let _ = writeln!(
+            out,
+            "  max rate: closed loop, {} keep-alive connections",
+            s.closed_connections
+        );
+    }
     let _ = writeln!(
         out,
         "  each mode: {:?} measured per case, as {} interleaved segments of {:?} (cases in rotating order); \
@@ -159,11 +163,13 @@ pub fn render(r: &RunResult) -> String {
         s.warmup,
         crate::run::SEGMENT_WARMUP
     );
-    let _ = writeln!(
-        out,
-        "  handshakes: {} clients, {:?}, TLS 1.3 with client certificate, no resumption",
-        s.handshake_concurrency, s.handshake_duration
-    );
+    if !s.closed_only {
+        let _ = writeln!(
+            out,
+            "  handshakes: {} clients, {:?}, TLS 1.3 with client certificate, no resumption",
+            s.handshake_concurrency, s.handshake_duration
+        );
+    }
     if !s.pinned_connections.is_empty() {
         let _ = writeln!(
             out,
@@ -184,6 +190,10 @@ pub fn render(r: &RunResult) -> String {
     );
     let _ = writeln!(out, "{}", "-".repeat(34 + 12 * 3 + 18));
     for row in rows() {
+        if s.closed_only && !row.label.starts_with("RSS idle") && !row.label.starts_with("threads")
+        {
+            continue;
+        }
         let d = &r.direct;
         let dv = if row.direct { (row.value)(d, d) } else { None };
         let tv = tm.and_then(|c| (row.value)(c, d));
@@ -308,8 +318,41 @@ fn closed_rows(out: &mut String, d: &CaseResult, tm: Option<&CaseResult>, ng: Op
             1,
             true,
         );
+        let user = |k: &Closed| k.user_us_per_req.map(|v| v[0] + v[1]);
+        line(out, "    of which user space (us)", both(&user), 1, true);
+        if let (Some(t), Some(n)) = (t, n) {
+            round_ratios(out, &t.rounds_us_per_req, &n.rounds_us_per_req);
+        }
         line(out, "  errors", both(&|k| Some(k.errors as f64)), 0, false);
     }
+}
+
+/// The trustmesh/nginx ratio of CPU per request, both hops, round by round (each round
+/// measures both pairs within seconds of each other, so a change in the machine's load
+/// between rounds moves both), and their median.
+fn round_ratios(out: &mut String, tm: &[f64], ng: &[f64]) {
+    let mut ratios: Vec<f64> = tm
+        .iter()
+        .zip(ng)
+        .filter(|(_, n)| **n > 0.0)
+        .map(|(t, n)| t / n)
+        .collect();
+    if ratios.is_empty() {
+        return;
+    }
+    let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    ratios.sort_by(f64::total_cmp);
+    let mid = ratios.len() / 2;
+    let median = if ratios.len() % 2 == 1 {
+        ratios[mid]
+    } else {
+        (ratios[mid - 1] + ratios[mid]) / 2.0
+    };
+    let _ = writeln!(
+        out,
+        "  CPU both hops, trustmesh/nginx by round: {} (median {median:.2})",
+        each.join(" ")
+    );
 }
 
 fn cores() -> usize {

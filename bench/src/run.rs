@@ -51,6 +51,8 @@ pub struct Settings {
     /// `--pinned`: servers on one CPU, load generator on the other ([`crate::pin`]), plus
     /// closed-loop runs at these connection counts with CPU per request.
     pub pinned_connections: Vec<usize>,
+    /// Only the closed-loop runs of `pinned_connections`.
+    pub closed_only: bool,
 }
 
 /// The whole run.
@@ -238,22 +240,24 @@ pub async fn run(settings: Settings) -> Result<RunResult> {
 
     let rounds = settings.rounds.max(1);
     let window = settings.duration / rounds;
-    eprintln!(
-        "[bench] fixed rate {} req/s: {rounds} rounds of {window:?} per case, interleaved",
-        settings.rate
-    );
-    interleaved(&mut cases, &settings, Mode::Fixed, rounds, window).await;
-    eprintln!(
-        "[bench] max rate, {} connections: {rounds} rounds of {window:?} per case, interleaved",
-        settings.closed_connections
-    );
-    interleaved(&mut cases, &settings, Mode::Max, rounds, window).await;
+    if !settings.closed_only {
+        eprintln!(
+            "[bench] fixed rate {} req/s: {rounds} rounds of {window:?} per case, interleaved",
+            settings.rate
+        );
+        interleaved(&mut cases, &settings, Mode::Fixed, rounds, window).await;
+        eprintln!(
+            "[bench] max rate, {} connections: {rounds} rounds of {window:?} per case, interleaved",
+            settings.closed_connections
+        );
+        interleaved(&mut cases, &settings, Mode::Max, rounds, window).await;
+    }
     for &c in &settings.pinned_connections {
         eprintln!("[bench] closed loop, {c} connections, CPU per request: {rounds} rounds of {window:?} per case");
         interleaved(&mut cases, &settings, Mode::Closed(c), rounds, window).await;
     }
     for case in &mut cases {
-        if case.failed.is_some() {
+        if case.failed.is_some() || settings.closed_only {
             continue;
         }
         if let Some((client, inbound)) = &case.handshake {
