@@ -88,6 +88,20 @@ pub fn control_plane_client(
     Ok(tls)
 }
 
+/// A TLS connection to the control plane's API with `tls` (from [`control_plane_client`]).
+pub async fn connect_control_plane(
+    cp: &ControlPlane,
+    tls: Arc<ClientConfig>,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tcp = connect(cp.addr()).await?;
+    // The name is not checked (the SPIFFE verifier checks the URI SAN), but rustls needs one.
+    let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into());
+    TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .context("TLS handshake with the control plane")
+}
+
 /// A client that verifies the server as `expected` but presents no certificate.
 pub fn client_without_cert(
     bundle: &TrustBundle,

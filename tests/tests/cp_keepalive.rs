@@ -7,7 +7,6 @@
 // Helpers outside #[test] functions fail the test by panicking, like the tests themselves.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,11 +15,10 @@ use http::Request;
 use http_body_util::Empty;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
-use trustmesh_e2e::client::{collect, connect, Resp};
+use trustmesh_e2e::client::{collect, Resp};
 use trustmesh_e2e::control_plane::{run_cli, ControlPlane};
-use trustmesh_e2e::mtls::control_plane_client;
+use trustmesh_e2e::mtls::{connect_control_plane, control_plane_client};
 use trustmesh_e2e::policies::{spiffe_id, write_policies, ServiceEntry};
 use trustmesh_e2e::workdir::WorkDir;
 
@@ -53,12 +51,7 @@ async fn keep(
     tls: &Arc<ClientConfig>,
     cp: &ControlPlane,
 ) -> (SendRequest<Empty<Bytes>>, tokio::task::JoinHandle<()>) {
-    let tcp = connect(cp.addr()).await.unwrap();
-    let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into());
-    let stream = tokio_rustls::TlsConnector::from(tls.clone())
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let stream = connect_control_plane(cp, tls.clone()).await.unwrap();
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();

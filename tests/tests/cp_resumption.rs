@@ -6,7 +6,6 @@
 // Helpers outside #[test] functions fail the test by panicking, like the tests themselves.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,11 +13,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Empty;
-use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
-use trustmesh_e2e::client::{collect, connect, send_http1_on, Resp};
+use trustmesh_e2e::client::{collect, send_http1_on, Resp};
 use trustmesh_e2e::control_plane::{run_cli, ControlPlane};
-use trustmesh_e2e::mtls::control_plane_client;
+use trustmesh_e2e::mtls::{connect_control_plane, control_plane_client};
 use trustmesh_e2e::policies::{spiffe_id, write_policies, ServiceEntry};
 use trustmesh_e2e::workdir::WorkDir;
 
@@ -49,12 +47,7 @@ async fn get(
     cp: &ControlPlane,
     path: &str,
 ) -> (bool, anyhow::Result<Resp>) {
-    let tcp = connect(cp.addr()).await.unwrap();
-    let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into());
-    let stream = tokio_rustls::TlsConnector::from(tls.clone())
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let stream = connect_control_plane(cp, tls.clone()).await.unwrap();
     let resumed = stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     let req = Request::get(path)
         .header(http::header::HOST, "localhost")

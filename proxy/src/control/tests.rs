@@ -112,16 +112,7 @@ async fn a_get_on_a_kept_connection_the_server_closed_is_sent_again_on_a_new_one
     let ca = Arc::new(testing::ca());
     let cp = FakeControlPlane::start(&ca, Arc::new(|_| (StatusCode::OK, "{}".to_string()))).await;
     let resolver = Arc::new(RotatingResolver::new());
-    let (cert, key) = ca
-        .issue(
-            &id("api"),
-            &[],
-            &[],
-            Duration::from_secs(3600),
-            SystemTime::now(),
-        )
-        .unwrap();
-    resolver.set(cert.chain, &key).unwrap();
+    issue_to(&ca, &resolver);
     let control = cp.client(&ca, resolver.clone());
     // The second call on the kept connection gets no answer (the server closes it, as in a
     // race with its idle close): sent again on a new connection, it is answered.
@@ -130,6 +121,30 @@ async fn a_get_on_a_kept_connection_the_server_closed_is_sent_again_on_a_new_one
     assert_eq!(get_path(&control, dropping).await, StatusCode::OK);
     let connections: Vec<usize> = cp.seen().iter().map(|s| s.connection).collect();
     assert_eq!(connections, [0, 1]);
+}
+
+#[tokio::test]
+async fn a_call_that_finds_the_kept_connection_busy_makes_its_own_and_one_is_kept_after() {
+    let ca = Arc::new(testing::ca());
+    let cp = FakeControlPlane::start(&ca, Arc::new(|_| (StatusCode::OK, "{}".to_string()))).await;
+    let resolver = Arc::new(RotatingResolver::new());
+    issue_to(&ca, &resolver);
+    let control = cp.client(&ca, resolver.clone());
+    assert_eq!(get(&control).await, StatusCode::OK);
+    // A long poll holds the kept connection; a call meanwhile cannot wait for it.
+    let held = tokio::spawn({
+        let control = control.clone();
+        async move { get_path(&control, "/v1/snapshot?wait=30s&hold").await }
+    });
+    cp.holding().await;
+    assert_eq!(get(&control).await, StatusCode::OK);
+    cp.release();
+    assert_eq!(held.await.unwrap(), StatusCode::OK);
+    // The second connection came back first and is the one kept; the first, back when the
+    // slot was taken, is closed.
+    assert_eq!(get(&control).await, StatusCode::OK);
+    let connections: Vec<usize> = cp.seen().iter().map(|s| s.connection).collect();
+    assert_eq!(connections, [0, 1, 0, 1]);
 }
 
 #[tokio::test]

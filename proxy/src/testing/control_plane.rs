@@ -5,7 +5,9 @@
 //! which connection each request came on. A request whose query has `close` is answered with
 //! `Connection: close`, as a draining control plane answers; one whose query has `drop` and
 //! that is not the first on its connection is not answered at all: the connection is closed,
-//! as a client sees a race with an idle close.
+//! as a client sees a race with an idle close; one whose query has `hold` is answered only
+//! after [`FakeControlPlane::release`] (and [`FakeControlPlane::holding`] tells when one has
+//! come), so that a test can keep a connection busy.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -47,6 +49,14 @@ pub struct FakeControlPlane {
     /// Where it listens.
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    hold: Arc<Hold>,
+}
+
+/// The gate of `hold` requests.
+#[derive(Default)]
+struct Hold {
+    arrived: tokio::sync::Notify,
+    released: tokio::sync::Notify,
 }
 
 /// How the stand-in answers a request.
@@ -79,6 +89,8 @@ impl FakeControlPlane {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
+        let hold = Arc::new(Hold::default());
+        let gate = hold.clone();
         tokio::spawn(async move {
             let mut accepted = 0;
             while let Ok((tcp, _)) = listener.accept().await {
@@ -93,17 +105,21 @@ impl FakeControlPlane {
                 let client_cert = leaf.map(|c| c.as_ref().to_vec());
                 let client =
                     leaf.and_then(|c| trustmesh_certs::identity::identity_from_cert(c).ok());
-                let (answer, log) = (answer.clone(), log.clone());
+                let (answer, log, gate) = (answer.clone(), log.clone(), gate.clone());
                 let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let (answer, log, client) = (answer.clone(), log.clone(), client.clone());
-                    let client_cert = client_cert.clone();
+                    let (client_cert, gate) = (client_cert.clone(), gate.clone());
                     let nth = requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     async move {
                         let query = req.uri().query().unwrap_or_default();
                         let close = query.contains("close");
                         if query.contains("drop") && nth > 0 {
                             return Err(std::io::Error::other("dropped unanswered"));
+                        }
+                        if query.contains("hold") {
+                            gate.arrived.notify_one();
+                            gate.released.notified().await;
                         }
                         let seen = Seen {
                             method: req.method().clone(),
@@ -139,7 +155,17 @@ impl FakeControlPlane {
                 );
             }
         });
-        Self { addr, seen }
+        Self { addr, seen, hold }
+    }
+
+    /// Waits until a `hold` request has come (and is held).
+    pub async fn holding(&self) {
+        self.hold.arrived.notified().await;
+    }
+
+    /// Answers the held request.
+    pub fn release(&self) {
+        self.hold.released.notify_one();
     }
 
     /// What it has received so far, in order.
