@@ -10,6 +10,7 @@ pub mod error;
 pub mod expect;
 pub mod h2c;
 pub mod headers;
+pub mod idle;
 pub mod limits;
 pub mod rescue;
 pub mod upgrade;
