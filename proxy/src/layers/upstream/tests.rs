@@ -54,21 +54,24 @@ async fn app(group: usize) -> (String, Arc<AtomicUsize>) {
 }
 
 /// What [`scripted_app`] does with a request it has read.
-#[derive(Clone, Copy)]
 enum Then {
-    /// Answers and waits for the next one.
-    Answer,
-    /// Answers (keep-alive, no `Connection: close`) and closes the connection.
-    AnswerAndClose,
+    /// Writes these bytes and waits for the next request.
+    Answer(String),
+    /// Writes these bytes and closes the connection.
+    AnswerAndClose(String),
     /// Closes the connection without an answer.
     Close,
 }
 
-/// An app written on a bare socket, doing `script(connection, request)` (both from 1) with
-/// each request head it reads; it answers `ok` with `x-conn: N`. Counts connections and
-/// requests.
+/// A keep-alive `200 ok` of connection `n` (in `x-conn`), saying nothing of closing.
+fn ok(n: usize) -> String {
+    format!("HTTP/1.1 200 OK\r\nx-conn: {n}\r\ncontent-length: 2\r\n\r\nok")
+}
+
+/// An app written on a bare socket, doing `script(connection, request, request line)`
+/// (numbered from 1) with each request head it reads. Counts connections and requests.
 async fn scripted_app(
-    script: fn(usize, usize) -> Then,
+    script: fn(usize, usize, &str) -> Then,
 ) -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -92,16 +95,15 @@ async fn scripted_app(
                         }
                     };
                     let Some(end) = end else { return };
-                    buf.drain(..end);
+                    let head: Vec<u8> = buf.drain(..end).collect();
+                    let head = String::from_utf8_lossy(&head);
                     r.fetch_add(1, Ordering::SeqCst);
-                    let answer =
-                        format!("HTTP/1.1 200 OK\r\nx-conn: {n}\r\ncontent-length: 2\r\n\r\nok");
-                    match script(n, k) {
-                        Then::Answer => {
-                            let _ = tcp.write_all(answer.as_bytes()).await;
+                    match script(n, k, head.lines().next().unwrap_or_default()) {
+                        Then::Answer(bytes) => {
+                            let _ = tcp.write_all(bytes.as_bytes()).await;
                         }
-                        Then::AnswerAndClose => {
-                            let _ = tcp.write_all(answer.as_bytes()).await;
+                        Then::AnswerAndClose(bytes) => {
+                            let _ = tcp.write_all(bytes.as_bytes()).await;
                             return;
                         }
                         Then::Close => return,
@@ -173,7 +175,7 @@ async fn concurrent_requests_each_get_a_connection_of_their_own() {
 async fn a_connection_the_app_closed_while_idle_never_fails_a_request() {
     // Every connection carries one exchange, then the app closes it without saying so: each
     // next request meets a pooled connection that is closed, or closing under it.
-    let (addr, accepts, _) = scripted_app(|_, _| Then::AnswerAndClose).await;
+    let (addr, accepts, _) = scripted_app(|n, _, _| Then::AnswerAndClose(ok(n))).await;
     let pool = AppHttp1::new(TIMEOUT);
     for i in 1..=20 {
         let body = exchange(&pool, &addr, get("/x")).await;
@@ -186,9 +188,9 @@ async fn a_connection_the_app_closed_while_idle_never_fails_a_request() {
 async fn a_bodiless_get_lost_on_a_pooled_connection_is_sent_again_and_a_post_is_not() {
     // Connection 1 answers its first request and closes on the second one unanswered (as an
     // app closing an idle connection the moment the request arrives); the others answer.
-    let script = |conn, req| match (conn, req) {
+    let script = |conn, req, _: &str| match (conn, req) {
         (1, 2) => Then::Close,
-        _ => Then::Answer,
+        _ => Then::Answer(ok(conn)),
     };
     let (addr, accepts, requests) = scripted_app(script).await;
     let pool = AppHttp1::new(TIMEOUT);
@@ -285,3 +287,5 @@ async fn an_app_that_refuses_or_never_answers_is_a_502_or_a_504() {
     assert!(matches!(e, ProxyError::Timeout { .. }), "{e:?}");
     assert_eq!(e.status(), 504);
 }
+
+mod shapes;
