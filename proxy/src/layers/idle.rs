@@ -65,9 +65,10 @@ impl<C> Default for IdleSet<C> {
 }
 
 impl<C: Reusable> IdleSet<C> {
-    /// The most recently used idle connection that `usable` accepts; closed, refused and
-    /// expired ones met on the way are dropped, busy ones left in place.
-    pub fn take(&mut self, limits: &Limits, usable: impl Fn(&C) -> bool) -> Option<C> {
+    /// The most recently used idle connection that `usable` accepts, and how long it was
+    /// idle; closed, refused and expired ones met on the way are dropped, busy ones left in
+    /// place.
+    pub fn take(&mut self, limits: &Limits, usable: impl Fn(&C) -> bool) -> Option<(C, Duration)> {
         let now = Instant::now();
         let mut i = self.conns.len();
         while i > 0 {
@@ -82,10 +83,11 @@ impl<C: Reusable> IdleSet<C> {
                 continue;
             }
             let c = self.conns.remove(i);
-            if now.saturating_duration_since(c.since) > limits.idle_timeout {
+            let idle = now.saturating_duration_since(c.since);
+            if idle > limits.idle_timeout {
                 continue;
             }
-            return Some(c.conn);
+            return Some((c.conn, idle));
         }
         None
     }
@@ -195,12 +197,12 @@ mod tests {
         c.ready.set(false);
         set.give_back(c.clone(), &LONG);
         // 3 is busy: 2, the most recent idle one, goes first, then 1; 3 stays.
-        assert_eq!(set.take(&LONG, |_| true).map(|c| c.id), Some(2));
-        assert_eq!(set.take(&LONG, |_| true).map(|c| c.id), Some(1));
+        assert_eq!(set.take(&LONG, |_| true).map(|(c, _)| c.id), Some(2));
+        assert_eq!(set.take(&LONG, |_| true).map(|(c, _)| c.id), Some(1));
         assert!(set.take(&LONG, |_| true).is_none());
         assert_eq!(ids(&set), [3]);
         c.ready.set(true);
-        assert_eq!(set.take(&LONG, |_| true).map(|c| c.id), Some(3));
+        assert_eq!(set.take(&LONG, |_| true).map(|(c, _)| c.id), Some(3));
         assert!(set.is_empty());
     }
 

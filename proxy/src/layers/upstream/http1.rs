@@ -10,9 +10,14 @@
 //! An app closes idle connections on its own terms (its keep-alive timeout, a `Connection:
 //! close` answer, an HTTP/1.0 server after every response); a pooled one it has closed never
 //! fails a request. hyper hands back a request it wrote nothing of, which goes on another
-//! connection (as hyper-util's client retries a canceled request); one that was written and got
+//! connection (as hyper-util's client retries a canceled request). One that was written and got
 //! no answer is sent again only when it has no body and its method is idempotent (RFC 9110
-//! §9.2.2), from a copy of its head. A fresh connection's failure is the app's.
+//! §9.2.2), from a copy of its head made before it went. That race (the app's keep-alive timeout
+//! firing as the request arrives) needs a connection idle for as long as the app's timeout, so
+//! the copy (a clone of every header) is made only for a connection idle at least
+//! [`AppHttp1::REPLAY_AFTER`], shorter than any app's keep-alive timeout: under load, when
+//! connections are idle for microseconds, no request pays for it. A fresh connection's failure
+//! is the app's.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -31,29 +36,35 @@ pub struct AppHttp1 {
     conns: Mutex<Vec<(String, IdleSet<SendRequest<Body>>)>>,
     limits: Limits,
     connect_timeout: Duration,
+    /// A request taken on a connection idle at least this long may be sent twice.
+    replay_after: Duration,
 }
 
 impl AppHttp1 {
     /// How long an idle connection to the app is kept (hyper-util's client kept them as long).
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
+    /// How long a connection must have been idle for a bodiless idempotent request on it to
+    /// be kept to send again should the app close it under the request.
+    pub const REPLAY_AFTER: Duration = Duration::from_millis(100);
+
     /// An empty pool whose connects give up after `connect_timeout`.
     pub fn new(connect_timeout: Duration) -> Self {
-        Self::with_limits(
-            connect_timeout,
-            Limits {
-                max_idle: Limits::MAX_IDLE,
-                idle_timeout: Self::IDLE_TIMEOUT,
-            },
-        )
+        let limits = Limits {
+            max_idle: Limits::MAX_IDLE,
+            idle_timeout: Self::IDLE_TIMEOUT,
+        };
+        Self::with_limits(connect_timeout, limits, Self::REPLAY_AFTER)
     }
 
-    /// [`AppHttp1::new`] held to `limits`.
-    pub fn with_limits(connect_timeout: Duration, limits: Limits) -> Self {
+    /// [`AppHttp1::new`] held to `limits`, keeping a request to send again on a connection
+    /// idle at least `replay_after`.
+    pub fn with_limits(connect_timeout: Duration, limits: Limits, replay_after: Duration) -> Self {
         Self {
             conns: Mutex::default(),
             limits,
             connect_timeout,
+            replay_after,
         }
     }
 
@@ -68,13 +79,14 @@ impl AppHttp1 {
         // Each pass either takes an idle connection (dropped if it fails) or makes a new one
         // (whose failure ends the loop), so this ends.
         loop {
-            let (mut sender, reused) = match self.idle(addr) {
-                Some(s) => (s, true),
+            let (mut sender, idle) = match self.idle(addr) {
+                Some((s, idle)) => (s, Some(idle)),
                 // Boxed: the connect's future is large, and inline it would be part of (and
                 // copied with) every request's future, though it runs once per connection.
-                None => (Box::pin(self.connect(addr)).await?, false),
+                None => (Box::pin(self.connect(addr)).await?, None),
             };
-            if reused && replay.is_none() {
+            let reused = idle.is_some();
+            if replay.is_none() && idle.is_some_and(|i| i >= self.replay_after) {
                 replay = Head::of(&req);
             }
             match sender.try_send_request(req).await {
@@ -101,8 +113,8 @@ impl AppHttp1 {
         }
     }
 
-    /// The most recently used idle connection to `addr`, if any.
-    fn idle(&self, addr: &str) -> Option<SendRequest<Body>> {
+    /// The most recently used idle connection to `addr`, if any, and how long it was idle.
+    fn idle(&self, addr: &str) -> Option<(SendRequest<Body>, Duration)> {
         let mut conns = self.conns.lock().ok()?;
         let (_, set) = conns.iter_mut().find(|(a, _)| a == addr)?;
         set.take(&self.limits, |_| true)

@@ -185,7 +185,7 @@ async fn a_connection_the_app_closed_while_idle_never_fails_a_request() {
 }
 
 #[tokio::test]
-async fn a_bodiless_get_lost_on_a_pooled_connection_is_sent_again_and_a_post_is_not() {
+async fn a_bodiless_get_lost_on_a_connection_idle_long_enough_is_sent_again_and_a_post_never() {
     // Connection 1 answers its first request and closes on the second one unanswered (as an
     // app closing an idle connection the moment the request arrives); the others answer.
     let script = |conn, req, _: &str| match (conn, req) {
@@ -193,7 +193,12 @@ async fn a_bodiless_get_lost_on_a_pooled_connection_is_sent_again_and_a_post_is_
         _ => Then::Answer(ok(conn)),
     };
     let (addr, accepts, requests) = scripted_app(script).await;
-    let pool = AppHttp1::new(TIMEOUT);
+    // Kept to send again however briefly the connection was idle.
+    let limits = Limits {
+        max_idle: 8,
+        idle_timeout: AppHttp1::IDLE_TIMEOUT,
+    };
+    let pool = AppHttp1::with_limits(TIMEOUT, limits, Duration::ZERO);
     assert_eq!(
         exchange(&pool, &addr, get("/x")).await.unwrap(),
         "ok conn 1"
@@ -216,6 +221,19 @@ async fn a_bodiless_get_lost_on_a_pooled_connection_is_sent_again_and_a_post_is_
     assert_eq!(e.status(), 502);
     assert_eq!(requests.load(Ordering::SeqCst), 2);
     assert_eq!(accepts.load(Ordering::SeqCst), 1);
+
+    // A connection idle for less than `replay_after` is no app's keep-alive timeout firing:
+    // nothing is kept, and a GET lost on it is the app's failure, sent once.
+    let (addr, accepts, requests) = scripted_app(script).await;
+    let pool = AppHttp1::with_limits(TIMEOUT, limits, Duration::from_secs(3600));
+    assert_eq!(
+        exchange(&pool, &addr, get("/x")).await.unwrap(),
+        "ok conn 1"
+    );
+    let e = exchange(&pool, &addr, get("/x")).await.unwrap_err();
+    assert_eq!(e.status(), 502);
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
+    assert_eq!(accepts.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
@@ -225,7 +243,7 @@ async fn idle_connections_are_bounded_in_number_and_in_idle_time() {
         max_idle: 1,
         idle_timeout: Duration::from_secs(60),
     };
-    let pool = AppHttp1::with_limits(TIMEOUT, one);
+    let pool = AppHttp1::with_limits(TIMEOUT, one, AppHttp1::REPLAY_AFTER);
     let three = || async {
         let (a, b, c) = tokio::join!(
             exchange(&pool, &addr, get("/together")),
@@ -248,7 +266,7 @@ async fn idle_connections_are_bounded_in_number_and_in_idle_time() {
         max_idle: 8,
         idle_timeout: Duration::ZERO,
     };
-    let pool = AppHttp1::with_limits(TIMEOUT, expired);
+    let pool = AppHttp1::with_limits(TIMEOUT, expired, AppHttp1::REPLAY_AFTER);
     let (addr, accepts) = app(2).await;
     exchange(&pool, &addr, get("/a")).await.unwrap();
     std::thread::sleep(Duration::from_millis(2));

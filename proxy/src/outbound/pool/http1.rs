@@ -166,7 +166,7 @@ impl Http1Pool {
     ) -> Option<Taken> {
         let mut conns = self.conns.lock().ok()?;
         let set = conns.get_mut(identity)?.get_mut(endpoint)?;
-        let c = set.take(&self.limits, |c| Arc::ptr_eq(&c.config, config))?;
+        let (c, _) = set.take(&self.limits, |c| Arc::ptr_eq(&c.config, config))?;
         Some(Taken {
             sender: c.sender,
             config: c.config,
