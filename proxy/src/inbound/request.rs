@@ -149,12 +149,18 @@ impl Inbound {
         };
         let uri = if app_http1 {
             parts.version = Version::HTTP_11;
-            // A `Host` the caller sent stays as it is.
+            // A `Host` the caller sent stays as it is; with no authority at all, the app's
+            // address.
             if let Some(a) = authority.as_ref().filter(|_| !from_host) {
                 parts.headers.insert(header::HOST, a.clone());
             }
-            // The pooled HTTP/1.1 client dials the URI's authority: the app's address.
-            app_authority(None)
+            if !parts.headers.contains_key(header::HOST) {
+                if let Some(host) = upstream::app_host(&conn.app) {
+                    parts.headers.insert(header::HOST, host);
+                }
+            }
+            // Origin form (RFC 9112 §3.2.1): the connection is to the app already.
+            Uri::builder().path_and_query(path.path_and_query()).build()
         } else {
             parts.version = Version::HTTP_2;
             parts.headers.remove(header::HOST);
@@ -176,7 +182,7 @@ impl Inbound {
         let req = Request::from_parts(parts, body);
         let target = &conn.app_target;
         let sent = if app_http1 {
-            upstream::send(&self.app.http1, req, target, timeout).await
+            upstream::send_http1(&self.app.http1, &conn.app, req, target, timeout).await
         } else {
             upstream::send_h2c(&self.app.h2c, &conn.app, req, target, timeout).await
         };

@@ -206,3 +206,64 @@ async fn a_preflight_is_answered_once_authorized_and_never_reaches_the_app() {
     assert_eq!(status, 403, "{body}");
     assert!(!headers.contains_key("x-trustmesh-expect"));
 }
+
+/// An app on a bare socket that answers each request with its request line and `Host` as it
+/// read them.
+async fn raw_app() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    buf.drain(..end + 4);
+                    let mut lines = head.split("\r\n");
+                    let line = lines.next().unwrap_or_default();
+                    let hosts: Vec<_> = lines
+                        .filter_map(|l| l.split_once(':'))
+                        .filter(|(k, _)| k.eq_ignore_ascii_case("host"))
+                        .map(|(_, v)| v.trim())
+                        .collect();
+                    let body = format!("{line}\nhost={}\n", hosts.join(","));
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if tcp.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_http1_app_gets_the_origin_form_and_the_callers_authority_or_its_own_address_as_host() {
+    let app = raw_app().await;
+    let mut client = connect_to("web", app, api_declaring(app.port(), Protocol::Http)).await;
+    let resp = client
+        .send_request(get("https://api.test/hello/x?q=1", &[]))
+        .await
+        .unwrap();
+    let (status, _, body) = read(resp).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "GET /hello/x?q=1 HTTP/1.1\nhost=api.test\n");
+    // No `:authority` and no `Host`: the app's address, as hyper-util's client made it.
+    let resp = client.send_request(get("/hello", &[])).await.unwrap();
+    let (status, _, body) = read(resp).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, format!("GET /hello HTTP/1.1\nhost={app}\n"));
+}

@@ -1,29 +1,32 @@
 //! Plain HTTP out of the sidecar, to the local app (inbound) or to an address outside the mesh
-//! (passthrough): one exchange on a pooled hyper client, the response head bounded by a
-//! timeout, failures named for the target, hop-by-hop headers stripped from the response.
-//! h2c to the app goes through [`H2cPool`].
+//! (passthrough): one exchange, the response head bounded by a timeout, failures named for the
+//! target, hop-by-hop headers stripped from the response. HTTP/1.1 to the app goes through
+//! [`AppHttp1`] (keep-alive connections by app address), h2c through [`H2cPool`], and an
+//! address outside the mesh through hyper-util's pooled client ([`PlainClient`]).
 
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 
 use crate::layers::body::{self, Body};
 use crate::layers::h2c::{H2cError, H2cPool};
 use crate::layers::headers;
 use crate::layers::rescue::ProxyError;
+pub use http1::AppHttp1;
 
-/// A pooled plain-HTTP client.
+mod http1;
+
+/// A pooled plain-HTTP client (to addresses outside the mesh).
 pub type PlainClient = Client<HttpConnector, Body>;
 
-/// The clients of the local app: pooled HTTP/1.1, and h2c ([`H2cPool`], one multiplexed
-/// connection per app address); which one a request takes is the app's declared protocol
-/// ([`crate::app_ports::app_speaks_http1`]).
+/// The clients of the local app: keep-alive HTTP/1.1 ([`AppHttp1`]), and h2c ([`H2cPool`],
+/// one multiplexed connection per app address); which one a request takes is the app's
+/// declared protocol ([`crate::app_ports::app_speaks_http1`]).
 pub struct AppClient {
     /// HTTP/1.1.
-    pub http1: PlainClient,
+    pub http1: AppHttp1,
     /// HTTP/2 with prior knowledge.
     pub h2c: H2cPool,
 }
@@ -31,17 +34,18 @@ pub struct AppClient {
 impl AppClient {
     /// Both clients, with `connect_timeout` to the app.
     pub fn new(connect_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        let http1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
         Self {
-            http1,
+            http1: AppHttp1::new(connect_timeout),
             h2c: H2cPool::new(connect_timeout),
         }
     }
+}
+
+/// The `Host` an HTTP/1.1 request to the app at `addr` carries when the caller named no
+/// authority (RFC 9112 §3.2: one is required): the address, without the default port, as
+/// hyper-util's client made it from the URI.
+pub fn app_host(addr: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(addr.strip_suffix(":80").unwrap_or(addr)).ok()
 }
 
 /// Why an exchange failed, as [`bounded`] reports it.
@@ -70,6 +74,17 @@ pub async fn send(
         })
     };
     bounded(exchange, target, timeout).await
+}
+
+/// [`send`] over HTTP/1.1 to the app at `addr`; `req` is in origin form, with its `Host`.
+pub async fn send_http1(
+    pool: &AppHttp1,
+    addr: &str,
+    req: Request<Body>,
+    target: &str,
+    timeout: Duration,
+) -> Result<Response<Body>, ProxyError> {
+    bounded(pool.send(addr, req), target, timeout).await
 }
 
 /// [`send`] over h2c to the app at `addr`.
@@ -116,3 +131,6 @@ async fn bounded(
     headers::strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, body::stream(body)))
 }
+
+#[cfg(test)]
+mod tests;

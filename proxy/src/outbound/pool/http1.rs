@@ -3,20 +3,16 @@
 //! certificate must name the registry's identity), with ALPN `http/1.1`.
 //!
 //! An HTTP/1.1 connection carries one exchange at a time, so each (identity, endpoint) has a
-//! set of them. A request takes one that is idle, the most recently used first, or makes a new
-//! one; it gives it back as soon as the response head is in, and the connection is idle again
-//! (hyper's `is_ready`) once hyper has read that response to its end. One connection serves
-//! every request of a client that sends one at a time; concurrent requests get one each.
-//!
-//! Bounded: at most [`Limits::max_idle`] idle connections per endpoint (the oldest idle ones
-//! beyond it are closed when another comes back), and a connection idle longer than
-//! [`Limits::idle_timeout`] (counted from its last response head) is closed, not used, when
-//! next looked at or when a new connection is made: the peer closes idle connections after its
-//! own `--idle-timeout`, and one it has closed is seen closed and skipped. A connection made with a trust bundle that has since
-//! been replaced is never taken again.
+//! set of them ([`crate::layers::idle`]: the most recently used idle one first, given back once
+//! the response head is in, bounded in count and idle time). One connection serves every
+//! request of a client that sends one at a time; concurrent requests get one each. The peer
+//! closes idle connections after its own `--idle-timeout`, so this pool keeps one no longer
+//! than half of that ([`Limits::for_idle_timeout`]); one the peer has closed is seen closed and
+//! skipped. A connection made with a trust bundle that has since been replaced is never taken
+//! again.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -24,26 +20,15 @@ use trustmesh_certs::SpiffeId;
 
 use super::fnv::FnvMap;
 use crate::layers::body::Body;
+use crate::layers::idle::{IdleSet, Reusable};
 use crate::layers::rescue::ProxyError;
 
 /// The ALPN protocol of the HTTP/1.1 hop.
 pub const ALPN: &[u8] = b"http/1.1";
 
-/// How many connections the pool keeps, and for how long.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Idle connections kept per endpoint.
-    pub max_idle: usize,
-    /// An idle connection older than this is closed rather than used.
-    pub idle_timeout: Duration,
-}
+pub use crate::layers::idle::Limits;
 
 impl Limits {
-    /// Idle connections kept per endpoint by default: above the requests one sidecar has in
-    /// flight to one endpoint (as many as an HTTP/2 connection's `--max-concurrent-streams`);
-    /// a bound below that would close connections about to be taken again.
-    pub const MAX_IDLE: usize = 256;
-
     /// The limits for a sidecar whose `--idle-timeout` is `idle`: a connection is not kept
     /// past half of it (so that a peer with the same flag never closes one under a request),
     /// nor past 30 s.
@@ -58,7 +43,16 @@ impl Limits {
 struct Conn {
     sender: SendRequest<Body>,
     config: Arc<rustls::ClientConfig>,
-    since: Instant,
+}
+
+impl Reusable for Conn {
+    fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
+    fn is_ready(&self) -> bool {
+        self.sender.is_ready()
+    }
 }
 
 /// A connection taken from the pool for one exchange; [`Http1Pool::give_back`] returns it.
@@ -82,7 +76,7 @@ impl Taken {
 
 /// Idle HTTP/1.1 connections to other sidecars, by identity, then endpoint.
 pub struct Http1Pool {
-    conns: Mutex<FnvMap<SpiffeId, FnvMap<String, Vec<Conn>>>>,
+    conns: Mutex<FnvMap<SpiffeId, FnvMap<String, IdleSet<Conn>>>>,
     limits: Limits,
     /// `trustmesh_upstream_connections_total`.
     connects: prometheus::IntCounter,
@@ -172,30 +166,12 @@ impl Http1Pool {
     ) -> Option<Taken> {
         let mut conns = self.conns.lock().ok()?;
         let set = conns.get_mut(identity)?.get_mut(endpoint)?;
-        let now = Instant::now();
-        let mut i = set.len();
-        while i > 0 {
-            i -= 1;
-            let c = &set[i];
-            if c.sender.is_closed() || !Arc::ptr_eq(&c.config, config) {
-                set.remove(i);
-                continue;
-            }
-            if !c.sender.is_ready() {
-                // Still reading its last response.
-                continue;
-            }
-            let c = set.remove(i);
-            if now.saturating_duration_since(c.since) > self.limits.idle_timeout {
-                continue;
-            }
-            return Some(Taken {
-                sender: c.sender,
-                config: c.config,
-                reused: true,
-            });
-        }
-        None
+        let (c, _) = set.take(&self.limits, |c| Arc::ptr_eq(&c.config, config))?;
+        Some(Taken {
+            sender: c.sender,
+            config: c.config,
+            reused: true,
+        })
     }
 
     /// Returns `taken` once its response head is in (a closed connection is dropped). Idle
@@ -215,24 +191,11 @@ impl Http1Pool {
             Some(s) => s,
             None => by_endpoint.entry(endpoint.to_string()).or_default(),
         };
-        set.push(Conn {
+        let conn = Conn {
             sender: taken.sender,
             config: taken.config,
-            since: Instant::now(),
-        });
-        if set.len() <= self.limits.max_idle {
-            return;
-        }
-        let mut idle = set.iter().filter(|c| c.sender.is_ready()).count();
-        let mut i = 0;
-        while idle > self.limits.max_idle && i < set.len() {
-            if set[i].sender.is_ready() {
-                set.remove(i);
-                idle -= 1;
-            } else {
-                i += 1;
-            }
-        }
+        };
+        set.give_back(conn, &self.limits);
     }
 
     /// Forgets closed connections and closes those idle past the timeout, and forgets the
@@ -242,13 +205,9 @@ impl Http1Pool {
         let Ok(mut conns) = self.conns.lock() else {
             return;
         };
-        let now = Instant::now();
-        let expired = |c: &Conn| {
-            c.sender.is_ready() && now.saturating_duration_since(c.since) > self.limits.idle_timeout
-        };
         for by_endpoint in conns.values_mut() {
             for set in by_endpoint.values_mut() {
-                set.retain(|c| !c.sender.is_closed() && !expired(c));
+                set.prune(&self.limits);
             }
             by_endpoint.retain(|_, set| !set.is_empty());
         }
@@ -263,7 +222,7 @@ impl Http1Pool {
             .map(|c| {
                 c.values()
                     .filter_map(|m| m.get(endpoint))
-                    .map(Vec::len)
+                    .map(IdleSet::len)
                     .sum()
             })
             .unwrap_or(0)

@@ -138,12 +138,12 @@ async fn a_connection_the_peer_closed_while_idle_is_dropped_not_taken() {
     assert_eq!(pool.held(EP), 1);
     server.abort();
     let _ = server.await;
-    let closed = {
+    let all_closed = || {
         let conns = pool.conns.lock().unwrap();
-        conns[&id()][EP][0].sender.is_closed()
+        let closed = conns[&id()][EP].iter().all(|c| c.sender.is_closed());
+        closed
     };
-    let closed =
-        closed || until(|| pool.conns.lock().unwrap()[&id()][EP][0].sender.is_closed()).await;
+    let closed = all_closed() || until(all_closed).await;
     assert!(closed);
     assert!(pool.idle(EP, &id(), &config).is_none());
     assert_eq!(pool.held(EP), 0);
