@@ -110,9 +110,15 @@ fn strips_ports() {
 
 #[test]
 fn byte_split_agrees_with_str_split_once() {
-    for s in ["", ".", "a.b.c", "é.ü:x", "[::1]:80", "no-dot", "x.", ".x", "ö"] {
+    for s in [
+        "", ".", "a.b.c", "é.ü:x", "[::1]:80", "no-dot", "x.", ".x", "ö",
+    ] {
         for c in [b'.', b':', b']'] {
-            assert_eq!(split_once_byte(s, c), s.split_once(char::from(c)), "{s:?} {c}");
+            assert_eq!(
+                split_once_byte(s, c),
+                s.split_once(char::from(c)),
+                "{s:?} {c}"
+            );
         }
     }
 }

@@ -228,10 +228,7 @@ impl Inbound {
             &shared.drain,
             &shared.metrics,
             "inbound",
-            move |req| {
-                let (this, conn) = (this.clone(), conn.clone());
-                async move { this.handle(req, &conn).await }
-            },
+            move |req| this.clone().handle(req, conn.clone()),
         )
         .await;
     }

@@ -84,6 +84,7 @@ impl Outbound {
             let sent = self.balancer.start(&ep);
             let sent = Some((sent, deadline));
             let attempt = self.try_endpoint(service, &mesh, ep.addr(), req, sent, &replay);
+            let attempt = attempt;
             match tokio::time::timeout_at(deadline, attempt).await {
                 Err(_) => return Err(timed_out(service, ep.addr(), timeout)),
                 Ok(Attempt::Done(result)) => return result,
@@ -129,7 +130,7 @@ impl Outbound {
         service: &ServiceEntry,
         mesh: &MeshView,
         addr: &str,
-        req: Request<Body>,
+        mut req: Request<Body>,
         sent: Option<(InFlight, Instant)>,
         replay: &Option<Head>,
     ) -> Attempt {
@@ -140,28 +141,40 @@ impl Outbound {
             deadline,
             on_drop: None,
         };
-        let target = || format!("{}.{} ({addr})", service.name, service.namespace);
-        let identity = endpoint_identity(service, addr);
-        let mut req = req;
+        // Either way is boxed: inline, this future would hold the larger of the two, and it
+        // is moved (copied) at every level above it (the deadline, the balancer's loop,
+        // forward, the connection's request future) on every request.
         if req.version() == Version::HTTP_11 {
             let busy = sent
                 .sent
                 .as_ref()
                 .is_some_and(|s| s.concurrent() > crate::outbound::hop::HTTP1_MAX_IN_FLIGHT);
             if !busy {
-                return self
-                    .try_http1(service, mesh, addr, req, &mut sent, replay)
-                    .await;
+                return Box::pin(self.try_http1(service, mesh, addr, req, &mut sent, replay)).await;
             }
             req = match crate::outbound::hop::onto_h2(req) {
                 Ok(h2) => h2,
                 Err(h1) => {
-                    return self
-                        .try_http1(service, mesh, addr, h1, &mut sent, replay)
+                    return Box::pin(self.try_http1(service, mesh, addr, h1, &mut sent, replay))
                         .await
                 }
             };
         }
+        Box::pin(self.try_h2(service, mesh, addr, req, &mut sent, replay)).await
+    }
+
+    /// [`Outbound::try_endpoint`] over the pooled HTTP/2 connection.
+    async fn try_h2(
+        &self,
+        service: &ServiceEntry,
+        mesh: &MeshView,
+        addr: &str,
+        req: Request<Body>,
+        sent: &mut Finisher<'_>,
+        replay: &Option<Head>,
+    ) -> Attempt {
+        let target = || format!("{}.{} ({addr})", service.name, service.namespace);
+        let identity = endpoint_identity(service, addr);
         let config = match mesh.client_config(&self.shared.resolver, identity) {
             Ok(c) => c,
             Err(e) => {
@@ -185,8 +198,8 @@ impl Outbound {
         // Timing out from here on is a timeout of the endpoint's.
         sent.on_drop = Some(Outcome::Failed(Reason::Timeout));
         match sender.try_send_request(req).await {
-            Ok(resp) => answered(resp, identity, &mut sent),
-            Err(e) => self.failed(e, replay, &target, &mut sent),
+            Ok(resp) => answered(resp, identity, sent),
+            Err(e) => self.failed(e, replay, &target, sent),
         }
     }
 
