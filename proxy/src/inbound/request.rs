@@ -154,11 +154,12 @@ impl Inbound {
         // named: as `Host` over HTTP/1.1 (from `:authority` when the caller spoke h2), as
         // `:authority` over h2c (from `Host` when the caller spoke HTTP/1.1).
         let app_authority = |a: Option<&str>| {
-            Uri::builder()
-                .scheme("http")
-                .authority(a.unwrap_or(conn.app.as_str()))
-                .path_and_query(path.path_and_query())
-                .build()
+            let uri = Uri::builder().scheme(http::uri::Scheme::HTTP);
+            let uri = match (a, &conn.app_authority) {
+                (None, Some(app)) => uri.authority(app.clone()),
+                (a, _) => uri.authority(a.unwrap_or(conn.app.as_str())),
+            };
+            uri.path_and_query(path.path_and_query()).build()
         };
         let uri = if app_http1 {
             parts.version = Version::HTTP_11;

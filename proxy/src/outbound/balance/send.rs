@@ -298,6 +298,10 @@ impl Finisher<'_> {
 
 impl Drop for Finisher<'_> {
     fn drop(&mut self) {
+        if self.sent.is_none() {
+            // Finished already (nearly always): no outcome to pick, no clock to read.
+            return;
+        }
         let outcome = if self.deadline.is_some_and(|d| Instant::now() >= d) {
             // Out of time while connecting counts as a connection failure.
             self.on_drop
