@@ -228,10 +228,12 @@ mod tests {
         assert!(!h.contains_key(ORIG_PROTO));
         assert_eq!(h["x-trustmesh-other"], "1");
         assert_eq!(h["x-app"], "kept");
-        let mut plain = HeaderMap::new();
-        plain.insert("x-app", "kept".parse().unwrap());
-        strip_ours(&mut plain, &[PEER_IDENTITY]);
-        assert_eq!(plain.len(), 1);
+        let mut forged = HeaderMap::new();
+        forged.insert(PEER_IDENTITY, "spiffe://td/ns/x/sa/forged".parse().unwrap());
+        forged.insert("x-app", "kept".parse().unwrap());
+        strip_ours(&mut forged, &[PEER_IDENTITY]);
+        assert!(!forged.contains_key(PEER_IDENTITY));
+        assert_eq!(forged.len(), 1);
     }
 
     fn head(method: &str, uri: &str, hosts: &[&str]) -> Parts {
