@@ -216,7 +216,11 @@ impl SpiffeId {
 
     /// The namespace for IDs of the form `/ns/<ns>/...`.
     pub fn namespace(&self) -> Option<&str> {
-        self.segment_after("ns")
+        // A byte scan, not `split('/')`: every request asks this of a peer's or our own ID,
+        // and the path is validated ASCII without empty segments.
+        let rest = self.path().strip_prefix("/ns/")?;
+        let end = rest.bytes().position(|b| b == b'/').unwrap_or(rest.len());
+        Some(&rest[..end])
     }
 
     /// The service account for IDs of exactly the form `/ns/<ns>/sa/<sa>` (`None` when more
@@ -232,15 +236,6 @@ impl SpiffeId {
         ) {
             (Some("ns"), Some(_), Some("sa"), Some(sa), None) => Some(sa),
             _ => None,
-        }
-    }
-
-    fn segment_after(&self, key: &str) -> Option<&str> {
-        let mut segs = self.path().split('/').skip(1);
-        if segs.next()? == key {
-            segs.next()
-        } else {
-            None
         }
     }
 }

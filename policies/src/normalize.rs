@@ -26,6 +26,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::registry::split_once_byte;
+
 /// Why a request path was refused (the proxy answers `400`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -151,11 +153,11 @@ pub fn normalize_path(raw: &str) -> Result<RoutePath, PathError> {
 
 /// [`normalize_path`], with `;` path parameters handled as `params` says.
 pub fn normalize_path_with(raw: &str, params: PathParameters) -> Result<RoutePath, PathError> {
-    let (path, query) = match raw.split_once('?') {
+    let (path, query) = match split_once_byte(raw, b'?') {
         Some((p, q)) => (p, Some(q)),
         None => (raw, None),
     };
-    if raw.contains('#') {
+    if raw.as_bytes().contains(&b'#') {
         return Err(PathError::Fragment);
     }
     if !path.starts_with('/') {
@@ -168,7 +170,7 @@ pub fn normalize_path_with(raw: &str, params: PathParameters) -> Result<RoutePat
     let mut last = "";
     for seg in decoded.split('/').skip(1) {
         last = seg;
-        let name = match seg.split_once(';') {
+        let name = match split_once_byte(seg, b';') {
             None => seg,
             Some(_) if params == PathParameters::Reject => return Err(PathError::PathParameter),
             // Tomcat reads `..;x` as `..`: a dot segment we would keep and it would climb.

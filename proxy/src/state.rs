@@ -2,7 +2,7 @@
 //! from the newest snapshot (registry, trust bundle, TLS configurations). Both are swapped
 //! atomically; a request reads them once and keeps what it read.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -14,6 +14,7 @@ use trustmesh_policies::{CompiledPolicies, WorkloadPolicies};
 
 use crate::app_ports::{InboundPorts, SidecarPorts};
 use crate::observe::metrics::Metrics;
+use crate::outbound::pool::fnv::FnvMap;
 
 /// The certificate in use.
 #[derive(Debug, Clone)]
@@ -46,9 +47,11 @@ pub struct MeshView {
     /// The snapshot's `HTTPRoute`s, compiled once for every request of this view (applied on
     /// outbound, [`crate::outbound::http_route`]).
     pub routes: CompiledRoutes,
-    client_configs: Mutex<HashMap<SpiffeId, Arc<rustls::ClientConfig>>>,
+    /// The client configuration per peer identity, looked up on every outbound request: keyed
+    /// by registry identities (never a caller's input), so hashed with FNV-1a.
+    client_configs: Mutex<FnvMap<SpiffeId, Arc<rustls::ClientConfig>>>,
     /// The same configurations with ALPN `http/1.1` (the HTTP/1.1 hop, [`crate::outbound::hop`]).
-    http1_client_configs: Mutex<HashMap<SpiffeId, Arc<rustls::ClientConfig>>>,
+    http1_client_configs: Mutex<FnvMap<SpiffeId, Arc<rustls::ClientConfig>>>,
 }
 
 impl MeshView {
@@ -98,7 +101,7 @@ impl MeshView {
                     .iter()
                     .flat_map(|e| e.identities())
                     .collect();
-                let kept = |cache: &Mutex<HashMap<SpiffeId, Arc<rustls::ClientConfig>>>| {
+                let kept = |cache: &Mutex<FnvMap<SpiffeId, Arc<rustls::ClientConfig>>>| {
                     let mut configs = cache.lock().map(|c| c.clone()).unwrap_or_default();
                     configs.retain(|id, _| named.contains(id));
                     configs
@@ -112,7 +115,11 @@ impl MeshView {
                 server_config
                     .alpn_protocols
                     .push(crate::layers::detect::OPAQUE_ALPN.to_vec());
-                (Arc::new(server_config), HashMap::new(), HashMap::new())
+                (
+                    Arc::new(server_config),
+                    FnvMap::default(),
+                    FnvMap::default(),
+                )
             }
         };
         Ok(Self {

@@ -76,6 +76,22 @@ fn namespace_and_service_account() {
     assert_eq!(other.service_account(), None);
 }
 
+#[test]
+fn namespace_is_the_segment_after_a_leading_ns_only() {
+    for (id, want) in [
+        ("spiffe://td/ns/prod/sa/api", Some("prod")),
+        ("spiffe://td/ns/prod", Some("prod")),
+        ("spiffe://td/ns/a.b-c_d/x/y/z", Some("a.b-c_d")),
+        ("spiffe://td/ns", None),
+        ("spiffe://td/nsx/prod", None),
+        ("spiffe://td/NS/prod", None),
+        ("spiffe://td/x/ns/prod", None),
+        ("spiffe://td/n/s/prod", None),
+    ] {
+        assert_eq!(SpiffeId::parse(id).unwrap().namespace(), want, "{id}");
+    }
+}
+
 /// Found by `fuzz/` (spiffe_id): `/ns/NS/sa/SA/more` is not of the service account form, so
 /// it names no service account (it used to give `SA`, an ID that `from_service_account` does
 /// not rebuild).
@@ -125,6 +141,17 @@ proptest! {
         let input = format!("spiffe://{td}/{}", segs.join("/"));
         let id = SpiffeId::parse(&input).unwrap();
         prop_assert_eq!(id.as_str(), input.as_str());
-        prop_assert_eq!(SpiffeId::parse(id.as_str()).unwrap(), id);
+        prop_assert_eq!(&SpiffeId::parse(id.as_str()).unwrap(), &id);
+        // The namespace is the second segment when the first is `ns`, as a split says.
+        let split = (segs[0] == "ns").then(|| segs.get(1).map(String::as_str)).flatten();
+        prop_assert_eq!(id.namespace(), split);
+    }
+
+    #[test]
+    fn namespace_of_ns_ids_is_their_second_segment(ns in "[A-Za-z0-9._-]{1,20}", more in proptest::collection::vec("[A-Za-z0-9_-]{1,8}", 0..3)) {
+        prop_assume!(ns != "." && ns != "..");
+        let tail: String = more.iter().map(|m| format!("/{m}")).collect();
+        let id = SpiffeId::parse(&format!("spiffe://td/ns/{ns}{tail}")).unwrap();
+        prop_assert_eq!(id.namespace(), Some(ns.as_str()));
     }
 }

@@ -109,6 +109,21 @@ fn strips_ports() {
 }
 
 #[test]
+fn byte_split_agrees_with_str_split_once() {
+    for s in [
+        "", ".", "a.b.c", "é.ü:x", "[::1]:80", "no-dot", "x.", ".x", "ö",
+    ] {
+        for c in [b'.', b':', b']'] {
+            assert_eq!(
+                split_once_byte(s, c),
+                s.split_once(char::from(c)),
+                "{s:?} {c}"
+            );
+        }
+    }
+}
+
+#[test]
 fn round_trips_as_a_json_list_sorted() {
     let r = registry();
     let json = serde_json::to_string(&r).unwrap();

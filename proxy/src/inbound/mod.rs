@@ -102,6 +102,9 @@ pub struct ConnInfo {
     pub app: String,
     /// `app` as error messages name it (made once per connection, not per request).
     pub app_target: String,
+    /// `app` as the authority of the URI the app is sent (parsed once per connection; `None`
+    /// if it is none, and then each request's URI fails to build as it would from `app`).
+    pub app_authority: Option<http::uri::Authority>,
     /// The original destination port when iptables redirected the connection.
     pub original: Option<u16>,
 }
@@ -118,6 +121,7 @@ impl ConnInfo {
     ) -> Option<Self> {
         let peer_header = HeaderValue::from_str(peer.as_str()).ok()?;
         let app_target = format!("the app at {app}");
+        let app_authority = http::uri::Authority::try_from(app.as_str()).ok();
         Some(Self {
             peer_label: Arc::from(peer.as_str()),
             series: Series::default(),
@@ -127,6 +131,7 @@ impl ConnInfo {
             sni,
             app,
             app_target,
+            app_authority,
             original,
         })
     }
@@ -228,10 +233,7 @@ impl Inbound {
             &shared.drain,
             &shared.metrics,
             "inbound",
-            move |req| {
-                let (this, conn) = (this.clone(), conn.clone());
-                async move { this.handle(req, &conn).await }
-            },
+            move |req| this.clone().handle(req, conn.clone()),
         )
         .await;
     }

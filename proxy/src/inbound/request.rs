@@ -12,6 +12,8 @@
 //! the `GET` with `Connection: upgrade` and `Upgrade` it stands for, then goes to
 //! [`super::upgrade`] in place of the plain forward.
 
+use std::sync::Arc;
+
 use http::{header, HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
@@ -28,14 +30,19 @@ use crate::observe::request::Observe;
 
 impl Inbound {
     /// One request of an mTLS connection: observed, and answered by the app or by
-    /// [`rescue::respond`].
-    pub(crate) async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
+    /// [`rescue::respond`]. It owns what it holds, so that it is the connection's request
+    /// future itself, not wrapped in another (each level copies it).
+    pub(crate) async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: Arc<ConnInfo>,
+    ) -> Response<Body> {
         let shared = &self.shared;
         let format = self.config.access_log;
         let mut obs =
             Observe::inbound_from(&req, format, &conn.peer, &conn.peer_label, &shared.identity);
         let grpc = rescue::is_grpc(req.headers());
-        let resp = match self.forward(req, conn, &mut obs.log).await {
+        let resp = match self.forward(req, &conn, &mut obs.log).await {
             Ok(r) => r,
             Err(e) => rescue::respond(e, grpc),
         };
@@ -85,13 +92,19 @@ impl Inbound {
         }
         // What the policy sees is what the app gets: the caller's own version of our headers
         // and the hop-by-hop fields are gone, and the verified identity is in place.
-        let caller_http1 = match parts.headers.remove(ORIG_PROTO) {
-            Some(_) => true,
-            // A caller that reached us over HTTP/1.1 directly spoke HTTP/1.1.
-            None => parts.version != Version::HTTP_2,
+        // One look at the names first: a request over the HTTP/1.1 hop carries neither.
+        let (orig_proto, preflight) = if headers::has_ours(&parts.headers) {
+            let orig_proto = parts.headers.remove(ORIG_PROTO).is_some();
+            (
+                orig_proto,
+                parts.headers.remove(expect::EXPECT_PREFLIGHT).is_some(),
+            )
+        } else {
+            (false, false)
         };
+        // A caller that reached us over HTTP/1.1 directly spoke HTTP/1.1.
+        let caller_http1 = orig_proto || parts.version != Version::HTTP_2;
         // An `Expect: 100-continue` preflight is authorized as its request, never forwarded.
-        let preflight = parts.headers.remove(expect::EXPECT_PREFLIGHT).is_some();
         headers::strip_hop_by_hop(&mut parts.headers);
         if let Some(up) = &upgrade {
             up.set_http1_fields(&mut parts.headers);
@@ -141,11 +154,12 @@ impl Inbound {
         // named: as `Host` over HTTP/1.1 (from `:authority` when the caller spoke h2), as
         // `:authority` over h2c (from `Host` when the caller spoke HTTP/1.1).
         let app_authority = |a: Option<&str>| {
-            Uri::builder()
-                .scheme("http")
-                .authority(a.unwrap_or(conn.app.as_str()))
-                .path_and_query(path.path_and_query())
-                .build()
+            let uri = Uri::builder().scheme(http::uri::Scheme::HTTP);
+            let uri = match (a, &conn.app_authority) {
+                (None, Some(app)) => uri.authority(app.clone()),
+                (a, _) => uri.authority(a.unwrap_or(conn.app.as_str())),
+            };
+            uri.path_and_query(path.path_and_query()).build()
         };
         let uri = if app_http1 {
             parts.version = Version::HTTP_11;

@@ -66,6 +66,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes the fields only a sidecar may set (`x-trustmesh-*`) among `ours`, with one look at
+/// the names first: an app's request nearly never carries one, and each removal by name
+/// hashes it. Every name in `ours` must start with `x-trustmesh-`.
+pub fn strip_ours(headers: &mut HeaderMap, ours: &[HeaderName]) {
+    debug_assert!(ours
+        .iter()
+        .all(|n| n.as_str().starts_with(TRUSTMESH_PREFIX)));
+    if !has_ours(headers) {
+        return;
+    }
+    for name in ours {
+        headers.remove(name);
+    }
+}
+
+/// Whether any field is named `x-trustmesh-*` (one pass over the names, no hashing).
+pub fn has_ours(headers: &HeaderMap) -> bool {
+    headers
+        .keys()
+        .any(|n| n.as_str().starts_with(TRUSTMESH_PREFIX))
+}
+
 /// Cleans a request's trailers before they go on: trustmesh's own fields (`x-trustmesh-*`:
 /// an app that merges trailers into headers must never read a caller's
 /// `x-trustmesh-peer-identity`), hop-by-hop fields and the fields RFC 9110 §6.5.1 forbids
@@ -191,6 +213,27 @@ mod tests {
             assert_eq!(headers.contains_key(name), in_headers, "header {name}");
             assert_eq!(trailers.contains_key(name), in_trailers, "trailer {name}");
         }
+    }
+
+    #[test]
+    fn strips_only_the_listed_sidecar_fields() {
+        let mut h = HeaderMap::new();
+        h.insert(PEER_IDENTITY, "spiffe://td/ns/x/sa/forged".parse().unwrap());
+        h.append(PEER_IDENTITY, "spiffe://td/ns/x/sa/again".parse().unwrap());
+        h.insert(ORIG_PROTO, "HTTP/1.1".parse().unwrap());
+        h.insert("x-trustmesh-other", "1".parse().unwrap());
+        h.insert("x-app", "kept".parse().unwrap());
+        strip_ours(&mut h, &[PEER_IDENTITY, ORIG_PROTO]);
+        assert!(!h.contains_key(PEER_IDENTITY));
+        assert!(!h.contains_key(ORIG_PROTO));
+        assert_eq!(h["x-trustmesh-other"], "1");
+        assert_eq!(h["x-app"], "kept");
+        let mut forged = HeaderMap::new();
+        forged.insert(PEER_IDENTITY, "spiffe://td/ns/x/sa/forged".parse().unwrap());
+        forged.insert("x-app", "kept".parse().unwrap());
+        strip_ours(&mut forged, &[PEER_IDENTITY]);
+        assert!(!forged.contains_key(PEER_IDENTITY));
+        assert_eq!(forged.len(), 1);
     }
 
     fn head(method: &str, uri: &str, hosts: &[&str]) -> Parts {

@@ -75,14 +75,15 @@ impl Upgrade {
         if version != Version::HTTP_11 || method != Method::GET {
             return None;
         }
+        // `Upgrade` first: nearly every request has none, and then `Connection` is not read.
+        let mut values = headers.get_all(header::UPGRADE).iter();
+        let (value, more) = (values.next()?, values.next());
         let asks = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-        let mut values = headers.get_all(header::UPGRADE).iter();
-        let (value, more) = (values.next()?, values.next());
         let protocol = value.to_str().ok()?.trim();
         if !asks || more.is_some() || !valid_protocol(protocol) {
             return None;

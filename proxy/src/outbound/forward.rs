@@ -6,6 +6,7 @@
 //! failover, the mTLS h2 pool) → forward.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::{header, uri, HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
@@ -20,15 +21,17 @@ use crate::layers::{deadline, expect};
 use crate::observe::access_log::Entry;
 use crate::observe::request::Observe;
 use crate::observe::series::Series;
+use crate::state::MeshView;
 
 impl Outbound {
     /// One request of the app: observed (in `series`, its connection's), and answered by the
-    /// destination or by [`rescue::respond`].
+    /// destination or by [`rescue::respond`]. It owns what it holds, so that it is the
+    /// connection's request future itself, not wrapped in another (each level copies it).
     pub(crate) async fn handle(
-        &self,
+        self: Arc<Self>,
         mut req: Request<Incoming>,
         orig: Option<SocketAddr>,
-        series: &Series,
+        series: Arc<Series>,
     ) -> Response<Body> {
         let shared = &self.shared;
         // The app's own fields, counted before the sidecar adds trace context.
@@ -57,7 +60,7 @@ impl Outbound {
                 obs.log.destination = Some(crate::observe::access_log::shared(by.0.as_str()));
             }
         }
-        obs.finish_in(&shared.metrics, series, &resp);
+        obs.finish_in(&shared.metrics, &series, &resp);
         resp
     }
 
@@ -70,7 +73,7 @@ impl Outbound {
         // WebSocket and other upgrades: an extended-CONNECT stream of their own (`upgrade`).
         // The less common ways (upgrades, passthrough, routes, the `100-continue` preflight)
         // are boxed: inline, their futures would make every request's future larger, and it
-        // is moved (copied) whole when hyper takes it.
+        // is moved (copied) whole when hyper takes it and at each level that awaits it.
         if let Some(up) = crate::layers::upgrade::Upgrade::of(&req) {
             return Box::pin(self.upgrade(req, up, orig, log)).await;
         }
@@ -79,6 +82,48 @@ impl Outbound {
             .mesh
             .load_full()
             .ok_or(ProxyError::NotReady("no policy snapshot yet"))?;
+        // What the head says is read in `next`, no await in it: its temporaries (the head's
+        // parts, the request before its rewrite) are then no part of this future.
+        let hop = match self.next(req, orig, &mesh, log)? {
+            Next::Hop(hop) => hop,
+            Next::Passthrough { req, addr, timeout } => {
+                return Box::pin(self.passthrough.forward(req, addr, timeout)).await;
+            }
+            Next::Routed {
+                service,
+                req,
+                host,
+                timeout,
+            } => {
+                return Box::pin(self.routed(&mesh, service, req, &host, orig, timeout, log)).await;
+            }
+        };
+        if hop.preflight {
+            return Box::pin(self.preflighted(hop)).await;
+        }
+        // Not through `send`: one level less of future that holds (and copies) the next.
+        let sent = match hop.dial {
+            None => {
+                self.send_to_service(hop.service, hop.upstream, hop.timeout)
+                    .await
+            }
+            Some(dial) => {
+                self.send_to_endpoint(hop.service, &dial, hop.upstream, hop.timeout)
+                    .await
+            }
+        };
+        self.answer(sent, &hop.stalled)
+    }
+
+    /// Reads the head (checks, deadline, route) and, for a mesh service without routes,
+    /// rewrites the request for the hop between sidecars.
+    fn next<'m>(
+        &self,
+        req: Request<Incoming>,
+        orig: Option<SocketAddr>,
+        mesh: &'m MeshView,
+        log: &mut Entry,
+    ) -> Result<Next<'m>, ProxyError> {
         if req.method() == http::Method::CONNECT {
             return Err(ProxyError::BadRequest(
                 "CONNECT is not supported through the mesh".to_string(),
@@ -108,7 +153,7 @@ impl Outbound {
             Route::Mesh { service, dial } => (service, Some(dial)),
             Route::Passthrough(addr) => {
                 log.decision = Some("passthrough");
-                return Box::pin(self.passthrough.forward(req, addr, timeout)).await;
+                return Ok(Next::Passthrough { req, addr, timeout });
             }
         };
         // A redirected request without Host is named by the address the app dialled.
@@ -118,24 +163,53 @@ impl Outbound {
         log.destination = Some(crate::observe::access_log::shared(
             service.identity.as_str(),
         ));
-        if Self::has_routes(&mesh, service) {
-            return Box::pin(self.routed(&mesh, service, req, &host, orig, timeout, log)).await;
+        if Self::has_routes(mesh, service) {
+            return Ok(Next::Routed {
+                service,
+                req,
+                host,
+                timeout,
+            });
         }
         let hop = super::hop::choose(self.config.hop_http1, &req, service, &host, orig);
         let (upstream, stalled) = to_mesh_request(req, &host, hop, self.config.body_timeout)?;
-        if expect::wants_continue(upstream.headers(), upstream.body()) {
-            // The app's body is not polled (so hyper sends no `100 Continue`) until the
-            // destination's sidecar has authorized the head (see `layers::expect`).
-            let (preflight, answered) = expect::preflight(&upstream);
-            let answer = Box::pin(self.send(service, dial.as_deref(), preflight, timeout)).await?;
-            drop(answered);
-            if !expect::accepted(&answer) {
-                let (mut parts, body) = answer.into_parts();
-                headers::strip_hop_by_hop(&mut parts.headers);
-                return Ok(Response::from_parts(parts, body::stream(body)));
-            }
+        Ok(Next::Hop(Rewritten {
+            service,
+            dial,
+            preflight: expect::wants_continue(upstream.headers(), upstream.body()),
+            upstream,
+            stalled,
+            timeout,
+        }))
+    }
+
+    /// The exchange of a request that wants `100 Continue`: the app's body is not polled
+    /// (so hyper sends no `100 Continue`) until the destination's sidecar has authorized the
+    /// head (see `layers::expect`).
+    async fn preflighted(&self, hop: Rewritten<'_>) -> Result<Response<Body>, ProxyError> {
+        let (preflight, answered) = expect::preflight(&hop.upstream);
+        let answer = self
+            .send(hop.service, hop.dial.as_deref(), preflight, hop.timeout)
+            .await?;
+        drop(answered);
+        if !expect::accepted(&answer) {
+            let (mut parts, body) = answer.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers);
+            return Ok(Response::from_parts(parts, body::stream(body)));
         }
-        let sent = self.send(service, dial.as_deref(), upstream, timeout).await;
+        let sent = self
+            .send(hop.service, hop.dial.as_deref(), hop.upstream, hop.timeout)
+            .await;
+        self.answer(sent, &hop.stalled)
+    }
+
+    /// The destination's answer for the app, hop-by-hop fields gone; a failure while the
+    /// app's body had stalled is that stall's (`408`).
+    fn answer(
+        &self,
+        sent: Result<Response<Incoming>, ProxyError>,
+        stalled: &body::Stalled,
+    ) -> Result<Response<Body>, ProxyError> {
         let resp = sent.map_err(|e| {
             if stalled.get() && matches!(e, ProxyError::Upstream { .. }) {
                 crate::layers::limits::exceeded(&self.shared.metrics, "body_timeout", "outbound");
@@ -149,6 +223,37 @@ impl Outbound {
         headers::strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body::stream(body)))
     }
+}
+
+/// Where a request goes once its head is read ([`Outbound::next`]).
+enum Next<'m> {
+    /// To a mesh service without routes, rewritten for the hop.
+    Hop(Rewritten<'m>),
+    /// In plaintext to the original destination (`outbound_policy: passthrough`).
+    Passthrough {
+        req: Request<Incoming>,
+        addr: SocketAddr,
+        timeout: std::time::Duration,
+    },
+    /// To a mesh service with `HTTPRoute`s: its rules decide.
+    Routed {
+        service: &'m trustmesh_policies::ServiceEntry,
+        req: Request<Incoming>,
+        host: String,
+        timeout: std::time::Duration,
+    },
+}
+
+/// A request rewritten for the hop between sidecars, and where it goes.
+struct Rewritten<'m> {
+    service: &'m trustmesh_policies::ServiceEntry,
+    /// The endpoint the app dialled itself (an original destination), else balanced.
+    dial: Option<String>,
+    upstream: Request<Body>,
+    stalled: body::Stalled,
+    timeout: std::time::Duration,
+    /// `Expect: 100-continue` with a body: the head goes first ([`Outbound::preflighted`]).
+    preflight: bool,
 }
 
 impl Outbound {
@@ -193,9 +298,10 @@ pub(super) fn to_mesh_request(
     let orig_version = parts.version;
     headers::strip_hop_by_hop(&mut parts.headers);
     // Only an inbound sidecar may vouch for a caller; whatever the app wrote is dropped.
-    parts.headers.remove(PEER_IDENTITY);
-    parts.headers.remove(ORIG_PROTO);
-    parts.headers.remove(expect::EXPECT_PREFLIGHT);
+    headers::strip_ours(
+        &mut parts.headers,
+        &[PEER_IDENTITY, ORIG_PROTO, expect::EXPECT_PREFLIGHT],
+    );
     match hop {
         Hop::H2 => {
             parts.headers.remove(header::HOST);

@@ -175,10 +175,7 @@ impl Outbound {
             &shared.drain,
             &shared.metrics,
             "outbound",
-            move |req| {
-                let (this, series) = (this.clone(), series.clone());
-                async move { this.handle(req, orig, &series).await }
-            },
+            move |req| this.clone().handle(req, orig, series.clone()),
         )
         .await;
     }
