@@ -14,7 +14,7 @@ use trustmesh_policies::{CompiledPolicies, WorkloadPolicies};
 
 use crate::app_ports::{InboundPorts, SidecarPorts};
 use crate::observe::metrics::Metrics;
-use crate::outbound::pool::fnv::FnvMap;
+use crate::outbound::pool::hash::FastMap;
 
 /// The certificate in use.
 #[derive(Debug, Clone)]
@@ -48,10 +48,10 @@ pub struct MeshView {
     /// outbound, [`crate::outbound::http_route`]).
     pub routes: CompiledRoutes,
     /// The client configuration per peer identity, looked up on every outbound request: keyed
-    /// by registry identities (never a caller's input), so hashed with FNV-1a.
-    client_configs: Mutex<FnvMap<SpiffeId, Arc<rustls::ClientConfig>>>,
+    /// by registry identities (never a caller's input), so hashed with foldhash (`outbound::pool::hash`).
+    client_configs: Mutex<FastMap<SpiffeId, Arc<rustls::ClientConfig>>>,
     /// The same configurations with ALPN `http/1.1` (the HTTP/1.1 hop, [`crate::outbound::hop`]).
-    http1_client_configs: Mutex<FnvMap<SpiffeId, Arc<rustls::ClientConfig>>>,
+    http1_client_configs: Mutex<FastMap<SpiffeId, Arc<rustls::ClientConfig>>>,
 }
 
 impl MeshView {
@@ -101,7 +101,7 @@ impl MeshView {
                     .iter()
                     .flat_map(|e| e.identities())
                     .collect();
-                let kept = |cache: &Mutex<FnvMap<SpiffeId, Arc<rustls::ClientConfig>>>| {
+                let kept = |cache: &Mutex<FastMap<SpiffeId, Arc<rustls::ClientConfig>>>| {
                     let mut configs = cache.lock().map(|c| c.clone()).unwrap_or_default();
                     configs.retain(|id, _| named.contains(id));
                     configs
@@ -117,8 +117,8 @@ impl MeshView {
                     .push(crate::layers::detect::OPAQUE_ALPN.to_vec());
                 (
                     Arc::new(server_config),
-                    FnvMap::default(),
-                    FnvMap::default(),
+                    FastMap::default(),
+                    FastMap::default(),
                 )
             }
         };

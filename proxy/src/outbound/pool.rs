@@ -15,9 +15,9 @@ use trustmesh_policies::ServiceEntry;
 
 use crate::layers::body::Body;
 use crate::layers::rescue::ProxyError;
-use fnv::FnvMap;
+use hash::FastMap;
 
-pub mod fnv;
+pub mod hash;
 pub mod http1;
 
 struct Entry {
@@ -44,7 +44,7 @@ impl Slot {
 /// The pool of HTTP/2 connections to other sidecars, by identity, then endpoint (two levels,
 /// so that a lookup borrows its keys rather than copying them).
 pub struct Pool {
-    slots: Mutex<FnvMap<SpiffeId, FnvMap<String, Slot>>>,
+    slots: Mutex<FastMap<SpiffeId, FastMap<String, Slot>>>,
     /// `trustmesh_upstream_connections_total`: connections made (each a full mTLS handshake).
     connects: prometheus::IntCounter,
 }
@@ -160,7 +160,7 @@ impl Pool {
     fn len(&self) -> usize {
         self.slots
             .lock()
-            .map(|s| s.values().map(FnvMap::len).sum())
+            .map(|s| s.values().map(FastMap::len).sum())
             .unwrap_or(0)
     }
 
@@ -177,7 +177,7 @@ impl Pool {
 
 /// Drops the destinations whose connection is closed (or was never made) and that nobody is
 /// connecting to or waiting for.
-fn prune(slots: &mut FnvMap<SpiffeId, FnvMap<String, Slot>>) {
+fn prune(slots: &mut FastMap<SpiffeId, FastMap<String, Slot>>) {
     for by_endpoint in slots.values_mut() {
         by_endpoint.retain(|_, slot| {
             let live = slot.ready.as_ref().is_some_and(|e| !e.sender.is_closed());

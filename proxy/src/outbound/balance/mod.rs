@@ -29,7 +29,7 @@ use std::time::Instant;
 use trustmesh_certs::SpiffeId;
 use trustmesh_policies::{Registry, ServiceEntry};
 
-use crate::outbound::pool::fnv::FnvMap;
+use crate::outbound::pool::hash::FastMap;
 
 use eject::{EjectConfig, Health, Reason};
 use endpoint::State;
@@ -107,7 +107,7 @@ pub struct BalanceMetrics {
 pub struct Balancer {
     config: Config,
     clock: Arc<dyn Clock>,
-    services: Mutex<FnvMap<String, Vec<Arc<Endpoint>>>>,
+    services: Mutex<FastMap<String, Vec<Arc<Endpoint>>>>,
     rng: Mutex<fastrand::Rng>,
     next: AtomicUsize,
     metrics: BalanceMetrics,
@@ -238,7 +238,7 @@ impl Balancer {
     /// The endpoints of `service`, brought in step with its registry entry.
     fn sync<'m>(
         &self,
-        services: &'m mut FnvMap<String, Vec<Arc<Endpoint>>>,
+        services: &'m mut FastMap<String, Vec<Arc<Endpoint>>>,
         service: &ServiceEntry,
     ) -> &'m [Arc<Endpoint>] {
         let same = with_key(service, |key| {
@@ -273,7 +273,7 @@ impl Balancer {
             self.gauges(&key, &eps);
             services.insert(key, eps);
         }
-        let services: &'m FnvMap<String, Vec<Arc<Endpoint>>> = services;
+        let services: &'m FastMap<String, Vec<Arc<Endpoint>>> = services;
         with_key(service, |key| services.get(key))
             .map(Vec::as_slice)
             .unwrap_or_default()

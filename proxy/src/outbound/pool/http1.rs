@@ -18,7 +18,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use trustmesh_certs::SpiffeId;
 
-use super::fnv::FnvMap;
+use super::hash::FastMap;
 use crate::layers::body::Body;
 use crate::layers::idle::{IdleSet, Reusable};
 use crate::layers::rescue::ProxyError;
@@ -76,7 +76,7 @@ impl Taken {
 
 /// Idle HTTP/1.1 connections to other sidecars, by identity, then endpoint.
 pub struct Http1Pool {
-    conns: Mutex<FnvMap<SpiffeId, FnvMap<String, IdleSet<Conn>>>>,
+    conns: Mutex<FastMap<SpiffeId, FastMap<String, IdleSet<Conn>>>>,
     limits: Limits,
     /// `trustmesh_upstream_connections_total`.
     connects: prometheus::IntCounter,
