@@ -39,14 +39,38 @@ fn issue_to(ca: &trustmesh_certs::CertificateAuthority, resolver: &RotatingResol
     resolver.set(cert.chain, &key).unwrap();
 }
 
-#[tokio::test]
-async fn sessions_resume_until_our_certificate_changes_then_the_new_one_is_presented() {
+/// A stand-in control plane answering `200 {}` to every call, and a client of it presenting a
+/// certificate just issued by `ca` through `resolver` (`issue_to` renews it).
+struct Started {
+    ca: Arc<trustmesh_certs::CertificateAuthority>,
+    cp: FakeControlPlane,
+    resolver: Arc<RotatingResolver>,
+    control: Arc<ControlClient>,
+}
+
+async fn started() -> Started {
     let ca = Arc::new(testing::ca());
     let cp = FakeControlPlane::start(&ca, Arc::new(|_| (StatusCode::OK, "{}".to_string()))).await;
     let resolver = Arc::new(RotatingResolver::new());
-    let issue = || issue_to(&ca, &resolver);
-    issue();
+    issue_to(&ca, &resolver);
     let control = cp.client(&ca, resolver.clone());
+    Started {
+        ca,
+        cp,
+        resolver,
+        control,
+    }
+}
+
+#[tokio::test]
+async fn sessions_resume_until_our_certificate_changes_then_the_new_one_is_presented() {
+    let Started {
+        ca,
+        cp,
+        resolver,
+        control,
+    } = started().await;
+    let issue = || issue_to(&ca, &resolver);
     // Each answer says `Connection: close`, so each call makes a new connection.
     let closing = "/v1/snapshot?wait=0s&close";
     for _ in 0..3 {
@@ -77,12 +101,13 @@ async fn sessions_resume_until_our_certificate_changes_then_the_new_one_is_prese
 
 #[tokio::test]
 async fn calls_share_one_kept_connection_until_our_certificate_or_the_bundle_changes() {
-    let ca = Arc::new(testing::ca());
-    let cp = FakeControlPlane::start(&ca, Arc::new(|_| (StatusCode::OK, "{}".to_string()))).await;
-    let resolver = Arc::new(RotatingResolver::new());
+    let Started {
+        ca,
+        cp,
+        resolver,
+        control,
+    } = started().await;
     let issue = || issue_to(&ca, &resolver);
-    issue();
-    let control = cp.client(&ca, resolver.clone());
     for _ in 0..3 {
         assert_eq!(get(&control).await, StatusCode::OK);
     }
@@ -109,11 +134,7 @@ async fn calls_share_one_kept_connection_until_our_certificate_or_the_bundle_cha
 
 #[tokio::test]
 async fn a_get_on_a_kept_connection_the_server_closed_is_sent_again_on_a_new_one() {
-    let ca = Arc::new(testing::ca());
-    let cp = FakeControlPlane::start(&ca, Arc::new(|_| (StatusCode::OK, "{}".to_string()))).await;
-    let resolver = Arc::new(RotatingResolver::new());
-    issue_to(&ca, &resolver);
-    let control = cp.client(&ca, resolver.clone());
+    let Started { cp, control, .. } = started().await;
     // The second call on the kept connection gets no answer (the server closes it, as in a
     // race with its idle close): sent again on a new connection, it is answered.
     let dropping = "/v1/snapshot?wait=0s&drop";
@@ -125,11 +146,7 @@ async fn a_get_on_a_kept_connection_the_server_closed_is_sent_again_on_a_new_one
 
 #[tokio::test]
 async fn a_call_that_finds_the_kept_connection_busy_makes_its_own_and_one_is_kept_after() {
-    let ca = Arc::new(testing::ca());
-    let cp = FakeControlPlane::start(&ca, Arc::new(|_| (StatusCode::OK, "{}".to_string()))).await;
-    let resolver = Arc::new(RotatingResolver::new());
-    issue_to(&ca, &resolver);
-    let control = cp.client(&ca, resolver.clone());
+    let Started { cp, control, .. } = started().await;
     assert_eq!(get(&control).await, StatusCode::OK);
     // A long poll holds the kept connection; a call meanwhile cannot wait for it.
     let held = tokio::spawn({

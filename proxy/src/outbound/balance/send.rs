@@ -180,12 +180,7 @@ impl Outbound {
         let identity = endpoint_identity(service, addr);
         let config = match mesh.client_config(&self.shared.resolver, identity) {
             Ok(c) => c,
-            Err(e) => {
-                let target = format!("{}.{}", service.name, service.namespace);
-                let reason = e.to_string();
-                sent.finish(Outcome::Neutral);
-                return Attempt::Done(Err(ProxyError::Tls { target, reason }));
-            }
+            Err(e) => return no_client_config(service, e, sent),
         };
         let connect = self.config.connect_timeout;
         let pooled = self
@@ -404,4 +399,18 @@ fn h2_error(e: &hyper::Error) -> Option<&h2::Error> {
         source = s.source();
     }
     None
+}
+
+/// The attempt when no client configuration can be made for the endpoint's identity (neither
+/// way, HTTP/2 or HTTP/1.1, can verify it): the request ends with a TLS error, the endpoint
+/// not blamed.
+fn no_client_config(
+    service: &ServiceEntry,
+    e: impl std::fmt::Display,
+    sent: &mut Finisher<'_>,
+) -> Attempt {
+    let target = format!("{}.{}", service.name, service.namespace);
+    let reason = e.to_string();
+    sent.finish(Outcome::Neutral);
+    Attempt::Done(Err(ProxyError::Tls { target, reason }))
 }

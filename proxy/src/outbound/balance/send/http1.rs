@@ -10,9 +10,8 @@
 
 use http::Request;
 
-use super::{Attempt, Finisher, Head, Outbound, Outcome, Reason};
+use super::{no_client_config, Attempt, Finisher, Head, Outbound, Outcome, Reason};
 use crate::layers::body::Body;
-use crate::layers::rescue::ProxyError;
 use crate::outbound::balance::endpoint_identity;
 use crate::state::MeshView;
 use trustmesh_policies::ServiceEntry;
@@ -32,12 +31,7 @@ impl Outbound {
         let identity = endpoint_identity(service, addr);
         let config = match mesh.http1_client_config(&self.shared.resolver, identity) {
             Ok(c) => c,
-            Err(e) => {
-                let target = format!("{}.{}", service.name, service.namespace);
-                let reason = e.to_string();
-                sent.finish(Outcome::Neutral);
-                return Attempt::Done(Err(ProxyError::Tls { target, reason }));
-            }
+            Err(e) => return no_client_config(service, e, sent),
         };
         let sni = || service.fqdn();
         let connect = self.config.connect_timeout;
