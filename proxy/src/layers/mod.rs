@@ -13,6 +13,7 @@ pub mod h2c;
 pub mod headers;
 pub mod idle;
 pub mod limits;
+pub mod replay;
 pub mod rescue;
 pub mod upgrade;
 pub mod upstream;

@@ -22,14 +22,15 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use http::{HeaderMap, Method, Request, Response, Uri};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
 use super::Failure;
-use crate::layers::body::{self, Body};
+use crate::layers::body::Body;
 use crate::layers::idle::{IdleSet, Limits};
+use crate::layers::replay::{idempotent, lost, Head};
 
 /// The HTTP/1.1 connections to the app, by address.
 pub struct AppHttp1 {
@@ -86,7 +87,10 @@ impl AppHttp1 {
                 None => (Box::pin(self.connect(addr)).await?, None),
             };
             let reused = idle.is_some();
-            if replay.is_none() && idle.is_some_and(|i| i >= self.replay_after) {
+            if replay.is_none()
+                && idle.is_some_and(|i| i >= self.replay_after)
+                && idempotent(req.method())
+            {
                 replay = Head::of(&req);
             }
             match sender.try_send_request(req).await {
@@ -190,61 +194,5 @@ impl AppHttp1 {
                     .sum()
             })
             .unwrap_or(0)
-    }
-}
-
-/// Whether `error`, with no response head, means the connection was lost under the request
-/// (not that the request itself was refused as malformed).
-fn lost(error: &hyper::Error) -> bool {
-    if error.is_user() {
-        return false;
-    }
-    if error.is_closed() || error.is_canceled() || error.is_incomplete_message() {
-        return true;
-    }
-    let mut source = std::error::Error::source(error);
-    while let Some(s) = source {
-        if s.is::<std::io::Error>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
-}
-
-/// The head of a bodiless request with an idempotent method, kept to send it again.
-struct Head {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-}
-
-impl Head {
-    /// The head of `req` if it may be sent twice: no body, and an idempotent method (RFC 9110
-    /// §9.2.2); `None` otherwise.
-    fn of(req: &Request<Body>) -> Option<Self> {
-        let idempotent = matches!(
-            *req.method(),
-            Method::GET
-                | Method::HEAD
-                | Method::OPTIONS
-                | Method::TRACE
-                | Method::PUT
-                | Method::DELETE
-        );
-        (idempotent && http_body::Body::is_end_stream(req.body())).then(|| Self {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            headers: req.headers().clone(),
-        })
-    }
-
-    /// The request again.
-    fn request(&self) -> Request<Body> {
-        let mut req = Request::new(body::full(""));
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
-        *req.headers_mut() = self.headers.clone();
-        req
     }
 }

@@ -27,8 +27,7 @@ use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
-use http_body::Body as _;
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
 use tokio::time::Instant;
@@ -36,7 +35,8 @@ use trustmesh_policies::ServiceEntry;
 
 use super::eject::Reason;
 use super::{endpoint_identity, Endpoint, InFlight, Outcome};
-use crate::layers::body::{self, Body};
+use crate::layers::body::Body;
+use crate::layers::replay::{idempotent, lost, Head};
 use crate::layers::rescue::ProxyError;
 use crate::outbound::Outbound;
 use crate::state::MeshView;
@@ -220,7 +220,7 @@ impl Outbound {
             return Attempt::Again(req, err);
         }
         let error = e.into_error();
-        if let Some(head) = replay.as_ref().filter(|h| h.may_resend(&error)) {
+        if let Some(head) = replay.as_ref().filter(|h| may_resend(h, &error)) {
             sent.finish(Outcome::Failed(Reason::Connect));
             return Attempt::Again(head.request(), upstream(error.to_string()));
         }
@@ -319,74 +319,21 @@ fn timed_out(service: &ServiceEntry, endpoint: &str, timeout: Duration) -> Proxy
     }
 }
 
-/// The head of a request without a body, kept to send it again after hyper took it.
-struct Head {
-    method: Method,
-    uri: Uri,
-    version: Version,
-    headers: HeaderMap,
-}
-
-impl Head {
-    /// The head of `req` when it has no body; `None` otherwise (its body cannot be replayed).
-    fn of(req: &Request<Body>) -> Option<Self> {
-        req.body().is_end_stream().then(|| Self {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            version: req.version(),
-            headers: req.headers().clone(),
-        })
+/// Whether, after `error` and no response head, the request of `head` may go to another
+/// endpoint: a refused HTTP/2 stream (never processed, RFC 9113 §8.7) whatever its method, a
+/// lost connection or stream when its method is idempotent.
+fn may_resend(head: &Head, error: &hyper::Error) -> bool {
+    if error.is_user() {
+        return false;
     }
-
-    /// The request again.
-    fn request(&self) -> Request<Body> {
-        let mut req = Request::new(body::full(""));
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
-        *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers.clone();
-        req
+    let h2 = h2_error(error);
+    if h2.is_some_and(|h| h.reason() == Some(h2::Reason::REFUSED_STREAM) && h.is_remote()) {
+        return true;
     }
-
-    /// Whether, after `error` and no response head, the request may go to another endpoint.
-    fn may_resend(&self, error: &hyper::Error) -> bool {
-        if error.is_user() {
-            return false;
-        }
-        let h2 = h2_error(error);
-        // RFC 9113 §8.7: a refused stream was not processed, whatever its method.
-        if h2.is_some_and(|h| h.reason() == Some(h2::Reason::REFUSED_STREAM) && h.is_remote()) {
-            return true;
-        }
-        // hyper turns an HTTP/2 I/O error (the peer's socket closed or reset) into its own
-        // I/O kind, with the `io::Error` as the source.
-        let lost = error.is_closed()
-            || error.is_canceled()
-            || error.is_incomplete_message()
-            || io_error(error)
-            || h2.is_some_and(|h| h.is_io() || h.is_go_away());
-        lost && idempotent(&self.method)
-    }
-}
-
-/// RFC 9110 §9.2.2.
-fn idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
-}
-
-/// Whether an I/O error is under a hyper error (the connection failed, not a stream).
-fn io_error(e: &hyper::Error) -> bool {
-    let mut source = e.source();
-    while let Some(s) = source {
-        if s.is::<std::io::Error>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
+    // hyper turns an HTTP/2 I/O error (the peer's socket closed or reset) into its own I/O
+    // kind, with the `io::Error` as the source.
+    let lost = lost(error) || h2.is_some_and(|h| h.is_io() || h.is_go_away());
+    lost && idempotent(head.method())
 }
 
 /// The HTTP/2 error under a hyper error, if any.

@@ -63,7 +63,7 @@ impl Outbound {
                         req = again;
                         continue;
                     }
-                    match replay.as_ref().filter(|h| h.may_resend(e.error())) {
+                    match replay.as_ref().filter(|h| super::may_resend(h, e.error())) {
                         Some(head) => {
                             tracing::debug!(endpoint = %addr, "pooled HTTP/1.1 connection lost before an answer; sent again: {}", e.error());
                             req = head.request();
